@@ -1,0 +1,11 @@
+"""exprag-plus: a zero-dependency, agent-facing experiment memory.
+
+One JSONL file per run under `.runs/`, the exact code that produced it, and a CLI (`exprag-plus`) to
+query, compare, restore and replay runs.
+"""
+
+from .experiment import Experiment
+from .store import Run, load_run, load_runs
+
+__all__ = ["Experiment", "Run", "load_run", "load_runs"]
+__version__ = "0.1.0"

@@ -1,0 +1,323 @@
+"""The `exprag-plus` command: argparse in front, the library behind; this module only formats.
+
+Exit codes: 0 ok, 1 a well-formed request that failed or found nothing, 2 bad input (one line on
+stderr, never a traceback). With `--json`, stdout carries only JSON; notes and warnings go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from . import ids, query, records, store
+from .query import NoResult, QueryError
+
+PROG = "exprag-plus"
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit 2)."""
+
+
+class Failure(RuntimeError):
+    """The request was understood but did not succeed (exit 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# --- output helpers --------------------------------------------------------------------------------
+
+
+def note(text: str) -> None:
+    print(f"{PROG}: {text}", file=sys.stderr)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(records.jsonable(data), indent=2, ensure_ascii=False) + "\n")
+
+
+def num(x: Any) -> str:
+    if isinstance(x, bool) or x is None:
+        return {True: "true", False: "false", None: "-"}[x]
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return records.nonfinite_text(x)
+        return f"{x:.6g}"
+    if isinstance(x, (int, str)):
+        return str(x)
+    return json.dumps(records.jsonable(x), ensure_ascii=False)
+
+
+def when(iso: Optional[str]) -> str:
+    return (iso or "")[:19].replace("T", " ")
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    cols = [list(header)] + [list(r) for r in rows]
+    widths = [max(len(c[i]) for c in cols) for i in range(len(header))]
+    return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cols)
+
+
+def sparkline(values: Sequence[Any]) -> str:
+    finite = [v for v in values if records.is_number(v) and math.isfinite(v)]
+    if not finite:
+        return ""
+    lo, hi = min(finite), max(finite)
+    out = []
+    for v in values:
+        if not (records.is_number(v) and math.isfinite(v)):
+            out.append(" ")
+        elif hi == lo:
+            out.append(SPARKS[3])
+        else:
+            out.append(SPARKS[min(int((v - lo) / (hi - lo) * len(SPARKS)), len(SPARKS) - 1)])
+    return "".join(out)
+
+
+def short_commit(git: Optional[Dict[str, Any]]) -> str:
+    if not git:
+        return "-"
+    c = (git.get("commit") or "")[:7] or "none"
+    return c + ("*" if git.get("dirty") else "")
+
+
+def _key_metrics(rows: List[Dict[str, Any]], n: int = 3) -> List[str]:
+    counts: Dict[str, int] = {}
+    for r in rows:
+        for p in r["metrics"]:
+            if p.rsplit(".", 1)[-1] not in ("step", "epoch", "iteration", "iter"):
+                counts[p] = counts.get(p, 0) + 1
+    return sorted(counts, key=lambda p: (-counts[p], p))[:n]
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def _root(args: argparse.Namespace) -> str:
+    return ids.runs_dir(getattr(args, "root", None))
+
+
+def _runs(args: argparse.Namespace) -> List[store.Run]:
+    return store.load_runs(_root(args))
+
+
+def _run(args: argparse.Namespace, ref: str) -> store.Run:
+    return store.Run.read(ids.resolve(ref, _root(args)), full=True)
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    res = query.list_runs(_runs(args), args.where, args.sort, args.limit)
+    if res["shown"] < res["matched"]:
+        note(f"showing {res['shown']} of {res['matched']} matching runs; use --limit 0 for all")
+    if args.json:
+        return emit_json(res)
+    if not res["runs"]:
+        print(f"no runs ({res['total']} in {_root(args)})" if not args.where else f"no run matches ({res['total']} runs)")
+        return
+    keys = _key_metrics(res["runs"])
+    rows = [[r["short_id"], when(r["started"]), r["name"][:40], r["status"], short_commit(r)]
+            + [num(r["metrics"].get(k)) for k in keys] for r in res["runs"]]
+    print(table(rows, ["ID", "STARTED (UTC)", "NAME", "STATUS", "COMMIT"] + keys))
+    if any(r.get("dirty") for r in res["runs"]):
+        print("* dirty tree: the commit is the run's snapshot on run/<id>")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    res = query.show(_run(args, args.run))
+    if args.json:
+        return emit_json(res)
+    proc, git = res["process"], res["git"] or {}
+    lines = [f"run       {res['id']} ({res['short_id']})  {res['name']!r}",
+             f"status    {res['status']}" + (f" after {res['duration_s']} s" if res["duration_s"] is not None else ""),
+             f"started   {when(res['started'])} UTC on {res['host'].get('hostname', '?')}",
+             f"command   {' '.join(proc.get('argv') or [])}  (cwd {proc.get('cwd', '?')})"]
+    if res["replay_of"]:
+        lines.append(f"replay of {res['replay_of']}")
+    if not res["git"]:
+        lines.append(f"code      no git state ({res['git_error'] or 'unknown'})")
+    elif git.get("dirty"):
+        where = f"snapshot {git.get('commit')} on {git.get('branch')}" if git.get("commit") else "no snapshot"
+        lines.append(f"code      dirty tree: {where}, base {git.get('base_commit')}, {len(git.get('status') or [])} changed paths")
+    else:
+        lines.append(f"code      {git.get('commit')} on {git.get('branch') or '(detached)'} (clean)")
+    if res["git_error"] and res["git"]:
+        lines.append(f"git error {res['git_error']}")
+    if res["error"]:
+        lines.append(f"error     {res['error'].get('type')}: {res['error'].get('message')}")
+    md = dict(query._flat(res["metadata"]))
+    if md:
+        lines.append("metadata  " + "\n          ".join(f"{k} = {num(v)}" for k, v in md.items()))
+    lines.append("records   " + ", ".join(f"{k} {v}" for k, v in res["records"].items()))
+    print("\n".join(lines))
+    if res["summary"]:
+        rows = [[p, num(s.get("last")), num(s.get("min")), num(s.get("max")), str(s.get("count")),
+                 str(s.get("nonfinite") or "")] for p, s in res["summary"].items()]
+        print()
+        print(table(rows, ["METRIC", "LAST", "MIN", "MAX", "COUNT", "NONFINITE"]))
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    runs = [_run(args, args.run)] if args.run else _runs(args)
+    res = query.keys(runs)
+    if args.json:
+        return emit_json(res)
+    print(f"{res['runs']} run(s).  Fields: {', '.join(res['fields'])}")
+    if res["metadata"]:
+        print()
+        print(table([[p, str(e["runs"]), ", ".join(num(v) for v in e["values"])] for p, e in res["metadata"].items()],
+                    ["METADATA PATH", "RUNS", "VALUES (first few)"]))
+    if res["metrics"]:
+        print()
+        print(table([[p, str(e["runs"]), num(e["min"]), num(e["max"])] for p, e in res["metrics"].items()],
+                    ["METRIC PATH", "RUNS", "MIN", "MAX"]))
+
+
+def cmd_best(args: argparse.Namespace) -> None:
+    res = query.best(query.select(_runs(args), args.where), args.metric, args.min, args.final)
+    if args.json:
+        return emit_json(res)
+    r = res["run"]
+    step = lambda s: f" at step {num(s)}" if s is not None else ""
+    print(f"best run by {res['metric']} ({res['rule']}):")
+    print(f"  {r['short_id']}  {r['name']!r}  {r['status']}  commit {short_commit(r)}")
+    print(f"  best {num(res['best'])}{step(res['best_step'])}, final {num(res['last'])}{step(res['last_step'])}")
+    print(f"  ranked {res['considered']} run(s); {res['without_metric']} without a finite value")
+    if len(res["ranking"]) > 1:
+        print(table([[x["short_id"], x["name"][:40], num(x["value"])] for x in res["ranking"]], ["ID", "NAME", "VALUE"]))
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    res = query.history(_run(args, args.run), args.metric, args.max_points, args.step)
+    if res["sampled"]:
+        note(f"showing {res['shown']} of {res['count']} points (first, last, min and max kept); use --max-points 0 for all")
+    if args.json:
+        return emit_json(res)
+    values = [p["value"] for p in res["points"]]
+    s = res["summary"] or {}
+    print(f"{res['metric']} in {res['short_id']}: {res['count']} points, last {num(s.get('last'))}, "
+          f"min {num(s.get('min'))}, max {num(s.get('max'))}")
+    if args.step is None:
+        print(sparkline(values))
+    with_step = any(p.get("step") is not None for p in res["points"])
+    print(table([[num(p.get("step") if with_step else p.get("seq")), num(p["value"])] for p in res["points"]],
+                ["STEP" if with_step else "SEQ", "VALUE"]))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    res = query.compare(_run(args, args.run_a), _run(args, args.run_b))
+    if args.json:
+        return emit_json(res)
+    a, b = res["a"], res["b"]
+    print(f"a = {a['short_id']} {a['name']!r} ({a['status']}, {when(a['started'])})")
+    print(f"b = {b['short_id']} {b['name']!r} ({b['status']}, {when(b['started'])})")
+    print()
+    if res["metadata"]:
+        print(table([[m["path"], num(m["a"]), num(m["b"])] for m in res["metadata"]], ["METADATA CHANGED", "A", "B"]))
+    else:
+        print("metadata: identical")
+    if res["metrics"]:
+        print()
+        print(table([[m["path"], num(m["a"]), num(m["b"]), "" if m["delta"] is None else f"{m['delta']:+.6g}"]
+                     for m in res["metrics"]], ["FINAL METRIC", "A", "B", "B-A"]))
+    print()
+    ca, cb = res["code"]["a"], res["code"]["b"]
+    for label, c in (("a", ca), ("b", cb)):
+        desc = f"{c['commit'] or 'none'}" + (f" on {c['branch']}" if c["branch"] else "") + (" (dirty snapshot)" if c["dirty"] else "")
+        print(f"code {label}: {desc}")
+    if res["code"]["same_commit"]:
+        print("same code")
+
+
+# --- parser ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine output (strict JSON) on stdout")
+    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
+                        help="the runs folder (default: $EXPRAG_PLUS_DIR, else .runs at the git top level)")
+    p = _Parser(prog=PROG, description="Query, compare, restore and replay recorded experiment runs.",
+                epilog="RUN is a run id, a unique prefix or suffix (>= 6), latest, latest~N, or a .jsonl path in the runs folder.")
+    p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    where_help = "PATH OP VALUE, OP one of = != < <= > >= ~ (regex); PATH a field, metadata path or metric path (PATH:min|max|last|count)"
+    sp = add("runs", cmd_runs, "list runs, newest first")
+    sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=where_help)
+    sp.add_argument("--sort", metavar="KEY", help="sort by KEY ascending (-KEY descending)")
+    sp.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (default 20; 0 for all)")
+    sp = add("show", cmd_show, "everything about one run")
+    sp.add_argument("run", metavar="RUN")
+    sp = add("keys", cmd_keys, "every metadata and metric path (discover names before querying)")
+    sp.add_argument("run", metavar="RUN", nargs="?")
+    sp = add("best", cmd_best, "the best run by a metric (by each run's best value; --final for its last value)")
+    sp.add_argument("metric", metavar="METRIC")
+    sp.add_argument("--min", action="store_true", help="lower is better")
+    sp.add_argument("--final", action="store_true", help="rank by the last tracked value instead of the best")
+    sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=where_help)
+    sp = add("history", cmd_history, "a metric's values in one run")
+    sp.add_argument("run", metavar="RUN")
+    sp.add_argument("metric", metavar="METRIC")
+    sp.add_argument("--max-points", type=int, default=100, metavar="N", help="sample down to N points (default 100; 0 for all)")
+    sp.add_argument("--step", type=int, metavar="N", help="only the point(s) at step N")
+    sp = add("compare", cmd_compare, "metadata differences, final metrics with deltas, and code of two runs")
+    sp.add_argument("run_a", metavar="RUN")
+    sp.add_argument("run_b", metavar="RUN")
+    return p
+
+
+def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    text = str(message)
+    print(text if text.startswith(PROG) else f"{PROG}: warning: {text}", file=sys.stderr)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    warnings.showwarning = _warning_line
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        args.func(args)
+        return 0
+    except (UsageError, QueryError, ids.RunNotFound, ValueError) as exc:
+        cmd = getattr(locals().get("args"), "command", None)
+        print(f"{PROG}{' ' + cmd if cmd else ''}: error: {exc}", file=sys.stderr)
+        return 2
+    except (NoResult, Failure) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except OSError as exc:
+        print(f"{PROG}: error: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # pragma: no cover - a bug: still one line, with how to see more
+        if os.environ.get("EXPRAG_PLUS_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (set EXPRAG_PLUS_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

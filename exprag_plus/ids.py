@@ -1,0 +1,122 @@
+"""Run ids, the runs folder, and run references.
+
+Ids are UUIDv7 so that file names sort by start time and folders from many machines merge by copy.
+References are resolved only to files inside the runs folder: a run id is never a path to follow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from typing import List, Optional
+
+from . import git
+
+ENV_DIR = "EXPRAG_PLUS_DIR"
+RUNS_DIRNAME = ".runs"
+SUFFIX = ".jsonl"
+_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_REF_CHARS = re.compile(r"^[0-9a-fA-F-]+$")
+
+
+class RunNotFound(LookupError):
+    """A run reference that names no run (or more than one)."""
+
+
+def new_run_id() -> str:
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    rand_a = rand >> 68 & 0xFFF
+    rand_b = rand & ((1 << 62) - 1)
+    n = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def is_run_id(text: str) -> bool:
+    return bool(_ID_RE.match(text))
+
+
+def short_id(run_id: str) -> str:
+    """The random tail: ids started close together share their leading (time) digits."""
+    return run_id.replace("-", "")[-8:]
+
+
+def runs_dir(root: Optional[str] = None, cwd: Optional[str] = None) -> str:
+    """The folder holding the .jsonl files: explicit root, else $EXPRAG_PLUS_DIR, else <git top>/.runs."""
+    if root:
+        return os.path.abspath(os.path.expanduser(os.fspath(root)))
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    cwd = cwd or os.getcwd()
+    top = git.toplevel(cwd)
+    return os.path.join(top or cwd, RUNS_DIRNAME)
+
+
+def ensure_runs_dir(path: str) -> None:
+    """Create the folder with a `.gitignore` of `*`, so runs never dirty the tree nor enter a snapshot."""
+    os.makedirs(path, exist_ok=True)
+    ignore = os.path.join(path, ".gitignore")
+    if not os.path.exists(ignore):
+        try:
+            with open(ignore, "x", encoding="utf-8") as f:
+                f.write("# written by exprag-plus: run files stay out of git\n*\n")
+        except FileExistsError:
+            pass
+
+
+def run_files(root: str) -> List[str]:
+    """Run file paths sorted by name (= start time)."""
+    try:
+        names = [e.name for e in os.scandir(root) if e.name.endswith(SUFFIX) and e.is_file()]
+    except FileNotFoundError:
+        return []
+    names.sort()
+    return [os.path.join(root, n) for n in names]
+
+
+def resolve(ref: str, root: str) -> str:
+    """The file of a run reference: full id, unique prefix, unique suffix (>= 6), latest, latest~N, or a path.
+
+    Raises RunNotFound (ValueError-like message) for anything unknown, ambiguous or outside `root`.
+    """
+    ref = (ref or "").strip()
+    if not ref:
+        raise RunNotFound("empty run reference: give a run id, a unique prefix, 'latest' or 'latest~N'")
+    if ref.endswith(SUFFIX) or os.sep in ref or "/" in ref:
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(ref if os.path.isabs(ref) else os.path.join(os.getcwd(), ref))
+        if os.path.dirname(real) != real_root:
+            raise RunNotFound(f"{ref!r} is not a run file inside the runs folder {root}: runs are read only from there")
+        if not os.path.isfile(real):
+            raise RunNotFound(f"no run file {ref!r}")
+        return real
+    files = run_files(root)
+    if ref == "latest" or ref.startswith("latest~"):
+        n_text = ref[len("latest~"):] if ref != "latest" else "0"
+        if not n_text.isdigit():
+            raise RunNotFound(f"bad run reference {ref!r}: use 'latest' or 'latest~N' with N a whole number")
+        n = int(n_text)
+        if n >= len(files):
+            raise RunNotFound(f"{ref!r}: there are only {len(files)} runs in {root}")
+        return files[-1 - n]
+    if not _REF_CHARS.match(ref):
+        raise RunNotFound(f"bad run reference {ref!r}: use a run id (or unique part of one), 'latest' or 'latest~N'")
+    key = ref.lower()
+    ids = [os.path.basename(f)[: -len(SUFFIX)] for f in files]
+    exact = [i for i, rid in enumerate(ids) if rid == key]
+    if exact:
+        return files[exact[0]]
+    compact = key.replace("-", "")
+    hits = [i for i, rid in enumerate(ids) if rid.startswith(key) or rid.replace("-", "").startswith(compact)]
+    if not hits and len(compact) >= 6:
+        hits = [i for i, rid in enumerate(ids) if rid.replace("-", "").endswith(compact)]
+    if len(hits) == 1:
+        return files[hits[0]]
+    if not hits:
+        raise RunNotFound(f"no run matches {ref!r} in {root} (see `exprag-plus runs`)")
+    shown = ", ".join(short_id(ids[i]) for i in hits[:5])
+    raise RunNotFound(f"{ref!r} matches {len(hits)} runs ({shown}{', ...' if len(hits) > 5 else ''}): give more characters")

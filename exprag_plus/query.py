@@ -1,0 +1,331 @@
+"""The query layer: what `runs`, `keys`, `best`, `history`, `compare` and `show` answer, as JSON-able data.
+
+The CLI and the MCP server only format these results. A path that no run has is an error listing the
+nearest known paths, so a typo never looks like "no run matches".
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import records
+from .store import Run
+
+FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host")
+STATS = ("last", "min", "max", "count", "nonfinite")
+OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
+_WHERE = re.compile(r"^\s*(?P<path>[^\s<>=!~]+)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$")
+_MISSING = object()
+
+
+class QueryError(ValueError):
+    """Bad input to a query: the message says what, where and what to do (CLI exit 2)."""
+
+
+class NoResult(LookupError):
+    """A well-formed query that found nothing (CLI exit 1)."""
+
+
+# --- looking values up -----------------------------------------------------------------------------
+
+
+def _flat(d: Any, prefix: str = "") -> Iterable[Tuple[str, Any]]:
+    if isinstance(d, dict) and d:
+        for k, v in d.items():
+            yield from _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    elif prefix:
+        yield prefix, d
+
+
+def metadata_paths(run: Run) -> Dict[str, Any]:
+    return dict(_flat(run.metadata))
+
+
+def field(run: Run, path: str) -> Any:
+    """A run's value at PATH: a run field, a metadata path, or a metric path (its last value; `PATH:STAT`)."""
+    if path in FIELDS:
+        return _run_field(run, path)
+    md = run.metadata
+    try:
+        return records.get_path(md, path)
+    except KeyError:
+        pass
+    metric, _, stat = path.rpartition(":") if ":" in path else (path, "", "last")
+    entry = run.summary.get(metric)
+    if entry is None:
+        return _MISSING
+    return entry.get(stat or "last", _MISSING)
+
+
+def _run_field(run: Run, name: str) -> Any:
+    git = run.git or {}
+    return {
+        "id": run.run_id, "name": run.name, "status": run.status, "started": run.started, "ended": run.ended,
+        "duration_s": run.duration_s, "commit": git.get("commit"), "branch": git.get("branch"),
+        "dirty": git.get("dirty"), "host": run.host.get("hostname"),
+    }[name]
+
+
+def known_paths(runs: Sequence[Run]) -> Tuple[List[str], List[str]]:
+    """(metadata paths, metric paths) present in any of the runs, sorted."""
+    md, mt = set(), set()
+    for r in runs:
+        md.update(metadata_paths(r))
+        mt.update(r.summary)
+    return sorted(md), sorted(mt)
+
+
+def check_path(path: str, runs: Sequence[Run], what: str, metric_only: bool = False) -> None:
+    md, mt = known_paths(runs)
+    base, _, stat = path.rpartition(":") if ":" in path else (path, "", "")
+    if stat and stat not in STATS:
+        raise QueryError(f"{what}: unknown statistic ':{stat}' in {path!r}; use one of {', '.join(STATS)}")
+    if metric_only:
+        if base in mt:
+            return
+        candidates = mt
+    else:
+        if base in FIELDS or base in md or base in mt or any(p.startswith(base + ".") for p in md):
+            return
+        candidates = list(FIELDS) + md + mt
+    if not runs:
+        raise NoResult(f"{what}: there are no runs to look in")
+    near = difflib.get_close_matches(base, candidates, n=4, cutoff=0.5) or sorted(candidates)[:4]
+    kind = "metric" if metric_only else "field, metadata or metric"
+    hint = f"; nearest: {', '.join(near)}" if near else ""
+    raise QueryError(f"{what}: no run has the {kind} path {base!r}{hint} (see `exprag-plus keys`)")
+
+
+# --- --where ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    path: str
+    op: str
+    value: Any
+    text: str
+
+    def __call__(self, run: Run) -> bool:
+        got = field(run, self.path)
+        if got is _MISSING or got is None and self.op != "=":
+            return False
+        return _compare(got, self.op, self.value)
+
+
+def parse_where(expr: str) -> Condition:
+    """`PATH OP VALUE` with OP one of = != < <= > >= ~ (regex search). VALUE is JSON if it parses, else text."""
+    m = _WHERE.match(expr or "")
+    if not m:
+        raise QueryError(f"bad --where {expr!r}: write PATH OP VALUE with OP one of {' '.join(OPS)}, e.g. 'hparams.lr<0.01'")
+    path, op, raw = m["path"], m["op"], m["value"]
+    op = "=" if op == "==" else op
+    if raw == "":
+        raise QueryError(f"bad --where {expr!r}: nothing after {op!r}; give a value")
+    if op == "~":
+        try:
+            value: Any = re.compile(raw)
+        except re.error as exc:
+            raise QueryError(f"bad --where {expr!r}: invalid regular expression ({exc})") from None
+    else:
+        try:
+            value = records.from_json(json.loads(raw))
+        except ValueError:
+            value = raw
+    return Condition(path, op, value, expr)
+
+
+def _compare(got: Any, op: str, want: Any) -> bool:
+    if op == "~":
+        text = got if isinstance(got, str) else json.dumps(records.to_json(got))
+        return want.search(text) is not None
+    if records.is_number(got) and records.is_number(want):
+        a, b = float(got), float(want)
+    elif isinstance(got, bool) or isinstance(want, bool):
+        a, b = got, want
+        if op not in ("=", "!="):
+            return False
+    else:
+        a = got if isinstance(got, str) else json.dumps(records.to_json(got))
+        b = want if isinstance(want, str) else json.dumps(records.to_json(want))
+    if op == "=":
+        return a == b
+    if op == "!=":
+        return a != b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and (math.isnan(a) or math.isnan(b)):
+        return False
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
+    conds = [parse_where(w) for w in where]
+    for c in conds:
+        check_path(c.path, runs, f"--where {c.text!r}")
+    return [r for r in runs if all(c(r) for c in conds)]
+
+
+def sort_runs(runs: Sequence[Run], key: Optional[str]) -> List[Run]:
+    """Newest first by default; `KEY` ascending, `-KEY` descending; runs without KEY go last."""
+    if not key:
+        return sorted(runs, key=lambda r: (r.started, r.run_id), reverse=True)
+    desc = key.startswith("-")
+    path = key[1:] if desc else key
+    check_path(path, runs, f"--sort {key!r}")
+    have, missing = [], []
+    for r in runs:
+        v = field(r, path)
+        (missing if v is _MISSING or v is None or (isinstance(v, float) and math.isnan(v)) else have).append((v, r))
+    numeric = all(records.is_number(v) for v, _ in have)
+    have.sort(key=(lambda p: p[0]) if numeric else (lambda p: str(p[0])), reverse=desc)
+    return [r for _, r in have] + [r for _, r in missing]
+
+
+# --- answers ---------------------------------------------------------------------------------------
+
+
+def run_row(run: Run) -> Dict[str, Any]:
+    git = run.git or {}
+    return {
+        "id": run.run_id, "short_id": run.short_id, "started": run.started, "name": run.name,
+        "status": run.status, "commit": git.get("commit"), "branch": git.get("branch"),
+        "dirty": git.get("dirty"), "metrics": run.final(),
+    }
+
+
+def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str] = None,
+              limit: Optional[int] = None) -> Dict[str, Any]:
+    chosen = sort_runs(select(runs, where), sort)
+    shown = chosen if not limit or limit <= 0 else chosen[:limit]
+    return {"total": len(runs), "matched": len(chosen), "shown": len(shown), "runs": [run_row(r) for r in shown]}
+
+
+def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
+    """Every metadata and metric path, with how many runs have it and a few values (to discover names)."""
+    md: Dict[str, Dict[str, Any]] = {}
+    mt: Dict[str, Dict[str, Any]] = {}
+    for r in runs:
+        for path, v in metadata_paths(r).items():
+            e = md.setdefault(path, {"runs": 0, "values": []})
+            e["runs"] += 1
+            if v not in e["values"] and len(e["values"]) < examples:
+                e["values"].append(v)
+        for path, s in r.summary.items():
+            e = mt.setdefault(path, {"runs": 0, "min": None, "max": None})
+            e["runs"] += 1
+            for stat, better in (("min", min), ("max", max)):
+                x = s.get(stat)
+                if records.is_number(x):
+                    e[stat] = x if e[stat] is None else better(e[stat], x)
+    return {"runs": len(runs), "fields": list(FIELDS), "metadata": dict(sorted(md.items())),
+            "metrics": dict(sorted(mt.items()))}
+
+
+def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False) -> Dict[str, Any]:
+    """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
+    check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    stat = "last" if final else ("min" if minimize else "max")
+    scored = []
+    for r in runs:
+        s = r.summary.get(metric)
+        v = None if s is None else s.get(stat)
+        if records.is_number(v) and math.isfinite(v):
+            scored.append((v, r, s))
+    direction = "lowest" if minimize else "highest"
+    rule = (f"{direction} final (last tracked) value" if final
+            else f"{direction} best value over each run's history ({stat} of all tracked values)")
+    if not scored:
+        raise NoResult(f"no run has a finite value of {metric!r} to rank ({len(runs)} runs considered)")
+    scored.sort(key=lambda t: t[0], reverse=not minimize)
+    v, winner, s = scored[0]
+    best_stat = "min" if minimize else "max"
+    return {
+        "metric": metric, "rule": rule, "minimize": minimize, "final": final,
+        "run": run_row(winner),
+        "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
+        "last": s.get("last"), "last_step": s.get("last_step"),
+        "considered": len(scored), "without_metric": len(runs) - len(scored),
+        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r, _ in scored[:5]],
+    }
+
+
+def history(run: Run, metric: str, max_points: Optional[int] = 100, step: Optional[int] = None) -> Dict[str, Any]:
+    """A metric's tracked values; sampled evenly down to `max_points` (first, last, min and max kept)."""
+    points = run.history(metric)
+    if not points:
+        paths = sorted(run.summary) or sorted({p for t in run.tracks for p, _ in records.flatten(t.get("value"))})
+        near = difflib.get_close_matches(metric, paths, n=4, cutoff=0.5) or paths[:4]
+        hint = f"; nearest: {', '.join(near)}" if near else "; this run tracked nothing"
+        raise QueryError(f"run {run.short_id} has no metric {metric!r}{hint} (see `exprag-plus keys {run.short_id}`)")
+    total = len(points)
+    if step is not None:
+        at = [p for p in points if p.get("step") == step]
+        if not at:
+            steps = [p["step"] for p in points if p.get("step") is not None]
+            span = f"steps {min(steps)}..{max(steps)}" if steps else "no step field"
+            raise NoResult(f"run {run.short_id} has no {metric!r} point at step {step} ({span})")
+        points = at
+    sampled = bool(max_points and max_points > 0 and len(points) > max_points)
+    if sampled:
+        points = _sample(points, max_points)  # type: ignore[arg-type]
+    return {"run": run.run_id, "short_id": run.short_id, "metric": metric, "count": total, "shown": len(points),
+            "sampled": sampled, "summary": run.summary.get(metric), "points": points}
+
+
+def _sample(points: List[Dict[str, Any]], n: int) -> List[Dict[str, Any]]:
+    keep = {0, len(points) - 1}
+    finite = [i for i, p in enumerate(points) if records.is_number(p["value"]) and math.isfinite(p["value"])]
+    if finite and n >= 4:
+        keep.add(min(finite, key=lambda i: points[i]["value"]))
+        keep.add(max(finite, key=lambda i: points[i]["value"]))
+    slots = max(n - len(keep), 0)
+    for k in range(slots):
+        keep.add(round(k * (len(points) - 1) / max(slots - 1, 1)))
+        if len(keep) >= n:
+            break
+    return [points[i] for i in sorted(keep)]
+
+
+def compare(a: Run, b: Run) -> Dict[str, Any]:
+    """What differs between two runs: metadata, final metrics (with deltas), code state."""
+    ma, mb = metadata_paths(a), metadata_paths(b)
+    changed = []
+    for path in sorted(set(ma) | set(mb)):
+        va, vb = ma.get(path, _MISSING), mb.get(path, _MISSING)
+        if va != vb:
+            changed.append({"path": path, "a": None if va is _MISSING else va, "b": None if vb is _MISSING else vb,
+                            "only_in": "a" if vb is _MISSING else "b" if va is _MISSING else None})
+    fa, fb = a.final(), b.final()
+    metrics = []
+    for path in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(path), fb.get(path)
+        delta = vb - va if records.is_number(va) and records.is_number(vb) else None
+        metrics.append({"path": path, "a": va, "b": vb, "delta": delta})
+
+    def code(r: Run) -> Dict[str, Any]:
+        g = r.git or {}
+        return {k: g.get(k) for k in ("commit", "branch", "dirty", "base_commit")} | {"git_error": r.git_error}
+
+    ca, cb = code(a), code(b)
+    return {"a": run_row(a), "b": run_row(b), "metadata": changed, "metrics": metrics,
+            "code": {"a": ca, "b": cb, "same_commit": bool(ca["commit"]) and ca["commit"] == cb["commit"]}}
+
+
+def show(run: Run) -> Dict[str, Any]:
+    """Everything about one run."""
+    counts: Dict[str, int] = {}
+    for r in run.records:
+        counts[r.get("type", "?")] = counts.get(r.get("type", "?"), 0) + 1
+    out = run_row(run)
+    out.update({
+        "ended": run.ended, "duration_s": run.duration_s, "metadata": run.metadata, "process": run.process,
+        "host": run.host, "git": run.git, "git_error": run.git_error, "replay_of": run.replay_of,
+        "error": run.error, "summary": run.summary, "records": counts, "path": run.path,
+    })
+    return out

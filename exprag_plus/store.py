@@ -1,0 +1,292 @@
+"""Reading runs: a tolerant JSONL reader and Run objects.
+
+A run file may end in a torn line (the writer was killed mid-way: skipped quietly), hold a corrupt
+line (skipped with a warning naming file and line), or lack run_end (the run is `running` if its
+process is alive on this host, else `crashed`). Listing reads only each file's first line and tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from . import ids, records
+
+_TAIL = 64 * 1024
+STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
+
+
+class CorruptLineWarning(UserWarning):
+    """A line of a run file was not a JSON record; it was skipped."""
+
+
+def _warn_corrupt(path: str, lineno: int, reason: str) -> None:
+    where = f"{path}:{lineno}" if lineno else f"{path} (near the end)"
+    warnings.warn(f"{where}: skipped a corrupt line ({reason})", CorruptLineWarning, stacklevel=2)
+
+
+def _parse(line: bytes, path: str, lineno: int, last: bool) -> Optional[Dict[str, Any]]:
+    """One record, or None; a bad last line without its newline is a torn write, not worth a warning."""
+    if not line.strip():
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError as exc:
+        if not last:
+            _warn_corrupt(path, lineno, f"not JSON: {exc.msg} at column {exc.colno}")
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
+        _warn_corrupt(path, lineno, "not a record: no 'type'")
+        return None
+    return rec
+
+
+def iter_records(path: str) -> Iterator[Dict[str, Any]]:
+    """Every readable record of a file, in file order."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    torn = lines[-1] if lines and lines[-1] else None
+    n = len(lines) - 1
+    for i in range(n):
+        rec = _parse(lines[i], path, i + 1, False)
+        if rec is not None:
+            yield rec
+    if torn:
+        rec = _parse(torn, path, n + 1, True)
+        if rec is not None:
+            yield rec
+
+
+def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], bool]:
+    """run_start, the records of the last ~64 KB (file order) and whether the tail is the whole file."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= 2 * _TAIL:
+            data = f.read()
+            whole = True
+            head_line = None
+        else:
+            head_line = f.readline()
+            f.seek(max(size - _TAIL, f.tell()))
+            whole = f.tell() == len(head_line)
+            data = f.read()
+    lines = data.split(b"\n")
+    torn = lines.pop() if lines else b""
+    start = None
+    numbered = head_line is None  # line numbers are known only when the whole file was read
+    if head_line is not None:
+        start = _parse(head_line.rstrip(b"\n"), path, 1, not head_line.endswith(b"\n"))
+        if not whole and lines:
+            lines.pop(0)  # begins mid-line
+    tail: List[Dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        rec = _parse(line, path, i + 1 if numbered else 0, False)
+        if rec is not None:
+            tail.append(rec)
+    if torn:
+        rec = _parse(torn, path, len(lines) + 1 if numbered else 0, True)
+        if rec is not None:
+            tail.append(rec)
+    if head_line is None and tail and tail[0].get("type") == "run_start":
+        start = tail[0]
+    return start, tail, whole
+
+
+def start_and_last_seq(path: str) -> Tuple[Optional[Dict[str, Any]], int]:
+    """run_start and the highest seq in the file's tail (for appending after the fact)."""
+    start, tail, _ = _head_and_tail(path)
+    seqs = [r["seq"] for r in tail if isinstance(r.get("seq"), int)]
+    return start, max(seqs) if seqs else (start or {}).get("seq", -1)
+
+
+def pid_alive(pid: Any, hostname: Any, started: Optional[float]) -> bool:
+    """Whether the run's process still runs here (and is the same process, not a reused pid)."""
+    if not isinstance(pid, int) or pid <= 0 or hostname != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    if started is None:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] == b"Z":
+            return False
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(l.split()[1]) for l in f if l.startswith(b"btime"))
+        began = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return began <= started + 2.0
+    except (OSError, ValueError, StopIteration, IndexError):
+        return True
+
+
+class Run:
+    """One run as read from its file. Light when listed (first line and tail); `records` reads the rest."""
+
+    def __init__(self, path: str, start: Optional[Dict[str, Any]], tail: List[Dict[str, Any]],
+                 all_records: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.path = path
+        self.run_id: str = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
+        self.start: Dict[str, Any] = start or {}
+        self._records = all_records
+        self.end: Optional[Dict[str, Any]] = next((r for r in reversed(tail) if r.get("type") == "run_end"), None)
+        self._summary: Optional[Dict[str, Dict[str, Any]]] = None
+
+    @classmethod
+    def read(cls, path: str, full: bool = False) -> "Run":
+        if full:
+            recs = list(iter_records(path))
+            start = recs[0] if recs and recs[0].get("type") == "run_start" else None
+            return cls(path, start, recs, recs)
+        start, tail, whole = _head_and_tail(path)
+        return cls(path, start, tail, tail if whole else None)
+
+    # --- identity and start info ---------------------------------------------------------------
+    @property
+    def short_id(self) -> str:
+        return ids.short_id(self.run_id)
+
+    @property
+    def name(self) -> str:
+        return str(self.start.get("name", ""))
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        m = self.start.get("metadata")
+        return records.from_json(m) if isinstance(m, dict) else {}
+
+    @property
+    def started(self) -> str:
+        return str(self.start.get("time", ""))
+
+    @property
+    def process(self) -> Dict[str, Any]:
+        return self.start.get("process") or {}
+
+    @property
+    def host(self) -> Dict[str, Any]:
+        return self.start.get("host") or {}
+
+    @property
+    def git(self) -> Optional[Dict[str, Any]]:
+        return self.start.get("git")
+
+    @property
+    def git_error(self) -> Optional[str]:
+        return self.start.get("git_error")
+
+    @property
+    def replay_of(self) -> Optional[str]:
+        return self.start.get("replay_of")
+
+    # --- end info ------------------------------------------------------------------------------
+    def _find_end(self) -> Optional[Dict[str, Any]]:
+        """run_end from the tail, else from the whole file (records appended later may push it back)."""
+        if self.end is None and self._records is None:
+            _ = self.records
+        return self.end
+
+    @property
+    def status(self) -> str:
+        if self._find_end() is not None:
+            return str(self.end.get("status", "completed"))
+        if not self.start:
+            return "crashed"
+        alive = pid_alive(self.process.get("pid"), self.host.get("hostname"), records.parse_time(self.started))
+        return "running" if alive else "crashed"
+
+    @property
+    def error(self) -> Optional[Dict[str, Any]]:
+        return (self.end or {}).get("error")
+
+    @property
+    def ended(self) -> Optional[str]:
+        return (self.end or {}).get("time")
+
+    @property
+    def duration_s(self) -> Optional[float]:
+        if self.end is None:
+            return None
+        ms = self.end.get("elapsed_ms")
+        return round(ms / 1000.0, 3) if isinstance(ms, (int, float)) else None
+
+    @property
+    def summary(self) -> Dict[str, Dict[str, Any]]:
+        """Per metric path: last, min, max, count, nonfinite (and steps). Computed from tracks without run_end."""
+        if self._summary is None:
+            s = (self._find_end() or {}).get("summary")
+            if isinstance(s, dict):
+                self._summary = {k: records.from_json(v) for k, v in s.items() if isinstance(v, dict)}
+            else:
+                acc = records.Summary()
+                for r in self.tracks:
+                    acc.add(records.from_json(r.get("value")))
+                self._summary = acc.to_dict()
+        return self._summary
+
+    def final(self) -> Dict[str, Any]:
+        """The last value of every metric path."""
+        return {k: v.get("last") for k, v in self.summary.items()}
+
+    # --- the whole file ------------------------------------------------------------------------
+    @property
+    def records(self) -> List[Dict[str, Any]]:
+        if self._records is None:
+            self._records = list(iter_records(self.path))
+            ends = [r for r in self._records if r.get("type") == "run_end"]
+            if ends:
+                self.end = ends[-1]
+        return self._records
+
+    @property
+    def tracks(self) -> List[Dict[str, Any]]:
+        return [r for r in self.records if r.get("type") == "track"]
+
+    def of_type(self, rtype: str) -> List[Dict[str, Any]]:
+        return [r for r in self.records if r.get("type") == rtype]
+
+    def history(self, metric: str) -> List[Dict[str, Any]]:
+        """Every tracked value of a metric path: {seq, step, value, elapsed_ms}."""
+        out = []
+        for r in self.tracks:
+            value = r.get("value")
+            try:
+                v = records.get_path(value, metric) if isinstance(value, dict) else (value if metric == "value" else None)
+            except KeyError:
+                continue
+            if v is None:
+                continue
+            step = value.get("step") if isinstance(value, dict) else None
+            out.append({"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")})
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Run {self.short_id} {self.name!r} {self.status}>"
+
+
+def load_run(ref: str = "latest", root: Optional[str] = None) -> Run:
+    """One run, read whole: `ref` is a run id, unique prefix/suffix, `latest`, `latest~N` or a .jsonl path."""
+    folder = ids.runs_dir(root)
+    return Run.read(ids.resolve(ref, folder), full=True)
+
+
+def load_runs(root: Optional[str] = None) -> List[Run]:
+    """Every run of the folder, oldest first, read lightly (first line and tail of each file)."""
+    out = []
+    for path in ids.run_files(ids.runs_dir(root)):
+        try:
+            out.append(Run.read(path))
+        except OSError as exc:
+            warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning, stacklevel=2)
+    return out

@@ -57,6 +57,10 @@ def num(x: Any) -> str:
     return json.dumps(records.jsonable(x), ensure_ascii=False)
 
 
+def signed(x: float) -> str:
+    return f"{x:+.6g}" if math.isfinite(x) else num(x)
+
+
 def when(iso: Optional[str]) -> str:
     return (iso or "")[:19].replace("T", " ")
 
@@ -79,7 +83,7 @@ def sparkline(values: Sequence[Any]) -> str:
         elif hi == lo:
             out.append(SPARKS[3])
         else:
-            out.append(SPARKS[min(int((v - lo) / (hi - lo) * len(SPARKS)), len(SPARKS) - 1)])
+            out.append(SPARKS[round((v - lo) / (hi - lo) * (len(SPARKS) - 1))])
     return "".join(out)
 
 
@@ -182,7 +186,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
 
 
 def cmd_best(args: argparse.Namespace) -> None:
-    res = query.best(query.select(_runs(args), args.where), args.metric, args.min, args.final)
+    res = query.best(_runs(args), args.metric, args.min, args.final, args.where)
     if args.json:
         return emit_json(res)
     r = res["run"]
@@ -226,7 +230,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print("metadata: identical")
     if res["metrics"]:
         print()
-        print(table([[m["path"], num(m["a"]), num(m["b"]), "" if m["delta"] is None else f"{m['delta']:+.6g}"]
+        print(table([[m["path"], num(m["a"]), num(m["b"]), "" if m["delta"] is None else signed(m["delta"])]
                      for m in res["metrics"]], ["FINAL METRIC", "A", "B", "B-A"]))
     print()
     ca, cb = res["code"]["a"], res["code"]["b"]
@@ -289,6 +293,11 @@ def _warning_line(message: Any, category: Any, filename: str, lineno: int, file:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.showwarning = _warning_line
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(argv[:-1]):
+        if a == "--sort" and argv[i + 1].startswith("-") and len(argv[i + 1]) > 1:
+            argv[i: i + 2] = [f"--sort={argv[i + 1]}"]  # `--sort -KEY` reads as an option otherwise
+            break
     try:
         args = parser.parse_args(argv)
         args.func(args)

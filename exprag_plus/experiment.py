@@ -174,8 +174,10 @@ class Experiment:
                 os.fsync(fd)
         except OSError as exc:
             self._warn(f"fsync failed: {exc}")
-        finally:
+        try:
             os.close(fd)
+        except OSError:
+            pass
 
     def summary(self) -> Dict[str, Dict[str, Any]]:
         """Per metric path: last, min, max, count, nonfinite (and steps): what run_end.summary will hold."""

@@ -227,9 +227,12 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
             "metrics": dict(sorted(mt.items()))}
 
 
-def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False) -> Dict[str, Any]:
+def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
+         where: Sequence[str] = ()) -> Dict[str, Any]:
     """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
     check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    total = len(runs)
+    runs = select(runs, where)
     stat = "last" if final else ("min" if minimize else "max")
     scored = []
     for r in runs:
@@ -241,7 +244,8 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     rule = (f"{direction} final (last tracked) value" if final
             else f"{direction} best value over each run's history ({stat} of all tracked values)")
     if not scored:
-        raise NoResult(f"no run has a finite value of {metric!r} to rank ({len(runs)} runs considered)")
+        raise NoResult(f"no run has a finite value of {metric!r} to rank "
+                       f"({len(runs)} of {total} runs matched{' the --where' if where else ''})")
     scored.sort(key=lambda t: t[0], reverse=not minimize)
     v, winner, s = scored[0]
     best_stat = "min" if minimize else "max"
@@ -284,11 +288,13 @@ def _sample(points: List[Dict[str, Any]], n: int) -> List[Dict[str, Any]]:
     if finite and n >= 4:
         keep.add(min(finite, key=lambda i: points[i]["value"]))
         keep.add(max(finite, key=lambda i: points[i]["value"]))
-    slots = max(n - len(keep), 0)
-    for k in range(slots):
-        keep.add(round(k * (len(points) - 1) / max(slots - 1, 1)))
-        if len(keep) >= n:
-            break
+    grid = max(n, 2)
+    while len(keep) < n:  # evenly spaced points, finer until the budget is used
+        for k in range(grid):
+            keep.add(round(k * (len(points) - 1) / (grid - 1)))
+            if len(keep) >= n:
+                break
+        grid *= 2
     return [points[i] for i in sorted(keep)]
 
 

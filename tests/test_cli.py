@@ -1,0 +1,199 @@
+"""The query CLI, driven for real: human and --json output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from exprag_plus import Experiment
+
+from conftest import cli
+
+
+@pytest.fixture
+def sweep(runs_dir: Path) -> Dict[str, Experiment]:
+    """Four runs: a small lr sweep, one that diverged to NaN, one that failed."""
+    made = {}
+    for lr in (0.01, 0.1):
+        with Experiment("sweep", metadata={"hparams": {"lr": lr, "bs": 32}}, root=str(runs_dir)) as exp:
+            for step in range(10):
+                exp.track({"step": step, "metrics": {"acc": 0.5 + step * lr, "loss": 1.0 / (step + 1)}})
+            exp.track({"step": 10, "metrics": {"acc": 0.5 + 8 * lr}})  # peaked before the end
+        made[f"lr{lr}"] = exp
+    with Experiment("diverged", metadata={"hparams": {"lr": 10.0, "bs": 64}}, root=str(runs_dir)) as exp:
+        exp.track({"step": 0, "metrics": {"acc": 0.55, "loss": 2.0}})
+        exp.track({"step": 1, "metrics": {"acc": 0.1, "loss": math.nan}})
+    made["nan"] = exp
+    try:
+        with Experiment("broken", metadata={"hparams": {"lr": 0.05, "bs": 32}}, root=str(runs_dir)) as exp:
+            exp.track({"step": 0, "metrics": {"acc": 0.6}})
+            raise RuntimeError("out of memory")
+    except RuntimeError:
+        pass
+    made["failed"] = exp
+    return made
+
+
+def j(out: str):
+    return json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON literal {c}"))
+
+
+def test_runs_human_and_json(main, runs_dir: Path, sweep) -> None:
+    rc, out, err = main("runs", "--root", str(runs_dir))
+    assert rc == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "STARTED", "(UTC)", "NAME", "STATUS", "COMMIT", "metrics.acc", "metrics.loss"]
+    assert [l.split()[0] for l in lines[1:5]] == [sweep[k].run_id[-8:] for k in ("failed", "nan", "lr0.1", "lr0.01")]
+    assert "failed" in lines[1] and "NaN" in lines[2]
+    rc, out, err = main("runs", "--root", str(runs_dir), "--json")
+    data = j(out)
+    assert rc == 0 and data["total"] == 4 and data["matched"] == 4 and data["shown"] == 4
+    row = data["runs"][1]
+    assert set(row) == {"id", "short_id", "started", "name", "status", "commit", "branch", "dirty", "metrics"}
+    assert row["metrics"]["metrics.loss"] == "NaN" and row["status"] == "completed"
+
+
+def test_runs_where_sort_limit(main, runs_dir: Path, sweep) -> None:
+    rc, out, err = main("runs", "--root", str(runs_dir), "--where", "hparams.lr<1", "--where", "status=completed",
+                        "--sort", "-metrics.acc", "--json")
+    names = [(r["name"], r["metrics"]["metrics.acc"]) for r in j(out)["runs"]]
+    assert rc == 0 and [n for n, _ in names] == ["sweep", "sweep"] and names[0][1] > names[1][1]
+    rc, out, err = main("runs", "--root", str(runs_dir), "--where", "name~^sw", "--where", "metrics.acc:max>=1.2",
+                        "--json")
+    assert [r["id"] for r in j(out)["runs"]] == [sweep["lr0.1"].run_id]
+    rc, out, err = main("runs", "--root", str(runs_dir), "--limit", "2", "--json")
+    assert rc == 0 and j(out)["shown"] == 2
+    assert err == "exprag-plus: showing 2 of 4 matching runs; use --limit 0 for all\n"
+    rc, out, err = main("runs", "--root", str(runs_dir), "--where", "hparams.bs!=32", "--json")
+    assert [r["name"] for r in j(out)["runs"]] == ["diverged"]
+    rc, out, _ = main("runs", "--root", str(runs_dir), "--where", "hparams.lr>100")
+    assert rc == 0 and out == "no run matches (4 runs)\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["runs", "--where", "hparams.lrr<1"], "exprag-plus runs: error: --where 'hparams.lrr<1': no run has the field, "
+     "metadata or metric path 'hparams.lrr'; nearest: hparams.lr, hparams.bs (see `exprag-plus keys`)\n"),
+    (["runs", "--where", "lr"], "exprag-plus runs: error: bad --where 'lr': write PATH OP VALUE with OP one of "
+     "<= >= != = < > ~, e.g. 'hparams.lr<0.01'\n"),
+    (["runs", "--where", "name~("], None),
+    (["runs", "--sort", "metrics.nope"], None),
+    (["runs", "--limit", "many"], "exprag-plus: error: argument --limit: invalid int value: 'many' "
+     "(see `exprag-plus runs --help`)\n"),
+    (["best", "metrics.accuracy"], "exprag-plus best: error: metric 'metrics.accuracy': no run has the metric path "
+     "'metrics.accuracy'; nearest: metrics.acc, metrics.loss (see `exprag-plus keys`)\n"),
+    (["show", "nonexistent"], None),
+    (["show", "../../../etc/passwd"], None),
+    (["history", "latest~1", "metrics.lss"], None),
+    (["compare", "latest"], None),
+    (["frobnicate"], None),
+    ([], None),
+])
+def test_bad_input_is_one_line_exit_2(main, runs_dir: Path, sweep, args, message) -> None:
+    rc, out, err = main(*args[:1], "--root", str(runs_dir), *args[1:]) if args else main()
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err and "error" in err
+    if message:
+        assert err == message
+
+
+def test_show(main, runs_dir: Path, sweep) -> None:
+    failed = sweep["failed"]
+    rc, out, err = main("show", failed.run_id[-8:], "--root", str(runs_dir))
+    assert rc == 0
+    assert out.startswith(f"run       {failed.run_id} ({failed.run_id[-8:]})  'broken'\nstatus    failed after ")
+    assert "error     RuntimeError: out of memory" in out and "hparams.lr = 0.05" in out
+    rc, out, _ = main("show", "latest", "--root", str(runs_dir), "--json")
+    d = j(out)
+    assert d["status"] == "failed" and d["error"]["type"] == "RuntimeError" and d["records"] == {
+        "run_start": 1, "track": 1, "run_end": 1}
+    assert d["summary"]["metrics.acc"]["last"] == 0.6 and d["metadata"]["hparams"]["bs"] == 32
+
+
+def test_keys(main, runs_dir: Path, sweep) -> None:
+    rc, out, _ = main("keys", "--root", str(runs_dir), "--json")
+    d = j(out)
+    assert rc == 0 and d["runs"] == 4
+    assert d["metadata"]["hparams.lr"] == {"runs": 4, "values": [0.01, 0.1, 10.0, 0.05]}
+    assert d["metrics"]["metrics.loss"]["runs"] == 3 and d["metrics"]["metrics.acc"]["max"] == pytest.approx(1.4)
+    rc, out, _ = main("keys", "--root", str(runs_dir))
+    assert "METADATA PATH" in out and "hparams.lr" in out and "METRIC PATH" in out
+    rc, out, _ = main("keys", "latest", "--root", str(runs_dir), "--json")
+    assert list(j(out)["metrics"]) == ["metrics.acc", "step"]
+
+
+def test_best_max_min_final(main, runs_dir: Path, sweep) -> None:
+    rc, out, _ = main("best", "metrics.acc", "--root", str(runs_dir), "--json")
+    d = j(out)
+    assert rc == 0 and d["run"]["id"] == sweep["lr0.1"].run_id
+    assert d["best"] == pytest.approx(1.4) and d["best_step"] == 9 and d["last"] == pytest.approx(1.3)
+    assert d["rule"].startswith("highest best value") and d["considered"] == 4
+    rc, out, _ = main("best", "metrics.loss", "--min", "--final", "--root", str(runs_dir), "--json")
+    d = j(out)
+    assert d["rule"] == "lowest final (last tracked) value" and d["without_metric"] == 2  # NaN last, no loss
+    rc, out, _ = main("best", "metrics.acc", "--where", "hparams.lr<0.05", "--root", str(runs_dir))
+    assert out.splitlines()[0] == ("best run by metrics.acc (highest best value over each run's history "
+                                   "(max of all tracked values)):")
+    assert sweep["lr0.01"].run_id[-8:] in out.splitlines()[1]
+    rc, out, err = main("best", "metrics.acc", "--where", "hparams.lr>100", "--root", str(runs_dir))
+    assert rc == 1 and out == "" and err.startswith("exprag-plus: no run has a finite value of 'metrics.acc'")
+
+
+def test_history(main, runs_dir: Path, sweep) -> None:
+    ref = sweep["lr0.1"].run_id
+    rc, out, err = main("history", ref, "metrics.acc", "--root", str(runs_dir))
+    lines = out.splitlines()
+    assert rc == 0 and err == ""
+    assert lines[0] == f"metrics.acc in {ref[-8:]}: 11 points, last 1.3, min 0.5, max 1.4"
+    assert lines[1] == "▁▂▃▃▄▅▆▆▇█▇" and lines[2].split() == ["STEP", "VALUE"] and len(lines) == 14
+    rc, out, err = main("history", ref, "metrics.acc", "--max-points", "5", "--root", str(runs_dir), "--json")
+    d = j(out)
+    assert d["count"] == 11 and d["shown"] == 5 and d["sampled"] is True
+    assert [p["step"] for p in d["points"]][0] == 0 and d["points"][-1]["step"] == 10
+    assert 1.4 in [round(p["value"], 6) for p in d["points"]]  # the best point is kept
+    assert "showing 5 of 11 points" in err
+    rc, out, _ = main("history", ref, "metrics.acc", "--step", "3", "--root", str(runs_dir), "--json")
+    assert [(p["step"], round(p["value"], 6)) for p in j(out)["points"]] == [(3, 0.8)]
+    rc, out, err = main("history", ref, "metrics.acc", "--step", "99", "--root", str(runs_dir))
+    assert rc == 1 and "no 'metrics.acc' point at step 99 (steps 0..10)" in err
+    rc, out, _ = main("history", sweep["nan"].run_id, "metrics.loss", "--root", str(runs_dir), "--json")
+    assert [p["value"] for p in j(out)["points"]] == [2.0, "NaN"]
+
+
+def test_compare(main, runs_dir: Path, sweep) -> None:
+    a, b = sweep["lr0.01"].run_id, sweep["nan"].run_id
+    rc, out, _ = main("compare", a, b, "--root", str(runs_dir), "--json")
+    d = j(out)
+    assert rc == 0 and d["a"]["id"] == a and d["b"]["id"] == b
+    assert d["metadata"] == [{"path": "hparams.bs", "a": 32, "b": 64, "only_in": None},
+                             {"path": "hparams.lr", "a": 0.01, "b": 10.0, "only_in": None}]
+    acc = next(m for m in d["metrics"] if m["path"] == "metrics.acc")
+    assert acc["a"] == pytest.approx(0.58) and acc["b"] == 0.1 and acc["delta"] == pytest.approx(-0.48)
+    loss = next(m for m in d["metrics"] if m["path"] == "metrics.loss")
+    assert loss["b"] == "NaN" and loss["delta"] == "NaN"
+    rc, out, _ = main("compare", a, b, "--root", str(runs_dir))
+    assert "METADATA CHANGED" in out and "FINAL METRIC" in out
+    assert [l.split() for l in out.splitlines() if l.startswith(("hparams.lr", "metrics.loss"))] == [
+        ["hparams.lr", "0.01", "10"], ["metrics.loss", "0.1", "NaN", "NaN"]]
+
+
+def test_real_process_entry_points(runs_dir: Path, sweep, tmp_path: Path) -> None:
+    p = cli("runs", "--json", "--root", str(runs_dir))
+    assert p.returncode == 0 and json.loads(p.stdout)["total"] == 4
+    p = cli("show", "nope", "--root", str(runs_dir))
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1
+    p = cli("runs", cwd=tmp_path, env={"EXPRAG_PLUS_DIR": str(runs_dir)})
+    assert p.returncode == 0 and "sweep" in p.stdout
+
+
+def test_corrupt_lines_warn_on_stderr_only(runs_dir: Path, sweep) -> None:
+    path = Path(sweep["lr0.01"].path)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3] + ["{broken\n"] + lines[3:]))
+    p = cli("history", sweep["lr0.01"].run_id, "metrics.acc", "--json", "--root", str(runs_dir))
+    assert p.returncode == 0 and json.loads(p.stdout)["count"] == 11
+    assert p.stderr == f"exprag-plus: warning: {path}:4: skipped a corrupt line (not JSON: Expecting property name " \
+                       "enclosed in double quotes at column 2)\n"

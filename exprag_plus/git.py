@@ -1,0 +1,1131 @@
+"""Every git subprocess call of exprag-plus: state, snapshot, diff, restore.
+
+Git is driven through ``subprocess`` only (no shell, no git library). Every call goes through
+:func:`_git` / :func:`_popen`, which run ``git --no-optional-locks -c core.hooksPath=/dev/null
+-c commit.gpgsign=false ...`` with ``LC_ALL=C`` and ``GIT_TERMINAL_PROMPT=0``, and drop the
+environment variables that would point git at another repository or index than the one found from the
+given directory (``GIT_DIR``, ``GIT_INDEX_FILE``, ``GIT_WORK_TREE``, ... as set inside git hooks):
+the repository is always the one that contains ``cwd``. This module never runs a repository hook.
+
+Snapshot method (see ``capture_state``): one ``git status --porcelain=v2 -z --branch
+--untracked-files=all`` gives HEAD, the branch, the changed paths and, for each, the index's object and
+the modes; only the files whose content differs from the index are hashed (``git hash-object -w
+--stdin-paths``, with the repository's filters, exactly as ``git add`` would store them); the trees
+of HEAD on the way to each changed path are read (``git cat-file --batch``), changed in memory and
+written bottom-up in one ``git mktree -z --batch``; then ``git commit-tree`` and ``git update-ref``
+(create-only). The user's index is never read for writing, no temporary index exists, and nothing in the
+working tree, index, HEAD, branches, stash, config or hooks changes. Two slower reference methods
+(``_tree_via_temp_index``, ``_tree_via_add_all``) build the same tree through a temporary index; the
+benchmark and the tests compare them.
+
+Snapshot refs: ``refs/heads/run/<run_id>`` (branch ``run/<run_id>``). When a ref ``refs/heads/run``
+exists it blocks that namespace; the snapshot then goes to ``refs/exprag-plus/run/<run_id>`` and the
+record's ``branch``/``snapshot_branch`` hold that full ref name (``git checkout <it>`` and
+``git log <it>`` work; it is not a branch and says so by its ``refs/`` prefix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat as _stat
+import subprocess
+import tempfile
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "GitError",
+    "toplevel",
+    "capture_state",
+    "diff",
+    "add_worktree",
+    "checkout",
+    "run_branches",
+    "delete_ref",
+    "commit_exists",
+    "resolve_commit",
+    "DEFAULT_SIZE_CAP",
+    "FALLBACK_NAME",
+    "FALLBACK_EMAIL",
+    "RUN_REF_PREFIX",
+    "FALLBACK_REF_PREFIX",
+    "WORKTREES_DIRNAME",
+]
+
+DEFAULT_SIZE_CAP = 10 * 1024 * 1024
+FALLBACK_NAME = "exprag-plus"
+FALLBACK_EMAIL = "exprag-plus@localhost"
+RUN_REF_PREFIX = "refs/heads/run/"
+FALLBACK_REF_PREFIX = "refs/exprag-plus/run/"
+WORKTREES_DIRNAME = "exprag-plus-worktrees"  # under the git common dir
+
+_MODE_TREE = 0o040000
+_MODE_FILE = 0o100644
+_MODE_EXEC = 0o100755
+_MODE_LINK = 0o120000
+_MODE_GITLINK = 0o160000
+
+# Variables that would make git use another repository, index or ref namespace than the one containing
+# the directory we run in (git sets several of them for hooks, and a test suite run from a pre-commit
+# hook must not write into the outer repository's index).
+_LOCATION_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_NAMESPACE",
+    "GIT_SHALLOW_FILE",
+    "GIT_GRAFT_FILE",
+    "GIT_QUARANTINE_PATH",
+)
+
+_GLOBAL_OPTS = (
+    "--no-optional-locks",
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "commit.gpgsign=false",
+    "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",
+)
+
+
+class GitError(RuntimeError):
+    """A git operation failed; the message is one line."""
+
+    def __init__(self, message: object) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > 600:
+            text = text[:597] + "..."
+        super().__init__(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# the runner
+
+
+def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    for name in _LOCATION_ENV:
+        env.pop(name, None)
+    env["LC_ALL"] = "C"
+    env["LANGUAGE"] = "C"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    env["GIT_PAGER"] = "cat"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _cmd(args: Sequence[Union[str, bytes]]) -> List[Union[str, bytes]]:
+    return ["git", *_GLOBAL_OPTS, *args]
+
+
+def _describe(args: Sequence[Union[str, bytes]]) -> str:
+    for a in args:
+        s = os.fsdecode(a)
+        if not s.startswith("-") and "=" not in s:
+            return "git " + s
+    return "git"
+
+
+def _failure(args: Sequence[Union[str, bytes]], returncode: int, stderr: bytes) -> GitError:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    pick = ""
+    for ln in reversed(lines):
+        if ln.startswith(("fatal:", "error:")):
+            pick = ln
+            break
+    if not pick and lines:
+        pick = lines[0]
+    return GitError(f"{_describe(args)} failed: {pick or f'exit status {returncode}'}")
+
+
+def _spawn_error(cwd: str, exc: OSError) -> GitError:
+    if not os.path.isdir(cwd):
+        return GitError(f"directory does not exist: {cwd}")
+    if isinstance(exc, FileNotFoundError):
+        return GitError("git executable not found (is git installed and on PATH?)")
+    return GitError(f"cannot run git: {exc}")
+
+
+def _git(
+    args: Sequence[Union[str, bytes]],
+    cwd: str,
+    *,
+    input: Optional[bytes] = None,
+    env: Optional[Dict[str, str]] = None,
+    check: bool = True,
+    timeout: Optional[float] = None,
+) -> "subprocess.CompletedProcess[bytes]":
+    """Run one git command (never through a shell); raise GitError on failure when ``check``."""
+    kwargs: Dict[str, Any] = {}
+    if input is None:
+        kwargs["stdin"] = subprocess.DEVNULL
+    else:
+        kwargs["input"] = input
+    try:
+        proc = subprocess.run(
+            _cmd(args), cwd=cwd, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            timeout=timeout, check=False, **kwargs,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"{_describe(args)} timed out after {timeout} s") from None
+    except OSError as exc:
+        raise _spawn_error(cwd, exc) from None
+    if check and proc.returncode != 0:
+        raise _failure(args, proc.returncode, proc.stderr)
+    return proc
+
+
+class _Procs:
+    """Concurrently started git processes; any still running are killed on exit."""
+
+    def __init__(self) -> None:
+        self.procs: List[subprocess.Popen] = []
+
+    def start(self, args: Sequence[Union[str, bytes]], cwd: str, *, stdin: bool = False,
+              env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[bytes]":
+        try:
+            p = subprocess.Popen(
+                _cmd(args), cwd=cwd, env=_env(env),
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise _spawn_error(cwd, exc) from None
+        p.args_for_error = list(args)  # type: ignore[attr-defined]
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def finish(p: "subprocess.Popen[bytes]", input: Optional[bytes] = None,
+               check: bool = True) -> Tuple[int, bytes, bytes]:
+        out, err = p.communicate(input)
+        if check and p.returncode != 0:
+            raise _failure(p.args_for_error, p.returncode, err)  # type: ignore[attr-defined]
+        return p.returncode, out, err
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.kill()
+                except OSError:
+                    pass
+            try:
+                p.communicate(timeout=10)
+            except Exception:
+                pass
+
+    def __enter__(self) -> "_Procs":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _text(b: bytes) -> str:
+    """Bytes from git (paths included) as text safe for strict UTF-8 JSON."""
+    return b.decode("utf-8", "backslashreplace")
+
+
+def _check_rev(rev: str) -> str:
+    if not isinstance(rev, str) or not rev or rev.startswith("-") or "\0" in rev or "\n" in rev:
+        raise GitError(f"invalid revision: {rev!r}")
+    return rev
+
+
+def _check_repo_dir(repo: str) -> str:
+    if not os.path.isdir(repo):
+        raise GitError(f"directory does not exist: {repo}")
+    return repo
+
+
+def toplevel(cwd: str) -> Optional[str]:
+    """The work-tree top level containing ``cwd``; None outside a work tree or without git."""
+    try:
+        if not os.path.isdir(cwd):
+            return None
+        out = _git(["rev-parse", "--show-toplevel"], cwd, check=False)
+        if out.returncode != 0:
+            return None
+        top = out.stdout.rstrip(b"\n")
+        return os.fsdecode(top) if top else None
+    except Exception:
+        return None
+
+
+def resolve_commit(repo: str, rev: str) -> str:
+    """The full object name of the commit ``rev`` names; GitError if there is none."""
+    _check_rev(rev)
+    _check_repo_dir(repo)
+    p = _git(["rev-parse", "--verify", "--quiet", rev + "^{commit}"], repo, check=False)
+    oid = p.stdout.strip().decode("ascii", "replace")
+    if p.returncode != 0 or not oid:
+        if toplevel(repo) is None and p.returncode != 0:
+            raise GitError(f"not inside a git work tree: {repo}")
+        raise GitError(f"unknown commit: {rev}")
+    return oid
+
+
+def commit_exists(repo: str, commit: str) -> bool:
+    """True when ``commit`` names a commit present in the repository at ``repo``."""
+    try:
+        _check_rev(commit)
+        if not os.path.isdir(repo):
+            return False
+        return _git(["cat-file", "-e", commit + "^{commit}"], repo, check=False).returncode == 0
+    except Exception:
+        return False
+
+
+def _c_quote(path: bytes) -> bytes:
+    out = bytearray(b'"')
+    for ch in path:
+        if ch == 0x22:
+            out += b'\\"'
+        elif ch == 0x5C:
+            out += b"\\\\"
+        elif ch == 0x0A:
+            out += b"\\n"
+        elif ch < 0x20 or ch == 0x7F:
+            out += b"\\%03o" % ch
+        else:
+            out.append(ch)
+    out += b'"'
+    return bytes(out)
+
+
+def _stdin_path(path: bytes) -> bytes:
+    """A path as one line for ``--stdin-paths`` (which unquotes lines starting with a double quote)."""
+    if path.startswith(b'"') or b"\n" in path or path.endswith(b"\r"):
+        return _c_quote(path)
+    return path
+
+
+def _parse_config_z(out: bytes) -> Dict[str, str]:
+    conf: Dict[str, str] = {}
+    for rec in out.split(b"\0"):
+        if not rec:
+            continue
+        key, _, value = rec.partition(b"\n")
+        conf[key.decode("utf-8", "replace").lower()] = value.decode("utf-8", "replace")
+    return conf
+
+
+def _config_true(value: Optional[str], default: bool) -> bool:
+    if value is None:
+        return default
+    v = value.strip().lower()
+    if v in ("true", "yes", "on", "1", ""):
+        return True
+    if v in ("false", "no", "off", "0"):
+        return False
+    try:
+        return int(v) != 0
+    except ValueError:
+        return default
+
+
+def _identity_env(conf: Dict[str, str]) -> Dict[str, str]:
+    """Author/committer for snapshot commits: the user's (env, then config), else the fixed fallback."""
+    env: Dict[str, str] = {}
+    for role in ("author", "committer"):
+        for field, fallback in (("name", FALLBACK_NAME), ("email", FALLBACK_EMAIL)):
+            var = f"GIT_{role.upper()}_{field.upper()}"
+            value = os.environ.get(var) or conf.get(f"{role}.{field}") or conf.get(f"user.{field}")
+            if not value and field == "email":
+                value = os.environ.get("EMAIL")
+            value = (value or "").strip()
+            env[var] = value if value.strip("<> \t") else fallback
+    return env
+
+
+# --------------------------------------------------------------------------------------------------
+# status
+
+
+class _Entry:
+    """One path of ``git status --porcelain=v2 -z`` (untracked ones have kind '?')."""
+
+    __slots__ = ("kind", "xy", "sub", "m_index", "m_work", "h_index", "path", "orig")
+
+    def __init__(self, kind: str, xy: bytes, sub: bytes, m_index: int, m_work: int, h_index: str,
+                 path: bytes, orig: Optional[bytes] = None) -> None:
+        self.kind, self.xy, self.sub = kind, xy, sub
+        self.m_index, self.m_work, self.h_index = m_index, m_work, h_index
+        self.path, self.orig = path, orig
+
+    def v1_line(self) -> str:
+        if self.kind == "?":
+            return "?? " + _text(self.path)
+        xy = self.xy.replace(b".", b" ").decode("ascii", "replace")
+        if self.orig is not None:
+            return f"{xy} {_text(self.orig)} -> {_text(self.path)}"
+        return f"{xy} {_text(self.path)}"
+
+
+class _Status:
+    def __init__(self) -> None:
+        self.head: Optional[str] = None
+        self.branch: Optional[str] = None
+        self.head_unknown = False  # HEAD names a ref git cannot resolve (broken ref file)
+        self.entries: List[_Entry] = []
+
+
+_STATUS_ARGS = ["status", "--porcelain=v2", "-z", "--branch", "--no-ahead-behind",
+                "--untracked-files=all"]
+
+
+def _parse_status_v2(out: bytes) -> _Status:
+    st = _Status()
+    recs = out.split(b"\0")
+    i = 0
+    n = len(recs)
+    while i < n:
+        rec = recs[i]
+        i += 1
+        if not rec:
+            continue
+        tag = rec[:2]
+        if tag == b"# ":
+            if rec.startswith(b"# branch.oid "):
+                oid = rec[len(b"# branch.oid "):].decode("ascii", "replace")
+                st.head = None if oid == "(initial)" else oid
+            elif rec.startswith(b"# branch.head "):
+                name = rec[len(b"# branch.head "):]
+                st.branch = None if name in (b"(detached)", b"(unknown)") else os.fsdecode(name)
+                st.head_unknown = name == b"(unknown)"
+        elif tag == b"1 ":
+            f = rec.split(b" ", 8)
+            st.entries.append(_Entry("1", f[1], f[2], int(f[4], 8), int(f[5], 8),
+                                     f[7].decode("ascii"), f[8]))
+        elif tag == b"2 ":
+            f = rec.split(b" ", 9)
+            orig = recs[i] if i < n else b""
+            i += 1
+            st.entries.append(_Entry("2", f[1], f[2], int(f[4], 8), int(f[5], 8),
+                                     f[7].decode("ascii"), f[9], orig))
+        elif tag == b"u ":
+            f = rec.split(b" ", 10)
+            st.entries.append(_Entry("u", f[1], f[2], 0, int(f[6], 8), "", f[10]))
+        elif tag == b"? ":
+            st.entries.append(_Entry("?", b"??", b"", 0, 0, "", rec[2:]))
+        # '! ' (ignored) never requested
+    return st
+
+
+# --------------------------------------------------------------------------------------------------
+# repository facts
+
+
+class _Repo:
+    def __init__(self, top: str, prefix: str, git_dir: str, common_dir: str, algo: str) -> None:
+        self.top, self.prefix, self.git_dir, self.common_dir, self.algo = (
+            top, prefix, git_dir, common_dir, algo)
+
+    @property
+    def oid_hexlen(self) -> int:
+        return 64 if self.algo == "sha256" else 40
+
+
+_REV_PARSE_ARGS = ["rev-parse", "--show-toplevel", "--show-prefix", "--absolute-git-dir",
+                   "--git-common-dir", "--show-object-format"]
+
+
+def _parse_rev_parse(out: bytes, cwd: str) -> _Repo:
+    lines = out.split(b"\n")
+    if len(lines) < 4 or not lines[0]:
+        raise GitError("git rev-parse gave unexpected output")
+    top = os.fsdecode(lines[0])
+    prefix = os.fsdecode(lines[1]).rstrip("/")
+    git_dir = os.fsdecode(lines[2])
+    common = os.fsdecode(lines[3])
+    if not os.path.isabs(common):
+        common = os.path.normpath(os.path.join(cwd, common))
+    algo = os.fsdecode(lines[4]).strip() if len(lines) > 4 else ""
+    if algo not in ("sha1", "sha256"):
+        algo = "sha1"
+    return _Repo(top, prefix, git_dir, common, algo)
+
+
+def _locate(cwd: str) -> _Repo:
+    p = _git(_REV_PARSE_ARGS, cwd, check=False)
+    if p.returncode != 0:
+        raise GitError(f"not inside a git work tree: {cwd}")
+    return _parse_rev_parse(p.stdout, cwd)
+
+
+# --------------------------------------------------------------------------------------------------
+# planning the snapshot tree: which paths change to what
+
+
+Change = Optional[Tuple[int, str]]  # (mode, hex oid) or None for "absent"
+
+
+class _Plan:
+    def __init__(self) -> None:
+        self.changes: Dict[bytes, Change] = {}
+        self.to_hash: List[Tuple[bytes, int]] = []          # regular files: (path, mode)
+        self.raw_blobs: List[Tuple[bytes, int, bytes]] = []  # (path, mode, exact content)
+        self.submodules: List[Tuple[bytes, str]] = []        # (path, index oid or "")
+        self.skipped: List[Dict[str, str]] = []
+        self.lines: List[str] = []                           # porcelain v1 lines kept
+        self.excluded: List[bytes] = []                      # paths left out as the runs folder
+
+
+def _runs_filter(runs_dir: Optional[str], cwd: str, top: str):
+    """A predicate on (path bytes, absolute path) telling whether a status path is in the runs folder."""
+    if not runs_dir:
+        return lambda rel, abspath: False
+    runs_real = os.path.realpath(os.path.join(cwd, runs_dir))
+    top_real = os.path.realpath(top)
+    prefix: Optional[bytes] = None
+    if runs_real.startswith(top_real.rstrip(os.sep) + os.sep):
+        rel = os.path.relpath(runs_real, top_real).replace(os.sep, "/")
+        prefix = os.fsencode(rel)
+    runs_real_sep = runs_real.rstrip(os.sep) + os.sep
+
+    def inside(rel: bytes, abspath: Optional[str]) -> bool:
+        if prefix is not None and (rel == prefix or rel.startswith(prefix + b"/")):
+            return True
+        if abspath is not None:  # a symlink: does it lead into the runs folder?
+            real = os.path.realpath(abspath)
+            return real == runs_real or real.startswith(runs_real_sep)
+        return False
+
+    return inside
+
+
+def _plan(repo: _Repo, st: _Status, *, cwd: str, runs_dir: Optional[str],
+          size_cap: Optional[int], filemode: bool) -> _Plan:
+    plan = _Plan()
+    in_runs = _runs_filter(runs_dir, cwd, repo.top)
+    top_b = os.fsencode(repo.top)
+    for e in st.entries:
+        abspath_b = os.path.join(top_b, e.path)
+        if e.kind == "?":
+            if e.path.endswith(b"/"):  # an untracked nested repository
+                if in_runs(e.path.rstrip(b"/"), None):
+                    plan.excluded.append(e.path.rstrip(b"/"))
+                    continue
+                plan.lines.append(e.v1_line())
+                plan.skipped.append({"path": _text(e.path.rstrip(b"/")),
+                                     "reason": "untracked nested git repository (not a submodule); "
+                                               "not included"})
+                continue
+            try:
+                lst = os.lstat(abspath_b)
+            except OSError as exc:
+                if in_runs(e.path, None):
+                    plan.excluded.append(e.path)
+                    continue
+                plan.lines.append(e.v1_line())
+                plan.skipped.append({"path": _text(e.path),
+                                     "reason": f"untracked file vanished during the snapshot ({exc.strerror})"})
+                continue
+            is_link = _stat.S_ISLNK(lst.st_mode)
+            if in_runs(e.path, os.fsdecode(abspath_b) if is_link else None):
+                plan.excluded.append(e.path)
+                continue
+            plan.lines.append(e.v1_line())
+            if is_link:
+                plan.raw_blobs.append((e.path, _MODE_LINK, os.readlink(abspath_b)))
+            elif _stat.S_ISREG(lst.st_mode):
+                if size_cap is not None and size_cap >= 0 and lst.st_size > size_cap:
+                    plan.skipped.append({
+                        "path": _text(e.path),
+                        "reason": f"untracked file of {lst.st_size} bytes is over the size cap of "
+                                  f"{size_cap} bytes; not included",
+                    })
+                    continue
+                exe = filemode and bool(lst.st_mode & 0o100)
+                plan.to_hash.append((e.path, _MODE_EXEC if exe else _MODE_FILE))
+            else:
+                plan.skipped.append({"path": _text(e.path),
+                                     "reason": "not a regular file or symlink; not included"})
+            continue
+
+        if in_runs(e.path, None) or (e.orig is not None and in_runs(e.orig, None)):
+            plan.excluded.append(e.path)
+            continue
+        plan.lines.append(e.v1_line())
+        if e.orig is not None and e.xy[:1] == b"R":
+            plan.changes.setdefault(e.orig, None)  # the rename's source left the index
+        mw = e.m_work
+        if mw == 0:
+            plan.changes[e.path] = None
+        elif mw == _MODE_GITLINK:
+            if e.sub[1:2] == b"C" or e.m_index != _MODE_GITLINK or e.kind == "u":
+                plan.submodules.append((e.path, e.h_index if e.m_index == _MODE_GITLINK else ""))
+            else:
+                plan.changes[e.path] = (_MODE_GITLINK, e.h_index)
+        elif e.kind != "u" and e.xy[1:2] == b"." and e.m_index == mw:
+            plan.changes[e.path] = (e.m_index, e.h_index)  # the worktree matches the index
+        elif mw == _MODE_LINK:
+            try:
+                content = os.readlink(abspath_b)
+            except OSError:  # core.symlinks=false: the "link" is a file holding the target
+                with open(abspath_b, "rb") as fh:
+                    content = fh.read()
+            plan.raw_blobs.append((e.path, _MODE_LINK, content))
+        else:
+            plan.to_hash.append((e.path, mw if mw in (_MODE_FILE, _MODE_EXEC) else _MODE_FILE))
+    return plan
+
+
+def _hash_plan(repo: _Repo, plan: _Plan, procs: _Procs, tmp_parent: Optional[str] = None) -> None:
+    """Write the planned blobs (filters applied for files, raw for link targets) into plan.changes."""
+    p_files = None
+    if plan.to_hash:
+        p_files = procs.start(["hash-object", "-w", "--stdin-paths"], repo.top, stdin=True)
+    tmpdir = None
+    try:
+        p_raw = None
+        if plan.raw_blobs:
+            tmpdir = tempfile.mkdtemp(prefix="exprag-plus-blobs-", dir=tmp_parent)
+            names = []
+            for k, (_, _, content) in enumerate(plan.raw_blobs):
+                name = os.path.join(tmpdir, str(k))
+                with open(name, "wb") as fh:
+                    fh.write(content)
+                names.append(os.fsencode(name))
+            p_raw = procs.start(["hash-object", "-w", "--no-filters", "--stdin-paths"], repo.top,
+                                stdin=True)
+            _, out, _ = procs.finish(p_raw, b"".join(_stdin_path(n) + b"\n" for n in names))
+            oids = out.decode("ascii").split()
+            if len(oids) != len(plan.raw_blobs):
+                raise GitError("git hash-object returned an unexpected number of objects")
+            for (path, mode, _), oid in zip(plan.raw_blobs, oids):
+                plan.changes[path] = (mode, oid)
+        for path, index_oid in plan.submodules:
+            sub = os.path.join(repo.top, os.fsdecode(path))
+            oid = ""
+            if os.path.isdir(sub):
+                r = _git(["rev-parse", "--verify", "--quiet", "HEAD"], sub, check=False)
+                if r.returncode == 0:
+                    oid = r.stdout.strip().decode("ascii", "replace")
+            if len(oid) != repo.oid_hexlen:
+                oid = index_oid
+            if oid:
+                plan.changes[path] = (_MODE_GITLINK, oid)
+            else:
+                plan.changes[path] = None
+                plan.skipped.append({"path": _text(path),
+                                     "reason": "submodule without a checked-out commit; not included"})
+        if p_files is not None:
+            data = b"".join(_stdin_path(p) + b"\n" for p, _ in plan.to_hash)
+            _, out, _ = procs.finish(p_files, data)
+            oids = out.decode("ascii").split()
+            if len(oids) != len(plan.to_hash):
+                raise GitError("git hash-object returned an unexpected number of objects")
+            for (path, mode), oid in zip(plan.to_hash, oids):
+                plan.changes[path] = (mode, oid)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# building the tree: fast method (HEAD's trees edited in memory, written with one mktree --batch)
+
+
+def _parse_tree(data: bytes, rawlen: int) -> Dict[bytes, Tuple[int, str]]:
+    out: Dict[bytes, Tuple[int, str]] = {}
+    i, n = 0, len(data)
+    while i < n:
+        sp = data.index(b" ", i)
+        nul = data.index(b"\0", sp)
+        out[data[sp + 1:nul]] = (int(data[i:sp], 8), data[nul + 1:nul + 1 + rawlen].hex())
+        i = nul + 1 + rawlen
+    return out
+
+
+class _TreeReader:
+    """Reads tree objects through one interactive ``git cat-file --batch``."""
+
+    def __init__(self, procs: _Procs, cwd: str, rawlen: int) -> None:
+        self.p = procs.start(["cat-file", "--batch"], cwd, stdin=True)
+        self.rawlen = rawlen
+
+    def read(self, name: str) -> Tuple[str, Dict[bytes, Tuple[int, str]]]:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(name.encode("utf-8") + b"\n")
+        self.p.stdin.flush()
+        header = self.p.stdout.readline().split()
+        if len(header) != 3 or header[1] != b"tree":
+            raise GitError(f"cannot read tree {name}: "
+                           f"{b' '.join(header).decode('utf-8', 'replace') or 'no answer'}")
+        size = int(header[2])
+        data = self.p.stdout.read(size + 1)
+        if len(data) != size + 1:
+            raise GitError(f"cannot read tree {name}: short read")
+        return header[0].decode("ascii"), _parse_tree(data[:size], self.rawlen)
+
+    def close(self) -> None:
+        if self.p.stdin is not None:
+            self.p.stdin.close()
+        self.p.wait()
+
+
+def _tree_sort_key(item: Tuple[bytes, Tuple[int, str]]) -> bytes:
+    name, (mode, _) = item
+    return name + b"/" if mode == _MODE_TREE else name
+
+
+def _type_of(mode: int) -> bytes:
+    if mode == _MODE_TREE:
+        return b"tree"
+    if mode == _MODE_GITLINK:
+        return b"commit"
+    return b"blob"
+
+
+def _tree_via_mktree(repo: _Repo, head: Optional[str], changes: Dict[bytes, Change],
+                     procs: _Procs, reader: Optional[_TreeReader] = None) -> str:
+    needed = {b""}
+    for path in changes:
+        parts = path.split(b"/")
+        for k in range(1, len(parts)):
+            needed.add(b"/".join(parts[:k]))
+    dirs: Dict[bytes, Dict[bytes, Tuple[int, str]]] = {}
+    if head is not None:
+        own = reader is None
+        if reader is None:
+            reader = _TreeReader(procs, repo.top, repo.oid_hexlen // 2)
+        try:
+            dirs[b""] = reader.read(head + "^{tree}")[1]
+            frontier = [b""]
+            while frontier:
+                nxt = []
+                for d in frontier:
+                    for name, (mode, oid) in list(dirs[d].items()):
+                        child = d + b"/" + name if d else name
+                        if mode == _MODE_TREE and child in needed:
+                            dirs[child] = reader.read(oid)[1]
+                            nxt.append(child)
+                frontier = nxt
+        finally:
+            if own:
+                reader.close()
+    else:
+        dirs[b""] = {}
+
+    for path, change in changes.items():  # removals first, then additions
+        if change is None:
+            d, _, name = path.rpartition(b"/")
+            if d in dirs:
+                dirs[d].pop(name, None)
+    for path, change in changes.items():
+        if change is not None:
+            d, _, name = path.rpartition(b"/")
+            anc = d
+            while anc not in dirs:
+                dirs[anc] = {}
+                anc = anc.rpartition(b"/")[0]
+            dirs[d][name] = change
+
+    algo = repo.algo
+    batch: List[bytes] = []
+    expected: List[str] = []
+    root_oid = ""
+    for d in sorted(dirs, key=lambda x: (-(x.count(b"/") + (1 if x else 0)), x)):
+        entries = dirs[d]
+        oid = ""
+        if entries:
+            items = sorted(entries.items(), key=_tree_sort_key)
+            body = b"".join(b"%o %s\0" % (mode, name) + bytes.fromhex(h) for name, (mode, h) in items)
+            try:
+                hasher = hashlib.new(algo, usedforsecurity=False)  # type: ignore[call-arg]
+            except TypeError:  # Python < 3.9 signature
+                hasher = hashlib.new(algo)
+            hasher.update(b"tree %d\0" % len(body))
+            hasher.update(body)
+            oid = hasher.hexdigest()
+            batch.append(b"".join(b"%06o %s %s\t%s\0" % (mode, _type_of(mode), h.encode(), name)
+                                  for name, (mode, h) in items) + b"\0")
+            expected.append(oid)
+        if d == b"":
+            root_oid = oid
+            break
+        parent, _, name = d.rpartition(b"/")
+        if oid:
+            dirs[parent][name] = (_MODE_TREE, oid)
+        elif dirs[parent].get(name, (0, ""))[0] == _MODE_TREE:
+            del dirs[parent][name]
+    if not root_oid:  # everything removed: the empty tree
+        return _git(["mktree"], repo.top, input=b"").stdout.strip().decode("ascii")
+    p = procs.start(["mktree", "-z", "--batch"], repo.top, stdin=True)
+    _, out, _ = procs.finish(p, b"".join(batch))
+    got = out.decode("ascii").split()
+    if got != expected:
+        raise GitError("git mktree wrote trees other than expected (internal error)")
+    return root_oid
+
+
+# --------------------------------------------------------------------------------------------------
+# reference methods through a temporary index (benchmark and tests compare them to the fast one)
+
+
+def _temp_index_path(repo: _Repo) -> str:
+    fd, path = tempfile.mkstemp(prefix="exprag-plus-index-", dir=repo.git_dir)
+    os.close(fd)
+    os.unlink(path)  # git creates it; an empty file is not a valid index
+    return path
+
+
+def _remove_temp_index(path: str) -> None:
+    for p in (path, path + ".lock"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def _tree_via_temp_index(repo: _Repo, head: Optional[str], changes: Dict[bytes, Change]) -> str:
+    """Same tree as _tree_via_mktree: ``read-tree HEAD`` into a temporary index, ``update-index
+    --index-info``, ``write-tree``. The temporary index is removed on every path."""
+    index = _temp_index_path(repo)
+    env = {"GIT_INDEX_FILE": index}
+    try:
+        _git(["read-tree", head if head else "--empty"], repo.top, env=env)
+        zero = "0" * repo.oid_hexlen
+        rm = [b"0 %s\t%s\0" % (zero.encode(), p) for p, c in changes.items() if c is None]
+        add = [b"%o %s\t%s\0" % (c[0], c[1].encode(), p) for p, c in changes.items() if c is not None]
+        if rm or add:
+            _git(["update-index", "-z", "--index-info"], repo.top, env=env, input=b"".join(rm + add))
+        return _git(["write-tree"], repo.top, env=env).stdout.strip().decode("ascii")
+    finally:
+        _remove_temp_index(index)
+
+
+def _tree_via_add_all(repo: _Repo, exclude: Iterable[bytes]) -> str:
+    """DESIGN's baseline: a copy of the real index, ``git add -A`` into it (the given paths excluded),
+    ``write-tree``. The temporary index is removed on every path."""
+    real = _git(["rev-parse", "--git-path", "index"], repo.top).stdout.rstrip(b"\n")
+    real_path = os.path.join(repo.top, os.fsdecode(real))
+    index = _temp_index_path(repo)
+    env = {"GIT_INDEX_FILE": index}
+    try:
+        if os.path.exists(real_path):
+            shutil.copyfile(real_path, index)
+        specs = [b"."] + [b":(exclude,literal)" + p for p in exclude]
+        _git([b"add", b"-A", b"--", *specs], repo.top, env=env)
+        return _git(["write-tree"], repo.top, env=env).stdout.strip().decode("ascii")
+    finally:
+        _remove_temp_index(index)
+
+
+# --------------------------------------------------------------------------------------------------
+# capture_state
+
+
+def _valid_run_id(run_id: str) -> bool:
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 200:
+        return False
+    if run_id.startswith(".") or run_id.endswith((".", ".lock")) or ".." in run_id:
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "-_.") for c in run_id)
+
+
+def _ref_exists(cwd: str, ref: str) -> bool:
+    r = _git(["rev-parse", "--verify", "--quiet", ref], cwd, check=False)
+    return r.returncode == 0
+
+
+def _create_run_ref(repo: _Repo, run_id: str, commit: str) -> str:
+    """Create the snapshot ref (create-only); returns the name to record as branch/snapshot_branch."""
+    msg = f"exprag-plus: snapshot for run {run_id}"
+    ref = RUN_REF_PREFIX + run_id
+    try:
+        _git(["update-ref", "-m", msg, ref, commit, ""], repo.top)
+        return "run/" + run_id
+    except GitError as first:
+        if not _ref_exists(repo.top, "refs/heads/run"):
+            raise first
+    alt = FALLBACK_REF_PREFIX + run_id
+    try:
+        _git(["update-ref", "-m", msg, alt, commit, ""], repo.top)
+    except GitError as second:
+        raise GitError(f"a branch named 'run' blocks refs/heads/run/*, and the fallback ref {alt} "
+                       f"could not be created either: {second}") from None
+    return alt
+
+
+def capture_state(
+    cwd: str,
+    run_id: str,
+    runs_dir: str,
+    *,
+    size_cap: int = DEFAULT_SIZE_CAP,
+    snapshot: bool = True,
+) -> Tuple[Optional[dict], Optional[str]]:
+    """The ``git`` field of run_start and the ``git_error`` string (one of them may be None).
+
+    Never raises (KeyboardInterrupt and SystemExit excepted): any failure becomes ``git_error``.
+    See the module docstring for the method and the fallback ref namespace.
+    """
+    try:
+        return _capture_state(cwd, run_id, runs_dir, size_cap=size_cap, snapshot=snapshot)
+    except Exception as exc:  # pragma: no cover - last-resort guard
+        return None, f"git state capture failed: {GitError(exc)}"
+
+
+def _capture_state(
+    cwd: str, run_id: str, runs_dir: Optional[str], *, size_cap: Optional[int], snapshot: bool,
+    method: str = "mktree",
+) -> Tuple[Optional[dict], Optional[str]]:
+    try:
+        cwd = os.path.abspath(os.fspath(cwd))
+    except Exception as exc:
+        return None, f"invalid working directory: {exc}"
+    if not os.path.isdir(cwd):
+        return None, f"working directory does not exist: {cwd}"
+    with _Procs() as procs:
+        try:
+            p_rev = procs.start(_REV_PARSE_ARGS, cwd)
+            p_status = procs.start(_STATUS_ARGS, cwd)
+            p_conf = procs.start(["config", "-z", "--get-regexp",
+                                  r"^((user|author|committer)\.(name|email)|core\.(filemode|symlinks))$"],
+                                 cwd)
+        except GitError as exc:
+            return None, str(exc)
+        rc, out, err = procs.finish(p_rev, check=False)
+        if rc != 0:
+            reason = _failure(_REV_PARSE_ARGS, rc, err)
+            return None, f"not inside a git work tree ({reason})"
+        try:
+            repo = _parse_rev_parse(out, cwd)
+        except GitError as exc:
+            return None, str(exc)
+
+        record: Dict[str, Any] = {
+            "commit": None, "branch": None, "dirty": True, "status": [], "base_commit": None,
+            "snapshot_branch": None, "skipped": [], "toplevel": _text(os.fsencode(repo.top)), "subdir": _text(os.fsencode(repo.prefix)),
+        }
+
+        rc, out, err = procs.finish(p_status, check=False)
+        if rc != 0:
+            r = _git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo.top, check=False)
+            if r.returncode == 0:
+                record["base_commit"] = r.stdout.strip().decode("ascii", "replace")
+            return record, f"no snapshot: {_failure(_STATUS_ARGS, rc, err)}"
+        st = _parse_status_v2(out)
+        if st.head_unknown:
+            return record, "no snapshot: HEAD cannot be resolved (a broken ref?)"
+        record["base_commit"] = st.head
+        _, conf_out, _ = procs.finish(p_conf, check=False)
+        conf = _parse_config_z(conf_out)
+
+        try:
+            plan = _plan(repo, st, cwd=cwd, runs_dir=runs_dir, size_cap=size_cap,
+                         filemode=_config_true(conf.get("core.filemode"), True))
+        except Exception as exc:
+            return record, f"snapshot failed: {GitError(exc)}"
+        record["status"] = plan.lines
+        record["skipped"] = plan.skipped
+        if not plan.lines:
+            record.update(commit=st.head, branch=st.branch, dirty=False)
+            return record, None
+        if not snapshot:
+            return record, "snapshot disabled; the working tree was dirty, so no commit holds the code"
+        if not _valid_run_id(run_id):
+            return record, f"snapshot failed: run id {run_id!r} cannot be part of a ref name"
+
+        try:
+            reader = None
+            if method == "mktree" and st.head is not None:
+                # start reading HEAD's trees while the files are hashed
+                reader = _TreeReader(procs, repo.top, repo.oid_hexlen // 2)
+            _hash_plan(repo, plan, procs)
+            if method == "mktree":
+                tree = _tree_via_mktree(repo, st.head, plan.changes, procs, reader)
+            elif method == "index":
+                tree = _tree_via_temp_index(repo, st.head, plan.changes)
+            elif method == "add":
+                excl = [os.fsencode(s["path"]) for s in plan.skipped] + plan.excluded
+                tree = _tree_via_add_all(repo, excl)
+            else:
+                raise GitError(f"unknown snapshot method {method!r}")
+            base = st.head
+            lines = [f"exprag-plus: code snapshot for run {run_id}", "",
+                     f"Base: {base or '(none: no commit yet)'}",
+                     f"Branch: {st.branch or '(detached HEAD)'}"]
+            if plan.skipped:
+                lines.append(f"Skipped: {len(plan.skipped)} path(s) (see the run record)")
+            args = ["commit-tree", "--no-gpg-sign", tree]
+            if base:
+                args += ["-p", base]
+            args += ["-m", "\n".join(lines)]
+            commit = _git(args, repo.top, env=_identity_env(conf)).stdout.strip().decode("ascii")
+            if len(commit) != repo.oid_hexlen:
+                raise GitError("git commit-tree gave no commit")
+            name = _create_run_ref(repo, run_id, commit)
+        except Exception as exc:
+            return record, f"snapshot failed: {GitError(exc)}"
+        record.update(commit=commit, branch=name, snapshot_branch=name)
+        return record, None
+
+
+# --------------------------------------------------------------------------------------------------
+# diff / restore
+
+
+def _worktree_tree(repo_dir: str, runs_dir: Optional[str], size_cap: Optional[int]
+                   ) -> Tuple[str, List[Dict[str, str]]]:
+    """A tree holding the working tree as a snapshot would (no commit, no ref, index untouched)."""
+    repo = _locate(repo_dir)
+    with _Procs() as procs:
+        st = _parse_status_v2(_git(_STATUS_ARGS, repo.top).stdout)
+        conf = _parse_config_z(_git(["config", "-z", "--get-regexp", r"^core\.filemode$"],
+                                    repo.top, check=False).stdout)
+        plan = _plan(repo, st, cwd=repo_dir, runs_dir=runs_dir, size_cap=size_cap,
+                     filemode=_config_true(conf.get("core.filemode"), True))
+        _hash_plan(repo, plan, procs)
+        return _tree_via_mktree(repo, st.head, plan.changes, procs), plan.skipped
+
+
+def diff(
+    repo: str,
+    a: str,
+    b: Optional[str] = None,
+    *,
+    stat: bool = False,
+    paths: Optional[Sequence[str]] = None,
+    runs_dir: Optional[str] = None,
+    size_cap: Optional[int] = DEFAULT_SIZE_CAP,
+) -> str:
+    """The code diff from commit ``a`` to commit ``b``, or to the working tree when ``b`` is None.
+
+    The working tree side includes untracked files that are not ignored (untracked files over
+    ``size_cap`` are left out and named in a leading ``# exprag-plus:`` comment line, which ``git
+    apply`` ignores); it is built as an unreferenced tree, so no ref, index or file changes.
+    """
+    _check_repo_dir(repo)
+    _check_rev(a)
+    skipped: List[Dict[str, str]] = []
+    if b is None:
+        right, skipped = _worktree_tree(repo, runs_dir, size_cap)
+    else:
+        right = _check_rev(b)
+    return _diff(repo, a, right, stat=stat, paths=paths, skipped=skipped)
+
+
+def _diff(repo: str, left: str, right: str, *, stat: bool, paths: Optional[Sequence[str]],
+          skipped: List[Dict[str, str]]) -> str:
+    args: List[str] = ["-c", "core.quotePath=false", "-c", "diff.noprefix=false",
+                       "-c", "diff.mnemonicPrefix=false", "diff", "--no-color", "--no-ext-diff"]
+    if stat:
+        args += ["--stat=1000", "--stat-graph-width=40", "--summary"]
+    args += [left, right, "--"]
+    if paths:
+        if isinstance(paths, (str, bytes)):
+            paths = [paths]  # type: ignore[list-item]
+        args += [os.fsdecode(p) for p in paths]
+    out = _git(args, repo).stdout.decode("utf-8", "replace")
+    if skipped:
+        notes = "".join(f"# exprag-plus: not in the diff: {s['path']} ({s['reason']})\n" for s in skipped)
+        out = notes + out
+    return out
+
+
+def add_worktree(repo: str, commit: str, into: Optional[str] = None) -> str:
+    """A new detached worktree at exactly ``commit``; returns its absolute path.
+
+    Default location: ``<git common dir>/exprag-plus-worktrees/<12 hex>-<n>`` (inside ``.git``, so it
+    never shows in the user's ``git status`` and goes away with the repository; ``git worktree list``
+    shows it and ``git worktree remove`` removes it). The current checkout is not touched.
+    """
+    _check_repo_dir(repo)
+    oid = resolve_commit(repo, commit)
+    if into is None:
+        info = _locate(repo)
+        base = os.path.join(info.common_dir, WORKTREES_DIRNAME)
+        try:
+            os.makedirs(base, exist_ok=True)
+        except OSError as exc:
+            raise GitError(f"cannot create {base}: {exc}") from None
+        n = 1
+        while os.path.lexists(os.path.join(base, f"{oid[:12]}-{n}")):
+            n += 1
+        target = os.path.join(base, f"{oid[:12]}-{n}")
+    else:
+        target = os.path.abspath(os.path.join(repo, os.fspath(into)))
+        if os.path.lexists(target):
+            if not os.path.isdir(target) or os.path.islink(target):
+                raise GitError(f"target exists and is not a directory: {target}")
+            if os.listdir(target):
+                raise GitError(f"target exists and is not empty: {target}")
+    _git(["worktree", "add", "--detach", "--quiet", target, oid], repo)
+    return target
+
+
+def _dirty_paths(repo: str) -> List[str]:
+    out = _git(["status", "--porcelain=v1", "-z", "--untracked-files=all"], repo).stdout
+    recs = out.split(b"\0")
+    items: List[str] = []
+    i = 0
+    while i < len(recs):
+        rec = recs[i]
+        i += 1
+        if len(rec) < 4:
+            continue
+        xy, path = rec[:2].decode("ascii", "replace"), _text(rec[3:])
+        if xy[0] in "RC":
+            i += 1  # the source path follows
+        items.append(f"{xy.strip()} {path}")
+    return items
+
+
+def checkout(repo: str, commit: str) -> None:
+    """Check ``commit`` out (detached HEAD) in the checkout at ``repo``, only when nothing but ignored
+    files differs from HEAD; otherwise GitError naming what is dirty."""
+    _check_repo_dir(repo)
+    oid = resolve_commit(repo, commit)
+    dirty = _dirty_paths(repo)
+    if dirty:
+        shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")
+        raise GitError(f"working tree is not clean ({shown}); commit, stash or remove these first")
+    _git(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", oid], repo)
+
+
+def run_branches(repo: str) -> List[Tuple[str, str]]:
+    """(full ref name, run id) for every snapshot ref: ``refs/heads/run/*`` and the fallback
+    ``refs/exprag-plus/run/*``."""
+    _check_repo_dir(repo)
+    out = _git(["for-each-ref", "--format=%(refname)", RUN_REF_PREFIX, FALLBACK_REF_PREFIX],
+               repo).stdout
+    result: List[Tuple[str, str]] = []
+    for line in out.decode("utf-8", "replace").splitlines():
+        for prefix in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX):
+            if line.startswith(prefix) and len(line) > len(prefix):
+                result.append((line, line[len(prefix):]))
+                break
+    return result
+
+
+def delete_ref(repo: str, ref: str) -> None:
+    """Delete one snapshot ref (``refs/heads/run/<id>``, ``run/<id>`` or ``refs/exprag-plus/run/<id>``).
+
+    Refuses any other ref, and a run branch that a worktree has checked out."""
+    _check_repo_dir(repo)
+    if not isinstance(ref, str) or ref.startswith("-"):
+        raise GitError(f"not a run snapshot ref: {ref!r}")
+    full = ref if ref.startswith("refs/") else "refs/heads/" + ref
+    if not any(full.startswith(p) and len(full) > len(p) for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX)):
+        raise GitError(f"not a run snapshot ref: {ref}")
+    wt = _git(["worktree", "list", "--porcelain"], repo, check=False).stdout
+    for line in wt.split(b"\n"):
+        if line == b"branch " + full.encode("utf-8"):
+            raise GitError(f"{full} is checked out in a worktree; switch away from it first")
+    _git(["update-ref", "-d", full], repo)

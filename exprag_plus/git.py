@@ -818,7 +818,10 @@ def _tree_via_add_all(repo: _Repo, exclude: Iterable[bytes]) -> str:
     env = {"GIT_INDEX_FILE": index}
     try:
         if os.path.exists(real_path):
-            shutil.copyfile(real_path, index)
+            # copy2 keeps the index's mtime: with a newer one, entries written in the same second as
+            # the real index would no longer count as "racily clean" and same-size edits made in
+            # that second would go unseen (git compares whole seconds)
+            shutil.copy2(real_path, index)
         specs = [b"."] + [b":(exclude,literal)" + p for p in exclude]
         _git([b"add", b"-A", b"--", *specs], repo.top, env=env)
         return _git(["write-tree"], repo.top, env=env).stdout.strip().decode("ascii")

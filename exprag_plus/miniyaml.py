@@ -18,8 +18,11 @@ duplicate keys, bad indentation, quoted scalars spanning lines, control characte
 Scalars are resolved with the YAML 1.2 core schema, deliberately, not PyYAML's YAML 1.1 rules, so that a
 value means the same thing in JSON, TOML and here. Where the two differ (PyYAML result in brackets):
 `yes`/`no`/`on`/`off` stay strings [bools]; `010` is 10 [8]; `0o17` is 15 [string]; `0b101`, `1_000`,
-`1:30` stay strings [5, 1000, 90]; `1e3` is 1000.0 [string]; `2024-01-31` stays a string [a date]; `=`
-stays a string [error]; a duplicate key is an error [the last one wins]. Everything else agrees.
+`1:30` stay strings [5, 1000, 90]; `1e3`, `1.0e3`, `-.5` are floats [strings: 1.1 wants a dot, a signed
+exponent, a digit before the dot when signed]; `2024-01-31` stays a string [a date]; `=` stays a string
+[error]; a duplicate key (also `1` and `true`, equal in Python) is an error [the last one wins]. Where
+PyYAML is stricter than YAML (a tab after a value, `?` inside a flow value) it errors and we read the
+tab as a blank or refuse the `?`.
 """
 
 from __future__ import annotations
@@ -191,15 +194,21 @@ class _Parser:
         }
         if ch in problems:
             raise self._err(problems[ch], ln, col)
-        if ch == "?" and blank_next:
-            raise self._err("complex mapping keys ('? ') are not supported; use a plain 'key: value'", ln, col)
-        if ch == ":" and blank_next:
+        if ch == "?" and (blank_next or flow):
+            raise self._err("complex mapping keys ('? ') are not supported; use a plain 'key: value' (quote a "
+                            "value that starts with '?')", ln, col)
+        if ch == "#":
+            raise self._err("'#' starts a comment only after a space; quote a value that starts with '#'", ln, col)
+        if ch == ":" and (blank_next or flow):
             raise self._err("':' with no key before it; write 'key: value'", ln, col)
         if ch in ",]}":
             raise self._err(f"unexpected '{ch}'; quote the value if it is text", ln, col)
         if flow and ch == "-" and blank_next:
             raise self._err("'- ' list items are not allowed inside [ ] or { }; separate items with ','",
                             ln, col)
+        if flow and ch in "|>":
+            raise self._err(f"'{ch}' cannot start a value inside [ ] or {{ }} (block scalars go in block "
+                            f"context); quote the value", ln, col)
 
     # -- block structures ----------------------------------------------------------------------------
     def _node(self, ln: int, col: int, parent: int, path: Path, block_ok: bool) -> Tuple[Any, int]:
@@ -220,10 +229,11 @@ class _Parser:
             return value, k + 1
         if ch in "|>":
             return self._block_scalar(ln, col, parent)
-        if self._key(ln, col) is not None:
+        found = self._key(ln, col)
+        if found is not None:
             if not block_ok:
-                raise self._err("a mapping cannot start on the same line as its key (': ' inside a value?); "
-                                "quote the value, or put the mapping on the next line, indented", ln, col)
+                raise self._err("': ' inside a value (a mapping cannot start on the same line as its key); "
+                                "quote the value, or put the mapping on the next line, indented", ln, found[1] - 1)
             return self._block_map(ln, col, path)
         return self._scalar(ln, col, parent)
 
@@ -526,6 +536,9 @@ class _Parser:
             c = line[i]
             if c in ",[]{}" or (c == ":" and _ends_value(line, i, ",[]{}")):
                 break
+            if c == "?":
+                raise self._err("'?' inside a value in [ ] or { } is not supported (PyYAML reads it "
+                                "differently); quote the value", ln, i)
             if c == "#" and line[i - 1] in _WS:
                 break
             i += 1
@@ -551,8 +564,10 @@ class _Parser:
             ipath = path + (len(items),)
             self.marks[ipath] = (ln + 1, col + 1)
             value = self._flow_node(ipath, key=False)
+            end_ln = self._fpos[0]
             self._fskip()
             if self._fpeek() == ":":
+                self._same_line(end_ln)
                 if isinstance(value, (list, dict)):
                     raise self._err("a flow collection as a mapping key is not supported", ln, col)
                 self._fpos[1] += 1
@@ -560,7 +575,7 @@ class _Parser:
                 value = {value: None if self._fpeek() in ",]" else self._flow_node(ipath + (value,), False)}
                 self._fskip()
             items.append(value)
-            self._flow_sep("]")
+            self._flow_sep("]", open_ln, open_col)
 
     def _flow_map(self, path: Path) -> Dict[Any, Any]:
         open_ln, open_col = self._fpos
@@ -582,19 +597,27 @@ class _Parser:
             if key in result:
                 raise self._err(f"duplicate key {key!r}; each key may appear once", ln, col)
             self.marks[kpath] = (ln + 1, col + 1)
+            end_ln = self._fpos[0]
             self._fskip()
             value = None
             if self._fpeek() == ":":
+                self._same_line(end_ln)
                 self._fpos[1] += 1
                 self._fskip()
                 if self._fpeek() not in ",}":
                     value = self._flow_node(kpath, key=False)
                     self._fskip()
             result[key] = value
-            self._flow_sep("}")
+            self._flow_sep("}", open_ln, open_col)
 
-    def _flow_sep(self, close: str) -> None:
+    def _same_line(self, key_ln: int) -> None:
+        if self._fpos[0] != key_ln:
+            raise self._err("a ':' must be on the same line as its key", self._fpos[0], self._fpos[1])
+
+    def _flow_sep(self, close: str, open_ln: int, open_col: int) -> None:
         ch = self._fpeek()
+        if ch == "\0":
+            raise self._err(f"unterminated '{'[' if close == ']' else '{'}'", open_ln, open_col)
         if ch == ",":
             self._fpos[1] += 1
         elif ch != close:

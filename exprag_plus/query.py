@@ -80,19 +80,26 @@ def known_paths(runs: Sequence[Run]) -> Tuple[List[str], List[str]]:
     return sorted(md), sorted(mt)
 
 
+def _has(run: Run, path: str, metric_only: bool) -> bool:
+    if path in run.summary:
+        return True
+    if metric_only:
+        return False
+    try:
+        records.get_path(run.metadata, path)
+        return True
+    except KeyError:
+        return False
+
+
 def check_path(path: str, runs: Sequence[Run], what: str, metric_only: bool = False) -> None:
-    md, mt = known_paths(runs)
     base, _, stat = path.rpartition(":") if ":" in path else (path, "", "")
     if stat and stat not in STATS:
         raise QueryError(f"{what}: unknown statistic ':{stat}' in {path!r}; use one of {', '.join(STATS)}")
-    if metric_only:
-        if base in mt:
-            return
-        candidates = mt
-    else:
-        if base in FIELDS or base in md or base in mt or any(p.startswith(base + ".") for p in md):
-            return
-        candidates = list(FIELDS) + md + mt
+    if (not metric_only and base in FIELDS) or any(_has(r, base, metric_only) for r in runs):
+        return
+    md, mt = known_paths(runs)
+    candidates = mt if metric_only else list(FIELDS) + md + mt
     if not runs:
         raise NoResult(f"{what}: there are no runs to look in")
     near = difflib.get_close_matches(base, candidates, n=4, cutoff=0.5) or sorted(candidates)[:4]

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 FORMAT = "exprag-plus/1"
 RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end")
 
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _SMALL_ARRAY = 10_000
 
 # One shared C encoder: `json.dumps(..., allow_nan=False)` would build a new encoder on every call.
@@ -120,7 +120,7 @@ def encode(value: Any) -> str:
 def from_json(value: Any) -> Any:
     """Undo the non-finite encoding in parsed data."""
     if isinstance(value, str):
-        return _NONFINITE.get(value, value)
+        return NONFINITE.get(value, value)
     if isinstance(value, dict):
         return {k: from_json(v) for k, v in value.items()}
     if isinstance(value, list):

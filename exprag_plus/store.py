@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import ids, records
 
@@ -28,7 +28,7 @@ def _warn_corrupt(path: str, lineno: int, reason: str) -> None:
     warnings.warn(f"{where}: skipped a corrupt line ({reason})", CorruptLineWarning, stacklevel=2)
 
 
-def _parse(line: bytes, path: str, lineno: int, last: bool) -> Optional[Dict[str, Any]]:
+def _parse(line: bytes, path: str, lineno: Union[int, Callable[[], int]], last: bool) -> Optional[Dict[str, Any]]:
     """One record, or None; a bad last line without its newline is a torn write, not worth a warning."""
     if not line.strip():
         return None
@@ -36,10 +36,10 @@ def _parse(line: bytes, path: str, lineno: int, last: bool) -> Optional[Dict[str
         rec = json.loads(line)
     except ValueError as exc:
         if not last:
-            _warn_corrupt(path, lineno, f"not JSON: {exc.msg} at column {exc.colno}")
+            _warn_corrupt(path, lineno() if callable(lineno) else lineno, f"not JSON: {exc.msg} at column {exc.colno}")
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
-        _warn_corrupt(path, lineno, "not a record: no 'type'")
+        _warn_corrupt(path, lineno() if callable(lineno) else lineno, "not a record: no 'type'")
         return None
     return rec
 
@@ -62,42 +62,51 @@ def iter_records(path: str) -> Iterator[Dict[str, Any]]:
 
 
 def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], bool]:
-    """run_start, the records of the last ~64 KB (file order) and whether the tail is the whole file."""
+    """run_start, and the tail's records parsed backwards as far as the last run_end (file order).
+
+    The flag says whether every line of the file was parsed (then the tail is the whole file). Parsing
+    stops at run_end because listing 10,000 runs must not parse a million track lines.
+    """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size <= 2 * _TAIL:
-            data = f.read()
-            whole = True
-            head_line = None
-        else:
+        head_line = None
+        if size > 2 * _TAIL:
             head_line = f.readline()
             f.seek(max(size - _TAIL, f.tell()))
-            whole = f.tell() == len(head_line)
-            data = f.read()
-    lines = data.split(b"\n")
-    torn = lines.pop() if lines else b""
-    start = None
-    numbered = head_line is None  # line numbers are known only when the whole file was read
-    if head_line is not None:
-        start = _parse(head_line.rstrip(b"\n"), path, 1, not head_line.endswith(b"\n"))
-        if not whole and lines:
-            lines.pop(0)  # begins mid-line
+        data = f.read()
+    whole = head_line is None
+    if whole:
+        nl = data.find(b"\n")
+        head_line = data if nl < 0 else data[: nl + 1]
+        floor = len(head_line)
+    else:
+        floor = data.find(b"\n") + 1  # the chunk begins mid-line
+    start = _parse(head_line.rstrip(b"\n"), path, 1, not head_line.endswith(b"\n"))
     tail: List[Dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        rec = _parse(line, path, i + 1 if numbered else 0, False)
+    end = len(data)
+    complete = whole
+    last = True
+    while end > floor:
+        cut = data.rfind(b"\n", floor, end - 1 if data[end - 1:end] == b"\n" else end)
+        begin = floor if cut < 0 else cut + 1
+        line = data[begin:end]
+        torn = last and not line.endswith(b"\n")
+        rec = _parse(line, path, (lambda b=begin: data.count(b"\n", 0, b) + 1) if whole else 0, torn)
+        last = False
+        end = begin
         if rec is not None:
             tail.append(rec)
-    if torn:
-        rec = _parse(torn, path, len(lines) + 1 if numbered else 0, True)
-        if rec is not None:
-            tail.append(rec)
-    if head_line is None and tail and tail[0].get("type") == "run_start":
-        start = tail[0]
-    return start, tail, whole
+            if rec.get("type") == "run_end":
+                complete = complete and end <= floor
+                break
+    tail.reverse()
+    if complete and start is not None:
+        tail.insert(0, start)
+    return start, tail, complete
 
 
 def start_and_last_seq(path: str) -> Tuple[Optional[Dict[str, Any]], int]:
-    """run_start and the highest seq in the file's tail (for appending after the fact)."""
+    """run_start and the seq of the file's last record (for appending after the fact)."""
     start, tail, _ = _head_and_tail(path)
     seqs = [r["seq"] for r in tail if isinstance(r.get("seq"), int)]
     return start, max(seqs) if seqs else (start or {}).get("seq", -1)
@@ -142,6 +151,7 @@ class Run:
         self._records = all_records
         self.end: Optional[Dict[str, Any]] = next((r for r in reversed(tail) if r.get("type") == "run_end"), None)
         self._summary: Optional[Dict[str, Dict[str, Any]]] = None
+        self._metadata: Optional[Dict[str, Any]] = None
 
     @classmethod
     def read(cls, path: str, full: bool = False) -> "Run":
@@ -149,8 +159,8 @@ class Run:
             recs = list(iter_records(path))
             start = recs[0] if recs and recs[0].get("type") == "run_start" else None
             return cls(path, start, recs, recs)
-        start, tail, whole = _head_and_tail(path)
-        return cls(path, start, tail, tail if whole else None)
+        start, tail, complete = _head_and_tail(path)
+        return cls(path, start, tail, tail if complete else None)
 
     # --- identity and start info ---------------------------------------------------------------
     @property
@@ -163,8 +173,10 @@ class Run:
 
     @property
     def metadata(self) -> Dict[str, Any]:
-        m = self.start.get("metadata")
-        return records.from_json(m) if isinstance(m, dict) else {}
+        if self._metadata is None:
+            m = self.start.get("metadata")
+            self._metadata = records.from_json(m) if isinstance(m, dict) else {}
+        return self._metadata
 
     @property
     def started(self) -> str:
@@ -227,7 +239,9 @@ class Run:
         if self._summary is None:
             s = (self._find_end() or {}).get("summary")
             if isinstance(s, dict):
-                self._summary = {k: records.from_json(v) for k, v in s.items() if isinstance(v, dict)}
+                nf = records.NONFINITE
+                self._summary = {k: {f: nf.get(x, x) if type(x) is str else x for f, x in v.items()}
+                                 for k, v in s.items() if isinstance(v, dict)}
             else:
                 acc = records.Summary()
                 for r in self.tracks:

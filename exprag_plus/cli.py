@@ -7,12 +7,13 @@ stderr, never a traceback). With `--json`, stdout carries only JSON; notes and w
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
 import sys
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import ids, query, records, store
 from .query import NoResult, QueryError
@@ -244,6 +245,29 @@ def cmd_compare(args: argparse.Namespace) -> None:
 # --- parser ------------------------------------------------------------------------------------------
 
 
+class Commands:
+    """Where a feature's CLI module adds its subcommands (`add`), or a group of them (`group`: `actions list`)."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        self._sub = sub
+        self._common = common
+
+    def add(self, name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        sp = self._sub.add_parser(name, parents=[self._common], help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    def group(self, name: str, help: str) -> "Commands":
+        gp = self._sub.add_parser(name, help=help, description=help)
+        inner = gp.add_subparsers(dest=f"{name}_command", metavar="COMMAND", parser_class=_Parser)
+        inner.required = True
+        return Commands(inner, self._common)
+
+
+# Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
+FEATURES: Tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine output (strict JSON) on stdout")
@@ -254,11 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-
-    def add(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, parents=[common], help=help, description=help)
-        sp.set_defaults(func=fn)
-        return sp
+    commands = Commands(sub, common)
+    add = commands.add
 
     where_help = "PATH OP VALUE, OP one of = != < <= > >= ~ (regex); PATH a field, metadata path or metric path (PATH:min|max|last|count)"
     sp = add("runs", cmd_runs, "list runs, newest first")
@@ -282,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("compare", cmd_compare, "metadata differences, final metrics with deltas, and code of two runs")
     sp.add_argument("run_a", metavar="RUN")
     sp.add_argument("run_b", metavar="RUN")
+    for name in FEATURES:
+        importlib.import_module(f"{__package__}.{name}").register(commands)
     return p
 
 

@@ -1,29 +1,39 @@
 """Every git subprocess call of exprag-plus: state, snapshot, diff, restore.
 
-Git is driven through ``subprocess`` only (no shell, no git library). Every call goes through
-:func:`_git` / :func:`_popen`, which run ``git --no-optional-locks -c core.hooksPath=/dev/null
--c commit.gpgsign=false ...`` with ``LC_ALL=C`` and ``GIT_TERMINAL_PROMPT=0``, and drop the
-environment variables that would point git at another repository or index than the one found from the
-given directory (``GIT_DIR``, ``GIT_INDEX_FILE``, ``GIT_WORK_TREE``, ... as set inside git hooks):
-the repository is always the one that contains ``cwd``. This module never runs a repository hook.
+Git runs through ``subprocess`` only (no shell, no git library): every call goes through :func:`_git`
+(or :class:`_Procs` for concurrent ones) as ``git --no-optional-locks -c core.hooksPath=/dev/null
+-c commit.gpgsign=false -c gc.auto=0 ...`` with ``LC_ALL=C`` and ``GIT_TERMINAL_PROMPT=0``. The variables
+that would point git at another repository, index or ref namespace (``GIT_DIR``, ``GIT_INDEX_FILE``,
+``GIT_WORK_TREE``, ``GIT_NAMESPACE``, ... which git sets inside hooks) are dropped: the repository is
+always the one containing the directory given. This module never runs a repository hook. Git >= 2.17.
 
-Snapshot method (see ``capture_state``): one ``git status --porcelain=v2 -z --branch
---untracked-files=all`` gives HEAD, the branch, the changed paths and, for each, the index's object and
-the modes; only the files whose content differs from the index are hashed (``git hash-object -w
---stdin-paths``, with the repository's filters, exactly as ``git add`` would store them); the trees
-of HEAD on the way to each changed path are read (``git cat-file --batch``), changed in memory and
-written bottom-up in one ``git mktree -z --batch``; then ``git commit-tree`` and ``git update-ref``
-(create-only). The user's index is never read for writing, no temporary index exists, and nothing in the
-working tree, index, HEAD, branches, stash, config or hooks changes. Two slower reference methods
-(``_tree_via_temp_index``, ``_tree_via_add_all``) build the same tree through a temporary index; the
-benchmark and the tests compare them.
+Snapshot method (``capture_state``): one ``git status --porcelain=v2 -z --branch --untracked-files=all``
+gives HEAD, the branch, the changed paths and, for each, the index's object and the modes; only files
+whose content differs from the index are hashed (``git hash-object -w --stdin-paths`` with the
+repository's filters, i.e. stored exactly as ``git add`` stores them: CRLF normalization, LFS pointers);
+symlinks are stored as their target text; the trees of HEAD on the way to each changed path are read
+(``git cat-file --batch``), edited in memory and written bottom-up by one ``git mktree -z --batch``
+(the tree ids are computed here too and must match); then ``git commit-tree --no-gpg-sign`` and a
+create-only ``git update-ref``. No temporary index exists, and the working tree, index, HEAD, branches,
+stash, config and hooks stay as they were. Two slower reference methods build the same tree through a
+temporary index (``_tree_via_temp_index``: ``read-tree HEAD`` + ``update-index --index-info``;
+``_tree_via_add_all``: DESIGN's baseline, a copy of the index + ``git add -A``); the benchmark times
+them and the tests check all three agree.
 
-Snapshot refs: ``refs/heads/run/<run_id>`` (branch ``run/<run_id>``). When a ref ``refs/heads/run``
-exists it blocks that namespace; the snapshot then goes to ``refs/exprag-plus/run/<run_id>`` and the
-record's ``branch``/``snapshot_branch`` hold that full ref name (``git checkout <it>`` and
-``git log <it>`` work; it is not a branch and says so by its ``refs/`` prefix).
+Choices made here:
+
+* Snapshot refs are ``refs/heads/run/<run_id>`` (branch ``run/<run_id>``). A branch named ``run``
+  (ref ``refs/heads/run``) blocks that namespace; the snapshot then goes to
+  ``refs/exprag-plus/run/<run_id>`` and ``branch``/``snapshot_branch`` hold that full ref name:
+  ``git checkout``/``git log`` accept it, and its ``refs/`` prefix says it is not a branch.
+* Identity: ``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` from the environment, else ``author.*``/``committer.*``
+  /``user.*`` from config (``EMAIL`` for a missing e-mail), else ``exprag-plus <exprag-plus@localhost>``.
+* Left out of a snapshot, with a reason in ``skipped``: untracked files over ``size_cap`` (tracked files
+  are always included), untracked nested repositories (not submodules). Left out silently: ignored files
+  and anything in the runs folder (compared by real path, so also through symlinks), which also does
+  not count as dirty. Submodules are recorded as the gitlink of their checked-out HEAD, never recursed.
+* ``add_worktree`` defaults to ``<git common dir>/exprag-plus-worktrees/<12 hex>-<n>``.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -218,8 +228,14 @@ class _Procs:
                     p.kill()
                 except OSError:
                     pass
+            for pipe in (p.stdin, p.stdout, p.stderr):
+                try:
+                    if pipe is not None:
+                        pipe.close()
+                except Exception:
+                    pass
             try:
-                p.communicate(timeout=10)
+                p.wait(timeout=10)
             except Exception:
                 pass
 
@@ -673,7 +689,7 @@ class _TreeReader:
         return header[0].decode("ascii"), _parse_tree(data[:size], self.rawlen)
 
     def close(self) -> None:
-        if self.p.stdin is not None:
+        if self.p.stdin is not None and not self.p.stdin.closed:
             self.p.stdin.close()
         self.p.wait()
 
@@ -700,7 +716,6 @@ def _tree_via_mktree(repo: _Repo, head: Optional[str], changes: Dict[bytes, Chan
             needed.add(b"/".join(parts[:k]))
     dirs: Dict[bytes, Dict[bytes, Tuple[int, str]]] = {}
     if head is not None:
-        own = reader is None
         if reader is None:
             reader = _TreeReader(procs, repo.top, repo.oid_hexlen // 2)
         try:
@@ -716,8 +731,7 @@ def _tree_via_mktree(repo: _Repo, head: Optional[str], changes: Dict[bytes, Chan
                             nxt.append(child)
                 frontier = nxt
         finally:
-            if own:
-                reader.close()
+            reader.close()
     else:
         dirs[b""] = {}
 
@@ -912,72 +926,79 @@ def _capture_state(
         except GitError as exc:
             return None, str(exc)
 
+        # until proven otherwise: dirty, and no commit holds the code
         record: Dict[str, Any] = {
             "commit": None, "branch": None, "dirty": True, "status": [], "base_commit": None,
-            "snapshot_branch": None, "skipped": [], "toplevel": _text(os.fsencode(repo.top)), "subdir": _text(os.fsencode(repo.prefix)),
+            "snapshot_branch": None, "skipped": [], "toplevel": _text(os.fsencode(repo.top)),
+            "subdir": _text(os.fsencode(repo.prefix)),
         }
-
-        rc, out, err = procs.finish(p_status, check=False)
-        if rc != 0:
-            r = _git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo.top, check=False)
-            if r.returncode == 0:
-                record["base_commit"] = r.stdout.strip().decode("ascii", "replace")
-            return record, f"no snapshot: {_failure(_STATUS_ARGS, rc, err)}"
-        st = _parse_status_v2(out)
-        if st.head_unknown:
-            return record, "no snapshot: HEAD cannot be resolved (a broken ref?)"
-        record["base_commit"] = st.head
-        _, conf_out, _ = procs.finish(p_conf, check=False)
-        conf = _parse_config_z(conf_out)
-
         try:
-            plan = _plan(repo, st, cwd=cwd, runs_dir=runs_dir, size_cap=size_cap,
-                         filemode=_config_true(conf.get("core.filemode"), True))
+            return _snapshot(repo, record, procs, p_status, p_conf, cwd=cwd, run_id=run_id,
+                             runs_dir=runs_dir, size_cap=size_cap, snapshot=snapshot, method=method)
         except Exception as exc:
+            record.update(commit=None, branch=None, snapshot_branch=None, dirty=True)
             return record, f"snapshot failed: {GitError(exc)}"
-        record["status"] = plan.lines
-        record["skipped"] = plan.skipped
-        if not plan.lines:
-            record.update(commit=st.head, branch=st.branch, dirty=False)
-            return record, None
-        if not snapshot:
-            return record, "snapshot disabled; the working tree was dirty, so no commit holds the code"
-        if not _valid_run_id(run_id):
-            return record, f"snapshot failed: run id {run_id!r} cannot be part of a ref name"
 
-        try:
-            reader = None
-            if method == "mktree" and st.head is not None:
-                # start reading HEAD's trees while the files are hashed
-                reader = _TreeReader(procs, repo.top, repo.oid_hexlen // 2)
-            _hash_plan(repo, plan, procs)
-            if method == "mktree":
-                tree = _tree_via_mktree(repo, st.head, plan.changes, procs, reader)
-            elif method == "index":
-                tree = _tree_via_temp_index(repo, st.head, plan.changes)
-            elif method == "add":
-                excl = [os.fsencode(s["path"]) for s in plan.skipped] + plan.excluded
-                tree = _tree_via_add_all(repo, excl)
-            else:
-                raise GitError(f"unknown snapshot method {method!r}")
-            base = st.head
-            lines = [f"exprag-plus: code snapshot for run {run_id}", "",
-                     f"Base: {base or '(none: no commit yet)'}",
-                     f"Branch: {st.branch or '(detached HEAD)'}"]
-            if plan.skipped:
-                lines.append(f"Skipped: {len(plan.skipped)} path(s) (see the run record)")
-            args = ["commit-tree", "--no-gpg-sign", tree]
-            if base:
-                args += ["-p", base]
-            args += ["-m", "\n".join(lines)]
-            commit = _git(args, repo.top, env=_identity_env(conf)).stdout.strip().decode("ascii")
-            if len(commit) != repo.oid_hexlen:
-                raise GitError("git commit-tree gave no commit")
-            name = _create_run_ref(repo, run_id, commit)
-        except Exception as exc:
-            return record, f"snapshot failed: {GitError(exc)}"
-        record.update(commit=commit, branch=name, snapshot_branch=name)
+
+def _snapshot(repo: _Repo, record: Dict[str, Any], procs: _Procs, p_status: "subprocess.Popen[bytes]",
+              p_conf: "subprocess.Popen[bytes]", *, cwd: str, run_id: str, runs_dir: Optional[str],
+              size_cap: Optional[int], snapshot: bool, method: str
+              ) -> Tuple[Optional[dict], Optional[str]]:
+    rc, out, err = procs.finish(p_status, check=False)
+    if rc != 0:
+        r = _git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo.top, check=False)
+        if r.returncode == 0:
+            record["base_commit"] = r.stdout.strip().decode("ascii", "replace")
+        return record, f"no snapshot: {_failure(_STATUS_ARGS, rc, err)}"
+    st = _parse_status_v2(out)
+    if st.head_unknown:
+        return record, "no snapshot: HEAD cannot be resolved (a broken ref?)"
+    record["base_commit"] = st.head
+    _, conf_out, _ = procs.finish(p_conf, check=False)
+    conf = _parse_config_z(conf_out)
+
+    plan = _plan(repo, st, cwd=cwd, runs_dir=runs_dir, size_cap=size_cap,
+                 filemode=_config_true(conf.get("core.filemode"), True))
+    record["status"] = plan.lines
+    record["skipped"] = plan.skipped
+    if not plan.lines:
+        record.update(commit=st.head, branch=st.branch, dirty=False)
         return record, None
+    if not snapshot:
+        return record, "snapshot disabled; the working tree was dirty, so no commit holds the code"
+    if not _valid_run_id(run_id):
+        return record, f"snapshot failed: run id {run_id!r} cannot be part of a ref name"
+
+    reader = None
+    if method == "mktree" and st.head is not None:
+        # start reading HEAD's trees while the files are hashed
+        reader = _TreeReader(procs, repo.top, repo.oid_hexlen // 2)
+    _hash_plan(repo, plan, procs)
+    if method == "mktree":
+        tree = _tree_via_mktree(repo, st.head, plan.changes, procs, reader)
+    elif method == "index":
+        tree = _tree_via_temp_index(repo, st.head, plan.changes)
+    elif method == "add":
+        excl = [os.fsencode(s["path"]) for s in plan.skipped] + plan.excluded
+        tree = _tree_via_add_all(repo, excl)
+    else:
+        raise GitError(f"unknown snapshot method {method!r}")
+    base = st.head
+    lines = [f"exprag-plus: code snapshot for run {run_id}", "",
+             f"Base: {base or '(none: no commit yet)'}",
+             f"Branch: {st.branch or '(detached HEAD)'}"]
+    if plan.skipped:
+        lines.append(f"Skipped: {len(plan.skipped)} path(s) (see the run record)")
+    args = ["commit-tree", "--no-gpg-sign", tree]
+    if base:
+        args += ["-p", base]
+    args += ["-m", "\n".join(lines)]
+    commit = _git(args, repo.top, env=_identity_env(conf)).stdout.strip().decode("ascii")
+    if len(commit) != repo.oid_hexlen:
+        raise GitError("git commit-tree gave no commit")
+    name = _create_run_ref(repo, run_id, commit)
+    record.update(commit=commit, branch=name, snapshot_branch=name)
+    return record, None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1063,7 +1084,7 @@ def add_worktree(repo: str, commit: str, into: Optional[str] = None) -> str:
             n += 1
         target = os.path.join(base, f"{oid[:12]}-{n}")
     else:
-        target = os.path.abspath(os.path.join(repo, os.fspath(into)))
+        target = os.path.abspath(os.fspath(into))
         if os.path.lexists(target):
             if not os.path.isdir(target) or os.path.islink(target):
                 raise GitError(f"target exists and is not a directory: {target}")

@@ -61,6 +61,11 @@ def gitb(cwd, *args) -> bytes:
                           stderr=subprocess.PIPE, check=True).stdout
 
 
+def read(path, binary=False):
+    with open(str(path), "rb" if binary else "r") as fh:
+        return fh.read()
+
+
 def write(path, data, mode=None):
     path = str(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -107,8 +112,7 @@ def tree_files(root, skip=()) -> dict:
             if stat.S_ISLNK(st.st_mode):
                 out[rel] = ("link", os.readlink(full), False)
             else:
-                with open(full, "rb") as fh:
-                    out[rel] = ("file", fh.read(), bool(st.st_mode & 0o100))
+                out[rel] = ("file", read(full, True), bool(st.st_mode & 0o100))
     return out
 
 
@@ -129,14 +133,14 @@ def user_state(repo) -> dict:
     refs = [r for r in git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
             if not r.startswith((G.RUN_REF_PREFIX, "refs/exprag-plus/"))]
     return {
-        "index": open(index, "rb").read() if os.path.exists(index) else None,
-        "HEAD file": open(os.path.join(git_dir, "HEAD"), "rb").read(),
+        "index": read(index, True) if os.path.exists(index) else None,
+        "HEAD file": read(os.path.join(git_dir, "HEAD"), True),
         "HEAD": git(repo, "rev-parse", "-q", "--verify", "HEAD", check=False),
         "symref": git(repo, "symbolic-ref", "-q", "HEAD", check=False),
         "refs": refs,
         "stash": git(repo, "stash", "list"),
         "config": git(repo, "config", "--list", "--local"),
-        "hooks": {n: open(os.path.join(hooks, n), "rb").read() for n in sorted(os.listdir(hooks))}
+        "hooks": {n: read(os.path.join(hooks, n), True) for n in sorted(os.listdir(hooks))}
         if os.path.isdir(hooks) else None,
         "status": gitb(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored"),
         "files": files,
@@ -324,8 +328,9 @@ def test_dirty_snapshot_holds_disk_content_and_touches_nothing(messy):
 
 
 def test_clean_tree_records_head_and_branch(tmp_path):
-    repo = make_repo(tmp_path / "r")
+    repo = make_repo(tmp_path / "r", {".gitignore": "*.ckpt\n", "train.py": "print()\n"})
     write(os.path.join(repo, ".runs", "x.jsonl"), "{}\n")  # run files never make a tree dirty
+    write(os.path.join(repo, "model.ckpt"), b"ignored")
     head = git(repo, "rev-parse", "HEAD")
     before = user_state(repo)
     rec, err = capture(repo)
@@ -647,7 +652,7 @@ def test_add_worktree(tmp_path):
     wt = G.add_worktree(repo, c1)
     common = os.path.realpath(os.path.join(repo, ".git"))
     assert os.path.realpath(wt) == os.path.join(common, G.WORKTREES_DIRNAME, c1[:12] + "-1")
-    assert open(os.path.join(wt, "a.txt")).read() == "one\n"
+    assert read(os.path.join(wt, "a.txt")) == "one\n"
     assert git(wt, "rev-parse", "HEAD") == c1 and git(wt, "symbolic-ref", "-q", "HEAD", check=False) == ""
     wt2 = G.add_worktree(repo, c1[:10])
     assert wt2.endswith(c1[:12] + "-2")
@@ -660,7 +665,7 @@ def test_add_worktree(tmp_path):
     target = tmp_path / "into"
     target.mkdir()
     assert G.add_worktree(repo, "HEAD", str(target)) == str(target)
-    assert open(target / "a.txt").read() == "two\n"
+    assert read(target / "a.txt") == "two\n"
     with pytest.raises(G.GitError, match="not empty"):
         G.add_worktree(repo, c1, str(target))
     with pytest.raises(G.GitError, match="unknown commit"):
@@ -683,7 +688,7 @@ def test_checkout_only_when_clean(tmp_path):
     G.checkout(repo, c1)
     assert git(repo, "rev-parse", "HEAD") == c1
     assert git(repo, "symbolic-ref", "-q", "HEAD", check=False) == ""
-    assert open(os.path.join(repo, "a.txt")).read() == "one\n"
+    assert read(os.path.join(repo, "a.txt")) == "one\n"
     with pytest.raises(G.GitError, match="unknown commit"):
         G.checkout(repo, "no-such-commit")
 
@@ -733,3 +738,22 @@ def test_location_variables_from_a_hook_do_not_leak(tmp_path, monkeypatch):
     assert err is None and rec["toplevel"] == os.path.realpath(inner)
     assert user_state(outer) == outer_state
     assert G.run_branches(outer) == []
+
+
+def test_sha256_repository(tmp_path):
+    repo = str(tmp_path / "r")
+    os.makedirs(repo)
+    if subprocess.run(["git", "init", "-q", "--object-format=sha256"], cwd=repo,
+                      stderr=subprocess.DEVNULL).returncode:
+        pytest.skip("this git cannot create sha256 repositories")
+    write(os.path.join(repo, "pkg", "a.py"), "a = 1\n")
+    write(os.path.join(repo, "b.py"), "b = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    write(os.path.join(repo, "pkg", "a.py"), "a = 2\n")
+    write(os.path.join(repo, "pkg", "new.py"), "n = 1\n")
+    rec, err = capture(repo)
+    assert err is None, err
+    assert len(rec["commit"]) == 64 and parents(repo, rec["commit"]) == [rec["base_commit"]]
+    assert git(repo, "show", rec["commit"] + ":pkg/a.py") == "a = 2"
+    assert set(ls_tree(repo, rec["commit"])) == {"b.py", "pkg/a.py", "pkg/new.py"}

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union, cast
 
 from . import miniyaml
 
@@ -252,6 +252,9 @@ def _parse_token(ctx: _Ctx, path: Tuple[Any, ...], text: str, body: str, funcs: 
     if _NAME_RE.fullmatch(body):
         return _Token(text, "variable", body)
     kind = re.match(r"\s*([^:(\[\s]*)", body).group(1)  # type: ignore[union-attr]
+    if kind in ("parameter", "executable", "args", *_COMMAND_FUNCS, *_OUTPUT_FUNCS):
+        raise ctx.error(path, f"malformed token {text}", f"tokens look like {_TOKEN_FORMS}, with no spaces "
+                                                         f"inside and NAME made of letters, digits, '_' and dots")
     raise ctx.error(path, f"unknown token kind {kind!r} in {text}", f"tokens look like {_TOKEN_FORMS}")
 
 
@@ -465,8 +468,11 @@ def _seq_path(ctx: _Ctx, where: Tuple[Any, ...], raw: Any) -> Tuple[str, ...]:
     parts = raw.split(".")
     if parts[0] == "inputs":
         parts = parts[1:]
+    elif len(parts) > 1:  # a bare dotted path could be hpcflow's `resources.…`: only `inputs.` may go deeper
+        parts = []
     if not parts or not _NAME_RE.fullmatch(parts[0]) or not all(parts):
-        raise ctx.error(where, f"path {raw!r} does not name an input", "write 'inputs.NAME' or 'NAME'")
+        raise ctx.error(where, f"path {raw!r} does not name an input",
+                        "write 'inputs.NAME', 'inputs.NAME.KEY' or 'NAME'")
     return tuple(parts)
 
 
@@ -693,7 +699,7 @@ class TaskSchema:
                                 "give the output a different name")
         producers: Dict[str, Tuple[Any, ...]] = {}
         for ai, action in enumerate(self.actions):
-            for ci, cmd in enumerate(action.commands):
+            for ci, cmd in enumerate(_commands(action)):
                 for stream in ("stdout", "stderr"):
                     if getattr(cmd, stream) is not None:
                         where = ("actions", ai, "commands", ci, stream)
@@ -710,7 +716,7 @@ class TaskSchema:
         compiled = []
         for ai, action in enumerate(self.actions):
             exes = self._executables(ctx, ai, action)
-            for ci, cmd in enumerate(action.commands):
+            for ci, cmd in enumerate(_commands(action)):
                 cc = self._compile_command(ctx, ("actions", ai, "commands", ci), cmd, exes)
                 for name in sorted(cc.uses):
                     if name not in available:
@@ -741,7 +747,7 @@ class TaskSchema:
     def _executables(self, ctx: _Ctx, ai: int, action: SchemaAction) -> Dict[str, str]:
         exes: Dict[str, str] = {}
         owner: Dict[str, str] = {}
-        for k, ae in enumerate(action.environments):
+        for ae in _environments(action):
             env = self.environments[str(ae.environment)]
             for label, command in env.executables.items():
                 if label in exes and exes[label] != command:
@@ -860,9 +866,9 @@ class TaskSchema:
 
         actions = []
         for a in self.actions:
-            ad: Dict[str, Any] = {"commands": [command(c) for c in a.commands]}  # type: ignore[arg-type]
+            ad: Dict[str, Any] = {"commands": [command(c) for c in _commands(a)]}
             if a.environments:
-                ad["environments"] = {e.scope: e.environment for e in a.environments}  # type: ignore[union-attr]
+                ad["environments"] = {e.scope: e.environment for e in _environments(a)}
             actions.append(ad)
         out: Dict[str, Any] = {
             "objective": self.objective,
@@ -894,13 +900,13 @@ class TaskSchema:
             produced = [tok.name for cc in ccs for _, tok in cc.outputs]
             actions.append({
                 "index": ai,
-                "environments": {e.scope: e.environment for e in action.environments},
+                "environments": {e.scope: e.environment for e in _environments(action)},
                 "executables": dict(ccs[0].executables) if ccs else {},
                 "inputs": sorted({n for cc in ccs for n in cc.uses} - set(produced)),
                 "outputs": produced,
                 "commands": self.to_dict()["actions"][ai]["commands"],
             })
-        return _jsonable({
+        info: Dict[str, Any] = _jsonable({
             "objective": self.objective,
             "inputs": [{"parameter": i.parameter, "required": i.required,
                         **({} if i.required else {"default": i.default})} for i in self.inputs],
@@ -908,6 +914,7 @@ class TaskSchema:
             "actions": actions,
             "sequences": [dict(s) for s in self.sequences],
         })
+        return info
 
     @property
     def info(self) -> str:
@@ -930,7 +937,7 @@ class TaskSchema:
                 lines.append(f"      executable {label}: {exe}")
             lines.append(f"      consumes: {', '.join(a['inputs']) or '-'}; produces: {', '.join(a['outputs']) or '-'}")
             for c in a["commands"]:
-                lines.append(f"      $ {c['command']}")
+                lines.append("      $ " + c["command"].rstrip("\n").replace("\n", "\n        "))
                 for key in ("args", "variables"):
                     if key in c:
                         lines.append(f"          {key}: {json.dumps(c[key])}")
@@ -1095,6 +1102,16 @@ def _kill_group(proc: "subprocess.Popen[bytes]", posix: bool) -> None:
             proc.kill()
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _commands(action: SchemaAction) -> Sequence[Command]:
+    """A normalised action's commands (TaskSchema stores only Command objects)."""
+    return cast(Sequence[Command], action.commands)
+
+
+def _environments(action: SchemaAction) -> Sequence[ActionEnvironment]:
+    """A normalised action's environments (TaskSchema stores only ActionEnvironment objects)."""
+    return cast(Sequence[ActionEnvironment], action.environments or ())
 
 
 def _jsonable(value: Any) -> Any:

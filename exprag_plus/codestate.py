@@ -1,0 +1,160 @@
+"""A run's code: diff it, restore it, replay it, and collect snapshot branches nobody needs.
+
+Built on git.py (every git call) and store.py (the records); the CLI and the MCP server format what
+these functions return. Nothing here changes the user's checkout, except `restore(..., checkout=True)`,
+which git.checkout refuses on a dirty tree.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional
+
+from . import git, ids, records
+from .experiment import ENV_REPLAY_OF
+from .store import Run
+
+
+class CodeStateError(RuntimeError):
+    """The run's code cannot be reached (no git state, no commit, repository gone): exit 1."""
+
+
+def _repo(run: Run) -> str:
+    """The repository holding the run's commits: the recorded top level, else the current one."""
+    g = run.git or {}
+    top = g.get("toplevel")
+    if top and os.path.isdir(top) and git.toplevel(top):
+        return git.toplevel(top) or top
+    here = git.toplevel(os.getcwd())
+    if here:
+        return here
+    raise CodeStateError(f"run {run.short_id}: its repository {top or '(unknown)'} is gone and the current "
+                         "folder is not in a git repository")
+
+
+def commit_of(run: Run) -> str:
+    """The commit holding the code that ran (the snapshot for a dirty run); never a moved branch tip."""
+    g = run.git
+    if not g:
+        raise CodeStateError(f"run {run.short_id} has no git state ({run.git_error or 'not recorded'})")
+    commit = g.get("commit")
+    if not commit:
+        raise CodeStateError(f"run {run.short_id} has no snapshot of its dirty tree "
+                             f"({run.git_error or 'snapshot failed'}); its base commit is {g.get('base_commit')}")
+    return commit
+
+
+def code_ref(run: Run) -> Dict[str, Any]:
+    g = run.git or {}
+    return {"run_id": run.run_id, "short_id": run.short_id, "commit": g.get("commit"), "branch": g.get("branch"),
+            "dirty": g.get("dirty"), "base_commit": g.get("base_commit")}
+
+
+def diff(a: Run, b: Optional[Run] = None, *, stat: bool = False, max_lines: Optional[int] = None,
+         runs_dir: Optional[str] = None) -> Dict[str, Any]:
+    """The code diff from run `a` to run `b`, or to the current working tree when `b` is None."""
+    left = commit_of(a)
+    right = commit_of(b) if b is not None else None
+    repo = _repo(a)
+    for commit, run in ((left, a), (right, b)):
+        if commit and not git.commit_exists(repo, commit):
+            raise CodeStateError(f"commit {commit[:12]} of run {run.short_id} is not in {repo} "  # type: ignore[union-attr]
+                                 "(was its run/<id> branch deleted?)")
+    text = git.diff(repo, left, right, stat=stat, runs_dir=runs_dir)
+    lines = text.splitlines()
+    truncated = bool(max_lines and max_lines > 0 and len(lines) > max_lines)
+    if truncated:
+        text = "\n".join(lines[:max_lines]) + "\n"
+    return {"a": code_ref(a), "b": code_ref(b) if b is not None else "worktree", "repo": repo, "stat": stat,
+            "lines": len(lines), "truncated": truncated, "diff": text}
+
+
+def restore(run: Run, into: Optional[str] = None, checkout: bool = False) -> Dict[str, Any]:
+    """The run's exact code in a new worktree (the checkout is untouched), or, with `checkout`, in the
+    current checkout when it is clean."""
+    commit = commit_of(run)
+    repo = _repo(run)
+    subdir = (run.git or {}).get("subdir") or ""
+    if checkout:
+        git.checkout(repo, commit)
+        return {"run_id": run.run_id, "commit": commit, "path": repo, "cwd": _under(repo, subdir),
+                "checked_out": True}
+    path = git.add_worktree(repo, commit, into)
+    return {"run_id": run.run_id, "commit": commit, "path": path, "cwd": _under(path, subdir), "checked_out": False}
+
+
+def _under(path: str, subdir: str) -> str:
+    return os.path.join(path, subdir) if subdir else path
+
+
+def replay_command(run: Run, workdir: str) -> List[str]:
+    """The recorded command line, for the current interpreter, with paths mapped into `workdir`'s tree."""
+    proc = run.process
+    argv = [str(a) for a in proc.get("argv") or []]
+    if not argv or argv[0] in ("-c", "-"):
+        raise ValueError(f"run {run.short_id} was started from `python -c` or stdin: its command cannot be replayed")
+    hidden = [i for i, a in enumerate(argv) if records.REDACTED in a]
+    if hidden:
+        raise ValueError(f"run {run.short_id}'s command line had credentials redacted (argument "
+                         f"{hidden[0]}: {argv[hidden[0]]!r}); replay cannot re-create them: run it by hand")
+    top = (run.git or {}).get("toplevel")
+    if top:
+        argv = [os.path.join(workdir, os.path.relpath(a, top)) if os.path.isabs(a) and
+                (a == top or a.startswith(top.rstrip(os.sep) + os.sep)) else a for a in argv]
+    if proc.get("module"):
+        return [sys.executable, "-m", proc["module"], *argv[1:]]
+    return [sys.executable, *argv]
+
+
+def replay(run: Run, runs_dir: str, *, dry_run: bool = False, stdout: Any = None) -> Dict[str, Any]:
+    """Re-run a run's command on its own code in a new worktree; the new run records `replay_of`."""
+    commit = commit_of(run)
+    subdir = (run.git or {}).get("subdir") or ""
+    if dry_run:
+        cmd = replay_command(run, "<worktree>")
+        return {"run_id": run.run_id, "commit": commit, "command": cmd, "cwd": _under("<worktree>", subdir),
+                "dry_run": True}
+    replay_command(run, "<worktree>")  # refuse before creating anything
+    restored = restore(run)
+    cmd = replay_command(run, restored["path"])
+    cwd = restored["cwd"]
+    before = set(ids.run_files(runs_dir))
+    env = dict(os.environ)
+    env[ids.ENV_DIR] = runs_dir
+    env[ENV_REPLAY_OF] = run.run_id
+    if not os.path.isdir(cwd):
+        os.makedirs(cwd, exist_ok=True)
+    code = subprocess.call(cmd, cwd=cwd, env=env, stdout=stdout)
+    new = [p for p in ids.run_files(runs_dir) if p not in before]
+    replays = [Run.read(p, full=True) for p in new]
+    replays = [r for r in replays if r.replay_of == run.run_id] or replays
+    return {"run_id": run.run_id, "commit": commit, "command": cmd, "cwd": cwd, "worktree": restored["path"],
+            "exit_code": code, "dry_run": False, "new_runs": [r.run_id for r in replays],
+            "new_run": replays[-1] if replays else None}
+
+
+def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict[str, Any]:
+    """Delete snapshot refs (run/<id>) whose run files no longer exist in `runs_dir`."""
+    repo = repo or git.toplevel(os.getcwd())
+    if not repo:
+        raise ValueError("gc: the current folder is not in a git repository")
+    have = {os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)}
+    refs = git.run_branches(repo)
+    if not have and refs:
+        raise ValueError(f"gc: no run files in {runs_dir}; refusing to delete all {len(refs)} run branches "
+                         "(is --root right?)")
+    orphans = [(ref, rid) for ref, rid in refs if rid not in have]
+    deleted, failed = [], []
+    for ref, rid in orphans:
+        if dry_run:
+            deleted.append(ref)
+            continue
+        try:
+            git.delete_ref(repo, ref)
+            deleted.append(ref)
+        except git.GitError as exc:
+            failed.append({"ref": ref, "error": str(exc)})
+    return {"repo": repo, "runs_dir": runs_dir, "dry_run": dry_run, "deleted": deleted, "failed": failed,
+            "kept": len(refs) - len(orphans)}

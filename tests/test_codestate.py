@@ -1,0 +1,168 @@
+"""diff, restore, replay and gc through the real CLI, on real repositories: the user's state never moves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from conftest import ROOT, cli, git, read_lines
+
+TRAIN = """\
+import sys
+from exprag_plus import Experiment
+lr = float(sys.argv[1])
+with Experiment("train", metadata={"lr": lr}) as exp:
+    for step in range(3):
+        exp.track({"step": step, "loss": 1.0 / (step + 1) * lr * SCALE})
+"""
+
+
+def user_state(repo: Path) -> Dict[str, object]:
+    g = repo / ".git"
+    return {"index": (g / "index").read_bytes(), "head": git(repo, "rev-parse", "HEAD"),
+            "branch": git(repo, "symbolic-ref", "-q", "HEAD"), "stash": git(repo, "stash", "list"),
+            "status": git(repo, "--no-optional-locks", "status", "--porcelain", "-uall"),
+            "files": {p.name: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts
+                      and ".runs" not in p.parts}}
+
+
+def train(repo: Path, lr: float, cwd: Path = None) -> str:
+    env = {"PYTHONPATH": str(ROOT)}
+    p = subprocess.run(["python", "src/train.py" if cwd is None else "train.py", str(lr)], cwd=cwd or repo,
+                       env={**os.environ, **env}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return read_lines(sorted((repo / ".runs").glob("*.jsonl"))[-1])[0]["run_id"]
+
+
+@pytest.fixture
+def project(repo: Path) -> Path:
+    (repo / "src").mkdir()
+    (repo / "src" / "train.py").write_text(TRAIN.replace("SCALE", "1.0"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "train script")
+    return repo
+
+
+def run_cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return cli(*args, cwd=repo, env={"PYTHONPATH": str(ROOT)})
+
+
+def test_diff_between_runs_and_against_the_tree(project: Path) -> None:
+    clean = train(project, 0.1)
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "2.0"))
+    (project / "src" / "extra data.txt").write_text("new file\n")
+    dirty = train(project, 0.1)
+    before = user_state(project)
+    p = run_cli(project, "diff", clean, dirty)
+    assert p.returncode == 0 and p.stderr == ""
+    assert "-        exp.track({\"step\": step, \"loss\": 1.0 / (step + 1) * lr * 1.0})" in p.stdout
+    assert "+        exp.track({\"step\": step, \"loss\": 1.0 / (step + 1) * lr * 2.0})" in p.stdout
+    assert "+++ b/src/extra data.txt" in p.stdout
+    p = run_cli(project, "diff", clean, dirty, "--stat")
+    assert "src/train.py" in p.stdout and "2 files changed" in p.stdout
+    p = run_cli(project, "diff", dirty, "--json")
+    d = json.loads(p.stdout)
+    assert d["diff"] == "" and d["b"] == "worktree" and d["a"]["dirty"] is True
+    assert run_cli(project, "diff", dirty).stderr.endswith("and the working tree\n")
+    (project / "src" / "train.py").write_text("changed again\n")
+    p = run_cli(project, "diff", clean)
+    assert "+changed again" in p.stdout
+    p = run_cli(project, "diff", clean, "--max-lines", "3")
+    assert len(p.stdout.splitlines()) == 3 and "use --max-lines 0 for all" in p.stderr
+    after = user_state(project)
+    assert before["index"] == after["index"] and before["head"] == after["head"] and before["stash"] == after["stash"]
+
+
+def test_restore_into_worktree_leaves_checkout_alone(project: Path, tmp_path: Path) -> None:
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "3.0"))
+    run = train(project, 0.5, cwd=project / "src")  # started from a subdirectory
+    before = user_state(project)
+    p = run_cli(project, "restore", run[-8:], "--json")
+    d = json.loads(p.stdout)
+    assert p.returncode == 0 and d["checked_out"] is False and d["cwd"] == os.path.join(d["path"], "src")
+    assert "* 3.0" in Path(d["cwd"], "train.py").read_text()
+    assert user_state(project) == before
+    into = tmp_path / "here"
+    p = run_cli(project, "restore", run, "--into", str(into))
+    assert p.returncode == 0 and p.stdout.strip() == str(into / "src")
+    p = run_cli(project, "restore", run, "--into", str(into))
+    assert p.returncode == 1 and "not empty" in p.stderr and p.stderr.count("\n") == 1
+    p = run_cli(project, "restore", run, "--checkout")
+    assert p.returncode == 1 and "working tree is not clean (M src/train.py)" in p.stderr
+    assert user_state(project) == before
+
+
+def test_restore_checkout_of_a_clean_run_is_the_recorded_commit(project: Path) -> None:
+    run = train(project, 0.2)
+    recorded = git(project, "rev-parse", "HEAD").strip()
+    (project / "new.txt").write_text("later work\n")
+    git(project, "add", "new.txt")
+    git(project, "commit", "-qm", "later")  # main moves on
+    p = run_cli(project, "restore", run, "--checkout")
+    assert p.returncode == 0 and git(project, "rev-parse", "HEAD").strip() == recorded
+    assert git(project, "status", "--porcelain") == ""
+    assert not (project / "new.txt").exists()
+
+
+def test_replay_reruns_in_the_restored_code_and_compares(project: Path) -> None:
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "4.0"))
+    original = train(project, 0.25)
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "100.0"))  # the code moved on
+    before = user_state(project)
+    p = run_cli(project, "replay", original, "--dry-run", "--json")
+    d = json.loads(p.stdout)
+    assert d["dry_run"] and d["command"][1:] == ["src/train.py", "0.25"]
+    p = run_cli(project, "replay", original)
+    assert p.returncode == 0, p.stderr
+    assert "original" in p.stdout and "FINAL METRIC" in p.stdout
+    runs = sorted((project / ".runs").glob("*.jsonl"))
+    new = read_lines(runs[-1])
+    assert new[0]["replay_of"] == original and new[-1]["status"] == "completed"
+    old = read_lines(runs[-2])
+    assert new[-1]["summary"]["loss"] == old[-1]["summary"]["loss"]  # same code, same numbers (not 100x)
+    assert user_state(project)["index"] == before["index"] and user_state(project)["files"] == before["files"]
+    p = run_cli(project, "replay", original, "--json")
+    d = json.loads(p.stdout)
+    assert d["exit_code"] == 0 and d["compare"]["metrics"][0]["delta"] == 0
+
+
+def test_replay_refuses_redacted_and_inline_commands(project: Path) -> None:
+    subprocess.run(["python", "-c", "from exprag_plus import Experiment; Experiment('inline').close()"],
+                   cwd=project, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    p = run_cli(project, "replay", "latest")
+    assert p.returncode == 2 and "python -c" in p.stderr
+    subprocess.run(["python", "src/train.py", "0.1", "--token", "abc"], cwd=project,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    p = run_cli(project, "replay", "latest")
+    assert p.returncode == 2 and "redacted" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_gc_deletes_only_orphaned_snapshot_branches(project: Path) -> None:
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "5.0"))
+    keep = train(project, 0.1)
+    gone = train(project, 0.2)
+    branches = git(project, "branch", "--list", "run/*").split()
+    assert sorted(branches) == sorted([f"run/{keep}", f"run/{gone}"])
+    (project / ".runs" / f"{gone}.jsonl").unlink()
+    p = run_cli(project, "gc", "--dry-run")
+    assert p.stdout.splitlines()[0] == f"would delete refs/heads/run/{gone}"
+    assert len(git(project, "branch", "--list", "run/*").split()) == 2
+    p = run_cli(project, "gc", "--json")
+    d = json.loads(p.stdout)
+    assert d["deleted"] == [f"refs/heads/run/{gone}"] and d["kept"] == 1
+    assert git(project, "branch", "--list", "run/*").split() == [f"run/{keep}"]
+    p = run_cli(project, "gc", "--root", str(project / "empty"))
+    assert p.returncode == 2 and "refusing to delete all 1 run branches" in p.stderr
+
+
+def test_runs_without_code_state_fail_clearly(tmp_path: Path) -> None:
+    subprocess.run(["python", "-c", "from exprag_plus import Experiment; Experiment('nogit').close()"],
+                   cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                      "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}, check=True)
+    p = cli("diff", "latest", cwd=tmp_path, env={"GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
+    assert p.returncode == 1 and "has no git state" in p.stderr and p.stderr.count("\n") == 1

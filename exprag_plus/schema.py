@@ -548,7 +548,7 @@ class _Compiled:
     variables: Dict[str, Any]              # likewise
     outputs: List[Tuple[str, _Token]]      # (stdout|stderr, token)
     executables: Dict[str, str]
-    uses: Set[str]
+    uses: Dict[str, Tuple[Any, ...]]       # parameter name -> where it is first used
 
 
 class TaskSchema:
@@ -568,9 +568,7 @@ class TaskSchema:
         self.environments: Dict[str, Environment] = dict(BUILTIN_ENVIRONMENTS)
         extra = environments.values() if isinstance(environments, Mapping) else (environments or ())
         for env in extra:
-            if not isinstance(env, Environment):
-                raise ctx.error((), f"environments must be Environment objects, got {_short(env)}")
-            self.environments[env.name] = env
+            self._add_environment(ctx, (), env)
         self.inputs: Tuple[SchemaInput, ...] = tuple(self._norm_params(ctx, "inputs", inputs))
         self.outputs: Tuple[SchemaOutput, ...] = tuple(self._norm_params(ctx, "outputs", outputs))
         self.actions: Tuple[SchemaAction, ...] = tuple(self._norm_action(ctx, i, a)
@@ -673,7 +671,7 @@ class TaskSchema:
                 raise ctx.error(path, f"environment scope {scope!r} is not supported",
                                 "use 'any' or 'main' (the scopes that run commands)")
             if isinstance(env, Environment):
-                self.environments.setdefault(env.name, env)
+                self._add_environment(ctx, path, env, inline=True)
                 env = env.name
             if not isinstance(env, str) or env not in self.environments:
                 raise ctx.error(path, f"unknown environment {env!r}",
@@ -681,6 +679,17 @@ class TaskSchema:
                                 f"to define more)")
             out.append(ActionEnvironment(env, scope))
         return tuple(out)
+
+    def _add_environment(self, ctx: _Ctx, path: Tuple[Any, ...], env: Any, inline: bool = False) -> None:
+        if not isinstance(env, Environment) or not isinstance(env.name, str) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in dict(env.executables).items()):
+            raise ctx.error(path, f"not a valid environment: {_short(env)}",
+                            "use Environment(name, executables={label: command})")
+        known = self.environments.get(env.name)
+        if inline and known is not None and known != env:
+            raise ctx.error(path, f"environment {env.name!r} differs from the one already known by that name",
+                            "give it another name")
+        self.environments[env.name] = env
 
     # -- validation
     def _validate(self, ctx: _Ctx) -> List[_Compiled]:
@@ -718,15 +727,14 @@ class TaskSchema:
             exes = self._executables(ctx, ai, action)
             for ci, cmd in enumerate(_commands(action)):
                 cc = self._compile_command(ctx, ("actions", ai, "commands", ci), cmd, exes)
-                for name in sorted(cc.uses):
+                for name, use in cc.uses.items():
                     if name not in available:
                         later = producers.get(name)
                         fix = (f"it is produced only later, by {_fmt_path(later)}: reorder the actions" if later
                                else "add it to the schema inputs or map an earlier command's stdout to it")
-                        raise ctx.error(cc.where + ("command",), f"parameter {name!r} has no source: it is not "
-                                                                  f"a schema input and no earlier command "
-                                                                  f"produces it", fix)
-                used |= cc.uses
+                        raise ctx.error(use, f"parameter {name!r} has no source: it is not a schema input and no "
+                                             f"earlier command produces it", fix)
+                used |= set(cc.uses)
                 available |= {tok.name for _, tok in cc.outputs}
                 compiled.append(cc)
         for name, i in inputs.items():
@@ -758,7 +766,7 @@ class TaskSchema:
         return exes
 
     def _compile_command(self, ctx: _Ctx, where: Tuple[Any, ...], cmd: Command, exes: Dict[str, str]) -> _Compiled:
-        uses: Set[str] = set()
+        uses: Dict[str, Tuple[Any, ...]] = {}
 
         def compile_value(path: Tuple[Any, ...], value: Any, allow: Tuple[str, ...]) -> Any:
             if not isinstance(value, str):
@@ -772,13 +780,13 @@ class TaskSchema:
                                         if tok.kind != "variable" else f"a command variable is used in the "
                                                                        f"command string as {tok.text}")
                     if tok.kind == "parameter":
-                        uses.add(tok.name)
+                        uses.setdefault(tok.name, path)
             return template
 
+        template = compile_value(where + ("command",), cmd.command, ("parameter", "executable", "args", "variable"))
         args = [compile_value(where + ("args", i), a, ("parameter",)) for i, a in enumerate(cmd.args or ())]
         variables = {k: compile_value(where + ("variables", k), v, ("parameter",))
                      for k, v in (cmd.variables or {}).items()}
-        template = compile_value(where + ("command",), cmd.command, ("parameter", "executable", "args", "variable"))
         kinds = {t.kind for t in template if isinstance(t, _Token)}
         for tok in template:
             if not isinstance(tok, _Token):
@@ -1046,7 +1054,10 @@ class TaskSchema:
             if remaining is not None and remaining <= 0:
                 raise fail(f"{where}: not started: the task's timeout of {timeout:g} s was used up by the "
                            f"commands before it; raise timeout")
-            code, out, err, ms, timed_out = _execute(shell, line, wd, remaining)
+            try:
+                code, out, err, ms, timed_out = _execute(shell, line, wd, remaining)
+            except OSError as e:  # e.g. an argument list too long for the OS
+                raise fail(f"{where}: could not start {_short(line, 200)}: {e}") from None
             result.commands.append({"command": line, "exit_code": code, "stdout": _truncate(out),
                                     "stderr": _truncate(err), "duration_ms": ms})
             shown = _short(line, 200)

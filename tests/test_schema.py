@@ -290,6 +290,16 @@ def test_no_source_says_when_a_later_action_produces_it(tmp_path: Path) -> None:
                             "later, by actions[1].commands[0].stdout: reorder the actions")
 
 
+def test_no_source_in_args_points_at_the_arg() -> None:
+    with pytest.raises(SchemaError, match=r"actions\[0\]\.commands\[0\]\.args\[1\]: parameter 'p7' has no source"):
+        schema("echo <<parameter:p1>> <<args>>", args=["x", "--n=<<parameter:p7>>"])
+
+
+def test_a_command_too_long_for_the_os_fails_the_task(tmp_path: Path) -> None:
+    with pytest.raises(TaskFailed, match=r"actions\[0\]\.commands\[0\]: could not start .echo "):
+        schema("echo <<parameter:p1>>").run({"p1": "x" * 3_000_000}, tmp_path)
+
+
 def test_python_built_schemas_are_validated_too() -> None:
     with pytest.raises(SchemaError, match=r"^task schema 't1', inputs\[1\]: schema input 'p3' is not used"):
         TaskSchema("t1", [SchemaInput("p1"), SchemaInput("p3")], ["p2"],

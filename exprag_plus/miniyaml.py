@@ -73,6 +73,14 @@ _ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "
             "r": "\r", "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\", "N": "\x85",
             "_": "\xa0", "L": "\u2028", "P": "\u2029"}
 _HEX_WIDTH = {"x": 2, "u": 4, "U": 8}
+_START_PROBLEMS = {
+    "&": "anchors ('&') are not supported; repeat the value instead",
+    "*": "aliases ('*') are not supported; repeat the value instead",
+    "!": "tags ('!') are not supported; write the plain value (quote it to force a string)",
+    "%": "'%' cannot start a value (directives are not supported); quote the value",
+    "@": "'@' is reserved and cannot start a plain value; quote the value",
+    "`": "'`' is reserved and cannot start a plain value; quote the value",
+}
 _WS = " \t"
 
 
@@ -184,16 +192,8 @@ class _Parser:
         line = self.lines[ln]
         ch, nxt = line[col], line[col + 1: col + 2]
         blank_next = nxt in ("", " ", "\t")
-        problems = {
-            "&": "anchors ('&') are not supported; repeat the value instead",
-            "*": "aliases ('*') are not supported; repeat the value instead",
-            "!": "tags ('!') are not supported; write the plain value (quote it to force a string)",
-            "%": "'%' cannot start a value (directives are not supported); quote the value",
-            "@": "'@' is reserved and cannot start a plain value; quote the value",
-            "`": "'`' is reserved and cannot start a plain value; quote the value",
-        }
-        if ch in problems:
-            raise self._err(problems[ch], ln, col)
+        if ch in _START_PROBLEMS:
+            raise self._err(_START_PROBLEMS[ch], ln, col)
         if ch == "?" and (blank_next or flow):
             raise self._err("complex mapping keys ('? ') are not supported; use a plain 'key: value' (quote a "
                             "value that starts with '?')", ln, col)

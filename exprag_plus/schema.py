@@ -629,7 +629,8 @@ class TaskSchema:
             self._check_command(ctx, cwhere, cmd)
             cmds.append(cmd)
         if not cmds:
-            raise ctx.error(where + ("commands",), "an action needs at least one command")
+            raise ctx.error(where + ("commands",), "an action needs at least one command",
+                            "add a '- command: ...' item under commands")
         return SchemaAction(tuple(cmds), self._norm_envs(ctx, where + ("environments",), envs))
 
     @staticmethod

@@ -55,6 +55,7 @@ class Experiment:
         self._pid = os.getpid()
         self._child_pid: Optional[int] = None
         self._summary = Summary()
+        self._tasks = 0
         self._closed = False
         self._warned = False
         self._fd = -1
@@ -178,6 +179,31 @@ class Experiment:
             os.close(fd)
         except OSError:
             pass
+
+    def run_task(self, schema: Any, inputs: Optional[Dict[str, Any]] = None, *,
+                 timeout: Optional[float] = 600) -> Dict[str, Any]:
+        """Run a task schema (a `TaskSchema` or a schema file) and return its outputs.
+
+        The commands run in `<runs folder>/<run_id>/tasks/<n>/`; a `task` record holds the inputs, the
+        outputs and every command with its exit code and (truncated) output. A failing command raises
+        `TaskFailed` after its record is written; a bad schema or input raises `SchemaError` and runs nothing.
+        """
+        from .schema import TaskFailed, TaskSchema
+
+        if not isinstance(schema, TaskSchema):
+            schema = TaskSchema.from_file(schema)
+        schema.resolve_commands(inputs)  # a bad input raises here, before a task number is taken
+        with self._lock:
+            index = self._tasks
+            self._tasks += 1
+        workdir = os.path.join(self.root, self.run_id, "tasks", str(index))
+        try:
+            result = schema.run(inputs, workdir, timeout=timeout)
+        except TaskFailed as exc:
+            self._append("task", {"index": index, "workdir": workdir, **exc.result.to_record()})
+            raise
+        self._append("task", {"index": index, "workdir": workdir, **result.to_record()})
+        return result.outputs
 
     def summary(self) -> Dict[str, Dict[str, Any]]:
         """Per metric path: last, min, max, count, nonfinite (and steps): what run_end.summary will hold."""

@@ -1,0 +1,112 @@
+"""`task info` and `task run`: task schemas from the command line (formatting only; logic in schema.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Dict, List, Tuple
+
+from .cli import Commands, Failure, UsageError, emit_json, note
+from .experiment import Experiment
+from .schema import TaskFailed, TaskSchema
+
+
+def parse_assignments(items: List[str], flag: str) -> Dict[str, Any]:
+    """`NAME=VALUE` pairs; VALUE is JSON when it parses, else text."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        name, eq, raw = item.partition("=")
+        if not eq or not name.strip():
+            raise UsageError(f"{flag} {item!r}: write NAME=VALUE (VALUE is JSON, else text)")
+        try:
+            out[name.strip()] = json.loads(raw)
+        except ValueError:
+            out[name.strip()] = raw
+    return out
+
+
+def _plan(schema: TaskSchema, args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """The given inputs and the input set of every element (sequences from the file, then --each)."""
+    given = parse_assignments(args.input, "--input")
+    sequences = [dict(s) for s in schema.sequences]
+    top = max([s.get("nesting_order", 0) for s in sequences] + [-1])
+    for i, name in enumerate(args.each):
+        if name not in given:
+            raise UsageError(f"--each {name}: give its values with --input {name}=[...]")
+        values = given.pop(name)
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"--each {name}: its --input value must be a non-empty JSON list, e.g. {name}=[1,2,3]")
+        sequences.append({"path": f"inputs.{name}", "values": values, "nesting_order": top + 1 + i})
+    from .schema import expand_sequences
+
+    return given, expand_sequences(given, sequences)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    schema = TaskSchema.from_file(args.file)
+    if args.json:
+        return emit_json(schema.info_dict())
+    print(schema.info)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    schema = TaskSchema.from_file(args.file)
+    given, elements = _plan(schema, args)
+    if args.dry_run:
+        plans = [{"inputs": schema.resolve_inputs(e), "commands": schema.resolve_commands(e)} for e in elements]
+        if args.json:
+            return emit_json({"objective": schema.objective, "elements": plans})
+        for i, p in enumerate(plans):
+            if len(plans) > 1:
+                print(f"# element {i}: {json.dumps(p['inputs'])}")
+            for c in p["commands"]:
+                print(c)
+        return
+    for e in elements:
+        schema.resolve_commands(e)  # every element's inputs are checked before anything runs
+    meta = {"task": {"file": os.path.abspath(args.file), "objective": schema.objective, "inputs": given,
+                     "each": args.each}}
+    results: List[Dict[str, Any]] = []
+    with Experiment(args.name or f"task {schema.objective}", metadata=meta, root=getattr(args, "root", None)) as exp:
+        for e in elements:
+            try:
+                outputs = exp.run_task(schema, e, timeout=args.timeout)
+                results.append({"inputs": schema.resolve_inputs(e), "outputs": outputs, "status": "ok"})
+            except TaskFailed as exc:
+                results.append({"inputs": exc.result.inputs, "outputs": exc.result.outputs, "status": "failed",
+                                "error": str(exc)})
+                if not args.keep_going:
+                    break
+    failed = [r for r in results if r["status"] != "ok"]
+    if args.json:
+        out: Dict[str, Any] = {"run_id": exp.run_id}
+        if len(elements) == 1:
+            out["outputs"] = results[0]["outputs"]
+            out["status"] = results[0]["status"]
+        else:
+            out["elements"] = results
+        emit_json(out)
+    else:
+        for i, r in enumerate(results):
+            prefix = f"[{i}] {json.dumps(r['inputs'])} -> " if len(elements) > 1 else ""
+            print(prefix + (json.dumps(r["outputs"]) if r["status"] == "ok" else "failed"))
+        note(f"recorded run {exp.run_id[-8:]} ({exp.path})")
+    if failed:
+        raise Failure(failed[0]["error"] + (f" ({len(failed)} elements failed)" if len(failed) > 1 else ""))
+
+
+def register(commands: Commands) -> None:
+    group = commands.group("task", "task schemas (after hpcflow): inspect and run them as recorded runs")
+    sp = group.add("info", cmd_info, "a schema's inputs (with defaults), outputs and actions")
+    sp.add_argument("file", metavar="FILE", help="a schema file: .yaml/.yml, .json or .toml")
+    sp = group.add("run", cmd_run, "run a schema as a recorded run and print its outputs")
+    sp.add_argument("file", metavar="FILE", help="a schema file: .yaml/.yml, .json or .toml")
+    sp.add_argument("--input", action="append", default=[], metavar="NAME=VALUE",
+                    help="an input value (JSON, else text); repeatable")
+    sp.add_argument("--each", action="append", default=[], metavar="NAME",
+                    help="run once per element of the list input NAME; several --each multiply")
+    sp.add_argument("--dry-run", action="store_true", help="print the resolved commands without running them")
+    sp.add_argument("--timeout", type=float, default=600, metavar="S", help="seconds for each element (default 600)")
+    sp.add_argument("--keep-going", action="store_true", help="run the remaining elements after a failure")
+    sp.add_argument("--name", help="the run's name (default: 'task <objective>')")

@@ -350,6 +350,35 @@ def _words(value: Any) -> str:
     return shlex.quote(_text(value))
 
 
+_NUMBER_WORDS = re.compile(r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+                           r"(?:\s+[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)*\s*")
+
+
+def _code_context(literal: str) -> Optional[str]:
+    """The shell construct that would evaluate a word as code, if the template has one open here.
+
+    Quoting protects a word everywhere but in arithmetic: bash expands `$(...)` inside `$((...))` even
+    between single quotes, and evaluates array subscripts (`a[$(cmd)]`) in `((...))`, `let`, `[[ -eq ]]`
+    and `${a[...]}`. There only numbers are let through.
+    """
+    if literal.count("((") > literal.count("))"):
+        return "$((...)) or ((...)) arithmetic"
+    if literal.count("[[") > literal.count("]]"):
+        return "a [[ ... ]] test"
+    if re.search(r"(?:^|[;&|(\s])let\s[^;&|\n]*$", literal):
+        return "a `let` expression"
+    if re.search(r"\$\{[^}]*\[[^\]]*$", literal):
+        return "an array subscript"
+    return None
+
+
+def _check_code_context(literal: str, text: str, tok: _Token) -> None:
+    where = _code_context(literal)
+    if where and not _NUMBER_WORDS.fullmatch(text):
+        raise _ResolveError(f"{tok.text} is inside {where}, where bash runs code found in text even when "
+                            f"quoted; only numbers may go there (got {_short(text)})")
+
+
 def _lookup(params: Mapping[str, Any], tok: _Token) -> Any:
     value = params[tok.name]
     trail = tok.name
@@ -1022,7 +1051,16 @@ class TaskSchema:
             value = _lookup(params, part)
             return shlex.quote(value) if part.func == "join" else _words(value)
 
-        return "".join(word(p) for p in cc.template)
+        out: List[str] = []
+        literal = ""
+        for part in cc.template:
+            text = word(part)
+            if isinstance(part, str):
+                literal += part
+            elif part.kind != "executable" and not (part.kind == "parameter" and part.name in pending):
+                _check_code_context(literal, text, part)
+            out.append(text)
+        return "".join(out)
 
     def run(self, inputs: Optional[Mapping[str, Any]], workdir: Union[str, "os.PathLike[str]"],
             timeout: Optional[float] = 600) -> TaskResult:

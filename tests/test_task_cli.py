@@ -84,7 +84,8 @@ def test_task_run_dry_run_runs_nothing(main, runs_dir: Path) -> None:
     ([], 2, "missing required input 'p1'"),
     (["--input", "p9=1"], 2, "unknown input 'p9'"),
     (["--input", "p1=1", "--each", "p1"], 2, "must be a non-empty JSON list"),
-    (["--input", "p1=x y"], 1, "exit code 1"),
+    (["--input", "p1=1.5"], 1, "exit code 1"),  # bash has no float arithmetic
+    (["--input", "p1=x y"], 2, "inside $((...)) or ((...)) arithmetic"),
 ])
 def test_task_run_errors(main, runs_dir: Path, tmp_path: Path, args, code, fragment) -> None:
     rc, out, err = main("task", "run", str(SCHEMAS / "seed_p1_to_p2.yaml"), "--root", str(runs_dir), *args)
@@ -109,3 +110,24 @@ def test_values_never_reach_the_shell_as_code(main, runs_dir: Path, tmp_path: Pa
         rc, out, err = main("task", "run", str(schema), "--input", f"p1={evil}", "--root", str(runs_dir), "--json")
         assert rc == 0 and json.loads(out)["outputs"]["p2"] == evil
     assert not canary.exists()
+
+
+@pytest.mark.parametrize("command", [
+    "echo $((<<parameter:p1>> + 1))",
+    "(( <<parameter:p1>> > 0 )) && echo yes",
+    "[[ <<parameter:p1>> -eq 1 ]] && echo yes",
+    "let 'y=<<parameter:p1>>'; echo $y",
+    "a=(1 2); echo ${a[<<parameter:p1>>]}",
+])
+def test_arithmetic_contexts_take_only_numbers(tmp_path: Path, command: str) -> None:
+    """bash runs `$(...)` and `a[$(...)]` found in arithmetic even inside single quotes: refuse text there."""
+    ts = TaskSchema.from_dict({"objective": "arith", "inputs": ["p1"], "actions": [{"commands": [{"command": command}]}]})
+    canary = tmp_path / "CANARY"
+    for evil in [f"$(touch {canary})", f"a[$(touch {canary})]", f"`touch {canary}`"]:
+        with pytest.raises(SchemaError, match="only numbers may go there"):
+            ts.run({"p1": evil}, tmp_path / "w")
+    assert not canary.exists()
+    ts.run({"p1": 1}, tmp_path / "w")  # numbers still work
+    assert TaskSchema.from_dict({"objective": "s", "inputs": ["p1"], "actions": [{"commands": [
+        {"command": "[ <<parameter:p1>> = x ] || echo <<parameter:p1>>"}]}]}).resolve_commands(
+        {"p1": "a b"}) == ["[ 'a b' = x ] || echo 'a b'"]  # `[`/test is not arithmetic: text is fine there

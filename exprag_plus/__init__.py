@@ -5,7 +5,8 @@ query, compare, restore and replay runs.
 """
 
 from .experiment import Experiment
+from .schema import TaskSchema
 from .store import Run, load_run, load_runs
 
-__all__ = ["Experiment", "Run", "load_run", "load_runs"]
+__all__ = ["Experiment", "Run", "TaskSchema", "load_run", "load_runs"]
 __version__ = "0.1.0"

@@ -55,11 +55,11 @@ def test_python_dash_m_and_help(tmp_path: Path) -> None:
 
 
 def test_examples_run_and_are_queryable(tmp_path: Path) -> None:
-    for script in ("track_experiment.py", "sweep.py"):
+    for script in ("track_experiment.py", "sweep.py", "run_task.py"):
         run_python(f"import runpy; runpy.run_path({str(ROOT / 'examples' / script)!r}, run_name='__main__')",
                    cwd=tmp_path, env={"GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
     p = cli("runs", "--json", cwd=tmp_path)
     names = [r["name"] for r in json.loads(p.stdout)["runs"]]
-    assert names.count("lr sweep") == 4 and "training my neural network" in names
+    assert names.count("lr sweep") == 4 and "training my neural network" in names and "task demo" in names
     p = cli("best", "metrics.val_acc", "--where", "sweep=lr", "--json", cwd=tmp_path)
     assert p.returncode == 0 and json.loads(p.stdout)["considered"] == 4

@@ -265,7 +265,7 @@ class Commands:
 
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
-FEATURES: Tuple[str, ...] = ("cli_code", "cli_task")
+FEATURES: Tuple[str, ...] = ("cli_code", "cli_task", "cli_skill")
 
 
 def build_parser() -> argparse.ArgumentParser:

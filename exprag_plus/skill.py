@@ -1,0 +1,261 @@
+"""The agent skill: SKILL.md text that teaches a coding agent to answer run questions with exprag-plus.
+
+Agents copy examples literally, so every command here uses placeholders (`<run>`, `<metric>`) that the
+text tells them to fill from `keys`, and a test runs every fenced shell command against a real runs
+folder. `skills/exprag-plus/SKILL.md` is this module's output, kept identical by a test.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+NAME = "exprag-plus"
+DESCRIPTION = (
+    "Answers questions about past experiment runs recorded by exprag-plus (one JSONL file per run in "
+    ".runs/): which run was best by a metric, what changed between runs (hyperparameters, metrics, code), "
+    "a metric's history, the exact code of a run restored or replayed, post-run actions and task schemas. "
+    "Use it when the user asks about experiments, training runs, metrics, sweeps or results, or wants a "
+    "run's code back, and a .runs/ folder or the exprag-plus command is present."
+)
+TARGETS: Dict[str, str] = {
+    "claude": ".claude/skills/exprag-plus/SKILL.md",
+    "agents": ".agents/skills/exprag-plus/SKILL.md",
+    "opencode": ".opencode/skills/exprag-plus/SKILL.md",
+}
+
+BODY = r"""
+# exprag-plus: experiment run memory
+
+Each run of the user's code appended one JSON line per event to `.runs/<run_id>.jsonl` (at the git top
+level; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and recorded the code that ran. The
+`exprag-plus` command answers questions about them. Add `--json` to any command: strict JSON on
+stdout, notes and warnings on stderr. Exit codes: 0 ok, 1 nothing found or a failed request, 2 bad
+input (the one-line error says what to fix).
+
+## Workflow: discover, query, cite
+
+1. Discover the names first. Metric and metadata paths differ between projects (`metrics.val_acc`,
+   `loss`, `hparams.lr`...). Never guess one: take it from `keys`.
+2. Ask with the one command listed below for the question, filling the placeholders `<run>`,
+   `<metric>`, `<path>` with names from `keys` and ids from `runs`.
+3. Answer with the run's short id (the last 8 hex digits, as tables show them) and its name, say which
+   rule ranked it, and quote the numbers from the output.
+
+```bash
+exprag-plus keys --json
+```
+
+```json
+{"runs": 12, "fields": ["id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host"],
+ "metadata": {"hparams.lr": {"runs": 12, "values": [0.01, 0.1]}},
+ "metrics": {"metrics.val_acc": {"runs": 11, "min": 0.41, "max": 0.93}}}
+```
+
+A run reference `<run>` is a full id, a unique prefix, a unique suffix of 6+ characters (the short id),
+`latest`, or `latest~N` (N runs before the latest).
+
+## One command per question
+
+**Which run is best by a metric?** Ranks runs by each run's best value over its history (the maximum;
+add `--min` when lower is better, as for a loss). Add `--final` to rank by the last tracked value
+instead, and `--where` to filter.
+
+```bash
+exprag-plus best <metric> --json
+```
+
+```json
+{"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)",
+ "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false, "metrics": {}},
+ "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "without_metric": 1, "ranking": []}
+```
+
+`best` and `last` are both given: report both when they differ (the run peaked before it ended).
+
+**What changed between the latest two runs?** Metadata differences, final metrics with deltas (B-A),
+and the two commits; then the code diff.
+
+```bash
+exprag-plus compare latest~1 latest --json
+exprag-plus diff latest~1 latest --stat
+```
+
+```json
+{"a": {"short_id": "..."}, "b": {"short_id": "..."},
+ "metadata": [{"path": "hparams.lr", "a": 0.01, "b": 0.1, "only_in": null}],
+ "metrics": [{"path": "metrics.val_acc", "a": 0.88, "b": 0.93, "delta": 0.05}],
+ "code": {"a": {"commit": "...", "branch": "main", "dirty": false, "base_commit": "..."}, "b": {}, "same_commit": false}}
+```
+
+**How did a metric evolve in a run?** Points carry `seq` (record order), `step` (when the tracked
+value had a `step` field) and `value`; long histories are sampled to 100 points (first, last, min and
+max kept; a note on stderr says so; `--max-points 0` for all). `--step N` gives the point at step N.
+
+```bash
+exprag-plus history <run> <metric> --json
+```
+
+```json
+{"run": "01a2...", "short_id": "9f8e7d6c", "metric": "metrics.loss", "count": 2000, "shown": 100, "sampled": true,
+ "summary": {"last": 0.12, "min": 0.11, "max": 2.3, "count": 2000, "nonfinite": 0, "last_step": 1999, "min_step": 1870, "max_step": 0},
+ "points": [{"seq": 1, "step": 0, "value": 2.3, "elapsed_ms": 12.5}]}
+```
+
+**Which runs match a condition?** `--where PATH OP VALUE` with OP one of `=` `!=` `<` `<=` `>` `>=`
+`~` (regex search); repeat `--where` to AND conditions. PATH is a field (`name`, `status`, `commit`,
+`dirty`, `started`...), a metadata path, or a metric path (its last value; `<metric>:max`, `:min`,
+`:count` for a statistic). A path no run has is an error listing the nearest names. Newest first; at
+most 20 runs unless `--limit N` (0 for all); `--sort <path>` or `--sort -<path>` (descending).
+
+```bash
+exprag-plus runs --where '<path>>=<value>' --json
+```
+
+```json
+{"total": 40, "matched": 3, "shown": 3,
+ "runs": [{"id": "...", "short_id": "9f8e7d6c", "started": "2026-11-24T10:02:11.123456Z", "name": "lr sweep", "status": "completed",
+           "commit": "4e1d2c0...", "branch": "main", "dirty": false, "metrics": {"metrics.val_acc": 0.93}}]}
+```
+
+**Everything about one run** (command line, host, code state, metadata, error, every metric's summary):
+
+```bash
+exprag-plus show <run> --json
+```
+
+**Where is the code of a run?** Restore it into a new git worktree: the user's checkout, index and
+branches are untouched. The command prints the folder (the run's working subdirectory inside it).
+
+```bash
+exprag-plus restore <run>
+```
+
+Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
+--checkout` works only on a clean tree and refuses otherwise.
+
+**How does a run's code differ from another run, or from the current code?** Omit the second run to
+compare with the working tree (uncommitted and untracked files included). `--stat` for a file list;
+diffs are cut at 2,000 lines unless `--max-lines 0`.
+
+```bash
+exprag-plus diff <run> <run2>
+```
+
+**Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
+the current interpreter; the new run records `replay_of` and both runs' final metrics are printed side
+by side. Look first with `--dry-run`.
+
+```bash
+exprag-plus replay <run> --dry-run
+```
+
+**Post-run actions** (export a model, copy results...) registered during a run: list them, then run one
+non-interactively. Its questions are answered with `--set key=value`; to discover them, run it with
+`--no-input`: the error names the next key, its label and what it accepts. Add `--set` answers until
+it runs. Booleans take true/false/yes/no/1/0.
+
+```bash
+exprag-plus actions list --json
+exprag-plus actions run <run> <action> --no-input --set <key>=<answer> --json
+```
+
+**Task schemas** (shell commands with declared inputs and outputs): inspect one, then run it as a
+recorded run; `--dry-run` prints the commands without running them.
+
+```bash
+exprag-plus task info <schema-file>
+exprag-plus task run <schema-file> --input <input>=<input-value> --json
+```
+
+The second prints `{"run_id": "...", "outputs": {...}}`.
+
+**Plots and a report** for the user to look at: `exprag-plus plot <metric>` writes an SVG,
+`exprag-plus report` a static HTML page.
+
+## Record format (when reading files directly)
+
+One JSON object per line, each with `type`, `run_id`, `seq`, `time` (UTC) and `elapsed_ms`:
+
+```text
+{"type":"run_start","run_id":"01a2...","seq":0,"time":"2026-11-24T10:02:11.123456Z","elapsed_ms":41.2,"format":"exprag-plus/1","name":"lr sweep","metadata":{"hparams":{"lr":0.01}},"process":{"pid":4242,"argv":["train.py","--lr","0.01"],"cwd":"/home/u/proj","executable":"/usr/bin/python3","python":"3.11.7"},"host":{"hostname":"gpu1","platform":"Linux-6.1-x86_64"},"git":{"commit":"b375d40...","branch":"run/01a2...","dirty":true,"status":[" M train.py"],"base_commit":"ebf6040...","snapshot_branch":"run/01a2...","skipped":[],"toplevel":"/home/u/proj","subdir":""}}
+{"type":"track","run_id":"01a2...","seq":1,"time":"2026-11-24T10:02:12.000001Z","elapsed_ms":918.4,"value":{"step":0,"metrics":{"loss":2.3,"val_acc":0.41}},"note":"epoch end"}
+{"type":"action","run_id":"01a2...","seq":2,"time":"...","elapsed_ms":950.0,"name":"ExportBestModel","class":"export_best_model:ExportBestModel","params":{"metric":"metrics.val_acc"},"description":"Copy the best run's weights to a folder"}
+{"type":"task","run_id":"01a2...","seq":3,"time":"...","elapsed_ms":990.2,"index":0,"workdir":".runs/01a2.../tasks/0","objective":"t1","inputs":{"p1":1},"outputs":{"p3":3},"commands":[{"command":"echo $((1 + 1))","exit_code":0,"stdout":"2\n","stderr":"","duration_ms":3.1}],"status":"ok","error":null}
+{"type":"run_end","run_id":"01a2...","seq":4,"time":"...","elapsed_ms":60312.0,"status":"completed","error":null,"summary":{"metrics.val_acc":{"last":0.91,"min":0.41,"max":0.93,"count":20,"nonfinite":0,"last_step":19,"min_step":0,"max_step":14}}}
+{"type":"action_run","run_id":"01a2...","seq":5,"time":"...","elapsed_ms":86400000.0,"pid":777,"name":"ExportBestModel","answers":{"folder":"out","overwrite":false},"status":"ok","error":null,"result":{"copied":"out/model.json"},"duration_ms":4.2}
+```
+
+Metric paths flatten nested values with dots (`{"metrics": {"loss": 1}}` is `metrics.loss`); a bare
+number tracked alone is `value`. `action_run` records are appended later, after `run_end`.
+
+Without the CLI, read the files with `jq` or Python:
+
+```bash
+jq -c 'select(.type=="run_end") | {run_id, status, summary}' .runs/*.jsonl
+python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['name']) for f in sorted(glob.glob('.runs/*.jsonl'))]"
+```
+
+## Gotchas
+
+- Statuses: `completed`, `failed` (an exception; `error` has type, message, traceback), `interrupted`
+  (Ctrl-C), `running` (no `run_end`, process alive on this host), `crashed` (no `run_end`, process
+  gone: killed or out of memory; its metrics come from its track records).
+- Non-finite floats are stored as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`, also in `--json`
+  output. A `last` of `"NaN"` means the run diverged; `min`/`max` cover finite values only.
+- Code state: for a clean tree `commit` is HEAD and `branch` the branch it was on (which may have moved
+  since: use `commit`). For a dirty tree `commit` is a snapshot commit on `run/<run_id>` (edits and
+  untracked files included), `base_commit` its parent (the HEAD it started from), `branch` is
+  `run/<run_id>`. `commit: null` with `git_error` means no snapshot could be made.
+- `best` ranks by best value, not final value, unless `--final`. Say which when you answer.
+- Outputs are bounded: `runs` shows 20 (`--limit 0`), `history` 100 points (`--max-points 0`),
+  `diff` 2,000 lines (`--max-lines 0`); a note on stderr says when something was cut.
+- Never modify `.runs/*.jsonl` by hand, never delete `run/*` branches yourself (`exprag-plus gc` removes
+  only those whose run files are gone), and never switch the user's checkout without asking.
+- MCP clients can use the same queries as tools: `exprag-plus mcp --install claude` (or `codex`,
+  `cursor`) prints the registration.
+"""
+
+
+class SkillExists(ValueError):
+    """The target holds a different SKILL.md (perhaps edited by the user)."""
+
+
+def render() -> str:
+    """The whole SKILL.md: frontmatter with only the spec's keys, then the body."""
+    front = ["---", f"name: {NAME}", f"description: {DESCRIPTION}", "license: MIT",
+             "compatibility: Needs the exprag-plus command (pip install exprag-plus) and git; Python 3.9+.",
+             "---"]
+    return "\n".join(front) + "\n" + BODY.lstrip("\n")
+
+
+def install_paths(top: str, which: str = "all") -> List[str]:
+    """Where `--install` writes for each agent family, under the repository top level."""
+    if which == "all":
+        return [os.path.join(top, p) for p in TARGETS.values()]
+    if which not in TARGETS:
+        raise ValueError(f"unknown install target {which!r}; use one of {', '.join(TARGETS)} or all")
+    return [os.path.join(top, TARGETS[which])]
+
+
+def write(path: str, force: bool = False, text: Optional[str] = None) -> Dict[str, str]:
+    """Write SKILL.md to a file path, or into a folder (as SKILL.md); create parents.
+
+    An existing different file is kept unless `force`: the user may have edited it.
+    """
+    text = render() if text is None else text
+    if os.path.isdir(path) or path.endswith(os.sep) or not path.endswith(".md"):
+        path = os.path.join(path, "SKILL.md")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            current = f.read()
+        if current == text:
+            return {"path": path, "status": "unchanged"}
+        if not force:
+            raise SkillExists(f"{path} exists and differs from this version's skill; pass --force to replace it")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return {"path": path, "status": "written"}

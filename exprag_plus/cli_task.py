@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from .cli import Commands, Failure, UsageError, emit_json, note
 from .experiment import Experiment
-from .schema import TaskFailed, TaskSchema
+
+if TYPE_CHECKING:
+    from .schema import TaskSchema
 
 
 def parse_assignments(items: List[str], flag: str) -> Dict[str, Any]:
@@ -26,7 +28,7 @@ def parse_assignments(items: List[str], flag: str) -> Dict[str, Any]:
     return out
 
 
-def _plan(schema: TaskSchema, args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+def _plan(schema: "TaskSchema", args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     """The given inputs and the input set of every element (sequences from the file, then --each)."""
     given = parse_assignments(args.input, "--input")
     sequences = [dict(s) for s in schema.sequences]
@@ -38,12 +40,14 @@ def _plan(schema: TaskSchema, args: argparse.Namespace) -> Tuple[Dict[str, Any],
         if not isinstance(values, list) or not values:
             raise UsageError(f"--each {name}: its --input value must be a non-empty JSON list, e.g. {name}=[1,2,3]")
         sequences.append({"path": f"inputs.{name}", "values": values, "nesting_order": top + 1 + i})
-    from .schema import expand_sequences
+    from .schema import expand_sequences  # schema parsing is imported only by the commands that use it
 
     return given, expand_sequences(given, sequences)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    from .schema import TaskSchema
+
     schema = TaskSchema.from_file(args.file)
     if args.json:
         return emit_json(schema.info_dict())
@@ -51,6 +55,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from .schema import TaskFailed, TaskSchema
+
     schema = TaskSchema.from_file(args.file)
     given, elements = _plan(schema, args)
     if args.dry_run:

@@ -15,7 +15,6 @@ import threading
 import time
 import traceback
 import warnings
-import weakref
 from typing import Any, Dict, List, Optional
 
 from . import git, ids, records
@@ -29,7 +28,8 @@ class TrackingWarning(UserWarning):
     """Something went wrong while recording; the run goes on."""
 
 
-_open: "weakref.WeakSet[Experiment]" = weakref.WeakSet()
+# Strong references: a run whose Experiment the script dropped must still be closed at exit, not lost.
+_open: "set[Experiment]" = set()
 
 
 class Experiment:

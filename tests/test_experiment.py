@@ -361,3 +361,15 @@ def test_run_ids_are_time_ordered_uuid7(runs_dir: Path) -> None:
     a = new_run_id()
     time.sleep(0.002)
     assert new_run_id() > a
+
+
+def test_a_dropped_experiment_is_still_closed_at_exit(tmp_path: Path) -> None:
+    run_python("""
+        from exprag_plus import Experiment
+        def start():
+            Experiment("dropped", root="runs").track({"loss": 0.5})
+        start()
+        import gc; gc.collect()
+    """, cwd=tmp_path)
+    recs = read_lines(next((tmp_path / "runs").glob("*.jsonl")))
+    assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "completed"

@@ -40,8 +40,14 @@ def test_package_imports_only_the_standard_library() -> None:
         import exprag_plus, exprag_plus.cli
         for name in ("schema", "miniyaml", "git", "store", "query", "records", "ids", "experiment"):
             __import__("exprag_plus." + name)
-        stdlib = set(sys.stdlib_module_names)
-        third = sorted({m.split(".")[0] for m in set(sys.modules) - before} - stdlib - {"exprag_plus"})
+        import os, sysconfig
+        roots = tuple(os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib"))
+        def third_party(name):
+            f = getattr(sys.modules[name], "__file__", None)
+            real = os.path.realpath(f) if f else ""
+            in_stdlib = real.startswith(roots) and "-packages" not in real
+            return bool(f) and not in_stdlib and not name.startswith("exprag_plus")
+        third = sorted({m.split(".")[0] for m in set(sys.modules) - before if third_party(m)})
         print(json.dumps(third))
     """, cwd=ROOT)
     assert json.loads(p.stdout) == []

@@ -1,0 +1,180 @@
+"""`plot` and `report`: pictures of runs (drawing in plot.py and report.py; this module picks runs and writes).
+
+Output files are replaced when they exist (like any plotting tool), with a note on stderr saying so;
+`-o -` writes to stdout instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from typing import Any, Dict, List
+
+from . import ids, plot, query, report, store
+from .cli import Commands, UsageError, _root, emit_json, note
+from .query import NoResult
+
+DEFAULT_LIMIT = 10
+WHERE_HELP = "PATH OP VALUE, OP one of = != < <= > >= ~ (regex); repeat to AND"
+
+
+def default_svg_name(metric: str) -> str:
+    """`metrics.loss` -> `metrics.loss.svg`: letters, digits, dot, dash and underscore kept, the rest `_`."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", metric).strip("._") or "plot"
+    return name[:120] + ".svg"
+
+
+def _pick(args: argparse.Namespace) -> List[store.Run]:
+    """The runs named on the command line (in that order, read whole), else every run (read lightly)."""
+    root = _root(args)
+    if args.runs:
+        seen, runs = set(), []
+        for ref in args.runs:
+            r = store.Run.read(ids.resolve(ref, root), full=True)
+            if r.run_id not in seen:
+                seen.add(r.run_id)
+                runs.append(r)
+        return runs
+    return store.load_runs(root)
+
+
+def _write(path: str, text: str) -> str:
+    """Write atomically; returns the absolute path. Replacing an existing file is said on stderr."""
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return "-"
+    full = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(full)
+    existed = os.path.exists(full)
+    if os.path.isdir(full):
+        raise UsageError(f"-o {path!r} is a folder; give a file name")
+    fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, full)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if existed:
+        note(f"replaced {path}")
+    return full
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _ordered(runs: List[store.Run], explicit: bool, limit: int, what: str) -> List[store.Run]:
+    if explicit:
+        return runs
+    runs = sorted(runs, key=lambda r: (r.started, r.run_id))
+    if limit > 0 and len(runs) > limit:
+        note(f"{what} the latest {limit} of {len(runs)} runs; name runs, narrow with --where, or use --limit 0 for all")
+        runs = runs[-limit:]
+    return runs
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    if args.output == "-" and args.json:
+        raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
+    metric = args.metric
+    runs = _pick(args)
+    query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    if args.x not in ("step", "elapsed"):
+        query.check_path(args.x, runs, f"--x {args.x!r}", metric_only=True)
+    runs = query.select(runs, args.where)
+    missing = [r for r in runs if metric not in r.summary]
+    runs = [r for r in runs if metric in r.summary]
+    if args.runs and missing:
+        note(f"left out {len(missing)} run(s) without {metric!r}: {', '.join(r.short_id for r in missing)}")
+    if not runs:
+        raise NoResult(f"no run{' matching the --where' if args.where else ''} has {metric!r} to plot")
+    runs = _ordered(runs, bool(args.runs), args.limit, "plotting")
+    series = [plot.run_series(r, metric, args.x) for r in runs]
+    if args.x == "step":
+        no_step = [r.short_id for r, s in zip(runs, series) if s.x_kind == "index"]
+        if no_step:
+            note(f"no step field in {', '.join(no_step)}: x is the point index (0, 1, 2...) there")
+    d = plot.draw(series, title=metric, x_label=plot.x_title(s.x_kind for s in series), y_label=metric, log=args.log,
+                  width=args.width, height=args.height)
+    nonpositive = sum(i["nonpositive"] for i in d.series)
+    if nonpositive:
+        note(f"--log: {nonpositive} value(s) <= 0 left out as gaps")
+    empty = [r.short_id for r, i in zip(runs, d.series) if i["drawn"] == 0]
+    if empty:
+        note(f"nothing to draw for {', '.join(empty)} (no finite{' positive' if args.log else ''} values"
+             f"{'' if args.x in ('step', 'elapsed') else ' with ' + repr(args.x)})")
+    path = _write(args.output or default_svg_name(metric), d.svg)
+    rows: List[Dict[str, Any]] = [
+        {"id": r.run_id, "short_id": r.short_id, "name": r.name, "points": i["points"], "drawn": i["drawn"],
+         "nonfinite": i["nonfinite"], "nonpositive": i["nonpositive"], "color": i["color"]}
+        for r, i in zip(runs, d.series)]
+    if args.json:
+        return emit_json({"path": path, "metric": metric, "x": args.x, "log": args.log, "runs": rows,
+                          "points_drawn": d.points_drawn, "bytes": len(d.svg.encode("utf-8"))})
+    if path != "-":
+        total = sum(r["points"] for r in rows)
+        print(f"wrote {path}: {metric} for {len(rows)} run(s), {d.points_drawn} of {total} points drawn")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    if args.output == "-" and args.json:
+        raise UsageError("-o - writes the page to stdout, which --json needs for itself; give a file name")
+    runs = _pick(args)
+    if not runs:
+        raise NoResult(f"no runs in {_root(args)}")
+    total = len(runs)
+    runs = query.select(runs, args.where)
+    if not runs:
+        raise NoResult(f"no run matches the --where ({total} runs)")
+    runs = _ordered(runs, bool(args.runs), args.limit, "reporting")
+    page = report.html_report(runs, max_metrics=args.max_metrics, source=_root(args))
+    path = _write(args.output, page)
+    metrics = report.report_metrics(runs)
+    plotted = metrics[: max(0, args.max_metrics)]
+    if len(plotted) < len(metrics):
+        note(f"plotted {len(plotted)} of {len(metrics)} metrics; raise --max-metrics for more")
+    if args.json:
+        return emit_json({"path": path, "runs": [{"id": r.run_id, "short_id": r.short_id, "name": r.name,
+                                                  "status": r.status} for r in runs],
+                          "metrics": len(metrics), "plotted": plotted, "bytes": len(page.encode("utf-8"))})
+    if path != "-":
+        print(f"wrote {path}: {len(runs)} run(s), {len(plotted)} plot(s)")
+
+
+def register(commands: Commands) -> None:
+    sp = commands.add("plot", cmd_plot, "draw a metric as a self-contained SVG, one line per run "
+                                        "(default: the latest 10 runs having it)")
+    sp.add_argument("metric", metavar="METRIC")
+    sp.add_argument("runs", metavar="RUN", nargs="*", help="runs to draw (default: the latest --limit runs with METRIC)")
+    sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=WHERE_HELP)
+    sp.add_argument("--x", default="step", metavar="step|elapsed|PATH",
+                    help="x axis: the step field (default; the point index when there is none), elapsed seconds, "
+                         "or another metric path tracked with METRIC")
+    sp.add_argument("--log", action="store_true", help="log10 y axis (values <= 0 become gaps)")
+    sp.add_argument("-o", "--output", metavar="FILE.svg",
+                    help="where to write (default: METRIC.svg here, replaced if it exists; - for stdout)")
+    sp.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                    help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
+    sp.add_argument("--width", type=int, default=900, metavar="PX", help="picture width (default 900)")
+    sp.add_argument("--height", type=int, default=460, metavar="PX", help="picture height (default 460)")
+    sp = commands.add("report", cmd_report, "write one static HTML page of runs: metadata, code state, final "
+                                            "metrics with the best marked, a plot per metric")
+    sp.add_argument("runs", metavar="RUN", nargs="*", help="runs to include (default: the latest --limit runs)")
+    sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=WHERE_HELP)
+    sp.add_argument("-o", "--output", default="report.html", metavar="FILE.html",
+                    help="where to write (default report.html here, replaced if it exists; - for stdout)")
+    sp.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                    help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
+    sp.add_argument("--max-metrics", type=int, default=12, metavar="N", help="plot at most N metrics (default 12)")

@@ -205,6 +205,30 @@ class Experiment:
         self._append("task", {"index": index, "workdir": workdir, **result.to_record()})
         return result.outputs
 
+    def add_action(self, action: Any, name: Optional[str] = None) -> str:
+        """Register a post-run action (an `exprag_plus.Action` instance) under `name` (default: its class name).
+
+        Appends an `action` record (name, class as module:QualName, params, description); returns the name.
+        Refuses a non-Action (TypeError), a duplicate name in this run, a class defined inside a function
+        or in a file-less `__main__`, and parameters that cannot be stored as JSON (ValueError).
+        Run it later with `exprag-plus actions run RUN NAME` or `load_run(...).run_action(NAME, ...)`.
+        """
+        from .actions import action_fields
+
+        fields = action_fields(action, name)
+        with self._lock:
+            names = self.__dict__.setdefault("_action_names", set())
+            if fields["name"] in names:
+                raise ValueError(f"this run already has an action named {fields['name']!r}: "
+                                 "give the second one another name (add_action(action, name=...))")
+            names.add(fields["name"])
+            closed = self._closed
+        if closed:  # the run has ended: append after the fact, as action_run records are
+            append_record(self.path, "action", fields)
+        else:
+            self._append("action", fields)
+        return fields["name"]
+
     def summary(self) -> Dict[str, Dict[str, Any]]:
         """Per metric path: last, min, max, count, nonfinite (and steps): what run_end.summary will hold."""
         with self._lock:

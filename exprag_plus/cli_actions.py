@@ -1,0 +1,197 @@
+"""`actions list|run|show`: post-run actions from the command line (formatting only; logic in actions.py).
+
+Exit codes: 0 ok; 1 the action itself raised (its error is recorded) or its code could not be restored;
+2 bad input: an unknown action, a class that cannot be imported, a malformed `--set`, a missing, invalid
+or never-asked answer (one line on stderr, never a traceback). With `--json`, an execution that was
+recorded prints its outcome on stdout whatever the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from . import actions, git, ids, records, store
+from .cli import Commands, Failure, UsageError, emit_json, note, num, table, when
+
+
+def _root(args: argparse.Namespace) -> str:
+    return ids.runs_dir(getattr(args, "root", None))
+
+
+def _run(args: argparse.Namespace, ref: str) -> store.Run:
+    return store.Run.read(ids.resolve(ref, _root(args)), full=True)
+
+
+def _last(executions: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    return executions[-1] if executions else None
+
+
+def _row(run_id: str, run_name: str, name: str, entry: Dict[str, Any]) -> Dict[str, Any]:
+    rec, runs = entry["record"], entry["executions"]
+    last = _last(runs)
+    return {"run_id": run_id, "short_id": ids.short_id(run_id), "run_name": run_name, "name": name,
+            "class": rec.get("class"), "description": rec.get("description") or "",
+            "params": records.from_json(rec.get("params") or {}), "registered": rec.get("time"),
+            "executions": len(runs), "last_status": last.get("status") if last else None,
+            "last_time": last.get("time") if last else None}
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    rows: List[Dict[str, Any]] = []
+    where = ""
+    if args.run:
+        run = _run(args, args.run)
+        where = f"run {run.short_id}"
+        for name, entry in actions.action_records(run.records).items():
+            rows.append(_row(run.run_id, run.name, name, entry))
+        scanned = 1
+    else:
+        files = ids.run_files(_root(args))
+        scanned = len(files)
+        where = f"{scanned} run(s)"
+        for path in reversed(files):  # newest run first, as `runs` lists them
+            try:
+                start, table_ = actions.scan_file(path)
+            except OSError as exc:
+                note(f"warning: {path}: unreadable ({exc.strerror or exc})")
+                continue
+            run_id = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
+            for name, entry in table_.items():
+                rows.append(_row(run_id, str((start or {}).get("name", "")), name, entry))
+    if args.json:
+        return emit_json({"actions": rows, "runs": scanned})
+    if not rows:
+        print(f"no actions registered in {where} (register them with exp.add_action(...))")
+        return
+    body = [[r["short_id"], r["run_name"][:24], r["name"], r["description"][:60], str(r["executions"]),
+             r["last_status"] or "-"] for r in rows]
+    print(table(body, ["RUN", "RUN NAME", "ACTION", "DESCRIPTION", "RUNS", "LAST"]))
+
+
+def _answers_text(answers: Any) -> str:
+    if not isinstance(answers, dict) or not answers:
+        return "-"
+    return ", ".join(f"{k}={num(records.from_json(v))}" for k, v in answers.items())
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    run = _run(args, args.run)
+    acts = run.actions
+    try:
+        rec = acts.record(args.name)
+    except actions.ActionNotFound as exc:
+        raise UsageError(str(exc)) from None
+    runs = acts.executions(args.name)
+    params = records.from_json(rec.get("params") or {})
+    res = {"run_id": run.run_id, "short_id": run.short_id, "run_name": run.name, "name": args.name,
+           "class": rec.get("class"), "file": rec.get("file"), "description": rec.get("description") or "",
+           "params": params, "registered": rec.get("time"),
+           "executions": [{k: r.get(k) for k in ("time", "status", "answers", "result", "error", "duration_ms", "code")}
+                          for r in runs]}
+    if args.json:
+        return emit_json(res)
+    lines = [f"action      {args.name}  (run {run.short_id} {run.name!r})",
+             f"class       {rec.get('class')}" + (f"  (file {rec['file']})" if rec.get("file") else ""),
+             f"description {res['description'] or '-'}",
+             f"registered  {when(rec.get('time'))} UTC"]
+    flat = list(params.items()) if isinstance(params, dict) else []
+    lines.append("params      " + ("\n            ".join(f"{k} = {num(v)}" for k, v in flat) if flat else "-"))
+    print("\n".join(lines))
+    print()
+    if not runs:
+        print("never run")
+    else:
+        print(table([[when(r.get("time")), str(r.get("status")), num(r.get("duration_ms")) + " ms",
+                      _answers_text(r.get("answers")),
+                      (f"{r['error'].get('type')}: {r['error'].get('message')}" if isinstance(r.get("error"), dict)
+                       else num(records.from_json(r.get("result"))))[:80]]
+                     for r in runs], ["RAN (UTC)", "STATUS", "TOOK", "ANSWERS", "RESULT / ERROR"]))
+        last = runs[-1]
+        tb = (last.get("error") or {}).get("traceback") if isinstance(last.get("error"), dict) else None
+        if tb:
+            print()
+            print("last error:")
+            print(tb.rstrip())
+    print()
+    print(f"run it: exprag-plus actions run {run.short_id} {args.name}" + (" --set KEY=VALUE ..." if runs else ""))
+
+
+def _outcome(run: store.Run, name: str, record: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    r = record or {}
+    return {"run_id": run.run_id, "name": name, "status": r.get("status"), "answers": r.get("answers", {}),
+            "result": r.get("result"), "error": r.get("error")}
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    try:
+        answers = actions.parse_set(args.set)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.keep and args.code != "run":
+        raise UsageError("--keep keeps the worktree of --code run; it means nothing with --code current")
+    run = _run(args, args.run)
+    interactive = not args.no_input and sys.stdin is not None and sys.stdin.isatty()
+    if interactive:
+        interaction: actions.Interaction = actions.TerminalInteraction(answers, source="--set")
+    else:
+        reason = "--no-input" if args.no_input else "stdin is not a terminal"
+        interaction = actions.PrefilledInteraction(answers, source="--set", reason=reason)
+    record: Optional[Dict[str, Any]] = None
+    failure: Optional[BaseException] = None
+    try:
+        record = actions.run_action(run, args.name, interaction, code=args.code, keep=args.keep)
+    except (actions.ActionNotFound, actions.ActionLoadError) as exc:
+        raise UsageError(str(exc)) from None
+    except actions.AnswerError as exc:
+        if exc.record is None:
+            raise UsageError(str(exc)) from None
+        record, failure = exc.record, UsageError(str(exc))
+    except actions.ActionFailed as exc:
+        record, failure = exc.record, Failure(f"{exc} (recorded in run {run.short_id}; "
+                                              f"see `exprag-plus actions show {run.short_id} {args.name}`)")
+    except git.GitError as exc:
+        raise Failure(f"cannot restore the code of run {run.short_id}: {exc}") from None
+    out = _outcome(run, args.name, record)
+    if args.json:
+        emit_json(out)
+    elif out["status"] == "ok" and out["result"] is not None:
+        result = records.from_json(out["result"])
+        print(result if isinstance(result, str) else json.dumps(out["result"], indent=2, ensure_ascii=False))
+    if failure is not None:
+        raise failure
+    skipped = [k for k in interaction.unused()]
+    if skipped:
+        note(f"--set {', '.join(skipped)} not asked this time (the action asks {'it' if len(skipped) == 1 else 'them'} "
+             "only in some cases)")
+    if args.code == "run" and args.keep and record is not None:
+        note("the run's code was kept in a git worktree (`git worktree list`; remove it with `git worktree remove`)")
+    if not args.json:
+        took = (record or {}).get("duration_ms")
+        note(f"action {args.name!r} ok in {num(took)} ms; recorded in run {run.short_id} "
+             f"(answers: {_answers_text(out['answers'])})")
+
+
+def register(commands: Commands) -> None:
+    grp = commands.group("actions", "post-run actions: list them, run them (asking or with --set), show their past runs")
+    sp = grp.add("list", cmd_list, "the actions registered in one run, or in every run (run, name, description, "
+                                   "times run, last status)")
+    sp.add_argument("run", metavar="RUN", nargs="?", help="default: every run")
+    sp = grp.add("run", cmd_run, "execute an action: asks on a terminal, else uses --set answers and defaults; "
+                                 "records an action_run")
+    sp.add_argument("run", metavar="RUN")
+    sp.add_argument("name", metavar="NAME", help="the action's name, exactly (see `actions list`)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="prefill the question KEY (booleans: true/false, yes/no, y/n, 1/0; choices: the text)")
+    sp.add_argument("--no-input", action="store_true",
+                    help="never ask: a question with no --set answer and no default is an error")
+    sp.add_argument("--code", choices=("current", "run"), default="current",
+                    help="import the action's class from the current code (default) or from the run's own "
+                         "commit, restored in a temporary git worktree")
+    sp.add_argument("--keep", action="store_true", help="with --code run: keep the worktree afterwards")
+    sp = grp.add("show", cmd_show, "one action: class, params, description and its past executions")
+    sp.add_argument("run", metavar="RUN")
+    sp.add_argument("name", metavar="NAME")

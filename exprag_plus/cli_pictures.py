@@ -52,6 +52,8 @@ def _write(path: str, text: str) -> str:
     existed = os.path.exists(full)
     if os.path.isdir(full):
         raise UsageError(f"-o {path!r} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {path!r}: there is no folder {folder}")
     fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
@@ -157,7 +159,8 @@ def register(commands: Commands) -> None:
     sp = commands.add("plot", cmd_plot, "draw a metric as a self-contained SVG, one line per run "
                                         "(default: the latest 10 runs having it)")
     sp.add_argument("metric", metavar="METRIC")
-    sp.add_argument("runs", metavar="RUN", nargs="*", help="runs to draw (default: the latest --limit runs with METRIC)")
+    sp.add_argument("runs", metavar="RUN", nargs="*",
+                    help="runs to draw (default: the latest --limit runs with METRIC)")
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=WHERE_HELP)
     sp.add_argument("--x", default="step", metavar="step|elapsed|PATH",
                     help="x axis: the step field (default; the point index when there is none), elapsed seconds, "

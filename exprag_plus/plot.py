@@ -79,11 +79,15 @@ class Drawing:
 # --- ticks ----------------------------------------------------------------------------------------
 
 
-def _nice_step(span: float, n: int) -> float:
-    """The 1, 2 or 5 x 10^k step whose tick count over `span` is closest to n (ties: more ticks)."""
-    raw = span / max(n, 1)
+def _nice_step(lo: float, hi: float, n: int) -> float:
+    """The 1, 2 or 5 x 10^k step putting the number of ticks in [lo, hi] closest to n (ties: more ticks)."""
+    raw = (hi - lo) / max(n, 1)
     mag = 10.0 ** math.floor(math.log10(raw))
-    return min((m * mag for m in (1.0, 2.0, 5.0, 10.0)), key=lambda st: (abs(span / st - n), st))
+
+    def count(st: float) -> int:
+        return math.floor(hi / st + 1e-9) - math.ceil(lo / st - 1e-9) + 1
+
+    return min((m * mag for m in (1.0, 2.0, 5.0, 10.0)), key=lambda st: (abs(count(st) - n), st))
 
 
 def nice_ticks(lo: float, hi: float, n: int = 6) -> List[float]:
@@ -94,7 +98,7 @@ def nice_ticks(lo: float, hi: float, n: int = 6) -> List[float]:
         lo, hi = hi, lo
     if hi == lo:
         return [lo]
-    step = _nice_step(hi - lo, n)
+    step = _nice_step(lo, hi, n)
     first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
     return [_clean(k * step, step) for k in range(first, last + 1)]
 
@@ -118,10 +122,10 @@ def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> List[float]:
     if len(decades) >= 3:
         every = max(1, math.ceil(len(decades) / max(max_ticks, 1)))
         return [float(10.0 ** e) for e in decades if e % every == 0] or [float(10.0 ** decades[0])]
-    for mults in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+    for mults, enough in (((1, 2, 5), 4), ((1, 2, 3, 4, 5, 6, 7, 8, 9), 3)):
         ticks = sorted({_clean(m * 10.0 ** e, 10.0 ** e) for e in range(a - 1, b + 1) for m in mults})
         ticks = [t for t in ticks if inside(t)]
-        if len(ticks) >= 3:
+        if len(ticks) >= enough:
             return ticks[:: max(1, math.ceil(len(ticks) / max(max_ticks, 1)))]
     # a range narrower than one 1-2-5 step: plain linear ticks read fine
     return [t for t in nice_ticks(lo, hi, 4) if t > 0]
@@ -366,7 +370,7 @@ def _text_w(text: str, size: float) -> float:
 
 
 def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_label: str = "", log: bool = False,
-         width: int = 900, height: int = 460, standalone: bool = True, legend_chars: int = 30) -> Drawing:
+         width: int = 900, height: int = 460, standalone: bool = True, legend_chars: int = 34) -> Drawing:
     """Render line series to SVG; see the module docstring for what is guaranteed.
 
     standalone=True gives a file-ready SVG (XML declaration, xmlns); False gives an <svg> element to
@@ -428,14 +432,14 @@ def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_labe
         yt = log_ticks(10 ** y0, 10 ** y1, max(3, plot_h // 28))
         ytv = [math.log10(t) for t in yt]
     else:
-        yt = nice_ticks(y0, y1, max(3, plot_h // 55))
+        yt = nice_ticks(y0, y1, max(4, plot_h // 48))
         ytv = list(yt)
     ylab = tick_labels(yt, log)
     left = int(max([_text_w(t, 11) for t in ylab] + [10]) + 14 + (20 if y_label else 4))
-    counts = [f" \u00b7 {_count(len(bad))} NaN/Inf" if bad else "" for _, _, _, bad, _ in prepared]
-    fit = int((width * 0.3 - 34) / (12 * _CHAR_W))  # characters that fit in a legend of 30% of the width
-    labels = [_shorten(s.label, max(8, min(legend_chars, fit - len(c)))) for s, c in zip(series, counts)]
-    legend_w = int(min(width * 0.3, max([_text_w(a + b, 12) for a, b in zip(labels, counts)] + [40]) + 34))
+    counts = [f"{_count(len(bad))} NaN/Inf" if bad else "" for _, _, _, bad, _ in prepared]  # a 2nd legend line
+    fit = int((width * 0.33 - 34) / (12 * _CHAR_W))  # characters that fit in a legend of 1/3 of the width
+    labels = [_shorten(s.label, max(8, min(legend_chars, fit))) for s in series]
+    legend_w = int(min(width * 0.33, max([_text_w(t, 12) for t in labels + counts] + [40]) + 34))
     right = width - legend_w - 12
     if right - left < 120:  # tiny canvas: no legend
         legend_w, right = 0, width - 12
@@ -529,21 +533,28 @@ def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_labe
 
     # 4. legend, outside the plot area
     if legend_w:
-        lx = right + 14
-        max_rows = max(1, (plot_h - 4) // 18)
-        shown = len(series) if len(series) <= max_rows else max_rows - 1
-        for k in range(shown):
-            ly = top + 10 + 18 * k
+        lx, ly, k = right + 14, top + 10, 0
+        for k in range(len(series)):
+            row = 18 + (13 if counts[k] else 0)
+            if ly + row + (0 if k == len(series) - 1 else 18) > bottom + 8:  # keep room for "+N more"
+                break
             dash = _DASHES[(k // len(PALETTE)) % len(_DASHES)]
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-            extra = f'<tspan fill="#b00">{_esc(counts[k])}</tspan>' if counts[k] else ""
-            out.append(f'<g class="legend"><title>{_esc(series[k].title or series[k].label)}</title>'
+            extra = (f'<tspan x="{lx + 26}" dy="13" font-size="11" fill="#b00">{_esc(counts[k])}</tspan>'
+                     if counts[k] else "")
+            tip = series[k].title or series[k].label
+            if counts[k]:
+                tip += f" ({info[k]['nonfinite']} NaN/Inf values: gaps in the line, ticked on the top edge)"
+            out.append(f'<g class="legend"><title>{_esc(tip)}</title>'
                        f'<line x1="{lx}" x2="{lx + 20}" y1="{ly}" y2="{ly}" stroke="{_esc(info[k]["color"])}" '
                        f'stroke-width="2.5"{dash_attr}/><text x="{lx + 26}" y="{ly + 4}" font-size="12" '
                        f'fill="#222">{_esc(labels[k])}{extra}</text></g>')
-        if shown < len(series):
-            out.append(f'<text x="{lx}" y="{top + 14 + 18 * shown}" font-size="12" fill="#777">'
-                       f"+{len(series) - shown} more (not listed)</text>")
+            ly += row
+        else:
+            k = len(series)
+        if k < len(series):
+            out.append(f'<text x="{lx}" y="{ly + 4}" font-size="12" fill="#777">'
+                       f"+{len(series) - k} more (not listed)</text>")
     out.append("</svg>")
     text = "\n".join(out) + "\n"
     if standalone:

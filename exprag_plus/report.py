@@ -11,8 +11,8 @@ changed files). Every piece of user text is HTML-escaped, and a Content-Security
 and remote loads, so the file is inert whatever the runs hold.
 
 Which value is "best": the metric's last value, lowest when the last segment of its path names a cost
-(see LOWER_IS_BETTER: loss, error, mse, perplexity, ...), highest otherwise; counters (step, epoch...)
-and non-finite values are never marked.
+(see LOWER_IS_BETTER: loss, error, mse, perplexity, ...), highest otherwise; counters (step, epoch...),
+settings (lr, learning_rate, ...) and non-finite values are never marked.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import plot, records
 
-__all__ = ["html_report", "lower_is_better", "is_counter", "best_rule", "report_metrics", "LOWER_IS_BETTER"]
+__all__ = ["html_report", "lower_is_better", "is_counter", "is_ranked", "best_rule", "report_metrics",
+           "LOWER_IS_BETTER"]
 
 LOWER_IS_BETTER = ("loss", "losses", "error", "errors", "err", "mse", "mae", "rmse", "mape", "nll", "perplexity",
                    "ppl", "wer", "cer", "fid", "regret", "cost", "latency", "time", "duration")
 COUNTERS = ("step", "steps", "epoch", "epochs", "iteration", "iterations", "iter", "global_step", "batch", "seq")
+SETTINGS = ("lr", "learning_rate", "momentum", "weight_decay", "temperature")  # plotted, never ranked
 _STATUS_COLORS = {"completed": "#1a7f37", "failed": "#cf222e", "interrupted": "#bc4c00", "running": "#0969da",
                   "crashed": "#8250df"}
 _MAX_STATUS_LINES = 40
@@ -47,6 +49,11 @@ def is_counter(path: str) -> bool:
     return last in COUNTERS
 
 
+def is_ranked(path: str) -> bool:
+    """Whether a best value makes sense: not for counters nor for settings such as a learning-rate schedule."""
+    return not is_counter(path) and path.rsplit(".", 1)[-1].lower() not in SETTINGS
+
+
 def lower_is_better(path: str) -> bool:
     """True when a word of the path's last segment names a cost: `val_loss`, `errorRate`, `test.mse`."""
     return any(w in LOWER_IS_BETTER for w in _words(path))
@@ -55,8 +62,8 @@ def lower_is_better(path: str) -> bool:
 def best_rule() -> str:
     return ("\u2605 marks the best final value of each metric across these runs: the lowest for metrics whose "
             "last name segment contains one of the words " + ", ".join(LOWER_IS_BETTER) + "; the highest "
-            "for every other metric. Counters (" + ", ".join(COUNTERS[:4]) + ", ...) and NaN/Infinity are "
-            "never marked.")
+            "for every other metric. Counters (" + ", ".join(COUNTERS[:4]) + ", ...), settings ("
+            + ", ".join(SETTINGS) + ") and NaN/Infinity are never marked.")
 
 
 def _esc(x: Any) -> str:
@@ -107,7 +114,7 @@ def report_metrics(runs: Sequence[Any]) -> List[str]:
 
 
 def _best_runs(runs: Sequence[Any], path: str) -> List[int]:
-    if is_counter(path):
+    if not is_ranked(path):
         return []
     vals = []
     for i, r in enumerate(runs):
@@ -139,7 +146,8 @@ td.best { font-weight: 700; background: #dafbe1; }
 td.bad { color: #cf222e; }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px; }
 .wrap { overflow-x: auto; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; vertical-align: -1px; margin-right: 6px; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; vertical-align: -1px;
+          margin-right: 6px; }
 .status { display: inline-block; padding: 0 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 14px; }
 figure { margin: 0; background: #fff; border: 1px solid #d0d7de; border-radius: 6px; padding: 6px; }
@@ -187,7 +195,8 @@ def _code_state(run: Any) -> str:
     status = [str(s) for s in g.get("status") or []]
     if status:
         items = "".join(f"<li><code>{_esc(s)}</code></li>" for s in status[:_MAX_STATUS_LINES])
-        more = f'<li class="note">and {len(status) - _MAX_STATUS_LINES} more</li>' if len(status) > _MAX_STATUS_LINES else ""
+        extra = len(status) - _MAX_STATUS_LINES
+        more = f'<li class="note">and {extra} more</li>' if extra > 0 else ""
         rows.append((f"dirty files ({len(status)})", f'<ul class="files">{items}{more}</ul>'))
     skipped = g.get("skipped") or []
     if skipped:
@@ -246,7 +255,7 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
         parts.append(f'<div class="wrap"><table><thead><tr><th>metric</th><th>better</th>{head}</tr></thead><tbody>')
         for p in all_paths:
             best = set(_best_runs(runs, p))
-            better = "\u2014" if is_counter(p) else ("lower" if lower_is_better(p) else "higher")
+            better = "\u2014" if not is_ranked(p) else ("lower" if lower_is_better(p) else "higher")
             cells = []
             for i, r in enumerate(runs):
                 s = r.summary.get(p)
@@ -254,7 +263,8 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
                     cells.append('<td class="num note">\u2014</td>')
                     continue
                 v = s.get("last")
-                cls = "num" + (" best" if i in best else "") + ("" if not records.is_number(v) or math.isfinite(v) else " bad")
+                cls = "num" + (" best" if i in best else "")
+                cls += " bad" if records.is_number(v) and not math.isfinite(v) else ""
                 tip = f"min {_num(s.get('min'))} \u00b7 max {_num(s.get('max'))} \u00b7 {_num(s.get('count'))} values"
                 if s.get("nonfinite"):
                     tip += f" \u00b7 {s.get('nonfinite')} NaN/Inf"
@@ -276,6 +286,8 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
         parts.append('<div class="plots">')
         for m in shown:
             series = [plot.run_series(r, m, x, color=colors[r.run_id]) for r in runs if m in r.summary]
+            for s in series:  # the short id is the key: the tables above pair it with the name and colour
+                s.label = s.label.split(" ", 1)[0]
             d = plot.draw(series, title=m, x_label=plot.x_title(s.x_kind for s in series), y_label=m,
                           width=580, height=320, standalone=False, legend_chars=22)
             parts.append(f"<figure>{d.svg}</figure>")
@@ -288,7 +300,8 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
     for r in runs:
         proc = r.process
         rows = [("id", f"<code>{_esc(r.run_id)}</code>"), ("status", _status(r.status)),
-                ("started", _esc(_when(r.started)) + " UTC"), ("ended", _esc(_when(r.ended)) + (" UTC" if r.ended else "")),
+                ("started", _esc(_when(r.started)) + " UTC"),
+                ("ended", _esc(_when(r.ended)) + (" UTC" if r.ended else "")),
                 ("duration", _esc(_duration(r.duration_s))),
                 ("host", _esc(f"{r.host.get('hostname') or '?'} ({r.host.get('platform') or '?'})")),
                 ("command", f"<code>{_esc(' '.join(str(a) for a in proc.get('argv') or []))}</code>"),

@@ -245,6 +245,10 @@ def test_plot_cli_runs_where_x_log_and_errors(main, runs_dir: Path, tmp_path: Pa
     assert rc == 0 and len(json.loads(out)["runs"]) == 1 and "latest 1 of 3 runs" in err
     rc, out, err = main("plot", "metrics.loss", "--root", str(runs_dir), "-o", "-")
     assert rc == 0 and parse_svg(out) is not None
+    rc, out, err = main("plot", "metrics.loss", "--root", str(runs_dir), "-o", str(tmp_path / "no" / "p.svg"))
+    assert rc == 2 and f"there is no folder {tmp_path / 'no'}" in err
+    rc, out, err = main("plot", "metrics.loss", "--root", str(runs_dir), "-o", str(tmp_path))
+    assert rc == 2 and "is a folder" in err
     rc, out, err = main("plot", "metrics.loss", "abcdef99", "--root", str(runs_dir))
     assert rc == 2 and "no run matches 'abcdef99'" in err
 
@@ -296,6 +300,7 @@ def test_lower_is_better_rule() -> None:
     assert R.lower_is_better("metrics.val_loss") and R.lower_is_better("eval.errorRate")
     assert R.lower_is_better("test.mse") and not R.lower_is_better("metrics.acc")
     assert not R.lower_is_better("metrics.lossless_ratio") and R.is_counter("epoch")
+    assert not R.is_ranked("train.lr") and not R.is_ranked("step") and R.is_ranked("metrics.acc")
 
 
 def test_report_is_inert_self_contained_and_marks_the_best(runs_dir: Path, repo: Path,

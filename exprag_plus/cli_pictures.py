@@ -158,7 +158,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def register(commands: Commands) -> None:
     sp = commands.add("plot", cmd_plot, "draw a metric as a self-contained SVG, one line per run "
                                         "(default: the latest 10 runs having it)")
-    sp.add_argument("metric", metavar="METRIC")
+    sp.add_argument("metric", metavar="METRIC", help="a metric path, e.g. metrics.loss (see `exprag-plus keys`)")
     sp.add_argument("runs", metavar="RUN", nargs="*",
                     help="runs to draw (default: the latest --limit runs with METRIC)")
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=WHERE_HELP)

@@ -43,7 +43,8 @@ class ExportBestModel(Action):
                 if r.metadata.get("sweep_id") == self.sweep_id and r.status == "completed"]
         best = query.best(runs, self.metric)
         winner = best["run"]
-        source = Path(self.runs_dir or "") / winner["id"] / "model.json"
+        run = next(r for r in runs if r.run_id == winner["id"])
+        source = Path(run.path).parent / run.run_id / "model.json"  # the folder the run saved its weights in
         folder = Path(interaction.text("folder", "Copy the best model to folder:")).expanduser()
         target = folder / "model.json"
         if target.exists() and not interaction.checkbox("overwrite", f"{target} exists. Overwrite it?", default=False):

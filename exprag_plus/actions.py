@@ -96,8 +96,8 @@ import time
 import traceback
 import typing
 import warnings
-from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, TextIO, Tuple,
-                    TYPE_CHECKING)
+from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Set, TextIO, Tuple,
+                    TYPE_CHECKING, cast)
 
 from . import git, records
 
@@ -165,6 +165,9 @@ class Action:
     ``@dataclass`` on top also works. Parameters must be JSON-able (or Path, Enum, datetime, tuple, set,
     nested dataclasses: rebuilt from the field types when loading).
     """
+
+    _exprag_doc: ClassVar[Optional[str]] = None
+    _exprag_auto: ClassVar[Any] = None
 
     def __init_subclass__(cls, **options: Any) -> None:
         super().__init_subclass__()
@@ -555,7 +558,7 @@ def action_fields(action: Any, name: Optional[str] = None) -> Dict[str, Any]:
                          f"characters or a leading '-', not {name!r}")
     class_path, file = _class_path(cls)
     params: Dict[str, Any] = {}
-    for f in dataclasses.fields(action):
+    for f in dataclasses.fields(cast(Any, action)):
         if f.init:
             params[f.name] = getattr(action, f.name)
     with warnings.catch_warnings():
@@ -1062,7 +1065,7 @@ def _check_prefilled(name: str, action: Action, interaction: Interaction,
     if unknown:
         k = unknown[0]
         near = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
-        flag = "--set" if interaction.__dict__.get("source") == "--set" else "answer"
+        flag = "--set" if interaction.__dict__.get("source") == "--set" else "the answer"
         more = f" (also {', '.join(repr(u) for u in unknown[1:])})" if len(unknown) > 1 else ""
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         asks = ", ".join(sorted(keys)) if keys else "nothing"
@@ -1116,7 +1119,7 @@ def run_action(run: "Run", name: str, interaction: Optional[Interaction] = None,
             fields = {"name": name, "answers": records.to_json(interaction.__dict__.get("answers", {})),
                       "status": status, "error": error, "duration_ms": duration,
                       "result": records.to_json(result) if status == "ok" else None,
-                      "code": code if ctx.commit is None else {"mode": code, "commit": ctx.commit}}
+                      "code": {"mode": code, "commit": ctx.commit}}
             record = experiment.append_record(run.path, "action_run", fields)
             if run._records is not None:
                 run._records.append(record)
@@ -1130,11 +1133,11 @@ def run_action(run: "Run", name: str, interaction: Optional[Interaction] = None,
     if isinstance(raised, KeyboardInterrupt):
         raise raised
     if raised is not None:
-        exc = ActionFailed(f"action {name!r} failed: {type(raised).__qualname__}: {raised}", record)
-        raise exc from raised
+        failed = ActionFailed(f"action {name!r} failed: {type(raised).__qualname__}: {raised}", record)
+        raise failed from raised
     stray = [k for k in interaction.unused() if k not in known]
     if stray:
-        flag = "--set" if interaction.__dict__.get("source") == "--set" else "answer"
+        flag = "--set" if interaction.__dict__.get("source") == "--set" else "the answers"
         asked = ", ".join(interaction.answers) or "nothing"
         exc2 = AnswerError(f"action {name!r} ran (status ok, recorded) but never asked for {flag} "
                            f"{', '.join(repr(k) for k in stray)}; it asked: {asked}")

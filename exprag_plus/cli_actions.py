@@ -36,7 +36,7 @@ def _row(run_id: str, run_name: str, name: str, entry: Dict[str, Any]) -> Dict[s
     return {"run_id": run_id, "short_id": ids.short_id(run_id), "run_name": run_name, "name": name,
             "class": rec.get("class"), "description": rec.get("description") or "",
             "params": records.from_json(rec.get("params") or {}), "registered": rec.get("time"),
-            "executions": len(runs), "last_status": last.get("status") if last else None,
+            "times_run": len(runs), "last_status": last.get("status") if last else None,
             "last_time": last.get("time") if last else None}
 
 
@@ -67,7 +67,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     if not rows:
         print(f"no actions registered in {where} (register them with exp.add_action(...))")
         return
-    body = [[r["short_id"], r["run_name"][:24], r["name"], r["description"][:60], str(r["executions"]),
+    body = [[r["short_id"], r["run_name"][:24], r["name"], r["description"][:60], str(r["times_run"]),
              r["last_status"] or "-"] for r in rows]
     print(table(body, ["RUN", "RUN NAME", "ACTION", "DESCRIPTION", "RUNS", "LAST"]))
 
@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(result if isinstance(result, str) else json.dumps(out["result"], indent=2, ensure_ascii=False))
     if failure is not None:
         raise failure
-    skipped = [k for k in interaction.unused()]
+    skipped = interaction.unused()
     if skipped:
         note(f"--set {', '.join(skipped)} not asked this time (the action asks {'it' if len(skipped) == 1 else 'them'} "
              "only in some cases)")

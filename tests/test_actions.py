@@ -303,7 +303,8 @@ def test_run_with_set_json_and_record(main, runs_dir: Path, xp: str) -> None:
                         "duration_ms", "result", "code"}
     assert rec["run_id"] == xp and rec["seq"] == before[-1]["seq"] + 1 and rec["pid"] == os.getpid()
     assert rec["elapsed_ms"] >= before[-1]["elapsed_ms"] and rec["time"].endswith("Z")
-    assert rec["name"] == "ExportToHub" and rec["status"] == "ok" and rec["error"] is None and rec["code"] == "current"
+    assert rec["name"] == "ExportToHub" and rec["status"] == "ok" and rec["error"] is None
+    assert rec["code"] == {"mode": "current", "commit": None}
     assert rec["answers"] == {"target": "HF Hub", "name": "my-model", "private": True}  # the default is recorded
     assert rec["result"] == {"pushed": "my-model", "private": True, "model": "ckpt.pt"}
     assert isinstance(rec["duration_ms"], float) and 0 <= rec["duration_ms"] < 5000
@@ -387,11 +388,11 @@ def test_list_and_show(main, runs_dir: Path, xp: str) -> None:
     rc, out, err = main("actions", "list", "--root", str(runs_dir), "--json")
     data = j(out)
     assert rc == 0 and data["runs"] == 2
-    assert [(a["name"], a["executions"], a["last_status"]) for a in data["actions"]] == [
+    assert [(a["name"], a["times_run"], a["last_status"]) for a in data["actions"]] == [
         ("ExportToHub", 1, "ok"), ("Boom", 1, "error"), ("Dynamic", 0, None)]
     first = data["actions"][0]
     assert set(first) == {"run_id", "short_id", "run_name", "name", "class", "description", "params", "registered",
-                          "executions", "last_status", "last_time"}
+                          "times_run", "last_status", "last_time"}
     assert first["run_id"] == xp and first["run_name"] == "train" and first["params"] == {"model": "ckpt.pt", "default_name": "my-model"}
     assert first["description"] == "Export the model to the Hub or to a folder." and first["class"].endswith(":ExportToHub")
     rc, out, err = main("actions", "list", "latest", "--root", str(runs_dir))
@@ -543,7 +544,8 @@ def test_code_run_uses_the_runs_own_commit(repo: Path) -> None:
     assert git(repo, "worktree", "list").count("\n") == 2
     recs = [r for r in read_lines(next((repo / ".runs").glob("*.jsonl"))) if r["type"] == "action_run"]
     commit = [r for r in read_lines(next((repo / ".runs").glob("*.jsonl")))][0]["git"]["commit"]
-    assert [r["code"] for r in recs] == ["current", {"mode": "run", "commit": commit}, {"mode": "run", "commit": commit}]
+    assert [r["code"] for r in recs] == [{"mode": "current", "commit": None}, {"mode": "run", "commit": commit},
+                                         {"mode": "run", "commit": commit}]
 
 
 # --- a real terminal -------------------------------------------------------------------------------
@@ -600,20 +602,22 @@ def test_terminal_numbered_choice_reask_and_set_hint(tmp_path: Path) -> None:
         with Experiment("x", root="runs") as exp:
             exp.add_action(acts_t.ExportToHub(model="m"))
     """, cwd=work, env=env)
-    rc, screen = _pty_session(["actions", "run", "latest", "ExportToHub", "--root", "runs", "--set", "private=no"],
-                              work, [("choose 1-2: ", "9\n"), ("try again", "hf hub\n"),
-                                     ("Hub model name: [Enter: my-model]  (prefill: --set name=...): ", "\n")], env)
+    rc, screen = _pty_session(["actions", "run", "latest", "ExportToHub", "--root", "runs"], work,
+                              [("choose 1-2: ", "9\n"), ("try again", "hf hub\n"),
+                               ("Hub model name: [Enter: my-model]  (prefill: --set name=...): ", "\n"),
+                               ("Private repo? [y/N]  (prefill: --set private=...): ", "maybe\n"),
+                               ("use true/false, yes/no, y/n or 1/0; try again", "Y\n")], env)
     assert rc == 0, screen
     assert "Export to:  (prefill: --set target=...)\n  1) HF Hub\n  2) Local folder\nchoose 1-2: " in screen
     assert "'9' is not a choice: type a number from 1 to 2 or one of 'HF Hub', 'Local folder'; try again" in screen
-    assert "Private repo? no  (from --set private)" in screen
-    assert '"pushed": "my-model"' in screen
-    rc, screen = _pty_session(["actions", "run", "latest", "ExportToHub", "--root", "runs"], work,
-                              [("choose 1-2: ", "2\n"), ("Output folder:  (prefill: --set folder=...): ", "\n"),
-                               ("an answer is needed", "out dir\n")], env)
+    assert '"pushed": "my-model"' in screen and '"private": true' in screen
+    rc, screen = _pty_session(["actions", "run", "latest", "ExportToHub", "--root", "runs", "--set", "target=Local folder"],
+                              work, [("Output folder:  (prefill: --set folder=...): ", "\n"),
+                                     ("an answer is needed", "out dir\n")], env)
     assert rc == 0 and '"saved": "out dir"' in screen, screen
+    assert "Export to: Local folder  (from --set target)" in screen
     recs = [r for r in read_lines(next((work / "runs").glob("*.jsonl"))) if r["type"] == "action_run"]
-    assert [r["answers"] for r in recs] == [{"target": "HF Hub", "name": "my-model", "private": False},
+    assert [r["answers"] for r in recs] == [{"target": "HF Hub", "name": "my-model", "private": True},
                                             {"target": "Local folder", "folder": "out dir"}]
 
 
@@ -637,4 +641,4 @@ def test_example_export_best_model_end_to_end(tmp_path: Path) -> None:
     assert p.returncode == 1 and "model.json exists; pass --set overwrite=true to replace it" in p.stderr
     p = cli_noinput("actions", "list", "--json", cwd=tmp_path, env=env)
     (row,) = j(p.stdout)["actions"]
-    assert (row["name"], row["executions"], row["last_status"]) == ("ExportBestModel", 2, "error")
+    assert (row["name"], row["times_run"], row["last_status"]) == ("ExportBestModel", 2, "error")

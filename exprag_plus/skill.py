@@ -66,7 +66,7 @@ exprag-plus best <metric> --json
 ```
 
 ```json
-{"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)",
+{"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)", "minimize": false, "final": false,
  "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false, "metrics": {}},
  "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "without_metric": 1, "ranking": []}
 ```
@@ -124,6 +124,16 @@ exprag-plus runs --where '<path>>=<value>' --json
 exprag-plus show <run> --json
 ```
 
+```json
+{"id": "...", "short_id": "9f8e7d6c", "started": "...", "ended": "...", "duration_s": 61.2, "name": "lr sweep",
+ "status": "failed", "error": {"type": "RuntimeError", "message": "CUDA out of memory", "traceback": "..."},
+ "commit": "...", "branch": "run/...", "dirty": true, "metrics": {"metrics.val_acc": 0.91},
+ "metadata": {"hparams": {"lr": 0.01}}, "process": {"argv": ["train.py", "--lr", "0.01"], "cwd": "..."},
+ "host": {"hostname": "gpu1"}, "git": {"commit": "...", "base_commit": "...", "status": [" M train.py"]},
+ "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
+ "records": {"run_start": 1, "track": 20, "run_end": 1}, "path": ".runs/....jsonl"}
+```
+
 **Where is the code of a run?** Restore it into a new git worktree: the user's checkout, index and
 branches are untouched. The command prints the folder (the run's working subdirectory inside it).
 
@@ -157,8 +167,27 @@ it runs. Booleans take true/false/yes/no/1/0.
 
 ```bash
 exprag-plus actions list --json
+```
+
+```json
+{"runs": 4, "actions": [{"run_id": "...", "short_id": "1322f8d4", "run_name": "sweep", "name": "ExportBestModel",
+  "class": "export_best_model:ExportBestModel", "description": "copy the best run's weights to a folder",
+  "params": {"metric": "metrics.val_acc"}, "registered": "2026-11-25T00:26:18.643093Z",
+  "times_run": 0, "last_status": null, "last_time": null}]}
+```
+
+```bash
 exprag-plus actions run <run> <action> --no-input --set <key>=<answer> --json
 ```
+
+```json
+{"run_id": "...", "name": "ExportBestModel", "status": "ok", "answers": {"folder": "out"},
+ "result": {"copied_to": "out/model.json"}, "error": null}
+```
+
+A missing answer exits 2 with `"status": "error"` and an `error.message` such as `action
+'ExportBestModel' needs an answer for 'folder' ("Copy the best model to folder:"): any text; pass
+--set folder=...`. `exprag-plus actions show <run> <action>` lists its parameters and past executions.
 
 **Task schemas** (shell commands with declared inputs and outputs): inspect one, then run it as a
 recorded run; `--dry-run` prints the commands without running them.

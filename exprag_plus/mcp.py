@@ -24,9 +24,9 @@ both eras):
 - Features a version lacks are left out for it: 2024-11-05 has no tool annotations, 2025-03-26 adds
   them, 2025-06-18 adds `title`, `outputSchema` and `structuredContent`.
 
-Errors: bad tool arguments, an unknown run or metric, and every QueryError/NoResult/RunNotFound/
-CodeStateError/GitError/ValueError/OSError of the library are tool results with `isError: true` and a
-one-line reason; an unknown tool is -32602, an unknown method -32601, a line that is not JSON -32700
+Errors: bad tool arguments, an unknown run, metric or action, a missing answer, and every QueryError/
+NoResult/RunNotFound/CodeStateError/GitError/Action*/ValueError/OSError of the library are tool results with
+`isError: true` and a one-line reason; an unknown tool is -32602, an unknown method -32601, a line that is not JSON -32700
 (id null), a message that is not a request -32600. Notifications never get a response. The server
 never dies on bad input.
 
@@ -81,8 +81,9 @@ INSTRUCTIONS = (
     "Experiment memory of this repository: runs recorded with exprag_plus.Experiment (metadata, tracked "
     "metrics, the exact code). Discover names with `keys`, list with `list_runs`, rank with `best_run`, "
     "read curves with `metric_history`, see what changed with `compare_runs` and `code_diff`, get a run's "
-    "code in a new git worktree with `restore_run`. Runs are referenced by id, unique prefix or suffix "
-    "(>= 6 characters), `latest` or `latest~N`."
+    "code in a new git worktree with `restore_run`, run the post-run actions a run registered with "
+    "`list_actions` and `run_action`, read task schemas with `task_info`. Runs are referenced by id, "
+    "unique prefix or suffix (>= 6 characters), `latest` or `latest~N`."
 )
 
 
@@ -109,6 +110,10 @@ def one_line(text: Any, limit: int = MAX_REASON) -> str:
 
 class ArgumentError(ValueError):
     """A tool argument that does not fit the tool's input schema."""
+
+
+class ToolFailure(RuntimeError):
+    """A call that was understood but did not succeed; the message is the reason (an `isError` result)."""
 
 
 _TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean",
@@ -197,13 +202,9 @@ class Tool:
             schema["required"] = list(self.required)
         return schema
 
-    def annotations(self, version: str) -> Dict[str, Any]:
-        ann: Dict[str, Any] = {"title": self.title, "readOnlyHint": self.read_only}
-        if not self.read_only:
-            ann["destructiveHint"] = self.destructive
-        ann["idempotentHint"] = self.idempotent
-        ann["openWorldHint"] = False
-        return ann
+    def annotations(self) -> Dict[str, Any]:
+        return {"title": self.title, "readOnlyHint": self.read_only, "destructiveHint": self.destructive,
+                "idempotentHint": self.idempotent, "openWorldHint": False}
 
     def describe(self, version: str) -> Dict[str, Any]:
         """The tools/list entry, with only what `version` defines."""
@@ -215,7 +216,7 @@ class Tool:
         if at_least(version, "2025-06-18"):
             d["outputSchema"] = copy.deepcopy(self.output)
         if at_least(version, "2025-03-26"):
-            d["annotations"] = self.annotations(version)
+            d["annotations"] = self.annotations()
         return d
 
     def arguments(self, args: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -313,6 +314,43 @@ def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return codestate.restore(_run(srv, a["run"]), a["into"], checkout=False)
 
 
+def _list_actions(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    from . import actions
+    from .cli_actions import _row  # the rows of `exprag-plus actions list --json`
+
+    rows: List[Dict[str, Any]] = []
+    if a["run"]:
+        run = _run(srv, a["run"])
+        rows = [_row(run.run_id, run.name, name, entry) for name, entry in actions.action_records(run.records).items()]
+        return {"actions": rows, "runs": 1}
+    files = ids.run_files(srv.root)
+    for path in reversed(files):  # newest run first, as list_runs orders them
+        start, table = actions.scan_file(path)
+        run_id = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
+        rows += [_row(run_id, str((start or {}).get("name", "")), name, entry) for name, entry in table.items()]
+    return {"actions": rows, "runs": len(files)}
+
+
+_ACTIONS_LOCK = threading.Lock()  # run_action imports classes (sys.path, sys.modules): one at a time
+
+
+def _run_action(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    from . import actions
+
+    run = _run(srv, a["run"])
+    interaction = actions.PrefilledInteraction(a["answers"], source="answers",
+                                               reason="an MCP tool call cannot ask questions")
+    with _ACTIONS_LOCK:
+        try:
+            record = run.run_action(a["name"], interaction, code=a["code"])
+        except actions.ActionFailed as exc:
+            raise ToolFailure(f"{exc} (recorded in run {run.short_id}: see list_actions, or "
+                              f"`exprag-plus actions show {run.short_id} {a['name']}` for the traceback)") from None
+    return {"run_id": run.run_id, "name": a["name"], "status": record.get("status"),
+            "answers": record.get("answers", {}), "result": record.get("result"),
+            "duration_ms": record.get("duration_ms"), "code": record.get("code")}
+
+
 def _task_info(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     from .schema import TaskSchema
 
@@ -392,6 +430,29 @@ def _tools() -> Dict[str, Tool]:
                              "server's working directory)")},
              ("run",), _obj({"run_id": _S, "commit": _S, "path": _S, "cwd": _S, "checked_out": _B}),
              _restore_run, read_only=False, destructive=False, idempotent=False),
+        Tool("list_actions", "List post-run actions",
+             "The post-run actions registered in one run, or in every run (newest run first): name, class, "
+             "description, params, how many times each was run and the last status. Run one with run_action.",
+             {"run": _p(_S, RUN_TEXT + " (default: every run)")}, (),
+             _obj({"actions": _arr(_obj({"run_id": _S, "short_id": _S, "run_name": _S, "name": _S, "class": _ANY,
+                                         "description": _S, "params": _ANY, "times_run": _I, "last_status": _NS},
+                                        ["run_id", "name", "times_run"])),
+                   "runs": _I}), _list_actions),
+        Tool("run_action", "Run a post-run action",
+             "Execute a post-run action of a run (see list_actions) and record it in the run (an action_run "
+             "record). Nothing can be asked interactively: give every answer up front in `answers` ({key: "
+             "value}; booleans true/false, a choice as its text); a question without an answer and without a "
+             "default is an error naming the key and what it accepts. The action runs user code: it may change "
+             "things outside this server.",
+             {"run": _p(_S, RUN_TEXT), "name": _p(_S, "the action's name, exactly (see list_actions)"),
+              "answers": _p({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                            "answers to the action's questions by key", default={}),
+              "code": _p(_S, "import the action's class from the current code, or from the run's own commit "
+                             "(a temporary git worktree)", enum=["current", "run"], default="current")},
+             ("run", "name"),
+             _obj({"run_id": _S, "name": _S, "status": _S, "answers": _O, "result": _ANY, "duration_ms": _ANY,
+                   "code": _ANY}, ["run_id", "name", "status", "answers", "result"]),
+             _run_action, read_only=False, destructive=True, idempotent=False),
         Tool("task_info", "Describe a task schema",
              "What a task schema file (.yaml/.yml, .json or .toml; hpcflow keys) declares: objective, inputs "
              "with defaults, outputs, and each action's commands, inputs and outputs. Validation errors say "
@@ -406,8 +467,14 @@ def _tools() -> Dict[str, Tool]:
 TOOLS: Dict[str, Tool] = _tools()
 
 # Failures that are the caller's to fix or a well-formed request that found nothing: `isError` results.
-_TOOL_FAILURES: Tuple[type, ...] = (ArgumentError, query.QueryError, query.NoResult, ids.RunNotFound,
-                                    codestate.CodeStateError, git.GitError, ValueError, OSError)
+def _failures() -> Tuple[type, ...]:
+    from . import actions
+
+    return (ArgumentError, ToolFailure, query.QueryError, query.NoResult, ids.RunNotFound, codestate.CodeStateError,
+            git.GitError, actions.ActionNotFound, actions.ActionLoadError, ValueError, OSError)
+
+
+_TOOL_FAILURES = _failures()
 
 
 def call_tool(srv: "Server", tool: Tool, arguments: Optional[Dict[str, Any]], version: str) -> Dict[str, Any]:

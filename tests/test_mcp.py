@@ -22,6 +22,27 @@ import pytest
 from conftest import GIT_ENV, ROOT, git
 
 TRAIN = "print('train v1')\n"
+ACTIONS_MODULE = textwrap.dedent("""\
+    import os
+    import sys
+
+    from exprag_plus import Action
+
+
+    class Publish(Action):
+        \"\"\"Publish the model somewhere\"\"\"
+
+        model: str = "mlp"
+
+        def execute(self, interaction):
+            target = interaction.choice("target", "Publish to:", ["hub", "folder"])
+            private = interaction.checkbox("private", "Private?", default=True)
+            print("noise from print")  # none of this may reach the protocol stream
+            sys.stdout.write("noise from sys.stdout\\n")
+            sys.stdout.flush()
+            os.system("echo noise from a child process")
+            return {"target": target, "private": private, "model": self.model}
+    """)
 TRAIN_DIRTY = "print('train v2: tuned')\n"
 SCHEMA = textwrap.dedent("""\
     objective: add one twice
@@ -41,7 +62,7 @@ SCHEMA = textwrap.dedent("""\
 HANDSHAKE = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 MODERN = "2026-07-28"
 ALL_TOOLS = {"list_runs", "keys", "show_run", "best_run", "metric_history", "compare_runs", "code_diff",
-             "restore_run", "task_info"}
+             "restore_run", "list_actions", "run_action", "task_info"}
 
 
 def server_env(world: Dict[str, Any]) -> Dict[str, str]:
@@ -62,15 +83,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     env = server_env(w)
     repo = w["repo"]
     repo.mkdir()
-    for args in (["init", "-q", "-b", "main"], ["add", "train.py"], ["commit", "-qm", "first"]):
+    for args in (["init", "-q", "-b", "main"], ["add", "train.py", "publish.py"], ["commit", "-qm", "first"]):
         if args[0] == "add":
             (repo / "train.py").write_text(TRAIN)
+            (repo / "publish.py").write_text(ACTIONS_MODULE)
         subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
 
     def record(name: str, lr: float, steps: int, nan_last: bool = False) -> None:
         code = textwrap.dedent(f"""
             from exprag_plus import Experiment
+            from publish import Publish
             with Experiment({name!r}, metadata={{"hparams": {{"lr": {lr}}}, "model": "mlp"}}, root={str(w['runs'])!r}) as e:
+                if {not nan_last}:
+                    e.add_action(Publish(model="mlp"))
                 for step in range({steps}):
                     e.track({{"step": step, "loss": 1.0 / (step + 1) * {lr * 10}, "acc": step / {steps}}})
                 if {nan_last}:
@@ -207,8 +232,8 @@ def run_sdk(world: Dict[str, Any], mode: str, body: Any, module: str = "exprag_p
     return asyncio.run(main())
 
 
-async def call(client: Any, name: str, **arguments: Any) -> Any:
-    res = await client.call_tool(name, arguments)
+async def call(client: Any, tool: str, **arguments: Any) -> Any:
+    res = await client.call_tool(tool, arguments)
     assert not res.is_error, res.content[0].text
     data = json.loads(res.content[0].text)
     assert res.structured_content == data
@@ -226,6 +251,7 @@ async def exercise_every_tool(client: Any, mcp: Any, world: Dict[str, Any]) -> N
     assert tools["list_runs"].annotations.read_only_hint is True
     assert tools["restore_run"].annotations.read_only_hint is False
     assert tools["restore_run"].annotations.destructive_hint is False
+    assert tools["run_action"].annotations.destructive_hint is True
 
     runs = await call(client, "list_runs")
     assert (runs["total"], runs["shown"]) == (2, 2) and runs["runs"][0]["id"] == tuned_id
@@ -251,6 +277,14 @@ async def exercise_every_tool(client: Any, mcp: Any, world: Dict[str, Any]) -> N
     assert "-print('train v1')" in diff["diff"] and "+print('train v2: tuned')" in diff["diff"]
     stat = await call(client, "code_diff", a=base_id, stat=True)
     assert "train.py" in stat["diff"] and stat["b"] == "worktree"
+    acts = await call(client, "list_actions")
+    assert [(x["name"], x["run_id"]) for x in acts["actions"]] == [("Publish", base_id)] and acts["runs"] == 2
+    times = (await call(client, "list_actions", run=base_id[:13]))["actions"][0]["times_run"]
+    done = await call(client, "run_action", run=base_id, name="Publish", answers={"target": "folder", "private": False})
+    assert done["status"] == "ok" and done["result"] == {"target": "folder", "private": False, "model": "mlp"}
+    done = await call(client, "run_action", run=base_id, name="Publish", answers={"target": "HUB"})
+    assert done["answers"] == {"target": "hub", "private": True}  # defaults are used and recorded
+    assert (await call(client, "list_actions", run=base_id))["actions"][0]["times_run"] == times + 2
     info = await call(client, "task_info", path=str(world["base"] / "task.yaml"))
     assert info["objective"] == "add one twice" and [a["outputs"] for a in info["actions"]] == [["p2"], ["p3"]]
 
@@ -264,6 +298,11 @@ async def exercise_every_tool(client: Any, mcp: Any, world: Dict[str, Any]) -> N
         ("list_runs", {"where": ["nonsense"]}, ["bad --where"]),
         ("keys", {"bogus": 1}, ["unknown argument 'bogus'"]),
         ("task_info", {"path": str(world["base"] / "missing.yaml")}, ["cannot read"]),
+        ("run_action", {"run": base_id, "name": "Publish"}, ["'target'", "one of 'hub', 'folder'", "answers"]),
+        ("run_action", {"run": base_id, "name": "Publish", "answers": {"target": "moon"}}, ["'moon'", "not a valid choice"]),
+        ("run_action", {"run": base_id, "name": "Publsh", "answers": {}}, ["did you mean 'Publish'"]),
+        ("run_action", {"run": base_id, "name": "Publish", "answers": {"target": ["hub"]}}, ["argument 'answers'.target"]),
+        ("run_action", {"run": base_id, "name": "Publish", "code": "yesterday"}, ["'code' must be one of"]),
     ]:
         res = await client.call_tool(name, args)
         text = res.content[0].text
@@ -416,9 +455,14 @@ def test_stdout_carries_only_protocol_even_when_the_library_warns(raw: Any, worl
     shown = structured(c.request("tools/call", {"name": "show_run", "arguments": {"run": world["baseline"]}})["result"])
     assert shown["name"] == "baseline"
     assert structured(c.request("tools/call", {"name": "list_runs", "arguments": {}})["result"])["total"] == 2
+    done = c.request("tools/call", {"name": "run_action", "arguments": {  # prints, and its child echoes
+        "run": world["baseline"], "name": "Publish", "answers": {"target": "hub"}}})["result"]
+    assert structured(done)["status"] == "ok"
     assert c.close() == 0
     c.assert_only_jsonrpc()
-    assert "skipped a corrupt line" in c.stderr()
+    err = c.stderr()
+    assert "skipped a corrupt line" in err and "noise from print" in err and "noise from sys.stdout" in err
+    assert "noise from a child process" in err
 
 
 def test_stdin_eof_exits_zero_promptly(raw: Any) -> None:

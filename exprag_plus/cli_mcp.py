@@ -21,7 +21,7 @@ import re
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from . import git
 from .cli import PROG, Commands, Failure, UsageError, note
@@ -32,10 +32,11 @@ CLIENTS = ("claude", "codex", "cursor")
 
 def server_command(root: Optional[str] = None) -> Dict[str, Any]:
     """The `command`/`args` that start this server."""
+    prefix: List[str] = []
     if shutil.which(PROG):
-        command, prefix = PROG, []
+        command = PROG
     elif os.path.basename(sys.argv[0] or "") in (PROG, PROG + ".exe") and os.path.isfile(sys.argv[0]):
-        command, prefix = os.path.abspath(sys.argv[0]), []
+        command = os.path.abspath(sys.argv[0])
     else:
         command, prefix = sys.executable, ["-m", "exprag_plus"]
     args = prefix + ["mcp"]

@@ -46,9 +46,9 @@ import threading
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
-from . import __version__, codestate, git, ids, query, records, store
+from . import __version__, actions, codestate, git, ids, query, records, store
 
 PROG = "exprag-plus mcp"
 SERVER_NAME = "exprag-plus"
@@ -315,7 +315,6 @@ def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _list_actions(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    from . import actions
     from .cli_actions import _row  # the rows of `exprag-plus actions list --json`
 
     rows: List[Dict[str, Any]] = []
@@ -335,8 +334,6 @@ _ACTIONS_LOCK = threading.Lock()  # run_action imports classes (sys.path, sys.mo
 
 
 def _run_action(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    from . import actions
-
     run = _run(srv, a["run"])
     interaction = actions.PrefilledInteraction(a["answers"], source="answers",
                                                reason="an MCP tool call cannot ask questions")
@@ -466,15 +463,10 @@ def _tools() -> Dict[str, Tool]:
 
 TOOLS: Dict[str, Tool] = _tools()
 
-# Failures that are the caller's to fix or a well-formed request that found nothing: `isError` results.
-def _failures() -> Tuple[type, ...]:
-    from . import actions
-
-    return (ArgumentError, ToolFailure, query.QueryError, query.NoResult, ids.RunNotFound, codestate.CodeStateError,
-            git.GitError, actions.ActionNotFound, actions.ActionLoadError, ValueError, OSError)
-
-
-_TOOL_FAILURES = _failures()
+# Failures that are the caller's to fix, or a well-formed request that found nothing: `isError` results.
+_TOOL_FAILURES: Tuple[Type[BaseException], ...] = (
+    ArgumentError, ToolFailure, query.QueryError, query.NoResult, ids.RunNotFound, codestate.CodeStateError,
+    git.GitError, actions.ActionNotFound, actions.ActionLoadError, ValueError, OSError)
 
 
 def call_tool(srv: "Server", tool: Tool, arguments: Optional[Dict[str, Any]], version: str) -> Dict[str, Any]:

@@ -101,7 +101,6 @@ def main() -> int:
 
         status_z = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
         counter = [0]
-        results = {"mktree": [], "index": [], "add": []}
         trees = {"mktree": set(), "index": set(), "add": set()}
 
         def capture(method: str):

@@ -604,19 +604,53 @@ def scan_file(path: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Dict[str, 
     if b'"type":"action' not in data:
         nl = data.find(b"\n")
         first = data if nl < 0 else data[:nl]
-        return store._parse(first, path, 1, nl < 0), {}
+        return store.parse_line(first, path, 1, nl < 0), {}
     recs = []
     start = None
     lines = data.split(b"\n")
     for i, line in enumerate(lines):
         if i == 0 or b'"type":"action' in line:
-            rec = store._parse(line, path, i + 1, i == len(lines) - 1)
+            rec = store.parse_line(line, path, i + 1, i == len(lines) - 1)
             if rec is None:
                 continue
             if i == 0 and rec.get("type") == "run_start":
                 start = rec
             recs.append(rec)
     return start, action_records(recs)
+
+
+def action_row(run_id: str, run_name: str, name: str, entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One row of `actions list`: what the action is and how its executions went."""
+    from . import ids
+
+    rec, runs = entry["record"], entry["executions"]
+    last = runs[-1] if runs else None
+    return {"run_id": run_id, "short_id": ids.short_id(run_id), "run_name": run_name, "name": name,
+            "class": rec.get("class"), "description": rec.get("description") or "",
+            "params": records.from_json(rec.get("params") or {}), "registered": rec.get("time"),
+            "times_run": len(runs), "last_status": last.get("status") if last else None,
+            "last_time": last.get("time") if last else None}
+
+
+def listing(root: str, run: Optional["Run"] = None) -> Dict[str, Any]:
+    """Every registered action of one run, or of every run in `root` (newest run first)."""
+    from . import ids
+
+    if run is not None:
+        rows = [action_row(run.run_id, run.name, name, entry)
+                for name, entry in action_records(run.records).items()]
+        return {"actions": rows, "runs": 1}
+    files = ids.run_files(root)
+    rows = []
+    for path in reversed(files):
+        try:
+            start, table = scan_file(path)
+        except OSError as exc:
+            warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", stacklevel=2)
+            continue
+        run_id = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
+        rows += [action_row(run_id, str((start or {}).get("name", "")), name, entry) for name, entry in table.items()]
+    return {"actions": rows, "runs": len(files)}
 
 
 def _not_found(run: "Run", name: str, names: Sequence[str]) -> ActionNotFound:
@@ -722,7 +756,7 @@ class _Code:
     def close(self) -> None:
         if self.worktree and not self.keep:
             try:
-                git._git(["worktree", "remove", "--force", self.worktree], self._repo)
+                git.remove_worktree(self._repo, self.worktree)
             except git.GitError as exc:
                 warnings.warn(f"exprag-plus: could not remove the worktree {self.worktree}: {exc}")
             self.worktree = None
@@ -768,8 +802,8 @@ def _no_new_runs(module: str) -> Iterator[None]:
     @functools.wraps(original)
     def guarded(self: Any, *args: Any, **kwargs: Any) -> None:
         if threading.get_ident() == me:
-            raise _NewRunRefused(f"importing it started a new Experiment: keep the script's run under "
-                                 f"`if __name__ == \"__main__\":` so that loading its actions does not run it again")
+            raise _NewRunRefused("importing it started a new Experiment: keep the script's run under "
+                                 "`if __name__ == \"__main__\":` so that loading its actions does not run it again")
         original(self, *args, **kwargs)
 
     experiment.Experiment.__init__ = guarded  # type: ignore[method-assign]

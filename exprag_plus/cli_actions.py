@@ -10,60 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from . import actions, git, ids, records, store
-from .cli import Commands, Failure, UsageError, emit_json, note, num, table, when
-
-
-def _root(args: argparse.Namespace) -> str:
-    return ids.runs_dir(getattr(args, "root", None))
-
-
-def _run(args: argparse.Namespace, ref: str) -> store.Run:
-    return store.Run.read(ids.resolve(ref, _root(args)), full=True)
-
-
-def _last(executions: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    return executions[-1] if executions else None
-
-
-def _row(run_id: str, run_name: str, name: str, entry: Dict[str, Any]) -> Dict[str, Any]:
-    rec, runs = entry["record"], entry["executions"]
-    last = _last(runs)
-    return {"run_id": run_id, "short_id": ids.short_id(run_id), "run_name": run_name, "name": name,
-            "class": rec.get("class"), "description": rec.get("description") or "",
-            "params": records.from_json(rec.get("params") or {}), "registered": rec.get("time"),
-            "times_run": len(runs), "last_status": last.get("status") if last else None,
-            "last_time": last.get("time") if last else None}
+from . import actions, git, records, store
+from .cli import Commands, Failure, UsageError, _root, _run, emit_json, note, num, table, when
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    rows: List[Dict[str, Any]] = []
-    where = ""
-    if args.run:
-        run = _run(args, args.run)
-        where = f"run {run.short_id}"
-        for name, entry in actions.action_records(run.records).items():
-            rows.append(_row(run.run_id, run.name, name, entry))
-        scanned = 1
-    else:
-        files = ids.run_files(_root(args))
-        scanned = len(files)
-        where = f"{scanned} run(s)"
-        for path in reversed(files):  # newest run first, as `runs` lists them
-            try:
-                start, table_ = actions.scan_file(path)
-            except OSError as exc:
-                note(f"warning: {path}: unreadable ({exc.strerror or exc})")
-                continue
-            run_id = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
-            for name, entry in table_.items():
-                rows.append(_row(run_id, str((start or {}).get("name", "")), name, entry))
+    run = _run(args, args.run) if args.run else None
+    res = actions.listing(_root(args), run)
+    rows, scanned = res["actions"], res["runs"]
+    where = f"run {run.short_id}" if run is not None else f"{scanned} run(s)"
     if args.json:
-        return emit_json({"actions": rows, "runs": scanned})
+        return emit_json(res)
     if not rows:
         print(f"no actions registered in {where} (register them with exp.add_action(...))")
         return

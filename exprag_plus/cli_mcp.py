@@ -20,11 +20,11 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional
 
 from . import git
 from .cli import PROG, Commands, Failure, UsageError, note
+from .files import write_atomic
 
 SERVER_KEY = "exprag-plus"
 CLIENTS = ("claude", "codex", "cursor")
@@ -156,30 +156,6 @@ def _read(path: str) -> Optional[str]:
         raise Failure(f"{path} is not UTF-8 text; fix it or add the entry by hand") from None
 
 
-def _write_atomic(path: str, text: str) -> None:
-    real = os.path.realpath(path)
-    folder = os.path.dirname(real)
-    os.makedirs(folder, exist_ok=True)
-    mode = None
-    try:
-        mode = os.stat(real).st_mode & 0o7777
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def install(client: str, root: Optional[str], write: bool) -> None:
     path = config_path(client)
     entry = server_command(root)
@@ -197,7 +173,7 @@ def install(client: str, root: Optional[str], write: bool) -> None:
     if before == text:
         note(f"{path} already registers {SERVER_KEY}; nothing changed")
         return
-    _write_atomic(path, text)
+    write_atomic(path, text)
     note(f"{'updated' if before is not None else 'wrote'} {path}: {SERVER_KEY} runs "
          f"`{' '.join([entry['command']] + entry['args'])}`")
 

@@ -10,11 +10,11 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from typing import Any, Dict, List
 
 from . import ids, plot, query, report, store
 from .cli import Commands, UsageError, _root, emit_json, note
+from .files import write_atomic
 from .query import NoResult
 
 DEFAULT_LIMIT = 10
@@ -54,27 +54,10 @@ def _write(path: str, text: str) -> str:
         raise UsageError(f"-o {path!r} is a folder; give a file name")
     if not os.path.isdir(folder):
         raise UsageError(f"-o {path!r}: there is no folder {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, full)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(full, text)
     if existed:
         note(f"replaced {path}")
     return full
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _ordered(runs: List[store.Run], explicit: bool, limit: int, what: str) -> List[store.Run]:

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from . import git, ids, records
 from .records import Summary, dumps, to_json

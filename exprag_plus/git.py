@@ -50,6 +50,7 @@ __all__ = [
     "capture_state",
     "diff",
     "add_worktree",
+    "remove_worktree",
     "checkout",
     "run_branches",
     "delete_ref",
@@ -1092,6 +1093,12 @@ def add_worktree(repo: str, commit: str, into: Optional[str] = None) -> str:
                 raise GitError(f"target exists and is not empty: {target}")
     _git(["worktree", "add", "--detach", "--quiet", target, oid], repo)
     return target
+
+
+def remove_worktree(repo: str, path: str) -> None:
+    """Remove a worktree made by `add_worktree` (its files and git's record of it)."""
+    _check_repo_dir(repo)
+    _git(["worktree", "remove", "--force", os.path.abspath(path)], repo)
 
 
 def _dirty_paths(repo: str) -> List[str]:

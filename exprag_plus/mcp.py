@@ -315,19 +315,7 @@ def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _list_actions(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    from .cli_actions import _row  # the rows of `exprag-plus actions list --json`
-
-    rows: List[Dict[str, Any]] = []
-    if a["run"]:
-        run = _run(srv, a["run"])
-        rows = [_row(run.run_id, run.name, name, entry) for name, entry in actions.action_records(run.records).items()]
-        return {"actions": rows, "runs": 1}
-    files = ids.run_files(srv.root)
-    for path in reversed(files):  # newest run first, as list_runs orders them
-        start, table = actions.scan_file(path)
-        run_id = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
-        rows += [_row(run_id, str((start or {}).get("name", "")), name, entry) for name, entry in table.items()]
-    return {"actions": rows, "runs": len(files)}
+    return actions.listing(srv.root, _run(srv, a["run"]) if a["run"] else None)
 
 
 _ACTIONS_LOCK = threading.Lock()  # run_action imports classes (sys.path, sys.modules): one at a time

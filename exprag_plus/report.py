@@ -18,7 +18,6 @@ settings (lr, learning_rate, ...) and non-finite values are never marked.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -320,8 +319,8 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
                 f'<tr><td><code>{_esc(k)}</code></td><td class="mono">{_esc(_num(v))}</td></tr>' for k, v in md)
                 + "</tbody></table>")
         parts.append("</article>")
-    parts.append(f"<footer>Static page written by exprag-plus: no scripts, nothing loaded from elsewhere. "
-                 f"Query the same runs with <code>exprag-plus runs</code>, <code>show RUN</code>, "
-                 f"<code>compare RUN RUN</code>.</footer>")
+    parts.append("<footer>Static page written by exprag-plus: no scripts, nothing loaded from elsewhere. "
+                 "Query the same runs with <code>exprag-plus runs</code>, <code>show RUN</code>, "
+                 "<code>compare RUN RUN</code>.</footer>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"

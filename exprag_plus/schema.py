@@ -192,7 +192,7 @@ def _suggest(word: Any, allowed: Iterable[str]) -> str:
 def _check_keys(ctx: _Ctx, d: Any, path: Tuple[Any, ...], allowed: Sequence[str], required: Sequence[str],
                 what: str) -> Mapping[str, Any]:
     if not isinstance(d, Mapping):
-        raise ctx.error(path, f"{what} must be a mapping, got {_kind(d)}", f"write it as 'key: value' lines")
+        raise ctx.error(path, f"{what} must be a mapping, got {_kind(d)}", "write it as 'key: value' lines")
     for k in d:
         if k not in allowed:
             raise ctx.error(path + (k,), f"unknown key {k!r} in {what}", _suggest(k, allowed))

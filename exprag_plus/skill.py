@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional
 
+from .files import write_atomic
+
 NAME = "exprag-plus"
 DESCRIPTION = (
     "Answers questions about past experiment runs recorded by exprag-plus (one JSONL file per run in "
@@ -282,9 +284,5 @@ def write(path: str, force: bool = False, text: Optional[str] = None) -> Dict[st
             return {"path": path, "status": "unchanged"}
         if not force:
             raise SkillExists(f"{path} exists and differs from this version's skill; pass --force to replace it")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
     return {"path": path, "status": "written"}

@@ -28,7 +28,7 @@ def _warn_corrupt(path: str, lineno: int, reason: str) -> None:
     warnings.warn(f"{where}: skipped a corrupt line ({reason})", CorruptLineWarning, stacklevel=2)
 
 
-def _parse(line: bytes, path: str, lineno: Union[int, Callable[[], int]], last: bool) -> Optional[Dict[str, Any]]:
+def parse_line(line: bytes, path: str, lineno: Union[int, Callable[[], int]], last: bool) -> Optional[Dict[str, Any]]:
     """One record, or None; a bad last line without its newline is a torn write, not worth a warning."""
     if not line.strip():
         return None
@@ -52,11 +52,11 @@ def iter_records(path: str) -> Iterator[Dict[str, Any]]:
     torn = lines[-1] if lines and lines[-1] else None
     n = len(lines) - 1
     for i in range(n):
-        rec = _parse(lines[i], path, i + 1, False)
+        rec = parse_line(lines[i], path, i + 1, False)
         if rec is not None:
             yield rec
     if torn:
-        rec = _parse(torn, path, n + 1, True)
+        rec = parse_line(torn, path, n + 1, True)
         if rec is not None:
             yield rec
 
@@ -81,7 +81,7 @@ def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, 
         floor = len(head_line)
     else:
         floor = data.find(b"\n") + 1  # the chunk begins mid-line
-    start = _parse(head_line.rstrip(b"\n"), path, 1, not head_line.endswith(b"\n"))
+    start = parse_line(head_line.rstrip(b"\n"), path, 1, not head_line.endswith(b"\n"))
     tail: List[Dict[str, Any]] = []
     end = len(data)
     complete = whole
@@ -91,7 +91,7 @@ def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, 
         begin = floor if cut < 0 else cut + 1
         line = data[begin:end]
         torn = last and not line.endswith(b"\n")
-        rec = _parse(line, path, (lambda b=begin: data.count(b"\n", 0, b) + 1) if whole else 0, torn)
+        rec = parse_line(line, path, (lambda b=begin: data.count(b"\n", 0, b) + 1) if whole else 0, torn)
         last = False
         end = begin
         if rec is not None:

@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 
 import pytest
 

@@ -22,7 +22,6 @@ from exprag_plus import Experiment, load_runs
 from exprag_plus import plot as P
 from exprag_plus import report as R
 
-from conftest import git
 
 NS = "{http://www.w3.org/2000/svg}"
 NAN, INF = float("nan"), float("inf")

@@ -6,7 +6,6 @@ Everything runs real shell commands in real directories; nothing is mocked.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time

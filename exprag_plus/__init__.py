@@ -4,10 +4,30 @@ One JSONL file per run under `.runs/`, the exact code that produced it, and a CL
 query, compare, restore and replay runs.
 """
 
-from .actions import Action, Interaction
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .experiment import Experiment
-from .schema import TaskSchema
 from .store import Run, load_run, load_runs
+
+if TYPE_CHECKING:
+    from .actions import Action, Interaction
+    from .schema import TaskSchema
+
+# Imported on first use: a training script that only tracks should not pay for actions and schemas.
+_LAZY = {"Action": "actions", "Interaction": "actions", "TaskSchema": "schema"}
 
 __all__ = ["Action", "Experiment", "Interaction", "Run", "TaskSchema", "load_run", "load_runs"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

@@ -106,12 +106,14 @@ def project(repo: Path, tmp_path: Path) -> dict:
     subprocess.run([sys.executable, "act.py"], cwd=repo, env=env, check=True)
     schema = repo / "t1.yaml"
     schema.write_text((ROOT / "examples" / "schemas" / "seed_intermediate_p2.yaml").read_text())
+    subprocess.run([sys.executable, "-m", "exprag_plus", "task", "run", str(schema), "--input", "p1=1"], cwd=repo,
+                   env=env, check=True, capture_output=True)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     shim = bindir / "exprag-plus"
     shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m exprag_plus \"$@\"\n")
     shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    runs = sorted((repo / ".runs").glob("*.jsonl"))
+    runs = sorted((repo / ".runs").glob("*.jsonl"))[:4]  # the sweep (two clean, one dirty) and the action run
     short = [p.stem[-8:] for p in runs]
     return {"repo": repo, "env": {**env, "PATH": f"{bindir}{os.pathsep}{env['PATH']}"},
             "values": {"<metric>": "metrics.val_acc", "<run>": short[2], "<run2>": short[0], "<path>": "hparams.lr",

@@ -241,7 +241,7 @@ class Run:
             if isinstance(s, dict):
                 nf = records.NONFINITE
                 self._summary = {k: {f: nf.get(x, x) if type(x) is str else x for f, x in v.items()}
-                                 for k, v in s.items() if isinstance(v, dict)}
+                                 if str in map(type, v.values()) else v for k, v in s.items() if type(v) is dict}
             else:
                 acc = records.Summary()
                 for r in self.tracks:

@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import ids, query, records, store
+from . import __version__, ids, query, records, store
 from .query import NoResult, QueryError
 
 PROG = "exprag-plus"
@@ -126,7 +126,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
     if args.json:
         return emit_json(res)
     if not res["runs"]:
-        print(f"no runs ({res['total']} in {_root(args)})" if not args.where else f"no run matches ({res['total']} runs)")
+        print(f"no runs yet in {_root(args)} (Experiment(...) records them; --root or $EXPRAG_PLUS_DIR to look elsewhere)"
+              if not res["total"] else f"no run matches ({res['total']} runs)")
         return
     keys = _key_metrics(res["runs"])
     rows = [[r["short_id"], when(r["started"]), r["name"][:40], r["status"], short_commit(r)]
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Query, compare, restore and replay recorded experiment runs.",
                 epilog="RUN is a run id, a unique prefix or suffix (>= 6), latest, latest~N, or a .jsonl path in the runs folder.")
     p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     commands = Commands(sub, common)

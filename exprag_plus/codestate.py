@@ -139,11 +139,11 @@ def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict
     """Delete snapshot refs (run/<id>) whose run files no longer exist in `runs_dir`."""
     repo = repo or git.toplevel(os.getcwd())
     if not repo:
-        raise ValueError("gc: the current folder is not in a git repository")
+        raise ValueError("the current folder is not in a git repository: run gc inside the project")
     have = {os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)}
     refs = git.run_branches(repo)
     if not have and refs:
-        raise ValueError(f"gc: no run files in {runs_dir}; refusing to delete all {len(refs)} run branches "
+        raise ValueError(f"no run files in {runs_dir}; refusing to delete all {len(refs)} run branches "
                          "(is --root right?)")
     orphans = [(ref, rid) for ref, rid in refs if rid not in have]
     deleted, failed = [], []

@@ -14,6 +14,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Scripts the tests run import modules from their repositories: no __pycache__ may dirty those trees, and
+# no bytecode cached within the same second may stand in for a source edited since. Set before any
+# fixture (module-scoped ones included) starts a process.
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",
     "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@example.com",

@@ -38,6 +38,17 @@ class _Parser(argparse.ArgumentParser):
 # --- output helpers --------------------------------------------------------------------------------
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 0 (0 meaning "no limit" where a limit is meant)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a whole number (0 for no limit)") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: it cannot be negative (0 for no limit)")
+    return n
+
+
 def note(text: str) -> None:
     print(f"{PROG}: {text}", file=sys.stderr)
 
@@ -287,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("runs", cmd_runs, "list runs, newest first")
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=where_help)
     sp.add_argument("--sort", metavar="KEY", help="sort by KEY ascending (-KEY descending)")
-    sp.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (default 20; 0 for all)")
+    sp.add_argument("--limit", type=count, default=20, metavar="N", help="at most N runs (default 20; 0 for all)")
     sp = add("show", cmd_show, "everything about one run")
     sp.add_argument("run", metavar="RUN")
     sp = add("keys", cmd_keys, "every metadata and metric path (discover names before querying)")
@@ -300,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("history", cmd_history, "a metric's values in one run")
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("metric", metavar="METRIC")
-    sp.add_argument("--max-points", type=int, default=100, metavar="N", help="sample down to N points (default 100; 0 for all)")
+    sp.add_argument("--max-points", type=count, default=100, metavar="N", help="sample down to N points (default 100; 0 for all)")
     sp.add_argument("--step", type=int, metavar="N", help="only the point(s) at step N")
     sp = add("compare", cmd_compare, "metadata differences, final metrics with deltas, and code of two runs")
     sp.add_argument("run_a", metavar="RUN")

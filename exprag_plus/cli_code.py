@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from . import codestate, git, query
-from .cli import Commands, Failure, _root, _run, emit_json, note, num, signed, table
+from .cli import Commands, Failure, count, _root, _run, emit_json, note, num, signed, table
 
 
 def _guard(fn: Any) -> Any:
@@ -93,7 +93,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("run2", metavar="RUN2", nargs="?", help="default: the current working tree")
     sp.add_argument("--stat", action="store_true", help="a summary of changed files instead of the patch")
-    sp.add_argument("--max-lines", type=int, default=2000, metavar="N", help="at most N lines (default 2000; 0 for all)")
+    sp.add_argument("--max-lines", type=count, default=2000, metavar="N", help="at most N lines (default 2000; 0 for all)")
     sp = commands.add("restore", _guard(cmd_restore), "a run's exact code in a new git worktree (prints its path)")
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("--into", metavar="DIR", help="where the worktree goes (must not exist or be empty)")

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Dict, List
 
 from . import ids, plot, query, report, store
-from .cli import Commands, UsageError, _root, emit_json, note
+from .cli import Commands, UsageError, _root, count, emit_json, note
 from .files import write_atomic
 from .query import NoResult
 
@@ -151,7 +151,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("--log", action="store_true", help="log10 y axis (values <= 0 become gaps)")
     sp.add_argument("-o", "--output", metavar="FILE.svg",
                     help="where to write (default: METRIC.svg here, replaced if it exists; - for stdout)")
-    sp.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+    sp.add_argument("--limit", type=count, default=DEFAULT_LIMIT, metavar="N",
                     help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
     sp.add_argument("--width", type=int, default=900, metavar="PX", help="picture width (default 900)")
     sp.add_argument("--height", type=int, default=460, metavar="PX", help="picture height (default 460)")
@@ -161,6 +161,6 @@ def register(commands: Commands) -> None:
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=WHERE_HELP)
     sp.add_argument("-o", "--output", default="report.html", metavar="FILE.html",
                     help="where to write (default report.html here, replaced if it exists; - for stdout)")
-    sp.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+    sp.add_argument("--limit", type=count, default=DEFAULT_LIMIT, metavar="N",
                     help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
-    sp.add_argument("--max-metrics", type=int, default=12, metavar="N", help="plot at most N metrics (default 12)")
+    sp.add_argument("--max-metrics", type=count, default=12, metavar="N", help="plot at most N metrics (default 12)")

@@ -175,6 +175,9 @@ def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
     conds = [parse_where(w) for w in where]
     for c in conds:
         check_path(c.path, runs, f"--where {c.text!r}")
+        if c.op in ("<", "<=", ">", ">=") and isinstance(c.value, str) and any(
+                records.is_number(field(r, c.path)) for r in runs):
+            raise QueryError(f"bad --where {c.text!r}: {c.path} holds numbers, and {c.value!r} is not one")
     return [r for r in runs if all(c(r) for c in conds)]
 
 

@@ -81,8 +81,12 @@ def test_runs_where_sort_limit(main, runs_dir: Path, sweep) -> None:
      "<= >= != = < > ~, e.g. 'hparams.lr<0.01'\n"),
     (["runs", "--where", "name~("], None),
     (["runs", "--sort", "metrics.nope"], None),
-    (["runs", "--limit", "many"], "exprag-plus: error: argument --limit: invalid int value: 'many' "
-     "(see `exprag-plus runs --help`)\n"),
+    (["runs", "--limit", "many"], "exprag-plus: error: argument --limit: invalid count 'many': give a whole number "
+     "(0 for no limit) (see `exprag-plus runs --help`)\n"),
+    (["runs", "--limit", "-1"], "exprag-plus: error: argument --limit: invalid count '-1': it cannot be negative "
+     "(0 for no limit) (see `exprag-plus runs --help`)\n"),
+    (["runs", "--where", "metrics.acc>high"], "exprag-plus runs: error: bad --where 'metrics.acc>high': metrics.acc "
+     "holds numbers, and 'high' is not one\n"),
     (["best", "metrics.accuracy"], "exprag-plus best: error: metric 'metrics.accuracy': no run has the metric path "
      "'metrics.accuracy'; nearest: metrics.acc, metrics.loss (see `exprag-plus keys`)\n"),
     (["show", "nonexistent"], None),

@@ -358,18 +358,128 @@ def _code_context(literal: str) -> Optional[str]:
     """The shell construct that would evaluate a word as code, if the template has one open here.
 
     Quoting protects a word everywhere but in arithmetic: bash expands `$(...)` inside `$((...))` even
-    between single quotes, and evaluates array subscripts (`a[$(cmd)]`) in `((...))`, `let`, `[[ -eq ]]`
-    and `${a[...]}`. There only numbers are let through.
+    between single quotes, and evaluates array subscripts (`a[$(cmd)]`) in `((...))`, `$[...]`, `let`,
+    `[[ -eq ]]`, `declare -i`, `${a[...]}`, `a[...]=`, `(... [...]=...)` and `${x:offset:length}`. There
+    only numbers are let through.
     """
     if literal.count("((") > literal.count("))"):
         return "$((...)) or ((...)) arithmetic"
+    if re.search(r"\$\[[^\]]*$", literal):
+        return "$[...] arithmetic"
     if literal.count("[[") > literal.count("]]"):
         return "a [[ ... ]] test"
     if re.search(r"(?:^|[;&|(\s])let\s[^;&|\n]*$", literal):
         return "a `let` expression"
-    if re.search(r"\$\{[^}]*\[[^\]]*$", literal):
+    if re.search(r"(?:^|[;&|(\s])(?:declare|typeset|local|export|readonly)\s+(?:-\w+\s+)*-\w*i[^;&|\n]*$",
+                 literal):
+        return "an integer (`-i`) assignment"
+    if re.search(r"\$\{[^}]*\[[^\]]*$|(?:^|[;&|(\s])[A-Za-z_]\w*\[[^\]\s]*$|=\([^)]*\[[^\]]*$", literal):
         return "an array subscript"
+    if re.search(r"\$\{[^}:]*:(?![-=?+])[^}]*$", literal):
+        return "a ${...:offset:length} expansion"
     return None
+
+
+def _quote_context(literal: str) -> Tuple[str, str]:
+    """Where bash is at the end of `literal`: ("", "") unquoted, or the open quote and, in a here-document
+    body, its delimiter: `'`, `"`, `$'`, a backquote, `<<` (body expanded), `<<'` (body literal), `#`.
+
+    `shlex.quote` makes one safe word only where bash is unquoted: inside "..." its quotes are literal and
+    `$(...)` runs, inside '...' the value ends the quote, and a here-document body expands `$(...)`.
+    """
+    stack: List[Tuple[str, int]] = [("", 0)]  # (context, open parentheses of a $( ... ) context)
+    heredocs: List[Tuple[str, bool, bool]] = []  # (delimiter, body expanded, tabs stripped)
+    i, n = 0, len(literal)
+    while i < n:
+        ctx, depth = stack[-1]
+        ch = literal[i]
+        if ctx in ("'", "$'"):
+            if ch == "\\" and ctx == "$'":
+                i += 1
+            elif ch == "'":
+                stack.pop()
+            i += 1
+            continue
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "$" and literal[i + 1: i + 2] == "(":
+            stack.append(("", 1))
+            i += 2
+            continue
+        if ch == "`":
+            if ctx == "`":
+                stack.pop()
+            else:
+                stack.append(("`", 0))
+            i += 1
+            continue
+        if ctx == '"':
+            if ch == '"':
+                stack.pop()
+            i += 1
+            continue
+        # unquoted (the top level, inside $( ... ) or backquotes)
+        if ch == "'" or ch == '"':
+            stack.append((ch, 0))
+        elif ch == "$" and literal[i + 1: i + 2] == "'":
+            stack.append(("$'", 0))
+            i += 1
+        elif ch == "#" and (i == 0 or literal[i - 1] in " \t\n;&|()<>"):
+            end = literal.find("\n", i)
+            if end < 0:
+                return "#", ""
+            i = end
+            continue
+        elif ch in "()" and depth:
+            depth += 1 if ch == "(" else -1
+            stack[-1] = (ctx, depth)
+            if not depth:
+                stack.pop()
+        elif literal.startswith("<<", i) and literal[i + 2: i + 3] != "<" and literal[i - 1: i] != "<" \
+                and literal[:i].count("((") <= literal[:i].count("))"):
+            m = re.match(r"<<(-?)[ \t]*(?:'([^']*)'|\"([^\"]*)\"|((?:[^\s;&|()<>'\"\\]|\\.)+))", literal[i:])
+            if m:
+                plain = m.group(4)
+                word = plain.replace("\\", "") if plain is not None else m.group(2) or m.group(3) or ""
+                heredocs.append((word, plain is not None and "\\" not in plain, m.group(1) == "-"))
+                i += m.end()
+                continue
+        elif ch == "\n" and heredocs and len(stack) == 1:
+            while heredocs:  # the bodies follow this line, in order
+                word, expands, tabs = heredocs.pop(0)
+                j = i + 1
+                while True:
+                    end = literal.find("\n", j)
+                    line = literal[j:] if end < 0 else literal[j:end]
+                    if end < 0:
+                        return ("<<" if expands else "<<'"), word
+                    if (line.lstrip("\t") if tabs else line) == word:
+                        break
+                    j = end + 1
+                i = end
+        i += 1
+    return stack[-1][0], ""
+
+
+def _quote_for(context: str, delimiter: str, text: str, word: str, tok: _Token) -> str:
+    """`text` (the value as plain text) or `word` (it as shell words) made exact and inert in `context`."""
+    if context == '"':
+        return re.sub(r'([\\$`"])', r"\\\1", text)
+    if context == "'":
+        return text.replace("'", "'\\''")
+    if context == "$'":
+        return re.sub(r"([\\'])", r"\\\1", text)
+    if context == "`":  # shlex's '"'"' would misparse in "`...`": write '\'' and escape for the backquotes
+        return re.sub(r"([\\$`])", r"\\\1", word.replace("'\"'\"'", "'\\''"))
+    if context in ("<<", "<<'"):
+        if "\n" in text or (delimiter and delimiter in text):
+            raise _ResolveError(f"{tok.text} is inside a here-document, so its value may not hold a line break "
+                                f"or the delimiter {delimiter!r} (got {_short(text)}); pass it as an argument")
+        return re.sub(r"([\\$`])", r"\\\1", text) if context == "<<" else text
+    if context == "#":
+        return text.replace("\n", " ")
+    return word
 
 
 def _check_code_context(literal: str, text: str, tok: _Token) -> None:
@@ -877,6 +987,8 @@ class TaskSchema:
                 data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise SchemaError(f"{p}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+            except RecursionError:
+                raise SchemaError(f"{p}: invalid JSON: nested too deeply; flatten the document") from None
         else:
             try:
                 import tomllib  # type: ignore[import-not-found]
@@ -1051,6 +1163,16 @@ class TaskSchema:
             value = _lookup(params, part)
             return shlex.quote(value) if part.func == "join" else _words(value)
 
+        def plain(part: _Token) -> str:
+            if part.kind == "args":
+                return " ".join(raw_value(a) for a in cc.args)
+            if part.kind == "variable":
+                return raw_value(cc.variables[part.name])
+            return raw(part)
+
+        def raw_value(v: Any) -> str:
+            return "".join(raw(p) for p in v) if isinstance(v, _Tpl) else _text(v)
+
         out: List[str] = []
         literal = ""
         for part in cc.template:
@@ -1058,6 +1180,9 @@ class TaskSchema:
             if isinstance(part, str):
                 literal += part
             elif part.kind != "executable" and not (part.kind == "parameter" and part.name in pending):
+                context, delimiter = _quote_context(literal)
+                if context:
+                    text = _quote_for(context, delimiter, plain(part), text, part)
                 _check_code_context(literal, text, part)
             out.append(text)
         return "".join(out)

@@ -118,6 +118,12 @@ def test_values_never_reach_the_shell_as_code(main, runs_dir: Path, tmp_path: Pa
     "[[ <<parameter:p1>> -eq 1 ]] && echo yes",
     "let 'y=<<parameter:p1>>'; echo $y",
     "a=(1 2); echo ${a[<<parameter:p1>>]}",
+    "echo $[ <<parameter:p1>> + 1 ]",
+    "a=(1 2); a[<<parameter:p1>>]=3",
+    "a=([<<parameter:p1>>]=3)",
+    "declare -i n=<<parameter:p1>>",
+    "x=abc; echo ${x:<<parameter:p1>>}",
+    "x=abc; echo ${x:0:<<parameter:p1>>}",
 ])
 def test_arithmetic_contexts_take_only_numbers(tmp_path: Path, command: str) -> None:
     """bash runs `$(...)` and `a[$(...)]` found in arithmetic even inside single quotes: refuse text there."""
@@ -131,3 +137,38 @@ def test_arithmetic_contexts_take_only_numbers(tmp_path: Path, command: str) -> 
     assert TaskSchema.from_dict({"objective": "s", "inputs": ["p1"], "actions": [{"commands": [
         {"command": "[ <<parameter:p1>> = x ] || echo <<parameter:p1>>"}]}]}).resolve_commands(
         {"p1": "a b"}) == ["[ 'a b' = x ] || echo 'a b'"]  # `[`/test is not arithmetic: text is fine there
+
+
+@pytest.mark.parametrize("command", [
+    'printf %s "v=<<parameter:p1>>."',
+    "printf %s 'v=<<parameter:p1>>.'",
+    "printf %s $'v=<<parameter:p1>>.'",
+    'printf %s "$(printf %s "v=<<parameter:p1>>.")"',
+    'printf %s "`printf %s v=<<parameter:p1>>.`"',
+    "cat <<EOF\nv=<<parameter:p1>>.\nEOF",
+    "cat <<'EOF'\nv=<<parameter:p1>>.\nEOF",
+    "cat <<-EOF\n\tv=<<parameter:p1>>.\n\tEOF",
+    "true # <<parameter:p1>>\nprintf %s 'v=<<parameter:p1>>.'",
+])
+def test_values_inside_quotes_and_here_documents_stay_text(tmp_path: Path, command: str) -> None:
+    """shlex.quote alone is safe only unquoted: in "..." and here-documents `$(...)` ran, '...' was ended."""
+    ts = TaskSchema.from_dict({"objective": "q", "inputs": ["p1"], "outputs": ["p2"], "actions": [{"commands": [
+        {"command": command, "stdout": "<<str(parameter:p2)>>"}]}]})
+    canary = tmp_path / "CANARY"
+    for value in [f"$(touch {canary})", f"`touch {canary}`", f"it's \\ \"q\" $HOME {{a,b}} * ;", "plain"]:
+        out = ts.run({"p1": value}, tmp_path / "w").outputs["p2"]
+        assert out.rstrip("\n") == f"v={value}."
+    assert not canary.exists()
+    if "<<" in command.replace("<<parameter", ""):
+        for evil in ["x\nEOF\ntouch " + str(canary) + " #", "EOF"]:
+            with pytest.raises(SchemaError, match="here-document"):
+                ts.run({"p1": evil}, tmp_path / "w")
+        assert not canary.exists()
+
+
+def test_deeply_nested_schema_files_are_one_line_errors(main, tmp_path: Path) -> None:
+    for name, text in [("deep.yaml", "objective: x\nactions: " + "[" * 3000 + "]" * 3000 + "\n"),
+                       ("deep.json", '{"objective": "x", "actions": ' + "[" * 100000 + "]" * 100000 + "}")]:
+        (tmp_path / name).write_text(text)
+        rc, out, err = main("task", "info", str(tmp_path / name))
+        assert rc == 2 and "nested" in err and "Traceback" not in err and "internal error" not in err

@@ -59,6 +59,7 @@ def loads_with_marks(text: str, source: str = "<string>") -> Tuple[Any, Marks]:
     return value, parser.marks
 
 
+MAX_DEPTH = 100
 _NULLS = {"", "~", "null", "Null", "NULL"}
 _TRUE = {"true", "True", "TRUE"}
 _FALSE = {"false", "False", "FALSE"}
@@ -188,6 +189,11 @@ class _Parser:
                             rest, rcol)
         return value
 
+    def _depth(self, path: Path, ln: int, col: int) -> None:
+        """Refuse deep nesting with an error rather than a RecursionError (each level costs a few frames)."""
+        if len(path) > MAX_DEPTH:
+            raise self._err(f"nested more than {MAX_DEPTH} levels deep; flatten the document", ln, col)
+
     def _check_start(self, ln: int, col: int, flow: bool = False) -> None:
         line = self.lines[ln]
         ch, nxt = line[col], line[col + 1: col + 2]
@@ -213,6 +219,7 @@ class _Parser:
     # -- block structures ----------------------------------------------------------------------------
     def _node(self, ln: int, col: int, parent: int, path: Path, block_ok: bool) -> Tuple[Any, int]:
         line = self.lines[ln]
+        self._depth(path, ln, col)
         self._check_start(ln, col)
         if self._is_dash(line, col):
             if not block_ok:
@@ -517,6 +524,7 @@ class _Parser:
 
     def _flow_node(self, path: Path, key: bool) -> Any:
         ln, col = self._fpos
+        self._depth(path, ln, col)
         ch = self._fpeek()
         if ch == "\0":
             raise self._err("unterminated flow collection: a '[' or '{' is never closed", ln, col)

@@ -241,3 +241,12 @@ def test_module_resolver_matches_documented_core_schema() -> None:
     assert miniyaml.resolve_plain("-.inf") == float("-inf")
     assert miniyaml.resolve_plain("+12") == 12
     assert miniyaml.resolve_plain("٣") == "٣"  # non-ASCII digits stay text
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 3000 + "]" * 3000 + "\n",
+                                  "".join(" " * i + "- \n" for i in range(3000)),
+                                  "".join(" " * i + "a:\n" for i in range(3000))])
+def test_deep_nesting_is_an_error_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(MiniYAMLError, match="nested more than 100 levels"):
+        loads(text)
+    assert loads("a: " + "[" * 100 + "]" * 100 + "\n")["a"]  # 100 levels still read

@@ -34,9 +34,11 @@ def parse_line(line: bytes, path: str, lineno: Union[int, Callable[[], int]], la
         return None
     try:
         rec = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 is a ValueError without .msg; deep nesting recurses
         if not last:
-            _warn_corrupt(path, lineno() if callable(lineno) else lineno, f"not JSON: {exc.msg} at column {exc.colno}")
+            reason = (f"not JSON: {exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError)
+                      else "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply")
+            _warn_corrupt(path, lineno() if callable(lineno) else lineno, reason)
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
         _warn_corrupt(path, lineno() if callable(lineno) else lineno, "not a record: no 'type'")

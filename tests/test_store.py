@@ -146,3 +146,16 @@ def test_history_and_metadata(runs_dir: Path) -> None:
     assert run.history("loss")[1] == {"seq": 2, "step": 1, "value": 0.5, "elapsed_ms": run.tracks[1]["elapsed_ms"]}
     assert run.history("nope") == []
     assert isinstance(run, Run) and run.run_id == exp.run_id and run.duration_s is not None
+
+
+@pytest.mark.parametrize("bad, reason", [(b'{"type":"track","value":"\xff\xfe"}', "not UTF-8"),
+                                         (b"[" * 100_000, "nested too deeply")], ids=["not-utf8", "deep"])
+def test_a_line_that_is_not_utf8_or_nests_deeply_is_one_corrupt_line(runs_dir: Path, bad: bytes, reason: str) -> None:
+    exp = make_run(runs_dir)
+    with open(exp.path, "ab") as f:
+        f.write(bad + b"\n")
+    with pytest.warns(CorruptLineWarning, match=rf"{exp.path}:6: skipped a corrupt line \({reason}\)"):
+        run = load_run(exp.path, root=str(runs_dir))
+    assert len(run.tracks) == 3 and run.status == "completed"
+    with pytest.warns(CorruptLineWarning):
+        assert [r.name for r in load_runs(str(runs_dir))] == ["r"]  # one bad line never hides the folder

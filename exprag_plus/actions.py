@@ -836,6 +836,19 @@ def _same_file(a: Optional[str], b: Optional[str]) -> bool:
         return False
 
 
+def _forget_modules(before: Set[str], folders: Sequence[str]) -> None:
+    """Drop the modules an execution imported from the run's folders (never an installed package), so that
+    the next execution in this process imports the code as it is then, and run code never outlives its
+    worktree."""
+    for k in [k for k in sys.modules if k not in before]:
+        file = getattr(sys.modules[k], "__file__", None)
+        if not isinstance(file, str) or not file.endswith(".py") \
+                or {"site-packages", "dist-packages"} & set(pathlib.PurePath(file).parts):
+            continue
+        if any(_under(file, f) for f in folders):
+            sys.modules.pop(k, None)
+
+
 def _where(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     frames = [f for f in tb if "importlib" not in f.filename and os.path.basename(f.filename) != "actions.py"]
@@ -1130,6 +1143,7 @@ def run_action(run: "Run", name: str, interaction: Optional[Interaction] = None,
         raise TypeError(f"interaction must be an exprag_plus.Interaction, not {type(interaction).__name__}")
     ctx = _Code(run, code, keep)
     saved: Dict[str, Any] = {}
+    before = set(sys.modules)
     ctx.open()
     try:
         with _sys_path(ctx.search_path()):
@@ -1158,6 +1172,7 @@ def run_action(run: "Run", name: str, interaction: Optional[Interaction] = None,
             if run._records is not None:
                 run._records.append(record)
     finally:
+        _forget_modules(before, ctx.search_path() + ([ctx.worktree] if ctx.worktree else []))
         for k, mod in saved.items():
             sys.modules[k] = mod
         ctx.close()

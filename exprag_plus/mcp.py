@@ -331,6 +331,8 @@ def _run_action(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
         except actions.ActionFailed as exc:
             raise ToolFailure(f"{exc} (recorded in run {run.short_id}: see list_actions, or "
                               f"`exprag-plus actions show {run.short_id} {a['name']}` for the traceback)") from None
+        except KeyboardInterrupt:  # raised by the action's code: this worker thread must live on
+            raise ToolFailure(f"action {a['name']!r} raised KeyboardInterrupt (recorded in run {run.short_id})") from None
     return {"run_id": run.run_id, "name": a["name"], "status": record.get("status"),
             "answers": record.get("answers", {}), "result": record.get("result"),
             "duration_ms": record.get("duration_ms"), "code": record.get("code")}
@@ -466,7 +468,7 @@ def call_tool(srv: "Server", tool: Tool, arguments: Optional[Dict[str, Any]], ve
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     except _TOOL_FAILURES as exc:
         return {"content": [{"type": "text", "text": one_line(exc) or type(exc).__name__}], "isError": True}
-    except Exception as exc:  # a bug: still a result, never a dead server
+    except BaseException as exc:  # a bug, or SystemExit from user code: still a result, never a dead worker
         log(f"internal error in {tool.name}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         return {"content": [{"type": "text", "text": one_line(f"internal error: {type(exc).__name__}: {exc}")}],
                 "isError": True}
@@ -595,7 +597,7 @@ class Server:
                         reply = None  # the client cancelled it: no response (MCP cancellation)
                 if reply is not None:
                     self.send(reply)
-            except Exception as exc:  # pragma: no cover - _respond catches everything
+            except BaseException as exc:  # pragma: no cover - _respond catches everything
                 log(f"worker error: {type(exc).__name__}: {exc}")
             finally:
                 with self._state:

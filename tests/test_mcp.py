@@ -509,6 +509,75 @@ def test_a_cancelled_call_gets_no_response() -> None:
     assert [r["id"] for r in replies] == [2] and replies[0]["result"]["structuredContent"] == {"done": True}
 
 
+
+USER_CODE = textwrap.dedent("""\
+    from exprag_plus import Action
+
+
+    class Interrupt(Action):
+        def execute(self, interaction):
+            raise KeyboardInterrupt
+
+
+    class Version(Action):
+        def execute(self, interaction):
+            return "v1"
+    """)
+
+
+@pytest.fixture
+def action_world(tmp_path: Path) -> Dict[str, Any]:
+    """A repository whose committed `user_code.py` has two actions, registered by one run."""
+    w: Dict[str, Any] = {"base": tmp_path, "gitconfig": tmp_path / "gitconfig", "repo": tmp_path / "repo",
+                         "runs": tmp_path / "runs"}
+    w["gitconfig"].write_text("[init]\n\tdefaultBranch = main\n")
+    env = server_env(w)
+    w["repo"].mkdir()
+    (w["repo"] / "user_code.py").write_text(USER_CODE)
+    for args in (["init", "-q", "-b", "main"], ["add", "user_code.py"], ["commit", "-qm", "v1"]):
+        subprocess.run(["git", *args], cwd=w["repo"], env=env, check=True, capture_output=True)
+    code = ("from exprag_plus import Experiment\nimport user_code\n"
+            f"with Experiment('acts', root={str(w['runs'])!r}) as e:\n"
+            "    e.add_action(user_code.Interrupt())\n    e.add_action(user_code.Version())\n")
+    subprocess.run([sys.executable, "-c", code], cwd=w["repo"], env=env, check=True, capture_output=True)
+    return w
+
+
+def _action_result(c: "Raw", **arguments: Any) -> Any:
+    reply = c.request("tools/call", {"name": "run_action", "arguments": {"run": "latest", **arguments}})
+    return reply["result"]
+
+
+def test_an_action_raising_keyboardinterrupt_kills_no_worker(action_world: Dict[str, Any]) -> None:
+    c = Raw(action_world)
+    try:
+        for _ in range(6):  # more calls than worker threads: each one is answered
+            res = _action_result(c, name="Interrupt")
+            assert res["isError"] is True and "KeyboardInterrupt" in res["content"][0]["text"], res
+        assert c.request("tools/call", {"name": "list_runs", "arguments": {}})["result"]["isError"] is False
+        assert c.close() == 0
+    finally:
+        if c.p.poll() is None:
+            c.p.kill()
+    c.assert_only_jsonrpc()
+
+
+def test_run_action_sees_the_code_as_it_is_at_each_call(action_world: Dict[str, Any]) -> None:
+    user_code = action_world["repo"] / "user_code.py"
+    c = Raw(action_world)
+    try:
+        assert structured(_action_result(c, name="Version", code="run"))["result"] == "v1"
+        user_code.write_text(USER_CODE.replace('"v1"', '"v22"'))  # another size: a same-second .pyc cannot match
+        assert structured(_action_result(c, name="Version"))["result"] == "v22"  # not the run's worktree copy
+        user_code.write_text(USER_CODE.replace('"v1"', '"v333"'))
+        assert structured(_action_result(c, name="Version"))["result"] == "v333"  # not the previous import
+        assert structured(_action_result(c, name="Version", code="run"))["result"] == "v1"
+        assert c.close() == 0
+    finally:
+        if c.p.poll() is None:
+            c.p.kill()
+
+
 # --- --install ---------------------------------------------------------------------------------------------
 
 

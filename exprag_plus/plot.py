@@ -429,7 +429,7 @@ def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_labe
     top, bottom_m = (40 if title else 16), 48
     plot_h = height - top - bottom_m
     if log:
-        yt = log_ticks(10 ** y0, 10 ** y1, max(3, plot_h // 28))
+        yt = log_ticks(10.0 ** max(y0, -307), 10.0 ** min(y1, 308), max(3, plot_h // 28))  # padded: may pass 1e308
         ytv = [math.log10(t) for t in yt]
     else:
         yt = nice_ticks(y0, y1, max(4, plot_h // 48))

@@ -428,3 +428,13 @@ def test_report_renders_in_chromium(runs_dir: Path, tmp_path: Path) -> None:
     assert len(pixels) > 200  # text, lines and antialiasing: far from a blank page
     assert bytes((0xf6, 0xf8, 0xfa)) in pixels and b"\xff\xff\xff" in pixels  # page and card backgrounds
     assert bytes.fromhex(P.PALETTE[0][1:]) in pixels  # a run's colour swatch, drawn exactly
+
+
+def test_log_plot_of_values_near_the_float_limits_draws() -> None:
+    """The 5% padding took log10(1e300) past 308, and 10 ** 330 raised OverflowError (an internal error)."""
+    import xml.dom.minidom
+
+    from exprag_plus.plot import svg_lines
+
+    for ys in ([1e-300, 1e300], [1e308, 1.7e308], [5e-324, 1e-320]):
+        xml.dom.minidom.parseString(str(svg_lines([("m<&>", [0, 1], ys)], log=True)))

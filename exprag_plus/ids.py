@@ -69,11 +69,15 @@ def ensure_runs_dir(path: str) -> None:
 
 
 def run_files(root: str) -> List[str]:
-    """Run file paths sorted by name (= start time)."""
+    """Run file paths sorted by name (= start time); a symlink leading out of the folder is not a run."""
     try:
-        names = [e.name for e in os.scandir(root) if e.name.endswith(SUFFIX) and e.is_file()]
+        entries = [e for e in os.scandir(root) if e.name.endswith(SUFFIX) and e.is_file()]
     except FileNotFoundError:
         return []
+    if any(e.is_symlink() for e in entries):
+        real_root = os.path.realpath(root)
+        entries = [e for e in entries if not e.is_symlink() or os.path.dirname(os.path.realpath(e.path)) == real_root]
+    names = [e.name for e in entries]
     names.sort()
     return [os.path.join(root, n) for n in names]
 
@@ -89,7 +93,7 @@ def resolve(ref: str, root: str) -> str:
     if ref.endswith(SUFFIX) or os.sep in ref or "/" in ref:
         real_root = os.path.realpath(root)
         real = os.path.realpath(ref if os.path.isabs(ref) else os.path.join(os.getcwd(), ref))
-        if os.path.dirname(real) != real_root:
+        if os.path.dirname(real) != real_root or not real.endswith(SUFFIX):
             raise RunNotFound(f"{ref!r} is not a run file inside the runs folder {root}: runs are read only from there")
         if not os.path.isfile(real):
             raise RunNotFound(f"no run file {ref!r}")

@@ -138,6 +138,20 @@ def test_references(runs_dir: Path, tmp_path: Path) -> None:
         resolve(str(link), root)
 
 
+
+def test_listing_never_follows_a_symlink_out_of_the_runs_folder(runs_dir: Path, tmp_path: Path) -> None:
+    inside = make_run(runs_dir, "inside")
+    secret = make_run(tmp_path / "elsewhere", "secret")
+    later = "ffffffff-ffff-7fff-bfff-ffffffffffff.jsonl"  # sorts last: `latest` would be the outside file
+    (runs_dir / later).symlink_to(secret.path)
+    (runs_dir / "ffffffff-ffff-7fff-bfff-000000000000.jsonl").symlink_to(inside.path)  # an alias inside is fine
+    root = str(runs_dir)
+    assert [r.name for r in load_runs(root)] == ["inside", "inside"]
+    assert load_run("latest", root).name == "inside"
+    for ref in (later[: -len(".jsonl")], str(runs_dir / later), str(runs_dir / ".gitignore")):
+        with pytest.raises(RunNotFound):
+            resolve(ref, root)
+
 def test_history_and_metadata(runs_dir: Path) -> None:
     exp = make_run(runs_dir, "h", n=4, hparams={"lr": 0.1})
     run = load_run("latest", root=str(runs_dir))

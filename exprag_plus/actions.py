@@ -289,7 +289,7 @@ class Question:
         folded = [i for i, t in enumerate(texts) if t.casefold() == text.strip().casefold()]
         if len(folded) == 1:
             return self.choices[folded[0]]
-        if numbered and text.strip().isdigit() and 1 <= int(text.strip()) <= len(texts):
+        if numbered and text.strip().isdecimal() and 1 <= int(text.strip()) <= len(texts):
             return self.choices[int(text.strip()) - 1]
         options = ", ".join(repr(t) for t in texts)
         if numbered:
@@ -456,9 +456,16 @@ class TerminalInteraction(Interaction):
     def ask(self, question: Question) -> Any:
         q, d = question, question.default
         hint = f"(prefill: {q.hint()})"
-        if q.kind == "choice":
+        # Numbers stand for choices unless a choice is itself a number that would name another one.
+        n = len(q.choices)
+        numbered = not any(str(c).strip().isdecimal() and int(str(c)) != i and 1 <= int(str(c)) <= n
+                           for i, c in enumerate(q.choices, 1))
+        if q.kind == "choice" and numbered:
             self._write(f"{q.label}  {hint}\n" + "".join(f"  {i}) {c}\n" for i, c in enumerate(q.choices, 1)))
             prompt = f"choose 1-{len(q.choices)}" + (f" [Enter: {d}]" if d is not None else "") + ": "
+        elif q.kind == "choice":
+            self._write(f"{q.label}  {hint}\n" + "".join(f"  - {c}\n" for c in q.choices))
+            prompt = "type one of them" + (f" [Enter: {d}]" if d is not None else "") + ": "
         elif q.kind == "checkbox":
             yn = "y/n" if d is None else ("Y/n" if d else "y/N")
             prompt = f"{q.label} [{yn}]  {hint}: "
@@ -477,7 +484,7 @@ class TerminalInteraction(Interaction):
                 self._write("  an answer is needed\n")
                 continue
             try:
-                return q.parse(raw, numbered=True)
+                return q.parse(raw, numbered=numbered)
             except ValueError as exc:
                 self._write(f"  {exc}; try again\n")
 
@@ -983,6 +990,14 @@ def _load(run: "Run", name: str, record: Dict[str, Any], code: _Code, saved: Dic
     if not module or not qual:
         raise ActionLoadError(name, class_path, "the record's class is not 'module:QualName'")
     file = record.get("file") if isinstance(record.get("file"), str) else None
+    if file is not None:  # a run file is data: it never gets code imported from elsewhere
+        if code.mode == "run" and not (code.top and _under(file, code.top)):
+            raise ActionLoadError(name, class_path, f"its script {file} is outside the run's repository "
+                                  f"{code.top or '(unknown)'}, so the run's commit does not hold it; use --code current")
+        folders = code.search_path()
+        if not any(_under(code.map(file) or file, f) for f in folders):
+            raise ActionLoadError(name, class_path, f"its script {file} is outside the run's recorded folders "
+                                  f"({', '.join(folders) or 'none left'}); it is not imported")
     with _sys_path(code.search_path()):
         mod = _import_module(name, module, class_path, code.map(file), code, saved)
     try:

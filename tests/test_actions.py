@@ -513,6 +513,31 @@ def test_classes_of_a_guarded_script_load_without_rerunning_it(tmp_path: Path) -
     assert len(list((work / "runs").glob("*.jsonl"))) == 2  # the refused import started no run
 
 
+
+def test_a_script_outside_the_runs_folders_is_never_imported(tmp_path: Path) -> None:
+    work, outside = tmp_path / "proj", tmp_path / "elsewhere"
+    work.mkdir()
+    outside.mkdir()
+    marker = tmp_path / "imported"
+    (outside / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n" + SCRIPT.format(body=""))
+    (work / "go.py").write_text(SCRIPT.format(body='if __name__ == "__main__":\n'
+                                                   '    with Experiment("x", root="runs") as exp:\n'
+                                                   '        exp.add_action(Greet(who="you"))\n'))
+    env = {"GIT_CEILING_DIRECTORIES": str(tmp_path)}
+    subprocess.run([sys.executable, "go.py"], cwd=work, env=env_for(env), check=True, timeout=30, stdin=subprocess.DEVNULL)
+    path = next((work / "runs").glob("*.jsonl"))
+    (rec,) = [r for r in read_lines(path) if r["type"] == "action"]
+    forged = {**rec, "seq": 99, "name": "Forged", "class": "evil:Greet", "file": str(outside / "evil.py")}
+    with open(path, "a") as f:
+        f.write(json.dumps(forged) + "\n")
+    p = cli_noinput("actions", "run", "latest", "Forged", "--root", "runs", cwd=work, env=env)
+    assert (p.returncode, p.stdout) == (2, "") and not marker.exists()
+    assert p.stderr == (f"exprag-plus actions: error: cannot load action 'Forged' (evil:Greet): its script "
+                        f"{outside / 'evil.py'} is outside the run's recorded folders ({work}); it is not imported\n")
+    p = cli_noinput("actions", "run", "latest", "Greet", "--root", "runs", "--set", "greeting=hey", cwd=work, env=env)
+    assert (p.returncode, p.stdout) == (0, "hello hey you\n")
+
+
 def test_code_run_uses_the_runs_own_commit(repo: Path) -> None:
     (repo / "versioned.py").write_text(textwrap.dedent('''
         from exprag_plus import Action
@@ -619,6 +644,20 @@ def test_terminal_numbered_choice_reask_and_set_hint(tmp_path: Path) -> None:
     recs = [r for r in read_lines(next((work / "runs").glob("*.jsonl"))) if r["type"] == "action_run"]
     assert [r["answers"] for r in recs] == [{"target": "HF Hub", "name": "my-model", "private": True},
                                             {"target": "Local folder", "folder": "out dir"}]
+
+
+
+def test_terminal_choices_that_are_numbers_are_not_numbered() -> None:
+    from exprag_plus.actions import TerminalInteraction
+
+    screen = io.StringIO()
+    term = TerminalInteraction(input=io.StringIO("1\n"), output=screen)
+    assert term.choice("gpus", "GPUs:", ["2", "1"]) == "1"  # the text typed, not the first choice listed
+    assert screen.getvalue() == "GPUs:  (prefill: --set gpus=...)\n  - 2\n  - 1\ntype one of them: "
+    screen = io.StringIO()
+    term = TerminalInteraction(input=io.StringIO("3\n"), output=screen)
+    assert term.choice("n", "Layers:", [1, 2, 4]) == 4  # no number names another choice: numbered as usual
+    assert "  3) 4\nchoose 1-3: " in screen.getvalue()
 
 
 # --- the example -----------------------------------------------------------------------------------

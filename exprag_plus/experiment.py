@@ -127,13 +127,21 @@ class Experiment:
     def closed(self) -> bool:
         return self._closed
 
-    def _append(self, rtype: str, fields: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        """Write one non-track record; returns it, or None when it could not be written."""
+    def _append(self, rtype: str, fields: Dict[str, Any], final: bool = False) -> Optional[Dict[str, Any]]:
+        """Write one non-track record; returns it, or None when it could not be written.
+
+        `final` (run_end) takes the summary and closes the run under the same lock as the write, so a
+        track() or close() racing from another thread can neither follow run_end nor write a second one.
+        """
         try:
             with self._lock:
                 if self._closed:
-                    self._warn(f"{rtype} after close(): record dropped")
+                    if not final:
+                        self._warn(f"{rtype} after close(): record dropped")
                     return None
+                if final:
+                    self._closed = True
+                    fields = dict(fields, summary=self._summary.to_dict())
                 record = {"type": rtype, "run_id": self.run_id, "seq": self._seq, "time": self._clock.now(),
                           "elapsed_ms": round((time.perf_counter() - self._t0) * 1000.0, 3)}
                 if self._child_pid is not None:
@@ -160,15 +168,15 @@ class Experiment:
             # A forked child never ends its parent's run; it only lets go of the descriptor.
             self._release()
             return
-        self._append("run_end", {"status": status, "error": error, "summary": self.summary()})
+        self._append("run_end", {"status": status, "error": error}, final=True)
         self._release()
 
     def _release(self) -> None:
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
             fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
         _open.discard(self)
         try:
             if self._child_pid is None:

@@ -197,6 +197,35 @@ def test_threads_share_one_experiment(runs_dir: Path) -> None:
     assert recs[-1]["summary"]["i"]["count"] == 4000
 
 
+
+def test_close_racing_close_and_track_ends_the_run_once(runs_dir: Path) -> None:
+    import warnings
+
+    for _ in range(60):
+        exp = Experiment("race", root=str(runs_dir), snapshot=False)
+        gate = threading.Barrier(8)
+
+        def closer() -> None:
+            gate.wait()
+            exp.close()
+
+        def tracker() -> None:
+            gate.wait()
+            for i in range(40):
+                exp.track({"x": i})
+
+        threads = [threading.Thread(target=closer) for _ in range(4)] + [threading.Thread(target=tracker) for _ in range(4)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracks after close() are dropped with a warning
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        recs = read_lines(exp.path)
+        types = [r["type"] for r in recs]
+        assert types.count("run_end") == 1 and types[-1] == "run_end"
+        assert recs[-1]["summary"].get("x", {}).get("count", 0) == types.count("track")
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_children_write_whole_lines(tmp_path: Path) -> None:
     run_python("""

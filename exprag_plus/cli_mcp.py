@@ -5,7 +5,8 @@ Registration targets (`--install`, printed by default, written with `--write`):
   any extra keys of an existing `exprag-plus` entry (such as `env`) are kept.
 - cursor: `.cursor/mcp.json` at the repository top level, the same JSON shape, merged the same way.
 - codex:  `$CODEX_HOME/config.toml` (default `~/.codex/config.toml`): the `[mcp_servers.exprag-plus]`
-  table is appended, or its body replaced; every other byte of the file stays as it was.
+  table is appended, or its `command` and `args` replaced (its other keys, such as `env` or timeouts,
+  are kept); every other byte of the file stays as it was.
 
 The command registered is `exprag-plus` when that is on PATH; else the absolute path of the running
 `exprag-plus` script; else this interpreter with `-m exprag_plus` (so the registration works from a
@@ -97,8 +98,8 @@ def toml_table(entry: Dict[str, Any], newline: str = "\n") -> str:
 
 
 def merged_toml(existing: Optional[str], entry: Dict[str, Any], path: str) -> str:
-    """`existing` with the `[mcp_servers.exprag-plus]` table appended or its body replaced; nothing else
-    changes. On Python 3.11+ the result must parse and hold the entry, else nothing is written."""
+    """`existing` with the `[mcp_servers.exprag-plus]` table appended, or its `command` and `args` replaced;
+    nothing else changes. On Python 3.11+ the result must parse and hold the entry, else nothing is written."""
     text = existing or ""
     nl = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines(keepends=True)
@@ -115,12 +116,34 @@ def merged_toml(existing: Optional[str], entry: Dict[str, Any], path: str) -> st
             out = text + nl + nl + block
     else:
         end = next((j for j in range(start + 1, len(lines)) if _HEADER.match(lines[j].rstrip("\r\n"))), len(lines))
-        # blank lines and comments right before the next table stay with it
-        while end - 1 > start and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
-            end -= 1
-        out = "".join(lines[:start]) + block + "".join(lines[end:])
+        # only `command` and `args` are ours: env, timeouts, comments... in the table stay as they are
+        body: List[str] = []
+        at: Optional[int] = None
+        depth = 0
+        for line in lines[start + 1:end]:
+            if depth > 0 or _OUR_KEY.match(line):
+                at = len(body) if at is None else at
+                depth = max(0, depth + _brackets(line)) if depth > 0 or "[" in line else 0
+                continue
+            body.append(line)
+        if at is None:
+            at = 0
+        new = block.splitlines(keepends=True)[1:]
+        out = "".join(lines[:start + 1]) + "".join(body[:at] + new + body[at:]) + "".join(lines[end:])
+        if not lines[start].endswith(("\n", "\r")):  # a header on the file's last line, without a newline
+            out = "".join(lines[:start]) + lines[start] + nl + "".join(body[:at] + new + body[at:])
     _check_toml(text, out, entry, path)
     return out
+
+
+_OUR_KEY = re.compile(r"""^[ \t]*(command|args|"command"|"args"|'command'|'args')[ \t]*=""")
+_STRING_OR_COMMENT = re.compile(r""""(?:\\.|[^"\\])*"|'[^']*'|#.*""")
+
+
+def _brackets(line: str) -> int:
+    """Opening minus closing brackets on a line, outside strings and comments (an `args` array may span lines)."""
+    bare = _STRING_OR_COMMENT.sub("", line)
+    return bare.count("[") - bare.count("]")
 
 
 def _check_toml(before: str, after: str, entry: Dict[str, Any], path: str) -> None:
@@ -137,7 +160,10 @@ def _check_toml(before: str, after: str, entry: Dict[str, Any], path: str) -> No
     except tomllib.TOMLDecodeError as exc:
         raise Failure(f"{path}: exprag-plus is defined there in a form this command does not edit ({exc}); "
                       f"edit the [mcp_servers.{SERVER_KEY}] table by hand") from None
-    if got.get("command") != entry["command"] or got.get("args") != entry["args"]:
+    kept = {k: v for k, v in tomllib.loads(before).get("mcp_servers", {}).get(SERVER_KEY, {}).items()
+            if k not in ("command", "args")}
+    if got.get("command") != entry["command"] or got.get("args") != entry["args"] \
+            or {k: v for k, v in got.items() if k not in ("command", "args")} != kept:
         raise Failure(f"{path}: could not set [mcp_servers.{SERVER_KEY}] safely; edit it by hand")
 
 

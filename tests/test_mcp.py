@@ -643,13 +643,23 @@ def test_install_codex_appends_or_replaces_only_its_table(main: Any, tmp_path: P
     tail = '\n# the next one\n[mcp_servers.exprag-plus.env]\nTOKEN = "t"\n\n[profiles.fast]\nmodel = "o4-mini"\n'
     config.write_bytes((head + "\n" + old + tail).encode())
     assert main("mcp", "--install", "codex", "--write")[0] == 0
-    assert config.read_bytes() == (head + "\n" + table + tail).encode()
+    ours = '[mcp_servers."exprag-plus"]\ncommand = "exprag-plus"\nargs = ["mcp"]\nstartup_timeout_sec = 9\n'
+    assert config.read_bytes() == (head + "\n" + ours + tail).encode()  # only command and args are ours
     if sys.version_info >= (3, 11):
         import tomllib
 
         parsed = tomllib.loads(config.read_text())
-        assert parsed["mcp_servers"]["exprag-plus"] == {**ENTRY, "env": {"TOKEN": "t"}}
+        assert parsed["mcp_servers"]["exprag-plus"] == {**ENTRY, "startup_timeout_sec": 9, "env": {"TOKEN": "t"}}
         assert parsed["profiles"] == {"fast": {"model": "o4-mini"}}
+    # an args array over several lines, an inline env table and comments: the user's keys survive
+    mine = ('[mcp_servers.exprag-plus]  # registered by hand\nenv = { EXPRAG_PLUS_DIR = "/data/runs" }\n'
+            'command = "/old/exprag-plus" # old\nargs = [\n  "mcp",  # serve\n  "--root", "/x",\n]\n'
+            'tool_timeout_sec = 120\n\n[profiles.fast]\nmodel = "o4-mini"\n')
+    config.write_bytes(mine.encode())
+    assert main("mcp", "--install", "codex", "--write")[0] == 0
+    assert config.read_text() == ('[mcp_servers.exprag-plus]  # registered by hand\nenv = { EXPRAG_PLUS_DIR = "/data/runs" }\n'
+                                  'command = "exprag-plus"\nargs = ["mcp"]\ntool_timeout_sec = 120\n\n'
+                                  '[profiles.fast]\nmodel = "o4-mini"\n')
 
 
 def test_install_without_exprag_plus_on_path_names_this_interpreter(main: Any, repo: Path, tmp_path: Path,

@@ -76,6 +76,7 @@ TOOLS_LIST_TTL_MS = 300_000  # the tool list is fixed for the life of the proces
 WORKERS = 4
 SHUTDOWN_GRACE_S = 2.0
 MAX_REASON = 1000
+MAX_ACTION_RESULT = 20_000  # characters of JSON that run_action returns of an action's result
 
 INSTRUCTIONS = (
     "Experiment memory of this repository: runs recorded with exprag_plus.Experiment (metadata, tracked "
@@ -333,9 +334,17 @@ def _run_action(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
                               f"`exprag-plus actions show {run.short_id} {a['name']}` for the traceback)") from None
         except KeyboardInterrupt:  # raised by the action's code: this worker thread must live on
             raise ToolFailure(f"action {a['name']!r} raised KeyboardInterrupt (recorded in run {run.short_id})") from None
-    return {"run_id": run.run_id, "name": a["name"], "status": record.get("status"),
-            "answers": record.get("answers", {}), "result": record.get("result"),
-            "duration_ms": record.get("duration_ms"), "code": record.get("code")}
+    out = {"run_id": run.run_id, "name": a["name"], "status": record.get("status"),
+           "answers": record.get("answers", {}), "result": record.get("result"),
+           "duration_ms": record.get("duration_ms"), "code": record.get("code")}
+    text = json.dumps(out["result"], ensure_ascii=False)
+    if len(text) > MAX_ACTION_RESULT:  # the reply stays bounded; the record keeps the whole value
+        out["result"] = None
+        out["result_preview"] = text[:MAX_ACTION_RESULT]
+        out["result_truncated"] = (f"the result is {len(text)} characters of JSON, more than {MAX_ACTION_RESULT}: "
+                                   f"the whole of it is in the action_run record (seq {record.get('seq')}) of "
+                                   f"{run.path}")
+    return out
 
 
 def _task_info(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -429,7 +438,8 @@ def _tools() -> Dict[str, Tool]:
              "Execute a post-run action of a run (see list_actions) and record it in the run (an action_run "
              "record). Nothing can be asked interactively: give every answer up front in `answers` ({key: "
              "value}; booleans true/false, a choice as its text); a question without an answer and without a "
-             "default is an error naming the key and what it accepts. The action runs user code: it may change "
+             "default is an error naming the key and what it accepts. A result over 20,000 characters of JSON comes "
+             "back as `result_preview` (the run's record keeps it whole). The action runs user code: it may change "
              "things outside this server.",
              {"run": _p(_S, RUN_TEXT), "name": _p(_S, "the action's name, exactly (see list_actions)"),
               "answers": _p({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},

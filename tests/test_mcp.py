@@ -522,6 +522,11 @@ USER_CODE = textwrap.dedent("""\
     class Version(Action):
         def execute(self, interaction):
             return "v1"
+
+
+    class Big(Action):
+        def execute(self, interaction):
+            return {"rows": ["x" * 1000] * 5000}
     """)
 
 
@@ -538,7 +543,8 @@ def action_world(tmp_path: Path) -> Dict[str, Any]:
         subprocess.run(["git", *args], cwd=w["repo"], env=env, check=True, capture_output=True)
     code = ("from exprag_plus import Experiment\nimport user_code\n"
             f"with Experiment('acts', root={str(w['runs'])!r}) as e:\n"
-            "    e.add_action(user_code.Interrupt())\n    e.add_action(user_code.Version())\n")
+            "    e.add_action(user_code.Interrupt())\n    e.add_action(user_code.Version())\n"
+            "    e.add_action(user_code.Big())\n")
     subprocess.run([sys.executable, "-c", code], cwd=w["repo"], env=env, check=True, capture_output=True)
     return w
 
@@ -576,6 +582,23 @@ def test_run_action_sees_the_code_as_it_is_at_each_call(action_world: Dict[str, 
     finally:
         if c.p.poll() is None:
             c.p.kill()
+
+
+
+def test_a_huge_action_result_is_bounded_in_the_reply_and_whole_in_the_record(action_world: Dict[str, Any]) -> None:
+    c = Raw(action_world)
+    try:
+        out = structured(_action_result(c, name="Big"))
+        assert c.close() == 0
+    finally:
+        if c.p.poll() is None:
+            c.p.kill()
+    assert max(len(line) for line in c.lines) < 100_000
+    assert out["status"] == "ok" and out["result"] is None and len(out["result_preview"]) == 20_000
+    assert "5020010 characters of JSON" in out["result_truncated"]
+    (path,) = action_world["runs"].glob("*.jsonl")
+    (rec,) = [json.loads(line) for line in path.read_text().splitlines() if '"action_run"' in line]
+    assert rec["result"] == {"rows": ["x" * 1000] * 5000} and f"(seq {rec['seq']})" in out["result_truncated"]
 
 
 # --- --install ---------------------------------------------------------------------------------------------

@@ -82,11 +82,11 @@ def to_json(value: Any, _depth: int = 0) -> Any:
             return to_json(value.tolist(), _depth + 1)
     except Exception:
         pass
-    if hasattr(value, "__float__") and not isinstance(value, complex):
-        try:
+    try:  # even hasattr raises when __getattr__ raises something other than AttributeError
+        if hasattr(value, "__float__") and not isinstance(value, complex):
             return to_json(float(value), _depth + 1)
-        except Exception:
-            pass
+    except Exception:
+        pass
     return _repr(value)
 
 

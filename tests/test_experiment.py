@@ -341,6 +341,43 @@ def test_odd_values_never_raise_and_stay_strict_json(runs_dir: Path) -> None:
     assert math.isnan(run.summary["nan"]["last"]) and run.tracks[0]["value"]["inf"] == "Infinity"
 
 
+class Hostile:
+    """Every attribute lookup raises (a proxy whose backend is gone), and so do ==, len() and float()."""
+
+    def __getattr__(self, name: str) -> None:
+        raise RuntimeError(f"backend gone ({name})")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no ==")
+
+    __hash__ = object.__hash__
+
+    def __len__(self) -> int:
+        raise RuntimeError("no len")
+
+
+class BrokenScalar:
+    """A numpy-like scalar whose .item() and float() raise."""
+
+    size = 1
+
+    def item(self) -> float:
+        raise RuntimeError("device lost")
+
+    def __float__(self) -> float:
+        raise RuntimeError("device lost")
+
+
+def test_a_hostile_value_is_stored_as_repr_and_the_rest_of_the_record_kept(runs_dir: Path) -> None:
+    exp = Experiment("hostile", root=str(runs_dir), snapshot=False)
+    with pytest.warns(UserWarning, match="not JSON-able"):
+        exp.track({"loss": 0.5, "proxy": Hostile(), "scalar": BrokenScalar()})
+    exp.close()
+    recs = read_lines(exp.path)
+    v = recs[1]["value"]
+    assert v["loss"] == 0.5 and "__repr__" in v["proxy"] and "__repr__" in v["scalar"]
+    assert recs[-1]["summary"]["loss"]["last"] == 0.5
+
 def test_nan_last_value_is_reported_not_hidden(runs_dir: Path) -> None:
     with Experiment("diverged", root=str(runs_dir)) as exp:
         for i, loss in enumerate([1.0, 0.5, math.nan]):

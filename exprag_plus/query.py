@@ -157,9 +157,11 @@ def _compare(got: Any, op: str, want: Any) -> bool:
         a, b = got, want
         if op not in ("=", "!="):
             return False
-    else:
-        a = got if isinstance(got, str) else json.dumps(records.to_json(got))
-        b = want if isinstance(want, str) else json.dumps(records.to_json(want))
+    elif op not in ("=", "!=") and (records.is_number(got) or records.is_number(want)):
+        return False  # text is neither above nor below a number ("x" > 2 must not hold by spelling)
+    else:  # lists and dicts compare as JSON text; sorted keys, since metadata keeps the script's key order
+        a = got if isinstance(got, str) else json.dumps(records.to_json(got), sort_keys=True)
+        b = want if isinstance(want, str) else json.dumps(records.to_json(want), sort_keys=True)
     if op == "=":
         return a == b
     if op == "!=":

@@ -74,6 +74,23 @@ def test_runs_where_sort_limit(main, runs_dir: Path, sweep) -> None:
     assert rc == 0 and out == "no run matches (4 runs)\n"
 
 
+
+def test_where_on_text_lists_and_dicts(main, runs_dir: Path) -> None:
+    for i, md in enumerate([{"opt": {"name": "adam", "betas": [0.9, 0.99]}, "size": 3},
+                            {"opt": {"betas": [0.9, 0.999], "name": "sgd"}, "size": "xl"}]):
+        Experiment(f"r{i}", metadata=md, root=str(runs_dir), snapshot=False).close()
+
+    def names(*where: str):
+        rc, out, err = main("runs", "--root", str(runs_dir), *[x for w in where for x in ("--where", w)], "--json")
+        assert rc == 0, err
+        return sorted(r["name"] for r in j(out)["runs"])
+
+    assert names('opt={"betas": [0.9, 0.99], "name": "adam"}') == ["r0"]  # key order does not matter
+    assert names('opt={"name": "sgd", "betas": [0.9, 0.999]}') == ["r1"]
+    assert names("opt.betas=[0.9,0.999]") == ["r1"]
+    assert names("size>2") == ["r0"]  # "xl" is not greater than 2
+    assert names("size<100") == ["r0"] and names("size!=3") == ["r1"]
+
 @pytest.mark.parametrize("args, message", [
     (["runs", "--where", "hparams.lrr<1"], "exprag-plus runs: error: --where 'hparams.lrr<1': no run has the field, "
      "metadata or metric path 'hparams.lrr'; nearest: hparams.lr, hparams.bs (see `exprag-plus keys`)\n"),

@@ -257,6 +257,13 @@ _SECRET_VALUE = re.compile(
     r"^(sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}"
     r"|AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{16,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\..*)$"
 )
+# The same shapes inside a longer argument (`--header "Authorization: token ghp_..."`, `HF_TOKEN:hf_...`).
+_EMBEDDED_SECRET = re.compile(
+    r"(?<![A-Za-z0-9_-])(sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{16,}"
+    r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*)"
+)
+_AUTH_HEADER = re.compile(r"(?i)(\b(?:proxy-)?authorization\s*[:=]\s*)\S.*")
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
 REDACTED = "***"
 
@@ -283,5 +290,6 @@ def redact_argv(argv: List[str]) -> List[str]:
         if _SECRET_VALUE.match(val if eq else arg):
             out.append(f"{name}={REDACTED}" if eq else REDACTED)
             continue
+        arg = _AUTH_HEADER.sub(lambda m: m[1] + REDACTED, _EMBEDDED_SECRET.sub(REDACTED, arg))
         out.append(_URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", arg))
     return out

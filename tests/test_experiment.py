@@ -409,15 +409,20 @@ def test_argv_credentials_are_redacted_and_env_is_never_recorded(tmp_path: Path)
     run_python("""
         import sys
         sys.argv = ["train.py", "--lr", "0.1", "--api-key", "abc123", "--password=hunter2", "TOKEN=xyz",
-                    "--db", "postgres://user:pw@host/db", "ghp_0123456789abcdefghij0123", "--name", "keep"]
+                    "--db", "postgres://user:pw@host/db", "ghp_0123456789abcdefghij0123", "--name", "keep",
+                    "--header", "Authorization: Bearer opaque-session-value", "HF_TOKEN:hf_abcdefghijklmnopqrstuvwx",
+                    "--model", "/models/task-abcdefghijklmnopqrstuv/hf_cache"]
         from exprag_plus import Experiment
         Experiment("secrets", root="runs").close()
     """, cwd=tmp_path, env={"MY_SECRET_VALUE": "s3cr3t-in-env"})
     raw = next((tmp_path / "runs").glob("*.jsonl")).read_text()
     argv = json.loads(raw.splitlines()[0])["process"]["argv"]
     assert argv == ["train.py", "--lr", "0.1", "--api-key", "***", "--password=***", "TOKEN=***",
-                    "--db", "postgres://***@host/db", "***", "--name", "keep"]
-    for secret in ("abc123", "hunter2", "xyz", "pw@", "ghp_", "s3cr3t-in-env", "MY_SECRET_VALUE"):
+                    "--db", "postgres://***@host/db", "***", "--name", "keep",
+                    "--header", "Authorization: ***", "HF_TOKEN:***",
+                    "--model", "/models/task-abcdefghijklmnopqrstuv/hf_cache"]  # look-alikes in a path are kept
+    for secret in ("abc123", "hunter2", "xyz", "pw@", "ghp_", "s3cr3t-in-env", "MY_SECRET_VALUE", "opaque-session",
+                   "hf_abc"):
         assert secret not in raw
 
 

@@ -146,6 +146,9 @@ def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict
         raise ValueError(f"no run files in {runs_dir}; refusing to delete all {len(refs)} run branches "
                          "(is --root right?)")
     orphans = [(ref, rid) for ref, rid in refs if rid not in have]
+    if orphans:  # a replay records its original's snapshot commit: that code must stay reachable
+        used = {(r.git or {}).get("commit") for r in (Run.read(p) for p in ids.run_files(runs_dir))}
+        orphans = [(ref, rid) for ref, rid in orphans if git.resolve_commit(repo, ref) not in used]
     deleted, failed = [], []
     for ref, rid in orphans:
         if dry_run:

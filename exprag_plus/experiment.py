@@ -65,10 +65,14 @@ class Experiment:
         self.root = ids.runs_dir(root)
         ids.ensure_runs_dir(self.root)
         self.path = os.path.join(self.root, self.run_id + ids.SUFFIX)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"exprag-plus: cannot write run files in {self.root}; choose another folder "
+                                  "with Experiment(root=...) or $EXPRAG_PLUS_DIR")
         cwd = os.getcwd()
+        # The code state first, the file second: a run file is never seen without its run_start.
         state, error = git.capture_state(cwd, self.run_id, self.root, size_cap=size_cap, snapshot=snapshot)
         self.git = state
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         fields: Dict[str, Any] = {
             "format": records.FORMAT,
             "name": self.name,

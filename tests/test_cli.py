@@ -218,3 +218,12 @@ def test_corrupt_lines_warn_on_stderr_only(runs_dir: Path, sweep) -> None:
     assert p.returncode == 0 and json.loads(p.stdout)["count"] == 11
     assert p.stderr == f"exprag-plus: warning: {path}:4: skipped a corrupt line (not JSON: Expecting property name " \
                        "enclosed in double quotes at column 2)\n"
+
+
+def test_where_orders_huge_ints_and_floats_exactly(main, runs_dir: Path) -> None:
+    Experiment("huge", metadata={"n": 10 ** 400}, root=str(runs_dir)).close()
+    Experiment("small", metadata={"n": 3}, root=str(runs_dir)).close()
+    rc, out, err = main("runs", "--where", "n>2.5", "--root", str(runs_dir), "--json")
+    assert rc == 0 and sorted(r["name"] for r in json.loads(out)["runs"]) == ["huge", "small"]
+    rc, out, err = main("runs", "--where", "n>1e300", "--root", str(runs_dir), "--json")
+    assert rc == 0 and [r["name"] for r in json.loads(out)["runs"]] == ["huge"]

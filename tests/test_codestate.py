@@ -166,3 +166,31 @@ def test_runs_without_code_state_fail_clearly(tmp_path: Path) -> None:
                                       "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}, check=True)
     p = cli("diff", "latest", cwd=tmp_path, env={"GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
     assert p.returncode == 1 and "has no git state" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_gc_keeps_a_snapshot_that_a_replay_still_records(project: Path) -> None:
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "6.0"))
+    original = train(project, 0.3)
+    assert run_cli(project, "replay", original).returncode == 0
+    (project / ".runs" / f"{original}.jsonl").unlink()
+    p = run_cli(project, "gc", "--json")
+    assert json.loads(p.stdout)["deleted"] == []
+    assert git(project, "branch", "--list", "run/*").split() == [f"run/{original}"]
+    p = run_cli(project, "restore", "latest")  # the replay's code is still reachable
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_run_file_never_exists_without_its_run_start(project: Path, tmp_path: Path) -> None:
+    """The code state is captured before the file is created, so a listing never sees a nameless run."""
+    real_git = subprocess.run(["which", "git"], capture_output=True, text=True, check=True).stdout.strip()
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    log = tmp_path / "seen.log"
+    (spy / "git").write_text(f"#!/bin/sh\nls {project}/.runs/*.jsonl >> {log} 2>/dev/null\nexec {real_git} \"$@\"\n")
+    (spy / "git").chmod(0o755)
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "7.0"))  # dirty: a snapshot is made
+    p = subprocess.run(["python", "src/train.py", "0.1"], cwd=project, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{spy}:{os.environ['PATH']}"})
+    assert p.returncode == 0, p.stderr
+    assert log.exists() is False or log.read_text() == ""  # git ran, and no run file existed meanwhile
+    assert len(list((project / ".runs").glob("*.jsonl"))) == 1

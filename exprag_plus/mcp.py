@@ -41,9 +41,11 @@ import copy
 import json
 import os
 import queue
+import subprocess
 import sys
 import threading
 import traceback
+import types
 import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
@@ -319,21 +321,41 @@ def _list_actions(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return actions.listing(srv.root, _run(srv, a["run"]) if a["run"] else None)
 
 
-_ACTIONS_LOCK = threading.Lock()  # run_action imports classes (sys.path, sys.modules): one at a time
+ACTION_TIMEOUT = 600.0  # seconds one run_action may take before its process is killed
 
 
 def _run_action(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    """Execute the action in a child process (`--action-worker`): user code may print, read stdin, chdir,
+    call os._exit, hang or crash, and the server neither dies, blocks nor keeps a stale import."""
+    request = json.dumps({"root": srv.root, "arguments": a})
+    cmd = [sys.executable, "-m", "exprag_plus.mcp", "--action-worker"]
+    try:
+        p = subprocess.run(cmd, input=request.encode("utf-8"), stdout=subprocess.PIPE, stderr=None,
+                           timeout=ACTION_TIMEOUT, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        raise ToolFailure(f"action {a['name']!r} was stopped after {ACTION_TIMEOUT:g} s; it may have done part "
+                          "of its work (see list_actions)") from None
+    try:
+        reply = json.loads(p.stdout.decode("utf-8"))
+    except ValueError:
+        raise ToolFailure(f"action {a['name']!r} ended its process (exit code {p.returncode}) before reporting; "
+                          "see list_actions for what was recorded") from None
+    if "error" in reply:
+        raise ToolFailure(reply["error"])
+    return reply["ok"]
+
+
+def _run_action_here(srv: Any, a: Dict[str, Any]) -> Dict[str, Any]:
     run = _run(srv, a["run"])
     interaction = actions.PrefilledInteraction(a["answers"], source="answers",
                                                reason="an MCP tool call cannot ask questions")
-    with _ACTIONS_LOCK:
-        try:
-            record = run.run_action(a["name"], interaction, code=a["code"])
-        except actions.ActionFailed as exc:
-            raise ToolFailure(f"{exc} (recorded in run {run.short_id}: see list_actions, or "
-                              f"`exprag-plus actions show {run.short_id} {a['name']}` for the traceback)") from None
-        except KeyboardInterrupt:  # raised by the action's code: this worker thread must live on
-            raise ToolFailure(f"action {a['name']!r} raised KeyboardInterrupt (recorded in run {run.short_id})") from None
+    try:
+        record = run.run_action(a["name"], interaction, code=a["code"])
+    except actions.ActionFailed as exc:
+        raise ToolFailure(f"{exc} (recorded in run {run.short_id}: see list_actions, or "
+                          f"`exprag-plus actions show {run.short_id} {a['name']}` for the traceback)") from None
+    except KeyboardInterrupt:
+        raise ToolFailure(f"action {a['name']!r} raised KeyboardInterrupt (recorded in run {run.short_id})") from None
     out = {"run_id": run.run_id, "name": a["name"], "status": record.get("status"),
            "answers": record.get("answers", {}), "result": record.get("result"),
            "duration_ms": record.get("duration_ms"), "code": record.get("code")}
@@ -345,6 +367,28 @@ def _run_action(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
                                    f"the whole of it is in the action_run record (seq {record.get('seq')}) of "
                                    f"{run.path}")
     return out
+
+
+def action_worker() -> int:
+    """The child of `_run_action`: one request on stdin, one JSON reply on the real stdout, nothing else."""
+    request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # whatever the action prints goes to the server's log
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdout = sys.stderr
+    srv = types.SimpleNamespace(root=request["root"])
+    try:
+        reply: Dict[str, Any] = {"ok": records.jsonable(_run_action_here(srv, request["arguments"]))}
+    except _TOOL_FAILURES as exc:
+        reply = {"error": one_line(exc) or type(exc).__name__}
+    except BaseException as exc:  # SystemExit and the like, from user code: still a reply
+        reply = {"error": one_line(f"action {request['arguments'].get('name')!r} raised {type(exc).__name__}: {exc}")}
+    data = json.dumps(reply, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    while data:
+        data = data[os.write(reply_fd, data):]
+    return 0
 
 
 def _task_info(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -820,7 +864,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      description="The exprag-plus MCP server (stdio), as `exprag-plus mcp`.")
     parser.add_argument("--root", metavar="DIR",
                         help="the runs folder (default: $EXPRAG_PLUS_DIR, else .runs at the git top level)")
+    parser.add_argument("--action-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.action_worker:
+        return action_worker()
     try:
         return serve_stdio(args.root)
     except KeyboardInterrupt:

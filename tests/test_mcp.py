@@ -527,6 +527,14 @@ USER_CODE = textwrap.dedent("""\
     class Big(Action):
         def execute(self, interaction):
             return {"rows": ["x" * 1000] * 5000}
+
+
+    class Vanish(Action):
+        def execute(self, interaction):
+            import os
+            os.chdir("/")
+            print("going away")
+            os._exit(3)
     """)
 
 
@@ -544,7 +552,7 @@ def action_world(tmp_path: Path) -> Dict[str, Any]:
     code = ("from exprag_plus import Experiment\nimport user_code\n"
             f"with Experiment('acts', root={str(w['runs'])!r}) as e:\n"
             "    e.add_action(user_code.Interrupt())\n    e.add_action(user_code.Version())\n"
-            "    e.add_action(user_code.Big())\n")
+            "    e.add_action(user_code.Big())\n    e.add_action(user_code.Vanish())\n")
     subprocess.run([sys.executable, "-c", code], cwd=w["repo"], env=env, check=True, capture_output=True)
     return w
 
@@ -695,3 +703,19 @@ def test_install_without_exprag_plus_on_path_names_this_interpreter(main: Any, r
                                                             "args": ["-m", "exprag_plus", "mcp"]}
     rc, _, err = main("mcp", "--write")
     assert rc == 2 and "--install" in err
+
+
+def test_an_action_that_exits_its_process_leaves_the_server_serving(action_world: Dict[str, Any]) -> None:
+    """Actions run in a child process: os._exit, chdir and prints in user code stay there."""
+    c = Raw(action_world)
+    try:
+        res = _action_result(c, name="Vanish")
+        assert res["isError"] is True and "ended its process (exit code 3)" in res["content"][0]["text"], res
+        res = _action_result(c, name="Version")
+        assert res["isError"] is False and res["structuredContent"]["result"] == "v1"
+        assert c.request("tools/call", {"name": "list_runs", "arguments": {}})["result"]["isError"] is False
+        assert c.close() == 0
+    finally:
+        if c.p.poll() is None:
+            c.p.kill()
+    c.assert_only_jsonrpc()

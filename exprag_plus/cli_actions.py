@@ -9,9 +9,11 @@ recorded prints its outcome on stdout whatever the exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from . import actions, git, records, store
 from .cli import Commands, Failure, UsageError, _root, _run, emit_json, note, num, table, when
@@ -86,6 +88,33 @@ def _outcome(run: store.Run, name: str, record: Optional[Dict[str, Any]]) -> Dic
             "result": r.get("result"), "error": r.get("error")}
 
 
+@contextlib.contextmanager
+def _guarded_streams(close_stdin: bool, stdout_to_stderr: bool) -> Iterator[None]:
+    """Without a terminal the action reads end-of-file (an agent's open pipe must never hang it); with
+    --json, what it prints goes to stderr, so stdout stays one JSON document."""
+    moves = ([(0, os.open(os.devnull, os.O_RDONLY))] if close_stdin else []) + ([(1, 2)] if stdout_to_stderr else [])
+    sys.stdout.flush()
+    saved = [(fd, os.dup(fd)) for fd, _ in moves]
+    for fd, src in moves:
+        os.dup2(src, fd)
+    if close_stdin:
+        os.close(moves[0][1])
+    old_in, old_out = sys.stdin, sys.stdout
+    if close_stdin:
+        sys.stdin = open(os.devnull, encoding="utf-8")
+    if stdout_to_stderr:
+        sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        if close_stdin:
+            sys.stdin.close()
+        sys.stdin, sys.stdout = old_in, old_out
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     try:
         answers = actions.parse_set(args.set)
@@ -103,7 +132,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     record: Optional[Dict[str, Any]] = None
     failure: Optional[BaseException] = None
     try:
-        record = actions.run_action(run, args.name, interaction, code=args.code, keep=args.keep)
+        with _guarded_streams(close_stdin=not interactive, stdout_to_stderr=args.json):
+            record = actions.run_action(run, args.name, interaction, code=args.code, keep=args.keep)
     except (actions.ActionNotFound, actions.ActionLoadError) as exc:
         raise UsageError(str(exc)) from None
     except actions.AnswerError as exc:

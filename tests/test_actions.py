@@ -681,3 +681,33 @@ def test_example_export_best_model_end_to_end(tmp_path: Path) -> None:
     p = cli_noinput("actions", "list", "--json", cwd=tmp_path, env=env)
     (row,) = j(p.stdout)["actions"]
     assert (row["name"], row["times_run"], row["last_status"]) == ("ExportBestModel", 2, "error")
+
+
+def test_an_action_reading_stdin_without_a_terminal_never_hangs(tmp_path: Path) -> None:
+    """An agent's stdin is often a pipe that stays open: the action must read end-of-file, not wait."""
+    (tmp_path / "reader.py").write_text(textwrap.dedent('''
+        from exprag_plus import Action, Experiment
+
+        class Reader(Action):
+            def execute(self, interaction):
+                return input("type something: ")
+
+        if __name__ == "__main__":
+            with Experiment("reads stdin", root="runs") as exp:
+                exp.add_action(Reader())
+    '''))
+    env = env_for({"GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
+    subprocess.run([sys.executable, "reader.py"], cwd=tmp_path, env=env, check=True, timeout=30)
+    p = subprocess.Popen([sys.executable, "-m", "exprag_plus", "actions", "run", "latest", "Reader", "--root", "runs",
+                          "--json"], cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        p.wait(timeout=30)  # stdin is still open: a waiting input() would never return
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.stdin.close()
+    out = p.stdout.read()
+    p.stdout.close()
+    p.stderr.close()
+    assert p.returncode == 1 and json.loads(out)["error"]["type"] == "EOFError"

@@ -190,8 +190,9 @@ def cmd_keys(args: argparse.Namespace) -> None:
     print(f"{res['runs']} run(s).  Fields: {', '.join(res['fields'])}")
     if res["metadata"]:
         print()
-        print(table([[p, str(e["runs"]), ", ".join(num(v) for v in e["values"])] for p, e in res["metadata"].items()],
-                    ["METADATA PATH", "RUNS", "VALUES (first few)"]))
+        print(table([[p, str(e["runs"]), ", ".join(num(v) for v in e["values"])
+                      + (f" (+{e['distinct'] - len(e['values'])} more)" if e["distinct"] > len(e["values"]) else "")]
+                     for p, e in res["metadata"].items()], ["METADATA PATH", "RUNS", "VALUES"]))
     if res["metrics"]:
         print()
         print(table([[p, str(e["runs"]), num(e["min"]), num(e["max"])] for p, e in res["metrics"].items()],
@@ -207,7 +208,8 @@ def cmd_best(args: argparse.Namespace) -> None:
     print(f"best run by {res['metric']} ({res['rule']}):")
     print(f"  {r['short_id']}  {r['name']!r}  {r['status']}  commit {short_commit(r)}")
     print(f"  best {num(res['best'])}{step(res['best_step'])}, final {num(res['last'])}{step(res['last_step'])}")
-    print(f"  ranked {res['considered']} run(s); {res['without_metric']} without a finite value")
+    print(f"  ranked {res['considered']} run(s); {res['nonfinite']} with a non-finite value, "
+          f"{res['without_metric']} without the metric")
     if len(res["ranking"]) > 1:
         print(table([[x["short_id"], x["name"][:40], num(x["value"])] for x in res["ranking"]], ["ID", "NAME", "VALUE"]))
 

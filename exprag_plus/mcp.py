@@ -272,7 +272,7 @@ WHERE_TEXT = ("conditions that must all hold, each 'PATH OP VALUE' with OP one o
               "(hparams.lr) or a metric path (loss; loss:min, :max, :last, :count), e.g. 'hparams.lr<0.01'")
 
 RUN_ROW = _obj({"id": _S, "short_id": _S, "started": _S, "name": _S, "status": _S, "commit": _NS,
-                "branch": _NS, "dirty": _NB, "metrics": _O})
+                "branch": _NS, "dirty": _NB, "metadata": _O, "metrics": _O})
 CODE_REF = _obj({"run_id": _S, "short_id": _S, "commit": _NS, "branch": _NS, "dirty": _NB, "base_commit": _NS})
 
 
@@ -430,7 +430,7 @@ def _tools() -> Dict[str, Tool]:
               "where": _p(_arr(_S), WHERE_TEXT, default=[])},
              ("metric",),
              _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "best": _ANY,
-                   "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "without_metric": _I,
+                   "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "nonfinite": _I, "without_metric": _I,
                    "ranking": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "value": _ANY}))}),
              _best_run),
         Tool("metric_history", "Metric history of a run",

@@ -207,7 +207,7 @@ def run_row(run: Run) -> Dict[str, Any]:
     return {
         "id": run.run_id, "short_id": run.short_id, "started": run.started, "name": run.name,
         "status": run.status, "commit": git.get("commit"), "branch": git.get("branch"),
-        "dirty": git.get("dirty"), "metrics": run.final(),
+        "dirty": git.get("dirty"), "metadata": run.metadata, "metrics": run.final(),
     }
 
 
@@ -224,10 +224,14 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
     mt: Dict[str, Dict[str, Any]] = {}
     for r in runs:
         for path, v in metadata_paths(r).items():
-            e = md.setdefault(path, {"runs": 0, "values": []})
+            e = md.setdefault(path, {"runs": 0, "distinct": 0, "values": [], "_seen": set()})
             e["runs"] += 1
-            if v not in e["values"] and len(e["values"]) < examples:
-                e["values"].append(v)
+            key = json.dumps(records.to_json(v), sort_keys=True)
+            if key not in e["_seen"]:
+                e["_seen"].add(key)
+                e["distinct"] += 1
+                if len(e["values"]) < examples:
+                    e["values"].append(v)
         for path, s in r.summary.items():
             e = mt.setdefault(path, {"runs": 0, "min": None, "max": None})
             e["runs"] += 1
@@ -235,6 +239,8 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
                 x = s.get(stat)
                 if records.is_number(x):
                     e[stat] = x if e[stat] is None else better(e[stat], x)
+    for e in md.values():
+        del e["_seen"]
     return {"runs": len(runs), "fields": list(FIELDS), "metadata": dict(sorted(md.items())),
             "metrics": dict(sorted(mt.items()))}
 
@@ -246,12 +252,14 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     total = len(runs)
     runs = select(runs, where)
     stat = "last" if final else ("min" if minimize else "max")
-    scored = []
+    scored, nonfinite = [], 0
     for r in runs:
         s = r.summary.get(metric)
         v = None if s is None else s.get(stat)
         if records.is_number(v) and math.isfinite(v):
             scored.append((v, r, s))
+        elif s is not None:
+            nonfinite += 1
     direction = "lowest" if minimize else "highest"
     rule = (f"{direction} final (last tracked) value" if final
             else f"{direction} best value over each run's history ({stat} of all tracked values)")
@@ -266,7 +274,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "run": run_row(winner),
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
-        "considered": len(scored), "without_metric": len(runs) - len(scored),
+        "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
         "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r, _ in scored[:5]],
     }
 

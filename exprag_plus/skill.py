@@ -38,7 +38,10 @@ input (the one-line error says what to fix).
 ## Workflow: discover, query, cite
 
 1. Discover the names first. Metric and metadata paths differ between projects (`metrics.val_acc`,
-   `loss`, `hparams.lr`...). Never guess one: take it from `keys`.
+   `loss`, `hparams.lr`...). Never guess one: take it from `keys`. When `keys` lists several names for
+   one idea (`val.accuracy` and `metrics.val_acc`), they come from different scripts: answer for each
+   separately and never compare values across names. A metric only one run has is often a derived
+   summary, not a training curve.
 2. Ask with the one command listed below for the question, filling the placeholders `<run>`,
    `<metric>`, `<path>` with names from `keys` and ids from `runs`.
 3. Answer with the run's short id (the last 8 hex digits, as tables show them) and its name, say which
@@ -50,9 +53,11 @@ exprag-plus keys --json
 
 ```json
 {"runs": 12, "fields": ["id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host"],
- "metadata": {"hparams.lr": {"runs": 12, "values": [0.01, 0.1]}},
+ "metadata": {"hparams.lr": {"runs": 12, "distinct": 7, "values": [0.01, 0.1, 0.003, 0.03, 1.0]}},
  "metrics": {"metrics.val_acc": {"runs": 11, "min": 0.41, "max": 0.93}}}
 ```
+
+`values` shows the first 5 distinct values; `distinct` says how many there are.
 
 A run reference `<run>` is a full id, a unique prefix, a unique suffix of 6+ characters (the short id),
 `latest`, or `latest~N` (N runs before the latest).
@@ -69,14 +74,22 @@ exprag-plus best <metric> --json
 
 ```json
 {"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)", "minimize": false, "final": false,
- "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false, "metrics": {}},
- "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "without_metric": 1, "ranking": []}
+ "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false,
+         "metadata": {"hparams": {"lr": 0.01}}, "metrics": {"metrics.val_acc": 0.91, "metrics.loss": 0.2}},
+ "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "ranking": []}
 ```
 
 `best` and `last` are both given: report both when they differ (the run peaked before it ended).
+Before naming the winner, look at its `status` and its other `metrics`: a `"NaN"` there (a loss, say)
+means the run diverged; say so, and name the best run that did not. `ranking` holds the top 5;
+`nonfinite` counts runs whose ranked value was NaN/Infinity (left out), `without_metric` runs that
+never tracked it. Runs often share a name: tell them apart by their `metadata`.
 
 **What changed between the latest two runs?** Metadata differences, final metrics with deltas (B-A),
-and the two commits; then the code diff.
+and the two commits; then the code diff. `latest` and `latest~N` count every run; for the latest two of
+one kind, take their ids from `exprag-plus runs --where 'name~<name>' --limit 2` (newest first). A
+crashed or interrupted run stopped early: its deltas compare different points of training. The
+command lines (`process.argv`) are in `show`.
 
 ```bash
 exprag-plus compare latest~1 latest --json
@@ -93,6 +106,8 @@ exprag-plus diff latest~1 latest --stat
 **How did a metric evolve in a run?** Points carry `seq` (record order), `step` (when the tracked
 value had a `step` field) and `value`; long histories are sampled to 100 points (first, last, min and
 max kept; a note on stderr says so; `--max-points 0` for all). `--step N` gives the point at step N.
+When the script tracked `epoch` (or another counter) instead of `step`, `step` is null: get
+`history <run> epoch` too and pair the points by `seq`.
 
 ```bash
 exprag-plus history <run> <metric> --json
@@ -108,7 +123,9 @@ exprag-plus history <run> <metric> --json
 `~` (regex search); repeat `--where` to AND conditions. PATH is a field (`name`, `status`, `commit`,
 `dirty`, `started`...), a metadata path, or a metric path (its last value; `<metric>:max`, `:min`,
 `:count` for a statistic). A path no run has is an error listing the nearest names. Newest first; at
-most 20 runs unless `--limit N` (0 for all); `--sort <path>` or `--sort -<path>` (descending).
+most 20 runs unless `--limit N` (0 for all); `--sort <path>` or `--sort -<path>` (descending). Each
+JSON row has the run's `metadata` and final `metrics` (exact values; the table rounds to 6 digits and
+shows at most 3 metric columns, so use `--json` for threshold questions).
 
 ```bash
 exprag-plus runs --where '<path>>=<value>' --json
@@ -117,7 +134,8 @@ exprag-plus runs --where '<path>>=<value>' --json
 ```json
 {"total": 40, "matched": 3, "shown": 3,
  "runs": [{"id": "...", "short_id": "9f8e7d6c", "started": "2026-11-24T10:02:11.123456Z", "name": "lr sweep", "status": "completed",
-           "commit": "4e1d2c0...", "branch": "main", "dirty": false, "metrics": {"metrics.val_acc": 0.93}}]}
+           "commit": "4e1d2c0...", "branch": "main", "dirty": false, "metadata": {"hparams": {"lr": 0.1}},
+           "metrics": {"metrics.val_acc": 0.93}}]}
 ```
 
 **Everything about one run** (command line, host, code state, metadata, error, every metric's summary):
@@ -143,7 +161,8 @@ branches are untouched. The command prints the folder (the run's working subdire
 exprag-plus restore <run>
 ```
 
-Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
+Each restore adds a worktree under `.git/exprag-plus-worktrees/`; tell the user the path and that `git
+worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
 --checkout` works only on a clean tree and refuses otherwise.
 
 **How does a run's code differ from another run, or from the current code?** Omit the second run to
@@ -156,7 +175,8 @@ exprag-plus diff <run> <run2>
 
 **Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
 the current interpreter; the new run records `replay_of` and both runs' final metrics are printed side
-by side. Look first with `--dry-run`.
+by side. Look first with `--dry-run`. The replay is a new run: it becomes `latest` and appears in
+`best` rankings next to the original (its `replay_of` names the original).
 
 ```bash
 exprag-plus replay <run> --dry-run
@@ -165,7 +185,9 @@ exprag-plus replay <run> --dry-run
 **Post-run actions** (export a model, copy results...) registered during a run: list them, then run one
 non-interactively. Its questions are answered with `--set key=value`; to discover them, run it with
 `--no-input`: the error names the next key, its label and what it accepts. Add `--set` answers until
-it runs. Booleans take true/false/yes/no/1/0.
+it runs. Booleans take true/false/yes/no/1/0. Each such attempt is recorded as an `error` execution in
+the action's history. The action's class is imported from the current code (`--code run` imports it
+from the run's own commit).
 
 ```bash
 exprag-plus actions list --json
@@ -199,7 +221,8 @@ exprag-plus task info <schema-file>
 exprag-plus task run <schema-file> --input <input>=<input-value> --json
 ```
 
-The second prints `{"run_id": "...", "outputs": {...}}`.
+The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run of its own.
+In `--dry-run` output, a value an earlier command produces stays as its token (`<<parameter:p2>>`).
 
 **Plots and a report** for the user to look at: `exprag-plus plot <metric>` writes an SVG,
 `exprag-plus report` a static HTML page.

@@ -53,7 +53,8 @@ def test_runs_human_and_json(main, runs_dir: Path, sweep) -> None:
     data = j(out)
     assert rc == 0 and data["total"] == 4 and data["matched"] == 4 and data["shown"] == 4
     row = data["runs"][1]
-    assert set(row) == {"id", "short_id", "started", "name", "status", "commit", "branch", "dirty", "metrics"}
+    assert set(row) == {"id", "short_id", "started", "name", "status", "commit", "branch", "dirty", "metadata", "metrics"}
+    assert row["metadata"] == {"hparams": {"lr": 10.0, "bs": 64}}
     assert row["metrics"]["metrics.loss"] == "NaN" and row["status"] == "completed"
 
 
@@ -138,7 +139,8 @@ def test_keys(main, runs_dir: Path, sweep) -> None:
     rc, out, _ = main("keys", "--root", str(runs_dir), "--json")
     d = j(out)
     assert rc == 0 and d["runs"] == 4
-    assert d["metadata"]["hparams.lr"] == {"runs": 4, "values": [0.01, 0.1, 10.0, 0.05]}
+    assert d["metadata"]["hparams.lr"] == {"runs": 4, "distinct": 4, "values": [0.01, 0.1, 10.0, 0.05]}
+    assert d["metadata"]["hparams.bs"] == {"runs": 4, "distinct": 2, "values": [32, 64]}
     assert d["metrics"]["metrics.loss"]["runs"] == 3 and d["metrics"]["metrics.acc"]["max"] == pytest.approx(1.4)
     rc, out, _ = main("keys", "--root", str(runs_dir))
     assert "METADATA PATH" in out and "hparams.lr" in out and "METRIC PATH" in out
@@ -154,7 +156,8 @@ def test_best_max_min_final(main, runs_dir: Path, sweep) -> None:
     assert d["rule"].startswith("highest best value") and d["considered"] == 4
     rc, out, _ = main("best", "metrics.loss", "--min", "--final", "--root", str(runs_dir), "--json")
     d = j(out)
-    assert d["rule"] == "lowest final (last tracked) value" and d["without_metric"] == 2  # NaN last, no loss
+    assert d["rule"] == "lowest final (last tracked) value"
+    assert d["nonfinite"] == 1 and d["without_metric"] == 1  # one ended in NaN, one never tracked a loss
     rc, out, _ = main("best", "metrics.acc", "--where", "hparams.lr<0.05", "--root", str(runs_dir))
     assert out.splitlines()[0] == ("best run by metrics.acc (highest best value over each run's history "
                                    "(max of all tracked values)):")

@@ -272,7 +272,7 @@ WHERE_TEXT = ("conditions that must all hold, each 'PATH OP VALUE' with OP one o
               "(hparams.lr) or a metric path (loss; loss:min, :max, :last, :count), e.g. 'hparams.lr<0.01'")
 
 RUN_ROW = _obj({"id": _S, "short_id": _S, "started": _S, "name": _S, "status": _S, "commit": _NS,
-                "branch": _NS, "dirty": _NB, "metadata": _O, "metrics": _O})
+                "branch": _NS, "dirty": _NB, "replay_of": _NS, "metadata": _O, "metrics": _O})
 CODE_REF = _obj({"run_id": _S, "short_id": _S, "commit": _NS, "branch": _NS, "dirty": _NB, "base_commit": _NS})
 
 

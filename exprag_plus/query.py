@@ -16,7 +16,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from . import records
 from .store import Run
 
-FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host")
+FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
+          "replay_of")
 STATS = ("last", "min", "max", "count", "nonfinite")
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*(?P<path>[^\s<>=!~]+)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$")
@@ -67,7 +68,7 @@ def _run_field(run: Run, name: str) -> Any:
     return {
         "id": run.run_id, "name": run.name, "status": run.status, "started": run.started, "ended": run.ended,
         "duration_s": run.duration_s, "commit": git.get("commit"), "branch": git.get("branch"),
-        "dirty": git.get("dirty"), "host": run.host.get("hostname"),
+        "dirty": git.get("dirty"), "host": run.host.get("hostname"), "replay_of": run.replay_of,
     }[name]
 
 
@@ -162,10 +163,9 @@ def _compare(got: Any, op: str, want: Any) -> bool:
     else:  # lists and dicts compare as JSON text; sorted keys, since metadata keeps the script's key order
         a = got if isinstance(got, str) else json.dumps(records.to_json(got), sort_keys=True)
         b = want if isinstance(want, str) else json.dumps(records.to_json(want), sort_keys=True)
-    if op == "=":
-        return a == b
-    if op == "!=":
-        return a != b
+    if op in ("=", "!="):
+        same = a == b or (a != a and b != b)  # NaN = NaN here: `loss!=NaN` must drop diverged runs
+        return same if op == "=" else not same
     if type(a) is not type(b) and not (records.is_number(a) and records.is_number(b)):
         return False
     if a != a or b != b:  # NaN is neither above nor below anything
@@ -207,7 +207,7 @@ def run_row(run: Run) -> Dict[str, Any]:
     return {
         "id": run.run_id, "short_id": run.short_id, "started": run.started, "name": run.name,
         "status": run.status, "commit": git.get("commit"), "branch": git.get("branch"),
-        "dirty": git.get("dirty"), "metadata": run.metadata, "metrics": run.final(),
+        "dirty": git.get("dirty"), "replay_of": run.replay_of, "metadata": run.metadata, "metrics": run.final(),
     }
 
 

@@ -52,7 +52,7 @@ exprag-plus keys --json
 ```
 
 ```json
-{"runs": 12, "fields": ["id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host"],
+{"runs": 12, "fields": ["id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host", "replay_of"],
  "metadata": {"hparams.lr": {"runs": 12, "distinct": 7, "values": [0.01, 0.1, 0.003, 0.03, 1.0]}},
  "metrics": {"metrics.val_acc": {"runs": 11, "min": 0.41, "max": 0.93}}}
 ```
@@ -83,7 +83,8 @@ exprag-plus best <metric> --json
 Before naming the winner, look at its `status` and its other `metrics`: a `"NaN"` there (a loss, say)
 means the run diverged; say so, and name the best run that did not. `ranking` holds the top 5;
 `nonfinite` counts runs whose ranked value was NaN/Infinity (left out), `without_metric` runs that
-never tracked it. Runs often share a name: tell them apart by their `metadata`.
+never tracked it. Runs often share a name: tell them apart by their `metadata`. To leave diverged runs
+out, add `--where '<loss-metric>!=NaN'`.
 
 **What changed between the latest two runs?** Metadata differences, final metrics with deltas (B-A),
 and the two commits; then the code diff. `latest` and `latest~N` count every run; for the latest two of
@@ -121,7 +122,7 @@ exprag-plus history <run> <metric> --json
 
 **Which runs match a condition?** `--where PATH OP VALUE` with OP one of `=` `!=` `<` `<=` `>` `>=`
 `~` (regex search); repeat `--where` to AND conditions. PATH is a field (`name`, `status`, `commit`,
-`dirty`, `started`...), a metadata path, or a metric path (its last value; `<metric>:max`, `:min`,
+`dirty`, `started`, `replay_of`...), a metadata path, or a metric path (its last value; `<metric>:max`, `:min`,
 `:count` for a statistic). A path no run has is an error listing the nearest names. Newest first; at
 most 20 runs unless `--limit N` (0 for all); `--sort <path>` or `--sort -<path>` (descending). Each
 JSON row has the run's `metadata` and final `metrics` (exact values; the table rounds to 6 digits and
@@ -134,7 +135,7 @@ exprag-plus runs --where '<path>>=<value>' --json
 ```json
 {"total": 40, "matched": 3, "shown": 3,
  "runs": [{"id": "...", "short_id": "9f8e7d6c", "started": "2026-11-24T10:02:11.123456Z", "name": "lr sweep", "status": "completed",
-           "commit": "4e1d2c0...", "branch": "main", "dirty": false, "metadata": {"hparams": {"lr": 0.1}},
+           "commit": "4e1d2c0...", "branch": "main", "dirty": false, "replay_of": null, "metadata": {"hparams": {"lr": 0.1}},
            "metrics": {"metrics.val_acc": 0.93}}]}
 ```
 
@@ -176,7 +177,8 @@ exprag-plus diff <run> <run2>
 **Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
 the current interpreter; the new run records `replay_of` and both runs' final metrics are printed side
 by side. Look first with `--dry-run`. The replay is a new run: it becomes `latest` and appears in
-`best` rankings next to the original (its `replay_of` names the original).
+`best` rankings next to the original; its `replay_of` names the original (find replays of a run with
+`runs --where 'replay_of=<full run id>'`).
 
 ```bash
 exprag-plus replay <run> --dry-run
@@ -185,7 +187,8 @@ exprag-plus replay <run> --dry-run
 **Post-run actions** (export a model, copy results...) registered during a run: list them, then run one
 non-interactively. Its questions are answered with `--set key=value`; to discover them, run it with
 `--no-input`: the error names the next key, its label and what it accepts. Add `--set` answers until
-it runs. Booleans take true/false/yes/no/1/0. Each such attempt is recorded as an `error` execution in
+it runs. There is no dry run: once every question is answered, the action executes, so check its
+target (a folder, say) before answering. Booleans take true/false/yes/no/1/0. Each such attempt is recorded as an `error` execution in
 the action's history. The action's class is imported from the current code (`--code run` imports it
 from the run's own commit).
 
@@ -224,8 +227,10 @@ exprag-plus task run <schema-file> --input <input>=<input-value> --json
 The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run of its own.
 In `--dry-run` output, a value an earlier command produces stays as its token (`<<parameter:p2>>`).
 
-**Plots and a report** for the user to look at: `exprag-plus plot <metric>` writes an SVG,
-`exprag-plus report` a static HTML page.
+**Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
+run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;
+without `-o` it writes `<metric>.svg` in the current folder, replacing it; the folder must exist) and
+`exprag-plus report -o <file>.html` (a static HTML page).
 
 ## Record format (when reading files directly)
 
@@ -243,10 +248,13 @@ One JSON object per line, each with `type`, `run_id`, `seq`, `time` (UTC) and `e
 Metric paths flatten nested values with dots (`{"metrics": {"loss": 1}}` is `metrics.loss`); a bare
 number tracked alone is `value`. `action_run` records are appended later, after `run_end`.
 
-Without the CLI, read the files with `jq` or Python:
+Without the CLI, read the files with `jq` or Python (the run files are `.runs/*.jsonl`; folders beside
+them hold task working directories). A crashed run has no `run_end`: its last values are in its last
+`track` record.
 
 ```bash
 jq -c 'select(.type=="run_end") | {run_id, status, summary}' .runs/*.jsonl
+jq -c 'select(.type=="track") | {run_id, seq, value}' .runs/*.jsonl | tail -n 3
 python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['name']) for f in sorted(glob.glob('.runs/*.jsonl'))]"
 ```
 

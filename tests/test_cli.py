@@ -53,7 +53,8 @@ def test_runs_human_and_json(main, runs_dir: Path, sweep) -> None:
     data = j(out)
     assert rc == 0 and data["total"] == 4 and data["matched"] == 4 and data["shown"] == 4
     row = data["runs"][1]
-    assert set(row) == {"id", "short_id", "started", "name", "status", "commit", "branch", "dirty", "metadata", "metrics"}
+    assert set(row) == {"id", "short_id", "started", "name", "status", "commit", "branch", "dirty", "replay_of",
+                        "metadata", "metrics"}
     assert row["metadata"] == {"hparams": {"lr": 10.0, "bs": 64}}
     assert row["metrics"]["metrics.loss"] == "NaN" and row["status"] == "completed"
 
@@ -73,6 +74,10 @@ def test_runs_where_sort_limit(main, runs_dir: Path, sweep) -> None:
     assert [r["name"] for r in j(out)["runs"]] == ["diverged"]
     rc, out, _ = main("runs", "--root", str(runs_dir), "--where", "hparams.lr>100")
     assert rc == 0 and out == "no run matches (4 runs)\n"
+    rc, out, _ = main("runs", "--root", str(runs_dir), "--where", "metrics.loss!=NaN", "--json")
+    assert sorted(r["name"] for r in j(out)["runs"]) == ["sweep", "sweep"]  # the diverged run is out
+    rc, out, _ = main("runs", "--root", str(runs_dir), "--where", "metrics.loss=NaN", "--json")
+    assert [r["name"] for r in j(out)["runs"]] == ["diverged"]
 
 
 

@@ -56,6 +56,7 @@ class Experiment:
         self._child_pid: Optional[int] = None
         self._summary = Summary()
         self._tasks = 0
+        self._action_names: "set[str]" = set()
         self._closed = False
         self._warned = False
         self._fd = -1
@@ -229,7 +230,7 @@ class Experiment:
 
         fields = action_fields(action, name)
         with self._lock:
-            names = self.__dict__.setdefault("_action_names", set())
+            names = self._action_names
             if fields["name"] in names:
                 raise ValueError(f"this run already has an action named {fields['name']!r}: "
                                  "give the second one another name (add_action(action, name=...))")

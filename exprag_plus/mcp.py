@@ -483,8 +483,8 @@ def _tools() -> Dict[str, Tool]:
              "record). Nothing can be asked interactively: give every answer up front in `answers` ({key: "
              "value}; booleans true/false, a choice as its text); a question without an answer and without a "
              "default is an error naming the key and what it accepts. A result over 20,000 characters of JSON comes "
-             "back as `result_preview` (the run's record keeps it whole). The action runs user code: it may change "
-             "things outside this server.",
+             "back as `result_preview` (the run's record keeps it whole). The action runs user code, in a process of "
+             "its own that is stopped after 600 s: it may change things outside this server.",
              {"run": _p(_S, RUN_TEXT), "name": _p(_S, "the action's name, exactly (see list_actions)"),
               "answers": _p({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
                             "answers to the action's questions by key", default={}),

@@ -10,7 +10,8 @@ design points that differ from a naive template runner, each deliberate:
   command reads it from `EXPRAG_PARAM_<NAME>`, an environment variable every command gets for every
   parameter (strings as they are, other values as JSON). Lists give one word per item;
 * a `<<...>>` token that cannot be resolved is an error naming it, never left in the command;
-* `<<args>>` expands to the command's `args` (the author's text, one quoted word each), and `args` without `<<args>>` is an error;
+* `<<args>>` expands to the command's `args` (the author's text, one quoted word each); `args` without
+  `<<args>>` is an error;
 * the whole parameter flow is checked when the schema is built, before anything runs;
 * every error is one `SchemaError` (a `ValueError`) with a one-line message saying what, where
   (file:line:column for YAML, objective, `actions[i].commands[j]`, parameter) and what to do; a command

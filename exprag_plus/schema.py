@@ -340,7 +340,7 @@ _ENV_LIMIT = 128 * 1024  # Linux refuses to start a program with a longer enviro
 
 
 def _text(value: Any) -> str:
-    """A scalar as the text a token puts in the command (structured values as JSON)."""
+    """A value as the text a token puts in the command (structured values as JSON)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -409,7 +409,7 @@ def _environment(params: Mapping[str, Any]) -> Tuple[Dict[str, str], Dict[str, s
             continue
         if "\0" in text:
             left_out[name] = "it holds a NUL character, which no environment variable can carry"
-        elif size + len(_ENV_PREFIX + name) >= _ENV_LIMIT:
+        elif len(_ENV_PREFIX + name) + size + 2 > _ENV_LIMIT:
             left_out[name] = f"it is {size} bytes long, over the {_ENV_LIMIT} bytes one environment variable may hold"
         else:
             env[_ENV_PREFIX + name] = text
@@ -423,9 +423,13 @@ def _check_names(line: str, spans: Sequence[Tuple[int, int, _Token]], env: Mappi
     for m in re.finditer(r"[A-Za-z0-9_]+", line):
         for start, end, tok in spans:
             if start < m.end() and m.start() < end and m.group(0) in env and _not_plain(env[m.group(0)]):
-                raise _ResolveError(f"{tok.text}: the value of parameter {tok.name!r} makes the word "
-                                    f"{m.group(0)!r}, the name of an environment variable whose text is not "
-                                    f"plain, which shell arithmetic would run as code", "give a number or another word")
+                raise _ResolveError(f"{tok.text}: the value of {_who(tok)} makes the word {m.group(0)!r}, the name "
+                                    f"of an environment variable whose text is not plain, which shell arithmetic "
+                                    f"would run as code", "give a number or another word")
+
+
+def _who(tok: _Token) -> str:
+    return f"parameter {tok.name!r}" if tok.kind == "parameter" else tok.text
 
 
 def _lookup(params: Mapping[str, Any], tok: _Token) -> Any:
@@ -1092,7 +1096,9 @@ class TaskSchema:
 
     def _render(self, cc: _Compiled, params: Mapping[str, Any], pending: Set[str], env: Mapping[str, str],
                 left_out: Mapping[str, str]) -> str:
-        for name in sorted(cc.env_refs & set(left_out)):
+        unreadable = sorted(cc.env_refs & set(left_out))
+        if unreadable:
+            name = unreadable[0]
             raise _ResolveError(f"the command reads ${_ENV_PREFIX}{name}, but parameter {name!r} cannot be put in "
                                 f"the environment: {left_out[name]}", "give it as a file or a shorter value")
         spans: List[Tuple[int, int, _Token]] = []
@@ -1116,7 +1122,7 @@ class TaskSchema:
                 text = author_word(cc.variables[part.name])
             else:
                 text = value(part)
-            if not (part.kind == "parameter" and part.name in pending):
+            if text and not (part.kind == "parameter" and part.name in pending):
                 spans.append((len(line), len(line) + len(text), part))
             line += text
         _check_names(line, spans, env)

@@ -416,16 +416,23 @@ def _environment(params: Mapping[str, Any]) -> Tuple[Dict[str, str], Dict[str, s
     return env, left_out
 
 
+# bash's own variables that can hold a value's text: `_` (the last argument of the previous command), ...
+_SHELL_DATA = frozenset(("_", "BASH_REMATCH", "REPLY", "MAPFILE", "OPTARG", "BASH_COMMAND", "BASH_ARGV",
+                         "BASH_EXECUTION_STRING", "READLINE_LINE", "COPROC"))
+
+
 def _check_names(line: str, spans: Sequence[Tuple[int, int, _Token]], env: Mapping[str, str]) -> None:
-    """Refuse a value that spells, alone or with the text beside it, the name of a variable holding text
-    that is not plain: shell arithmetic (`$((x))`, `declare -i`, `[[ -eq ]]`) evaluates such a variable's
-    text as an expression, and `a[$(cmd)]` there runs cmd."""
+    """Refuse a value that spells, alone or with the text beside it, the name of a variable that holds (or
+    bash may fill with) text that is not plain: shell arithmetic (`$((x))`, `declare -i`, `[[ -eq ]]`)
+    evaluates such a variable's text as an expression, and `a[$(cmd)]` there runs cmd."""
     for m in re.finditer(r"[A-Za-z0-9_]+", line):
+        name = m.group(0)
         for start, end, tok in spans:
-            if start < m.end() and m.start() < end and m.group(0) in env and _not_plain(env[m.group(0)]):
-                raise _ResolveError(f"{tok.text}: the value of {_who(tok)} makes the word {m.group(0)!r}, the name "
-                                    f"of an environment variable whose text is not plain, which shell arithmetic "
-                                    f"would run as code", "give a number or another word")
+            if start < m.end() and m.start() < end and (
+                    name in _SHELL_DATA or (name in env and _not_plain(env[name]))):
+                raise _ResolveError(f"{tok.text}: the value of {_who(tok)} makes the word {name!r}, the name of a "
+                                    f"variable that may hold text that is not plain, which shell arithmetic would "
+                                    f"run as code", "give a number or another word")
 
 
 def _who(tok: _Token) -> str:

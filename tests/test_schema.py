@@ -568,12 +568,19 @@ def test_a_value_naming_a_variable_that_holds_code_is_refused(tmp_path: Path) ->
         ts = TaskSchema.from_dict({"objective": "t", "inputs": ["p1", "p2"], "actions": [
             {"commands": [{"command": "touch EARLIER"}, {"command": template}]}]})
         with pytest.raises(SchemaError, match=r"the value of parameter 'p1' makes the word 'EXPRAG_PARAM_p2', the "
-                                              r"name of an environment variable whose text is not plain"):
+                                              r"name of a variable that may hold text that is not plain"):
             ts.run({"p1": p1, **evil}, tmp_path)
         assert sorted(p.name for p in tmp_path.iterdir()) == []
         ts.run({"p1": p1, "p2": 5}, tmp_path)  # a plain variable is harmless there
         assert (tmp_path / "EARLIER").exists()
         (tmp_path / "EARLIER").unlink()
+    # `_` is the last argument of the previous command: here the hostile text of p2
+    ts = TaskSchema.from_dict({"objective": "t", "inputs": ["p1", "p2"], "actions": [{"commands": [
+        {"command": "echo \"$EXPRAG_PARAM_p2\" > /dev/null; echo $((<<parameter:p1>> + 1))"}]}]})
+    for p1, word in [("_", "_"), ("1+_", "_"), ("REPLY", "REPLY")]:
+        with pytest.raises(SchemaError, match=f"makes the word '{word}'"):
+            ts.run({"p1": p1, **evil}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_value_too_long_for_the_environment_is_left_out_unless_read(tmp_path: Path) -> None:

@@ -226,6 +226,9 @@ exprag-plus task run <schema-file> --input <input>=<input-value> --json
 
 The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run of its own.
 In `--dry-run` output, a value an earlier command produces stays as its token (`<<parameter:p2>>`).
+A value a token substitutes must be plain (letters, digits, `_ . / , : @ % + = -`, or a number): other
+text exits 2 before anything runs, naming the `"$EXPRAG_PARAM_<input>"` variable the schema's command must
+read instead; pass the value as it is and never add shell quotes to it.
 
 **Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
 run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;

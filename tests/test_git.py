@@ -756,3 +756,51 @@ def test_sha256_repository(tmp_path):
     assert len(rec["commit"]) == 64 and parents(repo, rec["commit"]) == [rec["base_commit"]]
     assert git(repo, "show", rec["commit"] + ":pkg/a.py") == "a = 2"
     assert set(ls_tree(repo, rec["commit"])) == {"b.py", "pkg/a.py", "pkg/new.py"}
+
+
+def test_dirty_content_inside_a_submodule_is_named_in_skipped(tmp_path):
+    lib = make_repo(tmp_path / "lib", {"lib.py": "v = 1\n"})
+    repo = make_repo(tmp_path / "super", {"main.py": "import lib\n"})
+    git(repo, "submodule", "add", "-q", lib, "libs/lib")
+    git(repo, "submodule", "add", "-q", lib, "libs/clean")
+    git(repo, "commit", "-q", "-m", "submodules")
+    sub = os.path.join(repo, "libs", "lib")
+    write(os.path.join(sub, "lib.py"), "v = 2  # edited, not committed\n")
+    write(os.path.join(sub, "scratch.txt"), "untracked inside the submodule\n")
+    head = git(sub, "rev-parse", "HEAD")
+    rec, err = capture(repo)
+    assert err is None, err
+    assert rec["dirty"] is True and rec["commit"] is not None
+    (entry,) = [s for s in rec["skipped"] if s["path"] == "libs/lib"]
+    assert "uncommitted changes (modified tracked files and untracked files)" in entry["reason"]
+    assert not any(s["path"] == "libs/clean" for s in rec["skipped"])
+    assert ls_tree(repo, rec["commit"])["libs/lib"] == ("160000", "commit", head)
+    os.unlink(os.path.join(sub, "scratch.txt"))
+    rec, err = capture(repo, run_id=RUN[:-1] + "c")
+    (entry,) = rec["skipped"]
+    assert entry["path"] == "libs/lib" and "(modified tracked files)" in entry["reason"]
+
+
+def test_no_configured_program_runs_during_snapshot_or_diff(tmp_path):
+    """fsmonitor hook, external diff, a diff driver's command and textconv, a pager: none may run."""
+    repo = make_repo(tmp_path / "r", {"a.txt": "one\n", ".gitattributes": "*.txt diff=spy\n"})
+    c1 = git(repo, "rev-parse", "HEAD")
+    marker = tmp_path / "ran"
+    spy = tmp_path / "spy.sh"
+    write(str(spy), f"#!/bin/sh\necho \"$0 $*\" >> '{marker}'\nexit 1\n", 0o755)
+    for key in ("core.fsmonitor", "diff.external", "diff.spy.command", "diff.spy.textconv", "core.pager",
+                "pager.diff", "pager.status"):
+        git(repo, "config", key, str(spy))
+    git(repo, "status", "--porcelain")  # the set-up itself does run the hook: the spy works
+    assert marker.exists()
+    marker.unlink()
+    write(os.path.join(repo, "a.txt"), "two\n")
+    write(os.path.join(repo, "new.txt"), "new\n")
+    rec, err = capture(repo)
+    assert err is None and rec["dirty"] is True
+    assert not marker.exists(), marker.read_text()  # the fsmonitor hook did not run
+    out = G.diff(repo, c1, rec["commit"])
+    assert "-one" in out and "+two" in out and "+new" in out
+    assert "+two" in G.diff(repo, c1) and G.diff(repo, c1, stat=True)
+    assert G.toplevel(repo) and G.run_branches(repo)
+    assert not marker.exists(), marker.read_text()

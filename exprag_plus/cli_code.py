@@ -83,7 +83,10 @@ def cmd_gc(args: argparse.Namespace) -> None:
         print(f"{verb} {ref}")
     for f in res["failed"]:
         note(f"could not delete {f['ref']}: {f['error']}")
-    print(f"{verb} {len(res['deleted'])} snapshot branch(es); kept {res['kept']} of runs that still exist")
+    for r in res["not_ours"]:
+        print(f"left alone {r['ref']}: {r['reason']}")
+    print(f"{verb} {len(res['deleted'])} snapshot branch(es); kept {res['kept']} of runs that still exist "
+          f"(looked in {', '.join(res['searched']) or 'no runs folder'})")
     if res["failed"]:
         raise Failure(f"{len(res['failed'])} branch(es) could not be deleted")
 
@@ -102,5 +105,5 @@ def register(commands: Commands) -> None:
     sp = commands.add("replay", _guard(cmd_replay), "re-run a run's command on its own code, in a new worktree")
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("--dry-run", action="store_true", help="print what would run")
-    sp = commands.add("gc", _guard(cmd_gc), "delete run/<id> snapshot branches whose run files are gone")
+    sp = commands.add("gc", _guard(cmd_gc), "delete the run/<id> snapshot branches exprag-plus made whose runs are gone")
     sp.add_argument("--dry-run", action="store_true", help="list them without deleting")

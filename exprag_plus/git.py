@@ -56,6 +56,8 @@ __all__ = [
     "remove_worktree",
     "checkout",
     "run_branches",
+    "snapshot_refs",
+    "worktrees",
     "delete_ref",
     "commit_exists",
     "resolve_commit",
@@ -73,6 +75,10 @@ FALLBACK_EMAIL = "exprag-plus@localhost"
 RUN_REF_PREFIX = "refs/heads/run/"
 FALLBACK_REF_PREFIX = "refs/exprag-plus/run/"
 WORKTREES_DIRNAME = "exprag-plus-worktrees"  # under the git common dir
+# what tells a snapshot commit exprag-plus wrote (gc deletes nothing else) and where its run file went
+SNAPSHOT_SUBJECT = "exprag-plus: code snapshot for run "
+RUN_TRAILER = "Exprag-Plus-Run"
+RUNS_DIR_TRAILER = "Exprag-Plus-Runs-Dir"
 
 _MODE_TREE = 0o040000
 _MODE_FILE = 0o100644
@@ -1006,11 +1012,16 @@ def _snapshot(repo: _Repo, record: Dict[str, Any], procs: _Procs, p_status: "sub
     else:
         raise GitError(f"unknown snapshot method {method!r}")
     base = st.head
-    lines = [f"exprag-plus: code snapshot for run {run_id}", "",
+    lines = [SNAPSHOT_SUBJECT + run_id, "",
              f"Base: {base or '(none: no commit yet)'}",
              f"Branch: {st.branch or '(detached HEAD)'}"]
     if plan.skipped:
         lines.append(f"Skipped: {len(plan.skipped)} path(s) (see the run record)")
+    lines.append(f"{RUN_TRAILER}: {run_id}")
+    if runs_dir:
+        where = os.path.abspath(os.path.join(cwd, runs_dir))
+        if where.isprintable():
+            lines.append(f"{RUNS_DIR_TRAILER}: {where}")
     args = ["commit-tree", "--no-gpg-sign", tree]
     if base:
         args += ["-p", base]
@@ -1167,18 +1178,84 @@ def run_branches(repo: str) -> List[Tuple[str, str]]:
     return result
 
 
-def delete_ref(repo: str, ref: str) -> None:
-    """Delete one snapshot ref (``refs/heads/run/<id>``, ``run/<id>`` or ``refs/exprag-plus/run/<id>``).
+def _snapshot_facts(message: str, run_id: str) -> Tuple[bool, Optional[str]]:
+    """(whether ``message`` is the one a snapshot for ``run_id`` gets, the runs folder it names)."""
+    lines = message.splitlines()
+    if not lines or lines[0] != SNAPSHOT_SUBJECT + run_id:
+        return False, None
+    runs_dir = None
+    for line in lines[1:]:
+        key, sep, value = line.partition(": ")
+        if sep and key == RUN_TRAILER and value.strip() != run_id:
+            return False, None
+        if sep and key == RUNS_DIR_TRAILER:
+            runs_dir = value.strip() or None
+    return True, runs_dir
+
+
+def snapshot_refs(repo: str) -> List[Dict[str, Any]]:
+    """Every ref in the snapshot namespaces (``refs/heads/run/*``, ``refs/exprag-plus/run/*``) with
+    ``ours``: it points at the snapshot commit exprag-plus wrote for the run id its name holds (so a
+    user's ``run/ideas`` branch, or a snapshot branch moved by new commits, is not ours), and
+    ``runs_dir``: the runs folder that snapshot's run was recorded in (None for older snapshots)."""
+    _check_repo_dir(repo)
+    fmt = "%(refname)%00%(objectname)%00%(objecttype)%00%(contents)%00"
+    out = _git(["for-each-ref", "--format=" + fmt, RUN_REF_PREFIX, FALLBACK_REF_PREFIX], repo).stdout
+    fields = out.decode("utf-8", "replace").split("\0")
+    result: List[Dict[str, Any]] = []
+    for k in range(0, len(fields) - 3, 4):
+        ref, oid, typ, message = fields[k].lstrip("\n"), fields[k + 1], fields[k + 2], fields[k + 3]
+        prefix = next((p for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX) if ref.startswith(p)), None)
+        if prefix is None or len(ref) == len(prefix):
+            continue
+        run_id = ref[len(prefix):]
+        ours, runs_dir = (False, None)
+        if typ == "commit" and _valid_run_id(run_id):
+            ours, runs_dir = _snapshot_facts(message, run_id)
+        result.append({"ref": ref, "run_id": run_id, "commit": oid, "ours": ours, "runs_dir": runs_dir})
+    return result
+
+
+def worktrees(repo: str) -> List[Dict[str, Optional[str]]]:
+    """Every worktree of the repository, main first: {path, branch (full ref or None)}. The main
+    worktree's path also comes from ``--git-common-dir``, so a missing listing still names it."""
+    _check_repo_dir(repo)
+    found: List[Dict[str, Optional[str]]] = []
+    out = _git(["worktree", "list", "--porcelain"], repo, check=False).stdout
+    for block in out.split(b"\n\n"):
+        path = branch = None
+        for line in block.split(b"\n"):
+            if line.startswith(b"worktree "):
+                path = os.fsdecode(line[len(b"worktree "):])
+            elif line.startswith(b"branch "):
+                branch = os.fsdecode(line[len(b"branch "):])
+        if path:
+            found.append({"path": path, "branch": branch})
+    common = _git(["rev-parse", "--git-common-dir"], repo, check=False)
+    if common.returncode == 0:
+        path = os.path.normpath(os.path.join(repo, os.fsdecode(common.stdout.rstrip(b"\n"))))
+        if os.path.basename(path) == ".git":
+            main = os.path.dirname(path)
+            if not any(os.path.realpath(w["path"] or "") == os.path.realpath(main) for w in found):
+                found.insert(0, {"path": main, "branch": None})
+    return found
+
+
+def delete_ref(repo: str, ref: str, expected: Optional[str] = None) -> None:
+    """Delete one snapshot ref (``refs/heads/run/<id>``, ``run/<id>`` or ``refs/exprag-plus/run/<id>``),
+    only while it still points at ``expected`` when given.
 
     Refuses any other ref, and a run branch that a worktree has checked out."""
     _check_repo_dir(repo)
     if not isinstance(ref, str) or ref.startswith("-"):
         raise GitError(f"not a run snapshot ref: {ref!r}")
     full = ref if ref.startswith("refs/") else "refs/heads/" + ref
-    if not any(full.startswith(p) and len(full) > len(p) for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX)):
+    prefix = next((p for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX) if full.startswith(p)), None)
+    if prefix is None or not _valid_run_id(full[len(prefix):]):
         raise GitError(f"not a run snapshot ref: {ref}")
-    wt = _git(["worktree", "list", "--porcelain"], repo, check=False).stdout
-    for line in wt.split(b"\n"):
-        if line == b"branch " + full.encode("utf-8"):
-            raise GitError(f"{full} is checked out in a worktree; switch away from it first")
-    _git(["update-ref", "-d", full], repo)
+    if any(w["branch"] == full for w in worktrees(repo)):
+        raise GitError(f"{full} is checked out in a worktree; switch away from it first")
+    args = ["update-ref", "-d", full]
+    if expected is not None:
+        args.append(_check_rev(expected))
+    _git(args, repo)

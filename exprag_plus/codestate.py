@@ -2,7 +2,7 @@
 
 Built on git.py (every git call) and store.py (the records); the CLI and the MCP server format what
 these functions return. Nothing here changes the user's checkout, except `restore(..., checkout=True)`,
-which git.checkout refuses on a dirty tree.
+which git.checkout refuses on a dirty tree or (unless forced) when it would replace untracked or ignored files.
 """
 
 from __future__ import annotations
@@ -71,14 +71,22 @@ def diff(a: Run, b: Optional[Run] = None, *, stat: bool = False, max_lines: Opti
             "lines": len(lines), "truncated": truncated, "diff": text}
 
 
-def restore(run: Run, into: Optional[str] = None, checkout: bool = False) -> Dict[str, Any]:
+class WouldOverwrite(ValueError):
+    """`restore --checkout` would replace files git does not track: refused (exit 2) unless forced."""
+
+
+def restore(run: Run, into: Optional[str] = None, checkout: bool = False, force: bool = False) -> Dict[str, Any]:
     """The run's exact code in a new worktree (the checkout is untouched), or, with `checkout`, in the
-    current checkout when it is clean."""
+    current checkout when it is clean and (unless `force`) no untracked or ignored file would be replaced."""
     commit = commit_of(run)
     repo = _repo(run)
     subdir = (run.git or {}).get("subdir") or ""
     if checkout:
-        git.checkout(repo, commit)
+        try:
+            git.checkout(repo, commit, force=force)
+        except git.WouldOverwrite as exc:
+            raise WouldOverwrite(f"restore --checkout refused: {exc}; move them away, or pass --force to "
+                                 "overwrite them") from None
         return {"run_id": run.run_id, "commit": commit, "path": repo, "cwd": _under(repo, subdir),
                 "checked_out": True}
     path = git.add_worktree(repo, commit, into)

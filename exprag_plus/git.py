@@ -49,6 +49,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "GitError",
+    "WouldOverwrite",
     "toplevel",
     "capture_state",
     "diff",
@@ -1151,11 +1152,81 @@ def _dirty_paths(repo: str) -> List[str]:
     return items
 
 
-def checkout(repo: str, commit: str) -> None:
+class WouldOverwrite(GitError):
+    """A checkout would replace files git does not track (git overwrites ignored ones without a word)."""
+
+    def __init__(self, paths: List[str]) -> None:
+        shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+        super().__init__(f"checkout would overwrite {len(paths)} path(s) that git does not track (ignored or "
+                         f"untracked) and that differ from the commit's: {shown}")
+        self.paths = paths
+
+
+def _blob_oid(repo: _Repo, content: bytes) -> str:
+    h = hashlib.new(repo.algo)
+    h.update(b"blob %d\0" % len(content))
+    h.update(content)
+    return h.hexdigest()
+
+
+def _untracked_in_the_way(repo_dir: str, oid: str) -> List[str]:
+    """Paths on disk, not in the index, that checking ``oid`` out would replace with different content
+    (a file the commit holds, or a file or folder where the commit needs the other)."""
+    repo = _locate(repo_dir)
+    top = repo.top
+    tracked = set(_git(["ls-files", "-z"], top).stdout.split(b"\0"))
+    listing = _git(["ls-tree", "-r", "-z", "--full-tree", oid], top).stdout
+    found: Dict[bytes, None] = {}
+    compare: List[Tuple[bytes, str]] = []
+    for rec in listing.split(b"\0"):
+        if not rec:
+            continue
+        meta, _, path = rec.partition(b"\t")
+        mode, _, blob = meta.split(b" ")
+        if path in tracked:
+            continue
+        parts = path.split(b"/")
+        for k in range(1, len(parts)):
+            pre = b"/".join(parts[:k])
+            full = os.path.join(os.fsencode(top), pre)
+            if pre not in tracked and os.path.lexists(full) and (os.path.islink(full) or not os.path.isdir(full)):
+                found[pre] = None
+        full = os.path.join(os.fsencode(top), path)
+        if not os.path.lexists(full) or int(mode, 8) == _MODE_GITLINK:
+            continue
+        if os.path.isdir(full) and not os.path.islink(full):
+            found[path + b"/"] = None
+        elif int(mode, 8) == _MODE_LINK:  # a file holding the target where symlinks are off
+            if os.path.islink(full):
+                content = os.readlink(full)
+            else:
+                with open(full, "rb") as fh:
+                    content = fh.read()
+            if _blob_oid(repo, content) != blob.decode("ascii"):
+                found[path] = None
+        elif os.path.islink(full):
+            found[path] = None
+        else:
+            compare.append((path, blob.decode("ascii")))
+    if compare:
+        out = _git(["hash-object", "--stdin-paths"], top,
+                   input=b"".join(_stdin_path(p) + b"\n" for p, _ in compare)).stdout.decode("ascii").split()
+        for (path, want), got in zip(compare, out):
+            if got != want:
+                found[path] = None
+    return [_text(p) for p in found]
+
+
+def checkout(repo: str, commit: str, *, force: bool = False) -> None:
     """Check ``commit`` out (detached HEAD) in the checkout at ``repo``, only when nothing but ignored
-    files differs from HEAD; otherwise GitError naming what is dirty."""
+    files differs from HEAD (else GitError naming what is dirty) and, unless ``force``, when no file git
+    does not track would be replaced by a different one (else WouldOverwrite naming them)."""
     _check_repo_dir(repo)
     oid = resolve_commit(repo, commit)
+    if not force:
+        in_the_way = _untracked_in_the_way(repo, oid)
+        if in_the_way:
+            raise WouldOverwrite(in_the_way)
     dirty = _dirty_paths(repo)
     if dirty:
         shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")

@@ -258,3 +258,33 @@ def test_gc_deletes_only_its_own_snapshots_of_runs_that_exist_nowhere(project: P
     p = run_cli(project, "gc")
     assert p.returncode == 0 and "deleted 0 snapshot branch(es)" in p.stdout
     assert "left alone refs/heads/run/lr-sweep-ideas: not a snapshot exprag-plus made" in p.stdout
+
+
+def test_restore_checkout_refuses_to_overwrite_untracked_or_ignored_files(project: Path) -> None:
+    (project / "config.yaml").write_text("lr: 0.1\n")
+    (project / "same.yaml").write_text("kept as is\n")
+    (project / "notes.txt").write_text("v1\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "config committed")
+    run = train(project, 0.1)  # clean: its code is this commit
+    git(project, "rm", "-q", "--cached", "config.yaml", "same.yaml", "notes.txt")
+    (project / ".gitignore").write_text("*.yaml\n")
+    git(project, "add", ".gitignore")
+    git(project, "commit", "-qm", "config is local now")
+    (project / "config.yaml").write_text("lr: 0.5  # my local edit\n")  # ignored, edited
+    (project / "notes.txt").write_text("my notes\n")  # untracked, not ignored
+    head = git(project, "rev-parse", "HEAD")
+    p = run_cli(project, "restore", run, "--checkout")
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1
+    assert "config.yaml" in p.stderr and "notes.txt" in p.stderr and "same.yaml" not in p.stderr
+    assert "--force" in p.stderr
+    assert (project / "config.yaml").read_text() == "lr: 0.5  # my local edit\n"
+    assert git(project, "rev-parse", "HEAD") == head
+    (project / "notes.txt").unlink()
+    p = run_cli(project, "restore", run, "--checkout")
+    assert p.returncode == 2 and "1 path(s)" in p.stderr and "config.yaml" in p.stderr
+    p = run_cli(project, "restore", run, "--force")
+    assert p.returncode == 2 and "--force only applies to --checkout" in p.stderr
+    p = run_cli(project, "restore", run, "--checkout", "--force")
+    assert p.returncode == 0, p.stderr
+    assert (project / "config.yaml").read_text() == "lr: 0.1\n" and git(project, "rev-parse", "HEAD") != head

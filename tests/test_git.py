@@ -804,3 +804,30 @@ def test_no_configured_program_runs_during_snapshot_or_diff(tmp_path):
     assert "+two" in G.diff(repo, c1) and G.diff(repo, c1, stat=True)
     assert G.toplevel(repo) and G.run_branches(repo)
     assert not marker.exists(), marker.read_text()
+
+
+def test_checkout_names_untracked_files_and_folders_in_the_way(tmp_path):
+    repo = make_repo(tmp_path / "r", {"data": "a file\n", "out/a.txt": "a\n", "link": "x"})
+    os.unlink(os.path.join(repo, "link"))
+    os.symlink("target", os.path.join(repo, "link"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "link")
+    c1 = git(repo, "rev-parse", "HEAD")
+    git(repo, "rm", "-q", "-r", "--cached", "data", "out", "link")
+    write(os.path.join(repo, ".gitignore"), "data\nout\nlink\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "local now")
+    os.unlink(os.path.join(repo, "data"))
+    write(os.path.join(repo, "data", "mine.csv"), "1,2\n")  # a folder where the commit has a file
+    shutil.rmtree(os.path.join(repo, "out"))
+    write(os.path.join(repo, "out"), "a file where the commit has a folder\n")
+    before = user_state(repo)
+    with pytest.raises(G.WouldOverwrite) as info:
+        G.checkout(repo, c1)
+    assert sorted(info.value.paths) == ["data/", "out"] and "\n" not in str(info.value)
+    assert user_state(repo) == before
+    os.unlink(os.path.join(repo, "link"))
+    os.symlink("elsewhere", os.path.join(repo, "link"))
+    with pytest.raises(G.WouldOverwrite) as info:
+        G.checkout(repo, c1)
+    assert sorted(info.value.paths) == ["data/", "link", "out"]

@@ -1270,20 +1270,30 @@ def snapshot_refs(repo: str) -> List[Dict[str, Any]]:
     user's ``run/ideas`` branch, or a snapshot branch moved by new commits, is not ours), and
     ``runs_dir``: the runs folder that snapshot's run was recorded in (None for older snapshots)."""
     _check_repo_dir(repo)
-    fmt = "%(refname)%00%(objectname)%00%(objecttype)%00%(contents)%00"
-    out = _git(["for-each-ref", "--format=" + fmt, RUN_REF_PREFIX, FALLBACK_REF_PREFIX], repo).stdout
-    fields = out.decode("utf-8", "replace").split("\0")
+    out = _git(["for-each-ref", "--format=%(objectname) %(objecttype) %(refname)", RUN_REF_PREFIX,
+                FALLBACK_REF_PREFIX], repo).stdout
     result: List[Dict[str, Any]] = []
-    for k in range(0, len(fields) - 3, 4):
-        ref, oid, typ, message = fields[k].lstrip("\n"), fields[k + 1], fields[k + 2], fields[k + 3]
+    for line in out.decode("utf-8", "replace").splitlines():
+        oid, typ, ref = line.split(" ", 2)
         prefix = next((p for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX) if ref.startswith(p)), None)
         if prefix is None or len(ref) == len(prefix):
             continue
         run_id = ref[len(prefix):]
-        ours, runs_dir = (False, None)
-        if typ == "commit" and _valid_run_id(run_id):
-            ours, runs_dir = _snapshot_facts(message, run_id)
-        result.append({"ref": ref, "run_id": run_id, "commit": oid, "ours": ours, "runs_dir": runs_dir})
+        result.append({"ref": ref, "run_id": run_id, "commit": oid, "ours": False, "runs_dir": None,
+                       "_read": typ == "commit" and _valid_run_id(run_id)})
+    wanted = [r for r in result if r.pop("_read")]
+    if wanted:  # whole commit objects, framed by their sizes: no message can shift the parse
+        data = _git(["cat-file", "--batch"], repo,
+                    input="".join(r["commit"] + "\n" for r in wanted).encode("ascii")).stdout
+        pos = 0
+        for r in wanted:
+            nl = data.index(b"\n", pos)
+            header = data[pos:nl].split()
+            size = int(header[2]) if len(header) == 3 else 0
+            body = data[nl + 1:nl + 1 + size]
+            pos = nl + 1 + size + (1 if len(header) == 3 else 0)
+            message = body.partition(b"\n\n")[2].decode("utf-8", "replace")
+            r["ours"], r["runs_dir"] = _snapshot_facts(message, r["run_id"])
     return result
 
 

@@ -831,3 +831,29 @@ def test_checkout_names_untracked_files_and_folders_in_the_way(tmp_path):
     with pytest.raises(G.WouldOverwrite) as info:
         G.checkout(repo, c1)
     assert sorted(info.value.paths) == ["data/", "link", "out"]
+
+
+def test_snapshot_refs_tell_own_snapshots_from_other_refs(tmp_path):
+    repo = make_repo(tmp_path / "r")
+    write(os.path.join(repo, "README.md"), "dirty\n")
+    runs = tmp_path / "somewhere" / "runs"
+    rec, err = capture(repo, runs_dir=str(runs))
+    assert err is None
+    message = git(repo, "log", "-1", "--format=%B", rec["commit"])
+    assert f"\nExprag-Plus-Run: {RUN}\n" in message + "\n" and f"Exprag-Plus-Runs-Dir: {runs}" in message
+    other = RUN[:-1] + "f"
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    forged = git(repo, "commit-tree", "-m", f"exprag-plus: code snapshot for run {other}\n\nExprag-Plus-Run: {RUN}",
+                 tree)
+    git(repo, "update-ref", f"refs/heads/run/{other}", forged)
+    git(repo, "update-ref", f"refs/heads/run/{other[:-1]}e", rec["commit"])  # another id's snapshot
+    git(repo, "update-ref", f"refs/exprag-plus/runs/{RUN}", rec["commit"])  # pushed runs: not listed
+    git(repo, "branch", "run/ideas/lr")
+    got = {r["ref"]: (r["ours"], r["runs_dir"]) for r in G.snapshot_refs(repo)}
+    assert got == {f"refs/heads/run/{RUN}": (True, str(runs)), f"refs/heads/run/{other}": (False, None),
+                   f"refs/heads/run/{other[:-1]}e": (False, None), "refs/heads/run/ideas/lr": (False, None)}
+    with pytest.raises(G.GitError, match="not a run snapshot ref"):
+        G.delete_ref(repo, "run/ideas/lr")
+    with pytest.raises(G.GitError):
+        G.delete_ref(repo, f"run/{RUN}", expected=forged)  # moved since it was planned: kept
+    assert git(repo, "rev-parse", f"run/{RUN}") == rec["commit"]

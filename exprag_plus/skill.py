@@ -164,7 +164,8 @@ exprag-plus restore <run>
 
 Each restore adds a worktree under `.git/exprag-plus-worktrees/`; tell the user the path and that `git
 worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
---checkout` works only on a clean tree and refuses otherwise.
+--checkout` works only on a clean tree and refuses otherwise; it also refuses (naming them) when it would
+overwrite untracked or ignored files: show the user that list; `--force` only on their word.
 
 **How does a run's code differ from another run, or from the current code?** Omit the second run to
 compare with the working tree (uncommitted and untracked files included). `--stat` for a file list;
@@ -276,7 +277,7 @@ python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['
 - Outputs are bounded: `runs` shows 20 (`--limit 0`), `history` 100 points (`--max-points 0`),
   `diff` 2,000 lines (`--max-lines 0`); a note on stderr says when something was cut.
 - Never modify `.runs/*.jsonl` by hand, never delete `run/*` branches yourself (`exprag-plus gc` removes
-  only those whose run files are gone), and never switch the user's checkout without asking.
+  only the snapshots it made whose runs are gone; `gc --dry-run` first), and never switch the user's checkout without asking.
 - MCP clients can use the same queries as tools: `exprag-plus mcp --install claude` (or `codex`,
   `cursor`) prints the registration.
 """

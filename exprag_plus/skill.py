@@ -7,6 +7,7 @@ folder. `skills/exprag-plus/SKILL.md` is this module's output, kept identical by
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional
 
@@ -285,9 +286,10 @@ class SkillExists(ValueError):
 
 def render() -> str:
     """The whole SKILL.md: frontmatter with only the spec's keys, then the body."""
-    front = ["---", f"name: {NAME}", f"description: {DESCRIPTION}", "license: MIT",
-             "compatibility: Needs the exprag-plus command (pip install exprag-plus) and git; Python 3.9+.",
-             "---"]
+    fields = {"name": NAME, "description": DESCRIPTION, "license": "MIT",
+              "compatibility": "Needs the exprag-plus command (pip install exprag-plus) and git; Python 3.9+."}
+    # A JSON string is a valid YAML double-quoted scalar: a `: ` or `#` in a value cannot break the parse.
+    front = ["---"] + [f"{key}: {json.dumps(value)}" for key, value in fields.items()] + ["---"]
     return "\n".join(front) + "\n" + BODY.lstrip("\n")
 
 

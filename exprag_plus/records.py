@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -23,10 +24,89 @@ RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end")
 
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _SMALL_ARRAY = 10_000
+# What every reader can load back: Python's json parser recurses per level (about 1,000 at most, fewer
+# when called deep in a stack) and refuses integers over 4,300 digits (the default of Python 3.11+).
+MAX_DEPTH = 100
+MAX_INT_DIGITS = 4300
+_INT_TEXT_DIGITS = 100_000  # beyond this an integer is stored as its size only
 
 # One shared C encoder: `json.dumps(..., allow_nan=False)` would build a new encoder on every call.
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-dumps = _encoder.encode
+_raw_dumps = _encoder.encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONG_DIGITS = re.compile(r"\d{%d}" % (MAX_INT_DIGITS + 1))
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON text that encodes as strict UTF-8 and that every reader can load.
+
+    The fast C encoder first. Text holding lone surrogates (undecodable bytes of an argv, a path, a
+    name) is re-encoded with them escaped. A value nested deeper than MAX_DEPTH or holding an integer
+    over MAX_INT_DIGITS digits raises ValueError, like any non-JSON value: callers fall back to
+    `to_json`, which flattens it.
+    """
+    text = _raw_dumps(value)
+    if (text.count("[") + text.count("{") > MAX_DEPTH
+            or (len(text) > MAX_INT_DIGITS and not _int_limit_active() and _LONG_DIGITS.search(text))):
+        problem = _unreadable(value)
+        if problem:
+            raise ValueError(problem)
+    if not text.isascii() and _SURROGATE.search(text):
+        return _raw_dumps(to_json(value))
+    return text
+
+
+def _int_limit_active() -> bool:
+    """True when the C encoder itself refuses integers too long for default readers."""
+    get = getattr(sys, "get_int_max_str_digits", None)
+    return get is not None and 0 < get() <= MAX_INT_DIGITS
+
+
+def _unreadable(value: Any) -> str:
+    """Why plain JSON data would fail a reader (too deep, too long an integer), or ''."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, (list, tuple)):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            stack.extend((x, depth + 1) for x in v)
+        elif isinstance(v, int) and v.bit_length() > 14_000 and _too_long(v):
+            return f"an integer over {MAX_INT_DIGITS} digits"
+    return ""
+
+
+def _too_long(n: int) -> bool:
+    return n.bit_length() > 14_300 or len(_int_digits(n)) > MAX_INT_DIGITS
+
+
+def _int_digits(n: int) -> str:
+    """Decimal digits of any int, even past the interpreter's str() limit."""
+    sign, n = ("-", -n) if n < 0 else ("", n)
+    chunk = 10 ** 4000
+    parts = []
+    while n >= chunk:
+        n, r = divmod(n, chunk)
+        parts.append(str(r).zfill(4000))
+    parts.append(str(n))
+    return sign + "".join(reversed(parts))
+
+
+def escape_surrogates(text: str) -> str:
+    """Text that encodes as strict UTF-8: a lone surrogate becomes the literal text `\\xff` when it stands
+    for an undecodable byte (Python's surrogateescape), else `\\udXXX`; git paths read the same way."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(_escape_one, text)
+
+
+def _escape_one(m: "re.Match[str]") -> str:
+    c = ord(m.group())
+    return "\\x%02x" % (c - 0xDC00) if 0xDC80 <= c <= 0xDCFF else "\\u%04x" % c
 
 
 class OddValueWarning(UserWarning):
@@ -41,14 +121,19 @@ def nonfinite_text(x: float) -> str:
 
 def to_json(value: Any, _depth: int = 0) -> Any:
     """Turn any value into strict-JSON-able data; never raises."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return escape_surrogates(value)
+    if isinstance(value, int):
+        return value if value.bit_length() <= 14_000 or not _too_long(value) else _long_int(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else nonfinite_text(value)
-    if _depth > 64:
-        return _repr(value)
+    if _depth >= MAX_DEPTH - 1:  # the marker below is itself one level
+        return _repr(value, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
-        return {str(k) if not isinstance(k, str) else k: to_json(v, _depth + 1) for k, v in value.items()}
+        return {escape_surrogates(k if isinstance(k, str) else str(k)): to_json(v, _depth + 1)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_json(v, _depth + 1) for v in value]
     if isinstance(value, enum.Enum):
@@ -93,20 +178,31 @@ def to_json(value: Any, _depth: int = 0) -> Any:
 _warned_types = set()
 
 
-def _repr(value: Any) -> Dict[str, str]:
+def _repr(value: Any, why: str = "") -> Dict[str, str]:
     name = type(value).__qualname__
-    if name not in _warned_types:
-        _warned_types.add(name)
+    if (why or name) not in _warned_types:
+        _warned_types.add(why or name)
         warnings.warn(
-            f"exprag-plus: a value of type {name} is not JSON-able; stored as {{'__repr__': ...}}",
+            f"exprag-plus: a value {why or f'of type {name} is not JSON-able'}; stored as {{'__repr__': ...}}",
             OddValueWarning,
             stacklevel=4,
         )
     try:
         text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not break tracking either
+    except Exception as exc:  # a broken (or too deep) __repr__ must not break tracking either
         text = f"<{name} (repr failed: {type(exc).__name__})>"
-    return {"__repr__": text[:2000]}
+    return {"__repr__": escape_surrogates(text[:2000])}
+
+
+def _long_int(n: int) -> Dict[str, Any]:
+    """An integer too long for JSON readers, as text: `{"__int__": "<decimal digits>"}`."""
+    if "int" not in _warned_types:
+        _warned_types.add("int")
+        warnings.warn(f"exprag-plus: an integer over {MAX_INT_DIGITS} digits is stored as {{'__int__': '<digits>'}}",
+                      OddValueWarning, stacklevel=4)
+    if n.bit_length() > _INT_TEXT_DIGITS * 3.33:
+        return {"__int__": None, "bits": n.bit_length()}
+    return {"__int__": _int_digits(n)}
 
 
 def encode(value: Any) -> str:
@@ -114,7 +210,7 @@ def encode(value: Any) -> str:
     try:
         return dumps(value)
     except (TypeError, ValueError, OverflowError, RecursionError):
-        return dumps(to_json(value))
+        return _raw_dumps(to_json(value))
 
 
 def from_json(value: Any) -> Any:

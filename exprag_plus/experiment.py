@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 from . import git, ids, records
 from .records import Summary, dumps, to_json
+from .redact import redact_mapping
 
 ENV_REPLAY_OF = "EXPRAG_PLUS_REPLAY_OF"
 _TRACEBACK_TAIL = 4000
@@ -77,7 +78,7 @@ class Experiment:
         fields: Dict[str, Any] = {
             "format": records.FORMAT,
             "name": self.name,
-            "metadata": self.metadata,
+            "metadata": redact_mapping(self.metadata),
             "process": _process_info(cwd),
             "host": _host_info(),
             "git": state,

@@ -345,47 +345,6 @@ class Summary:
         return out
 
 
-# --- secrets ---------------------------------------------------------------------------------------
+# --- secrets: the rules live in redact.py; these names stay for existing callers --------------------
 
-_SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|api[_-]?key|apikey|auth|credential|private[_-]?key|access[_-]?key)",
-                          re.IGNORECASE)
-_SECRET_VALUE = re.compile(
-    r"^(sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}"
-    r"|AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{16,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\..*)$"
-)
-# The same shapes inside a longer argument (`--header "Authorization: token ghp_..."`, `HF_TOKEN:hf_...`).
-_EMBEDDED_SECRET = re.compile(
-    r"(?<![A-Za-z0-9_-])(sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-    r"|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{16,}"
-    r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*)"
-)
-_AUTH_HEADER = re.compile(r"(?i)(\b(?:proxy-)?authorization\s*[:=]\s*)\S.*")
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
-REDACTED = "***"
-
-
-def redact_argv(argv: List[str]) -> List[str]:
-    """Hide credential-looking argv values: `--token X`, `--password=X`, `KEY=secret`, tokens, URL passwords."""
-    out: List[str] = []
-    hide_next = False
-    for arg in argv:
-        arg = str(arg)
-        if hide_next:
-            hide_next = False
-            if not arg.startswith("-"):
-                out.append(REDACTED)
-                continue
-        name, eq, val = arg.partition("=")
-        if eq and _SECRET_NAME.search(name) and val:
-            out.append(f"{name}={REDACTED}")
-            continue
-        if arg.startswith("-") and not eq and _SECRET_NAME.search(arg):
-            hide_next = True
-            out.append(arg)
-            continue
-        if _SECRET_VALUE.match(val if eq else arg):
-            out.append(f"{name}={REDACTED}" if eq else REDACTED)
-            continue
-        arg = _AUTH_HEADER.sub(lambda m: m[1] + REDACTED, _EMBEDDED_SECRET.sub(REDACTED, arg))
-        out.append(_URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", arg))
-    return out
+from .redact import REDACTED, redact_argv  # noqa: E402,F401

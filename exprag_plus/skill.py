@@ -271,6 +271,9 @@ python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['
   untracked files included), `base_commit` its parent (the HEAD it started from), `branch` is
   `run/<run_id>`. `commit: null` with `git_error` means no snapshot could be made.
 - `best` ranks by best value, not final value, unless `--final`. Say which when you answer.
+- `***` in argv, metadata or a task record is a credential redacted at write time: it cannot be
+  recovered, so never ask for it; `replay` refuses such a command line. A text `\xff` in a path or
+  argv is a byte that was not UTF-8, and `{"__int__": "..."}` an integer too long for JSON.
 - Outputs are bounded: `runs` shows 20 (`--limit 0`), `history` 100 points (`--max-points 0`),
   `diff` 2,000 lines (`--max-lines 0`); a note on stderr says when something was cut.
 - Never modify `.runs/*.jsonl` by hand, never delete `run/*` branches yourself (`exprag-plus gc` removes

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 
 from . import git, ids, records
 from .records import Summary, dumps, to_json
-from .redact import redact_mapping
+from .redact import has_secret_key, redact_mapping
 
 ENV_REPLAY_OF = "EXPRAG_PLUS_REPLAY_OF"
 _TRACEBACK_TAIL = 4000
@@ -97,6 +97,8 @@ class Experiment:
     def track(self, value: Any, note: Optional[str] = None) -> None:
         """Append a `track` record; returns once the line has reached the OS. Never raises on a value."""
         try:
+            if type(value) is dict and has_secret_key(value):
+                value = redact_mapping(value)
             try:
                 vtext = dumps(value)
             except (TypeError, ValueError, OverflowError, RecursionError):

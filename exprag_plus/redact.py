@@ -78,8 +78,8 @@ def is_secret_name(name: Any) -> bool:
         return True
     if last not in _DESCRIPTIVE_LAST and any(w in _SECRET_ANY for w in words):
         return True
-    return any(last.endswith(s) and last != s for s in _SECRET_SUFFIX) or (
-        last not in _DESCRIPTIVE_LAST and any(w.endswith(_SECRET_SUFFIX) for w in words))
+    glued = [w for w in words if w.endswith(_SECRET_SUFFIX) and w not in _SECRET_SUFFIX]
+    return bool(glued) and (glued[-1] == last or last not in _DESCRIPTIVE_LAST)
 
 
 # --- values by shape --------------------------------------------------------------------------------
@@ -318,3 +318,22 @@ def redact_mapping(obj: Any, known: Optional[Iterable[str]] = None) -> Any:
     if isinstance(obj, str):
         return redact_text(obj, known)
     return obj
+
+
+_name_cache: Dict[Any, bool] = {}
+
+
+def has_secret_key(value: Dict[Any, Any], _depth: int = 0) -> bool:
+    """Does a tracked dict hold a value under a secret-named key? Cheap: names are judged once each."""
+    for k, v in value.items():
+        secret = _name_cache.get(k)
+        if secret is None:
+            secret = is_secret_name(k)
+            if len(_name_cache) < 10_000:
+                _name_cache[k] = secret
+        if secret and v is not None and not isinstance(v, bool) and v != "":
+            return True
+        if type(v) is dict and _depth < 16 and has_secret_key(v, _depth + 1):
+            return True
+    return False
+

@@ -167,14 +167,15 @@ def test_redaction_keeps_what_identifies_the_shape() -> None:
 
 
 @pytest.mark.parametrize("name", ["api_key", "X-API-Key", "PGPASSWORD", "wandbKey", "wandb_key", "hf_token",
-                                  "client_secret", "password", "AWS_SECRET_ACCESS_KEY", "id_token", "cookie"])
+                                  "client_secret", "password", "AWS_SECRET_ACCESS_KEY", "id_token", "cookie",
+                                  "HFTOKEN", "my_hftoken_value", "password_budget"])
 def test_secret_names(name: str) -> None:
     assert is_secret_name(name)
 
 
 @pytest.mark.parametrize("name", ["max_tokens", "token_limit", "tokenizer", "pad_token_id", "eos_token",
                                   "author", "keyframes", "sort_key", "password_file", "num_passes", "keys",
-                                  "lr", "secret_name", "use_auth"])
+                                  "lr", "secret_name", "use_auth", "token_budget", "token_embeddings"])
 def test_plain_names(name: str) -> None:
     assert not is_secret_name(name)
 
@@ -255,3 +256,16 @@ def test_process_argv_is_redacted_in_a_real_run(tmp_path: Path) -> None:
     raw = next((tmp_path / "runs").glob("*.jsonl")).read_text()
     assert S not in raw and json.loads(raw.splitlines()[0])["process"]["argv"] == [
         "load.py", "mysql", "-p***", "--wandb-key", "***", "-H", "Cookie: ***"]
+
+
+def test_secret_named_keys_in_tracked_values_are_redacted(runs_dir: Path) -> None:
+    with Experiment("track", root=str(runs_dir), snapshot=False) as exp:
+        exp.track({"step": 1, "loss": 0.5, "max_tokens": 512})
+        exp.track({"step": 2, "wandb": {"api_key": S}, "password": S, "loss": 0.25, "auth": True})
+    raw = Path(exp.path).read_text()
+    assert S not in raw
+    tracks = [r for r in read_lines(exp.path) if r["type"] == "track"]
+    assert tracks[0]["value"] == {"step": 1, "loss": 0.5, "max_tokens": 512}
+    assert tracks[1]["value"] == {"step": 2, "wandb": {"api_key": "***"}, "password": "***", "loss": 0.25,
+                                  "auth": True}
+    assert read_lines(exp.path)[-1]["summary"]["loss"]["count"] == 2

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 
 from . import git, ids, records
 from .records import Summary, dumps, to_json
-from .redact import has_secret_key, redact_mapping
+from .redact import has_secret_key, redact_mapping, redact_text, secret_values
 
 ENV_REPLAY_OF = "EXPRAG_PLUS_REPLAY_OF"
 _TRACEBACK_TAIL = 4000
@@ -217,6 +217,7 @@ class Experiment:
             result = schema.run(inputs, workdir, timeout=timeout)
         except TaskFailed as exc:
             self._append("task", {"index": index, "workdir": workdir, **exc.result.to_record()})
+            exc.args = (redact_text(str(exc), secret_values(exc.result.inputs)),)  # it may end up in run_end
             raise
         self._append("task", {"index": index, "workdir": workdir, **result.to_record()})
         return result.outputs

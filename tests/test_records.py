@@ -10,7 +10,6 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import pytest
 
 from exprag_plus import Experiment, load_run, records
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import List, Tuple
 
@@ -269,3 +268,16 @@ def test_secret_named_keys_in_tracked_values_are_redacted(runs_dir: Path) -> Non
     assert tracks[1]["value"] == {"step": 2, "wandb": {"api_key": "***"}, "password": "***", "loss": 0.25,
                                   "auth": True}
     assert read_lines(exp.path)[-1]["summary"]["loss"]["count"] == 2
+
+
+def test_an_uncaught_task_failure_does_not_put_the_secret_in_run_end(tmp_path: Path) -> None:
+    (tmp_path / "task.yaml").write_text(SCHEMA.replace("echo <<parameter:n>>", "echo <<parameter:n>>; exit 3"))
+    p = run_python(f"""
+        from exprag_plus import Experiment
+        with Experiment("uncaught", root="runs") as exp:
+            exp.run_task("task.yaml", {{"api_key": "{S}", "n": 7}})
+    """, cwd=tmp_path, check=False)
+    assert p.returncode == 1 and "TaskFailed" in p.stderr and "exit code 3" in p.stderr
+    records_ = read_lines(next((tmp_path / "runs").glob("*.jsonl")))
+    assert records_[-1]["status"] == "failed" and "exit code 3" in records_[-1]["error"]["message"]
+    assert S not in json.dumps(records_) and S not in p.stderr

@@ -23,6 +23,7 @@ from typing import Any, Deque, Dict, Optional, Tuple
 from . import git, ids, records, store
 from .appender import LineWriter, append_record, encode_line, new_run_guard
 from .records import Summary, dumps, to_json
+from .redact import has_secret_key, redact_mapping, redact_text, secret_values
 
 __all__ = ["Experiment", "TrackingWarning", "append_record", "current"]
 
@@ -105,7 +106,7 @@ class Experiment:
         fields: Dict[str, Any] = {
             "format": records.FORMAT,
             "name": self.name,
-            "metadata": self.metadata,
+            "metadata": redact_mapping(self.metadata),
             "process": _process_info(cwd),
             "host": _host_info(),
             "git": state,
@@ -138,7 +139,7 @@ class Experiment:
         fields: Dict[str, Any] = {"name": self.name, "process": _process_info(cwd), "host": _host_info(),
                                   "previous_status": run.status}
         if self.metadata:
-            fields["metadata"] = self.metadata
+            fields["metadata"] = redact_mapping(self.metadata)
         self._append("resume", fields)
 
     def _join(self, path: str, cwd: str) -> None:
@@ -167,13 +168,16 @@ class Experiment:
                 f.write(str(os.getpid()))
         except OSError:
             pass
-        self._append("join", {"name": self.name, "metadata": self.metadata, "process": _process_info(cwd)})
+        self._append("join", {"name": self.name, "metadata": redact_mapping(self.metadata),
+                              "process": _process_info(cwd)})
 
     # --- writing -----------------------------------------------------------------------------
 
     def track(self, value: Any, note: Optional[str] = None) -> None:
         """Append a `track` record; returns once the line has reached the OS. Never raises on a value."""
         try:
+            if type(value) is dict and has_secret_key(value):
+                value = redact_mapping(value)
             try:
                 vtext = dumps(value)
             except (TypeError, ValueError, OverflowError, RecursionError):
@@ -366,6 +370,7 @@ class Experiment:
             result = schema.run(inputs, workdir, timeout=timeout)
         except TaskFailed as exc:
             self._append("task", {"index": index, "workdir": workdir, **exc.result.to_record()})
+            exc.args = (redact_text(str(exc), secret_values(exc.result.inputs)),)  # it may end up in run_end
             raise
         self._append("task", {"index": index, "workdir": workdir, **result.to_record()})
         return result.outputs

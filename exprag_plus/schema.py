@@ -152,9 +152,19 @@ class TaskResult:
     error: Optional[str] = None
 
     def to_record(self) -> Dict[str, Any]:
-        """The fields of the run's JSONL `task` record."""
-        return {"objective": self.objective, "inputs": self.inputs, "outputs": self.outputs,
-                "commands": [dict(c) for c in self.commands], "status": self.status, "error": self.error}
+        """The fields of the run's JSONL `task` record, credentials redacted.
+
+        The values of secret-named inputs (`api_key`, `password`...) are replaced wherever they appear:
+        in `inputs`, and inside every command line, its output and the error message.
+        """
+        from .redact import redact_mapping, redact_text, secret_values
+
+        known = secret_values(self.inputs)
+        commands = [dict(c, **{k: redact_text(c[k], known) for k in ("command", "stdout", "stderr")
+                               if isinstance(c.get(k), str)}) for c in self.commands]
+        return {"objective": self.objective, "inputs": redact_mapping(self.inputs, known),
+                "outputs": redact_mapping(self.outputs, known), "commands": commands, "status": self.status,
+                "error": redact_text(self.error, known) if self.error else self.error}
 
 
 # -- error context ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ folder. `skills/exprag-plus/SKILL.md` is this module's output, kept identical by
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional
 
@@ -274,6 +275,9 @@ python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['
   untracked files included), `base_commit` its parent (the HEAD it started from), `branch` is
   `run/<run_id>`. `commit: null` with `git_error` means no snapshot could be made.
 - `best` ranks by best value, not final value, unless `--final`. Say which when you answer.
+- `***` in argv, metadata or a task record is a credential redacted at write time: it cannot be
+  recovered, so never ask for it; `replay` refuses such a command line. A text `\xff` in a path or
+  argv is a byte that was not UTF-8, and `{"__int__": "..."}` an integer too long for JSON.
 - Outputs are bounded: `runs` shows 20 (`--limit 0`), `history` 100 points (`--max-points 0`),
   `diff` 2,000 lines (`--max-lines 0`); a note on stderr says when something was cut.
 - Never modify `.runs/*.jsonl` by hand, never delete `run/*` branches yourself (`exprag-plus gc` removes
@@ -289,9 +293,10 @@ class SkillExists(ValueError):
 
 def render() -> str:
     """The whole SKILL.md: frontmatter with only the spec's keys, then the body."""
-    front = ["---", f"name: {NAME}", f"description: {DESCRIPTION}", "license: MIT",
-             "compatibility: Needs the exprag-plus command (pip install exprag-plus) and git; Python 3.9+.",
-             "---"]
+    fields = {"name": NAME, "description": DESCRIPTION, "license": "MIT",
+              "compatibility": "Needs the exprag-plus command (pip install exprag-plus) and git; Python 3.9+."}
+    # A JSON string is a valid YAML double-quoted scalar: a `: ` or `#` in a value cannot break the parse.
+    front = ["---"] + [f"{key}: {json.dumps(value)}" for key, value in fields.items()] + ["---"]
     return "\n".join(front) + "\n" + BODY.lstrip("\n")
 
 

@@ -20,6 +20,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
 from . import records
+from .redact import redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
 
 OUTPUT_LOG = "output.log"
@@ -142,7 +143,7 @@ class _Output:
             lines.pop()
         if len(self.tail) >= _TAIL_BYTES and lines:
             lines = lines[1:]  # the first one is cut
-        tail = [records.redact_text(l.rsplit("\r", 1)[-1]) if "\r" in l else records.redact_text(l)
+        tail = [redact_text(l.rsplit("\r", 1)[-1]) if "\r" in l else redact_text(l)
                 for l in lines[-TAIL_LINES:]]
         return {"file": os.path.relpath(self.path, root), "bytes": self.bytes,
                 "lines": self.lines + (0 if self.last_newline or not self.bytes else 1), "tail": tail}

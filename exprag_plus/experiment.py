@@ -80,6 +80,7 @@ class Experiment:
         self._next_check = 0.0
         self._base_size = 0
         self.joined = False
+        self._recount = False
         self.name = str(name)
         self.metadata = to_json(metadata if metadata is not None else {})
         self.root = ids.runs_dir(root)
@@ -248,6 +249,7 @@ class Experiment:
                     self._write_one(*self._pending.popleft())
             except BaseException as exc:  # a signal handler raised through a write: finish the queue first
                 raised = raised or exc
+                self._recount = True
             finally:
                 self._draining = False
         if self._closed:
@@ -306,13 +308,14 @@ class Experiment:
                        "records written since go nowhere", key="deleted")
 
     def _final_summary(self) -> Dict[str, Dict[str, Any]]:
-        """The summary of what the file holds: re-read when another process (a forked child) wrote to it."""
+        """The summary of what the file holds: re-read when another process (a forked child) wrote to it,
+        or when an exception from a signal handler cut a write short of its bookkeeping."""
         writer = self._writer
         try:
             foreign = writer is not None and os.fstat(writer.fd).st_size != self._base_size + writer.written
         except OSError:
             foreign = False
-        if foreign:
+        if foreign or self._recount:
             try:
                 acc = Summary()
                 for rec in store.iter_records(self.path):

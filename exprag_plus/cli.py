@@ -156,7 +156,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     lines = [f"run       {res['id']} ({res['short_id']})  {res['name']!r}",
              f"status    {res['status']}" + (f" after {res['duration_s']} s" if res["duration_s"] is not None else ""),
              f"started   {when(res['started'])} UTC on {res['host'].get('hostname', '?')}",
-             f"command   {' '.join(proc.get('argv') or [])}  (cwd {proc.get('cwd', '?')})"]
+             f"command   {' '.join(map(str, proc.get('argv') or []))}  (cwd {proc.get('cwd', '?')})"]
     if res["replay_of"]:
         lines.append(f"replay of {res['replay_of']}")
     if not res["git"]:
@@ -169,7 +169,8 @@ def cmd_show(args: argparse.Namespace) -> None:
     if res["git_error"] and res["git"]:
         lines.append(f"git error {res['git_error']}")
     if res["error"]:
-        lines.append(f"error     {res['error'].get('type')}: {res['error'].get('message')}")
+        err = res["error"]
+        lines.append(f"error     {err.get('type') + ': ' if isinstance(err.get('type'), str) else ''}{err.get('message')}")
     md = dict(query._flat(res["metadata"]))
     if md:
         lines.append("metadata  " + "\n          ".join(f"{k} = {num(v)}" for k, v in md.items()))

@@ -1,0 +1,107 @@
+"""Issue 12, reader defects: one bad field never breaks a folder; every listed path is usable; runs are
+ordered by their start time; sizes and huge files are bounded; an error is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import ROOT, cli, run_python
+
+BAD_VALUES: List[Any] = ["text", ["a", 1], 7, None, {"x": 1}, True]
+START_FIELDS = ["run_id", "name", "time", "metadata", "process", "host", "git", "git_error", "replay_of",
+                "format", "seq", "elapsed_ms", "process.pid", "process.argv", "process.cwd", "host.hostname",
+                "git.commit", "git.branch", "git.status", "git.dirty", "git.base_commit"]
+END_FIELDS = ["status", "error", "summary", "time", "elapsed_ms", "summary.loss", "summary.loss.last",
+              "summary.loss.min", "error.type", "error.message"]
+
+
+def _template(tmp_path: Path) -> List[Dict[str, Any]]:
+    run_python(f"""
+        from exprag_plus import Experiment
+        with Experiment("good", metadata={{"lr": 0.1}}, root={str(tmp_path / 'tpl')!r}) as e:
+            for i in range(3):
+                e.track({{"step": i, "loss": 1.0 / (i + 1)}})
+        """, cwd=tmp_path)
+    path = next((tmp_path / "tpl").glob("*.jsonl"))
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    recs[-1]["error"] = {"type": "X", "message": "m"}
+    return recs
+
+
+def _set(rec: Dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        if not isinstance(rec.get(p), dict):
+            rec[p] = {}
+        rec = rec[p]
+    rec[last] = value
+
+
+def test_one_bad_field_never_breaks_the_folder(tmp_path: Path) -> None:
+    """Item 11: every field of run_start/run_end, in turn, of each wrong type; every command still answers."""
+    recs = _template(tmp_path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    n = 0
+    made = []
+    for which, fields in ((0, START_FIELDS), (-1, END_FIELDS)):
+        for f in fields:
+            for bad in BAD_VALUES:
+                n += 1
+                copy = json.loads(json.dumps(recs))
+                rid = f"01900000-0000-7000-8000-{n:012x}"
+                for r in copy:
+                    r["run_id"] = rid
+                _set(copy[which], f, bad)
+                path = runs / f"{rid}.jsonl"
+                path.write_text("".join(json.dumps(r) + "\n" for r in copy))
+                made.append((rid, f"{'run_start' if which == 0 else 'run_end'}.{f}={bad!r}"))
+
+    def ok(*args: str) -> subprocess.CompletedProcess:
+        p = cli(*args, "--root", str(runs), cwd=tmp_path)
+        assert p.returncode in (0, 1), (args, p.stderr[-2000:])
+        assert "Traceback" not in p.stderr and "internal error" not in p.stderr, (args, p.stderr[-2000:])
+        return p
+
+    listed = ok("runs", "--limit", "0")
+    assert listed.returncode == 0
+    assert len(json.loads(ok("runs", "--json", "--limit", "0").stdout)["runs"]) == len(made)
+    for key in ("name", "-started", "loss", "-lr", "status", "commit", "host"):
+        ok("runs", f"--sort={key}", "--limit", "0", "--json")
+    ok("runs", "--where", "lr>0", "--where", "status=completed", "--json")
+    ok("keys")
+    ok("keys", "--json")
+    assert ok("best", "loss", "--min").returncode == 0
+    ok("best", "loss", "--json")
+    ok("report", "--limit", "0", "-o", str(tmp_path / "r.html"))
+    ok("plot", "loss", "--limit", "0", "-o", str(tmp_path / "p.svg"))
+    warned = [line for line in listed.stderr.splitlines() if "not of the expected type" in line]
+    assert warned and len(warned) == len(set(warned)), listed.stderr[-3000:]
+    # show and compare each file, in one process (the CLI's entry point), so 300 files take seconds
+    script = f"""
+        import io, contextlib, sys, json
+        from exprag_plus.cli import main
+        bad = []
+        made = {made!r}
+        for i, (rid, what) in enumerate(made):
+            other = made[i - 1][0]
+            for args in (["show", rid], ["show", rid, "--json"], ["compare", rid, other], ["compare", other, rid, "--json"],
+                         ["keys", rid], ["history", rid, "loss"], ["history", rid, "loss", "--json"]):
+                err = io.StringIO()
+                with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(err):
+                    rc = main([*args, "--root", {str(runs)!r}])
+                if rc not in (0, 1) or "internal error" in err.getvalue() or "Traceback" in err.getvalue():
+                    bad.append((what, args[0], rc, err.getvalue()[-300:]))
+                if "--json" in args and rc == 0:
+                    json.loads(out.getvalue())
+        print(json.dumps(bad[:20]))
+        """
+    p = run_python(script, cwd=tmp_path, timeout=300)
+    assert json.loads(p.stdout.splitlines()[-1]) == []

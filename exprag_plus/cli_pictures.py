@@ -63,7 +63,7 @@ def _write(path: str, text: str) -> str:
 def _ordered(runs: List[store.Run], explicit: bool, limit: int, what: str) -> List[store.Run]:
     if explicit:
         return runs
-    runs = sorted(runs, key=lambda r: (r.started, r.run_id))
+    runs = sorted(runs, key=store.Run.order)
     if limit > 0 and len(runs) > limit:
         note(f"{what} the latest {limit} of {len(runs)} runs; name runs, narrow with --where, or use --limit 0 for all")
         runs = runs[-limit:]

@@ -186,7 +186,7 @@ def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
 def sort_runs(runs: Sequence[Run], key: Optional[str]) -> List[Run]:
     """Newest first by default; `KEY` ascending, `-KEY` descending; runs without KEY go last."""
     if not key:
-        return sorted(runs, key=lambda r: (r.started, r.run_id), reverse=True)
+        return sorted(runs, key=Run.order, reverse=True)
     desc = key.startswith("-")
     path = key[1:] if desc else key
     check_path(path, runs, f"--sort {key!r}")

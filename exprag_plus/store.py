@@ -251,6 +251,10 @@ class Run:
             self._metadata = records.from_json(m) if isinstance(m, dict) else {}
         return self._metadata
 
+    def order(self) -> Tuple[float, float, str]:
+        """Sort key of start order (run_start's time, then file time and id; see `ids.order_key`)."""
+        return ids.order_key(self.path, self.started)
+
     @property
     def started(self) -> str:
         return self.start.get("time", "")
@@ -384,11 +388,13 @@ def load_run(ref: str = "latest", root: Optional[str] = None) -> Run:
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
-    """Every run of the folder, oldest first, read lightly (first line and tail of each file)."""
+    """Every run of the folder, oldest first (by run_start time, see `ids.order_key`), read lightly (first
+    line and tail of each file)."""
     out = []
     for path in ids.run_files(ids.runs_dir(root)):
         try:
             out.append(Run.read(path))
         except OSError as exc:
             warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning, stacklevel=2)
+    out.sort(key=Run.order)
     return out

@@ -105,3 +105,47 @@ def test_one_bad_field_never_breaks_the_folder(tmp_path: Path) -> None:
         """
     p = run_python(script, cwd=tmp_path, timeout=300)
     assert json.loads(p.stdout.splitlines()[-1]) == []
+
+
+def test_latest_follows_start_time_not_the_id(tmp_path: Path) -> None:
+    """Item 10d: after the clock stepped back, the newer run can carry the smaller id."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    newer, older = "01900000-0000-7000-8000-00000000aaaa", "01900000-0001-7000-8000-00000000bbbb"
+    for rid, name, t in ((newer, "newer", "2025-06-02T10:00:00.000000Z"), (older, "older", "2025-06-01T10:00:00.000000Z")):
+        recs = [{"type": "run_start", "run_id": rid, "seq": 0, "time": t, "elapsed_ms": 0, "name": name},
+                {"type": "run_end", "run_id": rid, "seq": 1, "time": t, "elapsed_ms": 5, "status": "completed",
+                 "summary": {}}]
+        (runs / f"{rid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    os.utime(runs / f"{newer}.jsonl", (1, 1))  # file times cannot be trusted either: run_start's time rules
+    assert json.loads(cli("show", "latest", "--json", "--root", str(runs)).stdout)["name"] == "newer"
+    assert json.loads(cli("show", "latest~1", "--json", "--root", str(runs)).stdout)["name"] == "older"
+    rows = json.loads(cli("runs", "--json", "--root", str(runs)).stdout)["runs"]
+    assert [r["name"] for r in rows] == ["newer", "older"]
+    p = run_python(f"from exprag_plus import load_runs; print([r.name for r in load_runs({str(runs)!r})])", cwd=tmp_path)
+    assert p.stdout.strip() == "['older', 'newer']"
+    # without a readable time, the id's time orders, then the file time
+    for rid in (newer, older):
+        path = runs / f"{rid}.jsonl"
+        path.write_text(path.read_text().replace('"time": "2025', '"time": "garbled 2025', 1))
+    assert json.loads(cli("show", "latest", "--json", "--root", str(runs)).stdout)["name"] == "older"
+
+
+def test_actions_list_finds_records_however_they_are_spelled(tmp_path: Path) -> None:
+    """Item 10c: `"type": "action"` with a space (or a \\u escape) is the same record."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    rid = "01900000-0000-7000-8000-00000000cccc"
+    lines = [
+        json.dumps({"type": "run_start", "run_id": rid, "seq": 0, "time": "2025-06-02T10:00:00.000000Z",
+                    "elapsed_ms": 0, "name": "spaced"}),
+        json.dumps({"type": "action", "run_id": rid, "seq": 1, "time": "2025-06-02T10:00:01.000000Z",
+                    "elapsed_ms": 1, "name": "Publish", "class": "m:Publish", "params": {}, "description": "d"}),
+        '{"type": "\\u0061ction", "run_id": "%s", "seq": 2, "name": "Export", "class": "m:Export", "params": {}}' % rid,
+        json.dumps({"type": "action_run", "run_id": rid, "seq": 3, "name": "Publish", "status": "ok"}),
+    ]
+    (runs / f"{rid}.jsonl").write_text("\n".join(lines) + "\n")
+    p = cli("actions", "list", "--json", "--root", str(runs))
+    assert p.returncode == 0, p.stderr
+    rows = {r["name"]: r for r in json.loads(p.stdout)["actions"]}
+    assert set(rows) == {"Publish", "Export"} and rows["Publish"]["times_run"] == 1

@@ -21,6 +21,19 @@ DEFAULT_LIMIT = 10
 WHERE_HELP = "PATH OP VALUE, OP one of = != < <= > >= ~ (regex); repeat to AND"
 
 
+def pixels(lo: int, hi: int) -> Any:
+    """An argparse type: a whole number of pixels in lo..hi (a huge picture would take minutes to draw)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid size {text!r}: give a whole number of pixels, {lo} to {hi}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"size {n} is out of range: give {lo} to {hi} pixels")
+        return n
+    return parse
+
+
 def default_svg_name(metric: str) -> str:
     """`metrics.loss` -> `metrics.loss.svg`: letters, digits, dot, dash and underscore kept, the rest `_`."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", metric).strip("._") or "plot"
@@ -153,8 +166,10 @@ def register(commands: Commands) -> None:
                     help="where to write (default: METRIC.svg here, replaced if it exists; - for stdout)")
     sp.add_argument("--limit", type=count, default=DEFAULT_LIMIT, metavar="N",
                     help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
-    sp.add_argument("--width", type=int, default=900, metavar="PX", help="picture width (default 900)")
-    sp.add_argument("--height", type=int, default=460, metavar="PX", help="picture height (default 460)")
+    sp.add_argument("--width", type=pixels(*plot.WIDTH_RANGE), default=900, metavar="PX",
+                    help=f"picture width, {plot.WIDTH_RANGE[0]} to {plot.WIDTH_RANGE[1]} (default 900)")
+    sp.add_argument("--height", type=pixels(*plot.HEIGHT_RANGE), default=460, metavar="PX",
+                    help=f"picture height, {plot.HEIGHT_RANGE[0]} to {plot.HEIGHT_RANGE[1]} (default 460)")
     sp = commands.add("report", cmd_report, "write one static HTML page of runs: metadata, code state, final "
                                             "metrics with the best marked, a plot per metric")
     sp.add_argument("runs", metavar="RUN", nargs="*", help="runs to include (default: the latest --limit runs)")

@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from . import ids, records
 
 _TAIL = 64 * 1024
+_BLOCK = 1024 * 1024
+LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k changed paths is ~5 MB)
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
@@ -46,19 +48,45 @@ def parse_line(line: bytes, path: str, lineno: Union[int, Callable[[], int]], la
     return rec
 
 
+def iter_lines(path: str) -> Iterator[Tuple[int, bytes, bool]]:
+    """(line number, line without its newline, whether it is an unfinished last line), in bounded memory:
+    a line longer than LINE_CAP is skipped with a warning (a corrupt file, not a record)."""
+    with open(path, "rb") as f:
+        lineno = 0
+        parts: List[bytes] = []
+        held = 0
+        skipping = False
+        while True:
+            block = f.read(_BLOCK)
+            if not block:
+                break
+            if skipping:
+                nl = block.find(b"\n")
+                if nl < 0:
+                    continue
+                block, skipping = block[nl + 1:], False
+            if b"\n" not in block:
+                parts.append(block)
+                held += len(block)
+            else:
+                lines = (b"".join(parts) + block if parts else block).split(b"\n")
+                parts, held = [lines.pop()], 0
+                held = len(parts[0])
+                for line in lines:
+                    lineno += 1
+                    yield lineno, line, False
+            if held > LINE_CAP:
+                lineno += 1
+                _warn_corrupt(path, lineno, f"a line longer than {LINE_CAP // 2**20} MB")
+                parts, held, skipping = [], 0, True
+        if held and not skipping:
+            yield lineno + 1, b"".join(parts), True
+
+
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
     """Every readable record of a file, in file order."""
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    torn = lines[-1] if lines and lines[-1] else None
-    n = len(lines) - 1
-    for i in range(n):
-        rec = parse_line(lines[i], path, i + 1, False)
-        if rec is not None:
-            yield rec
-    if torn:
-        rec = parse_line(torn, path, n + 1, True)
+    for lineno, line, last in iter_lines(path):
+        rec = parse_line(line, path, lineno, last)
         if rec is not None:
             yield rec
 
@@ -73,7 +101,10 @@ def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, 
         size = os.fstat(f.fileno()).st_size
         head_line = None
         if size > 2 * _TAIL:
-            head_line = f.readline()
+            head_line = f.readline(LINE_CAP + 1)
+            if len(head_line) > LINE_CAP:
+                _warn_corrupt(path, 1, f"a first line longer than {LINE_CAP // 2**20} MB: not a run")
+                return None, [], True
             f.seek(max(size - _TAIL, f.tell()))
         data = f.read()
     whole = head_line is None

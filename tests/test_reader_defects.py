@@ -149,3 +149,43 @@ def test_actions_list_finds_records_however_they_are_spelled(tmp_path: Path) -> 
     assert p.returncode == 0, p.stderr
     rows = {r["name"]: r for r in json.loads(p.stdout)["actions"]}
     assert set(rows) == {"Publish", "Export"} and rows["Publish"]["times_run"] == 1
+
+
+def _peak_rss_mb(args: List[str], cwd: Path) -> Any:
+    """Run the CLI in a child of a fresh interpreter; return (exit code, stderr, the child's peak RSS in MB)."""
+    code = f"""
+        import json, resource, subprocess, sys
+        p = subprocess.run([sys.executable, "-m", "exprag_plus", *{args!r}], capture_output=True, text=True)
+        print(json.dumps([p.returncode, p.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))
+        """
+    return json.loads(run_python(code, cwd=cwd, timeout=120).stdout)
+
+
+def test_a_huge_file_without_newline_is_not_read_whole(tmp_path: Path) -> None:
+    """Item 12: a 200 MB file without a newline in the runs folder; listings stay in bounded memory."""
+    runs = tmp_path / "runs"
+    run_python(f"""
+        from exprag_plus import Experiment
+        with Experiment("fine", root={str(runs)!r}) as e:
+            e.track({{"step": 0, "loss": 0.5}})
+        """, cwd=tmp_path)
+    huge = runs / "01900000-0000-7000-8000-00000000dddd.jsonl"
+    with open(huge, "wb") as f:
+        f.write(b'{"type":"run_start","name":"' + b"x" * 100)
+        f.truncate(200 * 2**20)  # sparse: zeros, no newline
+    for args in (["runs"], ["runs", "--json"], ["keys"], ["best", "loss"], ["actions", "list"],
+                 ["show", "latest"], ["show", "00000000dddd"], ["report", "-o", str(tmp_path / "r.html")]):
+        rc, err, rss = _peak_rss_mb([*args, "--root", str(runs)], tmp_path)
+        assert rc == 0, (args, err)
+        assert "Traceback" not in err
+        assert rss < 80, (args, rss)
+    rc, err, _ = _peak_rss_mb(["runs", "--root", str(runs)], tmp_path)
+    assert err.count("longer than") == 1 and "dddd.jsonl" in err, err
+
+
+@pytest.mark.parametrize("args, word", [(["--width", "1000000000"], "240 to 10000"), (["--height", "5"], "160 to 10000"),
+                                        (["--width", "wide"], "240 to 10000")])
+def test_plot_sizes_are_bounded(tmp_path: Path, args: List[str], word: str) -> None:
+    """Item 12: `plot --width 1000000000` ran for minutes; now a one-line error naming the range."""
+    p = cli("plot", "loss", *args, "--root", str(tmp_path / "runs"), cwd=tmp_path, timeout=30)
+    assert p.returncode == 2 and word in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

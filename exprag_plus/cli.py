@@ -49,8 +49,17 @@ def count(text: str) -> int:
     return n
 
 
+_held_notes: Optional[List[str]] = None
+
+
 def note(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr)
+    """A line on stderr; while `main` runs a command it is held until the end, so that an input error
+    (exit 2) stays one line instead of following notes about work that then did not happen."""
+    line = f"{PROG}: {text}"
+    if _held_notes is None:
+        print(line, file=sys.stderr)
+    else:
+        _held_notes.append(line)
 
 
 def emit_json(data: Any) -> None:
@@ -330,6 +339,19 @@ def _warning_line(message: Any, category: Any, filename: str, lineno: int, file:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global _held_notes
+    _held_notes = []
+    try:
+        rc = _main(argv)
+    finally:
+        held, _held_notes = _held_notes, None
+    if rc != 2:
+        for line in held:
+            print(line, file=sys.stderr)
+    return rc
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     warnings.showwarning = _warning_line
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -54,19 +54,25 @@ def _pick(args: argparse.Namespace) -> List[store.Run]:
     return store.load_runs(root)
 
 
+def _target(path: str) -> str:
+    """The absolute output path, checked before any work (a bad -o is an input error, exit 2)."""
+    full = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise UsageError(f"-o {path!r} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {path!r}: there is no folder {folder}")
+    return full
+
+
 def _write(path: str, text: str) -> str:
     """Write atomically; returns the absolute path. Replacing an existing file is said on stderr."""
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return "-"
-    full = os.path.abspath(os.path.expanduser(path))
-    folder = os.path.dirname(full)
+    full = _target(path)
     existed = os.path.exists(full)
-    if os.path.isdir(full):
-        raise UsageError(f"-o {path!r} is a folder; give a file name")
-    if not os.path.isdir(folder):
-        raise UsageError(f"-o {path!r}: there is no folder {folder}")
     write_atomic(full, text)
     if existed:
         note(f"replaced {path}")
@@ -87,6 +93,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
     metric = args.metric
+    if args.output != "-":
+        _target(args.output or default_svg_name(metric))
     runs = _pick(args)
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     if args.x not in ("step", "elapsed"):
@@ -129,6 +137,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the page to stdout, which --json needs for itself; give a file name")
+    if args.output != "-":
+        _target(args.output)
     runs = _pick(args)
     if not runs:
         raise NoResult(f"no runs in {_root(args)}")

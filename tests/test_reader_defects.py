@@ -189,3 +189,24 @@ def test_plot_sizes_are_bounded(tmp_path: Path, args: List[str], word: str) -> N
     """Item 12: `plot --width 1000000000` ran for minutes; now a one-line error naming the range."""
     p = cli("plot", "loss", *args, "--root", str(tmp_path / "runs"), cwd=tmp_path, timeout=30)
     assert p.returncode == 2 and word in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_an_input_error_is_one_line_without_notes_before_it(tmp_path: Path) -> None:
+    """Item 12: notes (`plotting the latest 2 of 3 runs`, `no step field`) came before an exit-2 error."""
+    runs = tmp_path / "runs"
+    run_python(f"""
+        from exprag_plus import Experiment
+        for i in range(3):
+            with Experiment(f"r{{i}}", root={str(runs)!r}) as e:
+                e.track({{"loss": 1.0 / (i + 1)}})
+                e.track({{"loss": 0.5 / (i + 1)}})
+        """, cwd=tmp_path)
+    missing = str(tmp_path / "no" / "such" / "out")
+    for args in (["plot", "loss", "--limit", "2", "-o", missing + ".svg"],
+                 ["report", "--limit", "2", "-o", missing + ".html"],
+                 ["plot", "loss", "--limit", "2", "-o", str(tmp_path)]):
+        p = cli(*args, "--root", str(runs), cwd=tmp_path)
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, (args, p.stderr)
+        assert "error:" in p.stderr
+    ok = cli("plot", "loss", "--limit", "2", "-o", str(tmp_path / "p.svg"), "--root", str(runs), cwd=tmp_path)
+    assert ok.returncode == 0 and "latest 2 of 3 runs" in ok.stderr and "no step field" in ok.stderr

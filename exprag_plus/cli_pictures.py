@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Any, Dict, List
 
-from . import ids, plot, query, report, store
+from . import ids, plot, query, records, report, store
 from .cli import Commands, UsageError, _root, count, emit_json, note
 from .files import write_atomic
 from .query import NoResult
@@ -97,8 +97,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
         _target(args.output or default_svg_name(metric))
     runs = _pick(args)
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    metric = records.normal_path(metric)
     if args.x not in ("step", "elapsed"):
         query.check_path(args.x, runs, f"--x {args.x!r}", metric_only=True)
+        args.x = records.normal_path(args.x)
     runs = query.select(runs, args.where)
     missing = [r for r in runs if metric not in r.summary]
     runs = [r for r in runs if metric in r.summary]

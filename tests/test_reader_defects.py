@@ -210,3 +210,77 @@ def test_an_input_error_is_one_line_without_notes_before_it(tmp_path: Path) -> N
         assert "error:" in p.stderr
     ok = cli("plot", "loss", "--limit", "2", "-o", str(tmp_path / "p.svg"), "--root", str(runs), cwd=tmp_path)
     assert ok.returncode == 0 and "latest 2 of 3 runs" in ok.stderr and "no step field" in ok.stderr
+
+
+ODD = {"val.acc": 1, "val": {"acc": 2}, "eval:loss": 3, "a=b": 4, "x<y": 5, "sp ace": 6, "t~i!lde": 7, "b\\s": 8,
+       "g>=h": 9}
+
+
+@pytest.fixture
+def odd_runs(tmp_path: Path) -> Path:
+    """Two runs tracking metrics whose names hold dots, colons, operators, spaces and backslashes."""
+    runs = tmp_path / "runs"
+    run_python(f"""
+        from exprag_plus import Experiment
+        odd = {ODD!r}
+        for k in (1, 2):
+            with Experiment(f"r{{k}}", metadata={{"cfg.lr": k, "cfg": {{"lr": 10 * k}}}}, root={str(runs)!r}) as e:
+                for step in range(3):
+                    value = {{m: (v * 10 + step) * k if not isinstance(v, dict) else {{"acc": (v["acc"] * 10 + step) * k}}
+                             for m, v in odd.items()}}
+                    e.track({{"step": step, **value}})
+        """, cwd=tmp_path)
+    return runs
+
+
+def test_dotted_keys_and_nested_keys_do_not_collide(odd_runs: Path, tmp_path: Path) -> None:
+    """Item 10a: `{"val.acc": x}` is `val\\.acc`, `{"val": {"acc": x}}` is `val.acc`."""
+    keys = json.loads(cli("keys", "--json", "--root", str(odd_runs)).stdout)
+    assert keys["metrics"]["val\\.acc"]["max"] == 24 and keys["metrics"]["val.acc"]["max"] == 44
+    assert keys["metadata"]["cfg\\.lr"]["values"] == [1, 2] and keys["metadata"]["cfg.lr"]["values"] == [10, 20]
+    hist = json.loads(cli("history", "latest", "val\\.acc", "--json", "--root", str(odd_runs)).stdout)
+    assert [p["value"] for p in hist["points"]] == [20, 22, 24]
+    hist = json.loads(cli("history", "latest", "val.acc", "--json", "--root", str(odd_runs)).stdout)
+    assert [p["value"] for p in hist["points"]] == [40, 42, 44]
+    rows = json.loads(cli("runs", "--json", "--where", "cfg\\.lr=1", "--root", str(odd_runs)).stdout)["runs"]
+    assert [r["name"] for r in rows] == ["r1"]
+    rows = json.loads(cli("runs", "--json", "--where", "cfg.lr=20", "--root", str(odd_runs)).stdout)["runs"]
+    assert [r["name"] for r in rows] == ["r2"]
+    shown = json.loads(cli("show", "latest", "--json", "--root", str(odd_runs)).stdout)
+    assert shown["summary"]["val\\.acc"]["last"] == 24 and shown["summary"]["val.acc"]["last"] == 44
+
+
+def test_every_listed_metric_path_is_usable(odd_runs: Path, tmp_path: Path) -> None:
+    """Item 10b: a metric named `eval:loss`, `a=b`, `x<y`, `sp ace`... works in best, --where, --sort, plot."""
+    keys = json.loads(cli("keys", "--json", "--root", str(odd_runs)).stdout)["metrics"]
+    assert {"eval:loss", "a=b", "x<y", "sp ace", "t~i!lde", "b\\\\s", "g>=h"} <= set(keys)
+    script = f"""
+        import io, contextlib, json
+        from exprag_plus.cli import main
+        def run(*args):
+            with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
+                rc = main([*args, "--root", {str(odd_runs)!r}])
+            return rc, out.getvalue(), err.getvalue()
+        bad = []
+        for path, e in {keys!r}.items():
+            if path == "step":
+                continue
+            checks = [
+                (("best", path, "--json"), lambda o: json.loads(o)["run"]["name"] == "r2" and json.loads(o)["best"] == e["max"]),
+                (("best", path, "--min", "--json"), lambda o: json.loads(o)["run"]["name"] == "r1"),
+                (("runs", "--json", "--where", f"{{path}}>={{e['max']}}"), lambda o: [r["name"] for r in json.loads(o)["runs"]] == ["r2"]),
+                (("runs", "--json", "--where", f"{{path}} < {{e['max']}}"), lambda o: [r["name"] for r in json.loads(o)["runs"]] == ["r1"]),
+                (("runs", "--json", "--where", f"{{path}}:max={{e['max']}}"), lambda o: [r["name"] for r in json.loads(o)["runs"]] == ["r2"]),
+                (("runs", "--json", f"--sort={{path}}"), lambda o: [r["name"] for r in json.loads(o)["runs"]] == ["r1", "r2"]),
+                (("runs", "--json", f"--sort=-{{path}}"), lambda o: [r["name"] for r in json.loads(o)["runs"]] == ["r2", "r1"]),
+                (("history", "latest", path, "--json"), lambda o: json.loads(o)["points"][-1]["value"] == e["max"]),
+                (("plot", path, "--json", "-o", {str(tmp_path / "p.svg")!r}), lambda o: len(json.loads(o)["runs"]) == 2),
+            ]
+            for args, good in checks:
+                rc, out, err = run(*args)
+                if rc != 0 or not good(out):
+                    bad.append([path, args, rc, err[-300:]])
+        print(json.dumps(bad))
+        """
+    p = run_python(script, cwd=tmp_path, timeout=300)
+    assert json.loads(p.stdout.splitlines()[-1]) == []

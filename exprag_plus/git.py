@@ -1,10 +1,8 @@
 """Every git subprocess call of exprag-plus: state, snapshot, diff, restore.
 
 Git runs through ``subprocess`` only (no shell, no git library): every call goes through :func:`_git`
-(or :class:`_Procs` for concurrent ones) as ``git --no-pager --no-optional-locks -c core.hooksPath=/dev/null
--c core.fsmonitor= -c commit.gpgsign=false -c gc.auto=0 ...`` with ``LC_ALL=C`` and
-``GIT_TERMINAL_PROMPT=0``, and diffs with ``--no-ext-diff --no-textconv``: no hook, fsmonitor, pager,
-external diff or textconv program runs (clean/smudge filters do, as ``git add`` would). The variables
+(or :class:`_Procs` for concurrent ones) as ``git --no-optional-locks -c core.hooksPath=/dev/null
+-c commit.gpgsign=false -c gc.auto=0 ...`` with ``LC_ALL=C`` and ``GIT_TERMINAL_PROMPT=0``. The variables
 that would point git at another repository, index or ref namespace (``GIT_DIR``, ``GIT_INDEX_FILE``,
 ``GIT_WORK_TREE``, ``GIT_NAMESPACE``, ... which git sets inside hooks) are dropped: the repository is
 always the one containing the directory given. This module never runs a repository hook. Git >= 2.17.
@@ -33,8 +31,7 @@ Choices made here:
 * Left out of a snapshot, with a reason in ``skipped``: untracked files over ``size_cap`` (tracked files
   are always included), untracked nested repositories (not submodules). Left out silently: ignored files
   and anything in the runs folder (compared by real path, so also through symlinks), which also does
-  not count as dirty. Submodules are recorded as the gitlink of their checked-out HEAD, never recursed;
-  uncommitted changes inside one are named in ``skipped``.
+  not count as dirty. Submodules are recorded as the gitlink of their checked-out HEAD, never recursed.
 * ``add_worktree`` defaults to ``<git common dir>/exprag-plus-worktrees/<12 hex>-<n>``.
 """
 from __future__ import annotations
@@ -97,22 +94,11 @@ _LOCATION_ENV = (
     "GIT_SHALLOW_FILE",
     "GIT_GRAFT_FILE",
     "GIT_QUARANTINE_PATH",
-    "GIT_EXTERNAL_DIFF",
-    "GIT_DIFF_OPTS",
-    "GIT_ASKPASS",
-    "SSH_ASKPASS",
 )
 
-# Every program a user's or repository's config could make git start is switched off here (hooks, the
-# fsmonitor hook or daemon, a pager); external diff drivers and textconv are off in `_diff`
-# (``--no-ext-diff --no-textconv``). Clean/smudge filters stay on: a snapshot must store what ``git
-# add`` would store (LFS pointers, CRLF normalization).
 _GLOBAL_OPTS = (
-    "--no-pager",
     "--no-optional-locks",
     "-c", "core.hooksPath=/dev/null",
-    "-c", "core.fsmonitor=",
-    "-c", "core.pager=cat",
     "-c", "commit.gpgsign=false",
     "-c", "gc.auto=0",
     "-c", "maintenance.auto=false",
@@ -142,7 +128,6 @@ def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GIT_OPTIONAL_LOCKS"] = "0"
     env["GIT_PAGER"] = "cat"
-    env["PAGER"] = "cat"
     if extra:
         env.update(extra)
     return env
@@ -598,12 +583,6 @@ def _plan(repo: _Repo, st: _Status, *, cwd: str, runs_dir: Optional[str],
         if mw == 0:
             plan.changes[e.path] = None
         elif mw == _MODE_GITLINK:
-            inside = [what for flag, what in ((e.sub[2:3] == b"M", "modified tracked files"),
-                                              (e.sub[3:4] == b"U", "untracked files")) if flag]
-            if inside:
-                plan.skipped.append({"path": _text(e.path),
-                                     "reason": f"submodule with uncommitted changes ({' and '.join(inside)}); "
-                                               "only its checked-out commit is included"})
             if e.sub[1:2] == b"C" or e.m_index != _MODE_GITLINK or e.kind == "u":
                 plan.submodules.append((e.path, e.h_index if e.m_index == _MODE_GITLINK else ""))
             else:
@@ -1070,8 +1049,7 @@ def diff(
 def _diff(repo: str, left: str, right: str, *, stat: bool, paths: Optional[Sequence[str]],
           skipped: List[Dict[str, str]]) -> str:
     args: List[str] = ["-c", "core.quotePath=false", "-c", "diff.noprefix=false",
-                       "-c", "diff.mnemonicPrefix=false", "diff", "--no-color", "--no-ext-diff",
-                       "--no-textconv"]
+                       "-c", "diff.mnemonicPrefix=false", "diff", "--no-color", "--no-ext-diff"]
     if stat:
         args += ["--stat=1000", "--stat-graph-width=40", "--summary"]
     args += [left, right, "--"]

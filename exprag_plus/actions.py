@@ -603,25 +603,23 @@ def action_records(recs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return {k: v for k, v in out.items() if v["record"] is not None}
 
 
+def _may_be_action(line: bytes) -> bool:
+    """Whether a line can hold an action record however it is spelled: the word, or a \\u escape."""
+    return b"action" in line or b"\\u" in line
+
+
 def scan_file(path: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
     """(run_start, action_records) of one run file, parsing only the lines that can be action records."""
     from . import store
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if b'"type":"action' not in data:
-        nl = data.find(b"\n")
-        first = data if nl < 0 else data[:nl]
-        return store.parse_line(first, path, 1, nl < 0), {}
     recs = []
     start = None
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines):
-        if i == 0 or b'"type":"action' in line:
-            rec = store.parse_line(line, path, i + 1, i == len(lines) - 1)
+    for lineno, line, last in store.iter_lines(path):
+        if lineno == 1 or _may_be_action(line):
+            rec = store.parse_line(line, path, lineno, last)
             if rec is None:
                 continue
-            if i == 0 and rec.get("type") == "run_start":
+            if lineno == 1 and rec.get("type") == "run_start":
                 start = rec
             recs.append(rec)
     return start, action_records(recs)

@@ -262,13 +262,51 @@ def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def escape_key(key: Any) -> str:
+    """A dict key as one path segment: `.` and `\\` inside it are backslash-escaped, so `{"val.acc": x}`
+    is `val\\.acc` and never collides with `{"val": {"acc": x}}` (`val.acc`)."""
+    key = key if isinstance(key, str) else str(key)
+    if "." in key or "\\" in key:
+        return key.replace("\\", "\\\\").replace(".", "\\.")
+    return key
+
+
+def split_path(path: str) -> List[str]:
+    """The keys of a path: split at unescaped dots; a backslash keeps the next character as it is."""
+    if "\\" not in path:
+        return path.split(".")
+    parts, cur, i = [], [], 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\" and i + 1 < len(path):
+            cur.append(path[i + 1])
+            i += 2
+            continue
+        if c == ".":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def normal_path(path: str) -> str:
+    """A path as `flatten` writes it: a backslash is kept only before `.` and `\\` (so `eval\\:loss`, typed
+    to keep a `:` from reading as `:STAT`, is the listed `eval:loss`)."""
+    if "\\" not in path:
+        return path
+    return ".".join(escape_key(k) for k in split_path(path))
+
+
 def flatten(value: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """(dotted path, leaf) pairs; a non-dict value tracked alone is under the path `value`."""
+    """(path, leaf) pairs; a non-dict value tracked alone is under the path `value`."""
     if not isinstance(value, dict):
         yield (prefix or "value"), value
         return
     for k, v in value.items():
-        path = f"{prefix}.{k}" if prefix else str(k)
+        path = f"{prefix}.{escape_key(k)}" if prefix else escape_key(k)
         if isinstance(v, dict):
             yield from flatten(v, path)
         else:
@@ -276,16 +314,19 @@ def flatten(value: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
 
 
 def get_path(data: Any, path: str) -> Any:
-    """The value at a dotted path (dict keys, list indexes), or KeyError."""
-    if isinstance(data, dict) and path in data:
-        return data[path]
+    """The value at a path (dict keys, list indexes; see `split_path`), or KeyError.
+
+    A path without escapes that names no nested value also matches a key holding those dots, as files
+    written before escaping listed it."""
     cur = data
-    for part in path.split("."):
+    for part in split_path(path):
         if isinstance(cur, dict) and part in cur:
             cur = cur[part]
         elif isinstance(cur, list) and part.lstrip("-").isdigit() and -len(cur) <= int(part) < len(cur):
             cur = cur[int(part)]
         else:
+            if isinstance(data, dict) and "\\" not in path and path in data:
+                return data[path]
             raise KeyError(path)
     return cur
 
@@ -311,9 +352,9 @@ class Summary:
     def _walk(self, d: dict, prefix: str, step: Any) -> None:
         for k, v in d.items():
             if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)):
-                self._one(prefix + str(k), v, step)
+                self._one(prefix + (k if type(k) is str and "." not in k and "\\" not in k else escape_key(k)), v, step)
             elif isinstance(v, dict):
-                self._walk(v, prefix + str(k) + ".", step)
+                self._walk(v, prefix + escape_key(k) + ".", step)
 
     def _one(self, path: str, v: Any, step: Any) -> None:
         s = self.stats.get(path)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import git, ids, records
+from . import git, ids, records, share
 from .experiment import ENV_REPLAY_OF
 from .store import Run
 
@@ -136,7 +136,8 @@ def replay(run: Run, runs_dir: str, *, dry_run: bool = False, stdout: Any = None
 
 
 def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict[str, Any]:
-    """Delete snapshot refs (run/<id>) whose run files no longer exist in `runs_dir`."""
+    """Delete snapshot refs (run/<id>) whose run files no longer exist in `runs_dir` and that were never
+    shared (a refs/exprag-plus/runs/<id> ref, never deleted here, keeps the run's code)."""
     repo = repo or git.toplevel(os.getcwd())
     if not repo:
         raise ValueError("the current folder is not in a git repository: run gc inside the project")
@@ -145,6 +146,7 @@ def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict
     if not have and refs:
         raise ValueError(f"no run files in {runs_dir}; refusing to delete all {len(refs)} run branches "
                          "(is --root right?)")
+    have |= share.shared_run_ids(repo)  # a pushed or pulled run keeps its code (it may be the only copy)
     orphans = [(ref, rid) for ref, rid in refs if rid not in have]
     if orphans:  # a replay records its original's snapshot commit: that code must stay reachable
         used = {(r.git or {}).get("commit") for r in (Run.read(p) for p in ids.run_files(runs_dir))}

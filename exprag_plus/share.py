@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import tempfile
 import time
@@ -468,8 +469,8 @@ def _push_loop(repo: _Repo, rem: _Remote, send: List[str], mine: Dict[str, str],
                 res["refused"].append({"run_id": r, "reason": f"run {r} kept changing on the remote; "
                                                               f"gave up after {RETRIES} merges (push again)"})
             break
-        pending = _merge_rejected(repo, rem, rejected, mine, locals_, res)
-        merged.update(pending)
+        pending, built = _merge_rejected(repo, rem, rejected, mine, locals_, res)
+        merged.update(built)
     res["pushed"] = sorted(set(res["pushed"]))
     res["merged"] = sorted(merged & set(res["pushed"]))
 
@@ -493,8 +494,9 @@ def _push_once(repo: _Repo, rem: _Remote, run_ids: List[str], mine: Dict[str, st
             flag, summary = parts[0], parts[2]
             if flag in (" ", "*", "="):
                 ok.append(rid)
-            elif flag == "!" and summary.startswith("[rejected]"):
-                rejected.append(rid)
+            elif flag == "!" and (summary.startswith("[rejected]") or "failed to update ref" in summary
+                                  or "failed to lock" in summary or "cannot lock ref" in summary):
+                rejected.append(rid)  # another machine updated the run (or was updating it right now)
             else:
                 failed[rid] = redact(summary)
         if not seen and p.returncode != 0:
@@ -513,8 +515,9 @@ def _fetch(repo: _Repo, rem: _Remote, run_ids: Optional[List[str]]) -> None:
 
 
 def _merge_rejected(repo: _Repo, rem: _Remote, rejected: List[str], mine: Dict[str, str],
-                    locals_: Dict[str, _Local], res: Dict[str, Any]) -> List[str]:
-    """Fetch what another machine pushed for these runs, merge it with ours, commit both parents."""
+                    locals_: Dict[str, _Local], res: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """Fetch what another machine pushed for these runs, merge it with ours, commit both parents;
+    (runs to push again, runs merged)."""
     _fetch(repo, rem, rejected)
     theirs = repo.refs(rem.ns)
     tree = repo.batch_check([n for r in rejected for c in (theirs.get(r), mine[r]) if c
@@ -526,8 +529,12 @@ def _merge_rejected(repo: _Repo, rem: _Remote, rejected: List[str], mine: Dict[s
         return blobs.get(oid) if commit and oid else None
 
     specs = []
+    again = []
     for r in rejected:
         other = theirs.get(r)
+        if other and repo.is_ancestor(other, mine[r]):
+            again.append(r)  # lost a race for the ref lock only: ours already holds theirs
+            continue
         ours_lines = get(mine[r], r, "lines") or b""
         theirs_lines = get(other, r, "lines") or b""
         why = check_run_file(theirs_lines, r) if other else "the remote has no such run"
@@ -544,7 +551,8 @@ def _merge_rejected(repo: _Repo, rem: _Remote, rejected: List[str], mine: Dict[s
             loc.settle(merge_lines(loc.lines, lines), None if log is None else merge_log(loc.log, log)[0])
     built = repo.build(specs)
     mine.update(built)
-    return sorted(built)
+    time.sleep(random.uniform(0.05, 0.3))  # two machines retrying in lockstep would collide again
+    return sorted(set(built) | set(again)), sorted(built)
 
 
 # --- pull -----------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _guard(fn: Any) -> Any:
 
 def cmd_push(args: argparse.Namespace) -> None:
     remote, runs = _split(args.words, pull=False)
-    res = share.push(_root(args), remote, runs or None, dry_run=args.dry_run)
+    res = share.push(_root(args), remote, runs or None, dry_run=args.dry_run, everything=args.all)
     _report(res, "pushed", args)
 
 
@@ -69,6 +69,8 @@ def register(commands: Commands) -> None:
     sp.add_argument("words", nargs="*", metavar="[REMOTE] [RUN...]",
                     help="a remote name, URL or path (default origin), then runs (default: every changed run)")
     sp.add_argument("--dry-run", action="store_true", help="list what would be pushed, build and send nothing")
+    sp.add_argument("--all", action="store_true",
+                    help="also send runs already pushed elsewhere (filling a new remote)")
     sp = commands.add("pull", _guard(cmd_pull),
                       "fetch runs from a git remote, or merge a runs folder copied from elsewhere")
     sp.add_argument("words", nargs="*", metavar="[REMOTE|PATH] [RUN...]",

@@ -27,13 +27,14 @@ first line is refused (one line each) while the others come.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
 import re
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import files, git, ids, records, store
 
@@ -76,25 +77,28 @@ def check_run_file(data: bytes, run_id: str) -> Optional[str]:
     if b"\0" in data:
         return "it is binary, not JSONL"
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "it is not UTF-8"
-    first = True
-    for n, line in enumerate(data.split(b"\n")[:-1], 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            return f"line {n} is not JSON"
-        if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
-            return f"line {n} is not a record"
-        if first:
-            if rec["type"] != "run_start":
-                return "its first record is not a run_start"
-            if rec.get("run_id") != run_id:
-                return f"its run_start names run {str(rec.get('run_id'))[:60]!r}, not {run_id}"
-            first = False
+    lines = [ln for ln in text.split("\n")[:-1] if ln.strip()]
+    try:  # one parse for the whole file; a line that is not exactly one object shows in the count
+        recs = json.loads("[" + ",\n".join(lines) + "]")
+    except (ValueError, RecursionError):
+        recs = None
+    if recs is None or len(recs) != len(lines) or not all(ln.lstrip().startswith("{") for ln in lines):
+        recs = []
+        for n, line in enumerate(text.split("\n")[:-1], 1):
+            if line.strip():
+                try:
+                    recs.append(json.loads(line))
+                except (ValueError, RecursionError):
+                    return f"line {n} is not JSON"
+    if not all(isinstance(r, dict) and isinstance(r.get("type"), str) for r in recs):
+        return "a line is not a record (a JSON object with a type)"
+    if recs[0]["type"] != "run_start":
+        return "its first record is not a run_start"
+    if recs[0].get("run_id") != run_id:
+        return f"its run_start names run {str(recs[0].get('run_id'))[:60]!r}, not {run_id}"
     return None
 
 
@@ -262,40 +266,55 @@ class _Repo:
         clean = lambda s: re.sub(r"[<>\n]", "", s).strip()
         return f"{clean(env['GIT_COMMITTER_NAME'])} <{clean(env['GIT_COMMITTER_EMAIL'])}> {int(time.time())} +0000"
 
-    def build(self, specs: List[Dict[str, Any]]) -> Dict[str, str]:
-        """One `git fast-import` making a commit per spec {run_id, lines, log, parents}; updates
-        refs/exprag-plus/runs/<id> (fast-forward only) and returns {run_id: commit}."""
-        if not specs:
+    def build(self, specs: Iterable[Dict[str, Any]]) -> Dict[str, str]:
+        """One `git fast-import` making a commit per spec {run_id, lines, log, parents}, fed while the
+        specs are still being made (files read and checked here while git writes objects there);
+        updates refs/exprag-plus/runs/<id> (fast-forward only) and returns {run_id: commit}.
+        A parent that is not a commit of this repository (code from another clone) is left out."""
+        it = iter(specs)
+        first = next(it, None)
+        if first is None:
             return {}
         who = self.identity()
-        chunks: List[bytes] = []
-        mark = 0
         commit_marks: Dict[int, str] = {}
-        for spec in specs:
-            rid = spec["run_id"]
-            mark += 1
-            chunks.append(b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["lines"])) + spec["lines"] + b"\n")
-            lines_mark = mark
-            log_mark = None
-            if spec.get("log") is not None:
-                mark += 1
-                log_mark = mark
-                chunks.append(b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["log"])) + spec["log"] + b"\n")
-            mark += 1
-            commit_marks[mark] = rid
-            msg = f"exprag-plus: run {rid}\n".encode()
-            head = [f"commit {REF_PREFIX}{rid}", f"mark :{mark}", f"author {who}", f"committer {who}"]
-            body = ["deleteall", f"M 100644 :{lines_mark} {rid}{ids.SUFFIX}"]
-            if log_mark:
-                body.append(f"M 100644 :{log_mark} {rid}/{LOG_NAME}")
-            parents = [p for p in spec["parents"] if p]
-            links = ([f"from {parents[0]}"] if parents else []) + [f"merge {p}" for p in parents[1:]]
-            chunks.append(("\n".join(head) + "\n").encode() + b"data %d\n" % len(msg) + msg
-                          + ("\n".join(links + body) + "\n\n").encode())
-        with tempfile.TemporaryDirectory(prefix="exprag-plus-share-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="exprag-plus-share-") as tmp, git._Procs() as procs:
             marks = os.path.join(tmp, "marks")
-            _git(["fast-import", "--quiet", "--done", f"--export-marks={marks}"], self.top,
-                 input=b"".join(chunks) + b"done\n")
+            fi = procs.start(["fast-import", "--quiet", "--done", f"--export-marks={marks}"], self.top, stdin=True)
+            check = procs.start(["cat-file", "--batch-check=%(objecttype)"], self.top, stdin=True)
+            known: Dict[str, bool] = {}
+
+            def is_commit(oid: str) -> bool:
+                if oid not in known:
+                    check.stdin.write(oid.encode() + b"\n")  # type: ignore[union-attr]
+                    check.stdin.flush()  # type: ignore[union-attr]
+                    known[oid] = check.stdout.readline().strip() == b"commit"  # type: ignore[union-attr]
+                return known[oid]
+
+            mark = 0
+            try:
+                for spec in itertools.chain([first], it):
+                    rid = spec["run_id"]
+                    mark += 1
+                    out = [b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["lines"])), spec["lines"], b"\n"]
+                    body = [f"deleteall\nM 100644 :{mark} {rid}{ids.SUFFIX}"]
+                    if spec.get("log") is not None:
+                        mark += 1
+                        out += [b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["log"])), spec["log"], b"\n"]
+                        body.append(f"M 100644 :{mark} {rid}/{LOG_NAME}")
+                    mark += 1
+                    commit_marks[mark] = rid
+                    parents = [p for i, p in enumerate(spec["parents"]) if p and (i == 0 or is_commit(p))]
+                    links = ([f"from {parents[0]}"] if parents else []) + [f"merge {p}" for p in parents[1:]]
+                    msg = f"exprag-plus: run {rid}\n"
+                    out.append((f"commit {REF_PREFIX}{rid}\nmark :{mark}\nauthor {who}\ncommitter {who}\n"
+                                f"data {len(msg)}\n{msg}" + "\n".join(links + body) + "\n\n").encode())
+                    fi.stdin.write(b"".join(out))  # type: ignore[union-attr]
+                fi.stdin.write(b"done\n")  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass
+            rc, _, err = procs.finish(fi, check=False)
+            if rc != 0:
+                raise ShareError(redact(str(git._failure(["fast-import"], rc, err))))
             built: Dict[str, str] = {}
             with open(marks, encoding="ascii") as f:
                 for line in f:
@@ -304,13 +323,6 @@ class _Repo:
                     if rid:
                         built[rid] = oid
         return built
-
-    def update_refs(self, updates: Dict[str, Tuple[str, Optional[str]]]) -> None:
-        """{ref: (new, old or None)} in one `update-ref --stdin` transaction (old checked when given)."""
-        if not updates:
-            return
-        lines = [f"update {ref} {new}" + (f" {old}" if old else "") for ref, (new, old) in updates.items()]
-        _git(["update-ref", "--stdin"], self.top, input=("\n".join(lines) + "\n").encode())
 
     def is_ancestor(self, a: str, b: str) -> bool:
         return _git(["merge-base", "--is-ancestor", a, b], self.top, check=False).returncode == 0
@@ -378,8 +390,11 @@ def _select(wanted: Optional[Sequence[str]], have: Iterable[str]) -> Tuple[List[
 
 
 def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = None, *,
-         dry_run: bool = False, cwd: Optional[str] = None) -> Dict[str, Any]:
-    """Send the runs whose records changed since their last push, in one `git push`."""
+         dry_run: bool = False, everything: bool = False, cwd: Optional[str] = None) -> Dict[str, Any]:
+    """Send the runs whose records changed since their last push, in one `git push`.
+
+    `everything` also sends runs already pushed elsewhere (a new remote); without it a push where
+    nothing changed contacts no remote at all."""
     repo = _Repo(cwd)
     rem = _Remote(repo, remote)
     if runs:
@@ -388,80 +403,93 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
         run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
     run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
     mine = repo.refs(REF_PREFIX)
-    theirs = repo.refs(rem.ns)
-    have = repo.batch_check([f"{mine[r]}:{r}{ids.SUFFIX}" for r in run_ids if r in mine]
-                            + [f"{mine[r]}:{r}/{LOG_NAME}" for r in run_ids if r in mine])
+    at = {r: (f"{mine[r]}:{r}{ids.SUFFIX}", f"{mine[r]}:{r}/{LOG_NAME}") for r in run_ids if r in mine}
+    have = repo.batch_check([n for pair in at.values() for n in pair])
     res: Dict[str, Any] = {"remote": rem.label, "dry_run": dry_run, "pushed": [], "unchanged": 0, "merged": [],
                            "refused": [], "skipped": []}
     locals_: Dict[str, _Local] = {}
-    build: Dict[str, Tuple[bytes, Optional[bytes]]] = {}
-    send: List[str] = []
-    need_union: List[str] = []
-    for rid in run_ids:
-        loc = locals_[rid] = _Local(runs_dir, rid)
-        if rid in mine:
-            same_lines = have.get(f"{mine[rid]}:{rid}{ids.SUFFIX}") == _blob_id(loc.lines, repo.algo)
-            log_oid = have.get(f"{mine[rid]}:{rid}/{LOG_NAME}")
-            same_log = loc.log is None or log_oid == _blob_id(loc.log, repo.algo)
-            if same_lines and same_log:
-                if theirs.get(rid) == mine[rid]:
-                    res["unchanged"] += 1
-                else:
-                    send.append(rid)
-                continue
-            need_union.append(rid)
-        why = check_run_file(loc.lines, rid)
-        if why:
-            res["refused"].append({"run_id": rid, "reason": f"run file {loc.path}: {why}; not pushed"})
-            continue
-        if rid not in mine:
-            build[rid] = (loc.lines, loc.log)
-    if need_union:  # the ref holds lines the file lacks (a pull skipped while live): never shrink
-        old = {r: have.get(f"{mine[r]}:{r}{ids.SUFFIX}") for r in need_union}
-        old_logs = {r: have.get(f"{mine[r]}:{r}/{LOG_NAME}") for r in need_union}
-        blobs = repo.read_blobs([o for o in list(old.values()) + list(old_logs.values()) if o])
+    planned: List[str] = []
+
+    def specs() -> Iterator[Dict[str, Any]]:
+        """What to commit, made while fast-import already writes the first ones."""
+        need_union: List[str] = []
+        for rid in run_ids:
+            loc = locals_[rid] = _Local(runs_dir, rid)
+            if rid in at:
+                same_lines = have.get(at[rid][0]) == _blob_id(loc.lines, repo.algo)
+                same_log = loc.log is None or have.get(at[rid][1]) == _blob_id(loc.log, repo.algo)
+                if same_lines and same_log:
+                    continue
+            why = check_run_file(loc.lines, rid)
+            if why:
+                res["refused"].append({"run_id": rid, "reason": f"run file {loc.path}: {why}; not pushed"})
+            elif rid in at:
+                need_union.append(rid)
+            else:
+                planned.append(rid)
+                yield {"run_id": rid, "lines": loc.lines, "log": loc.log, "parents": [None, loc.code_commit()]}
+        # the ref may hold lines the file lacks (a pull skipped while the run was live): never shrink
+        blobs = repo.read_blobs([o for r in need_union for o in (have.get(at[r][0]), have.get(at[r][1])) if o])
         for rid in need_union:
-            if any(x["run_id"] == rid for x in res["refused"]):
-                continue
             loc = locals_[rid]
-            ref_lines = blobs.get(old[rid] or "", b"")
-            ref_log = blobs.get(old_logs[rid] or "") if old_logs[rid] else None
+            ref_lines = blobs.get(have.get(at[rid][0]) or "", b"")
+            if check_run_file(ref_lines, rid):
+                ref_lines = b""  # a malformed copy fetched from elsewhere is history, not a base
+            ref_log = blobs.get(have.get(at[rid][1]) or "")
             lines = merge_lines(loc.lines, ref_lines)
             log, _ = merge_log(loc.log, ref_log)
-            if lines == ref_lines and log == ref_log:
-                if theirs.get(rid) == mine[rid]:
-                    res["unchanged"] += 1
-                else:
-                    send.append(rid)
-                continue
-            build[rid] = (lines, log)
+            if lines != ref_lines or log != ref_log:
+                planned.append(rid)
+                yield {"run_id": rid, "lines": lines, "log": log, "parents": [mine[rid], loc.code_commit()]}
+
+    before = dict(mine)
     if dry_run:
-        res["pushed"] = sorted(send + list(build))
-        return res
-    if build:
-        code = {r: locals_[r].code_commit() for r in build}
-        known = repo.batch_check(sorted({c for c in code.values() if c}))
-        built = repo.build([{"run_id": r, "lines": lines, "log": log,
-                             "parents": [mine.get(r), code[r] if known.get(code[r] or "") else None]}
-                            for r, (lines, log) in build.items()])
+        for _ in specs():
+            pass
+        built: Dict[str, str] = {}
+    else:
+        built = repo.build(specs())
         mine.update(built)
-        send.extend(built)
-    _push_loop(repo, rem, sorted(set(send)), mine, locals_, res)
+    if dry_run or (not built and not everything):
+        res["pushed"] = sorted(planned) if dry_run else []
+        res["unchanged"] = len(run_ids) - len(res["pushed"]) - len(res["refused"])
+        return res
+    try:
+        names = None if not runs else (run_ids if everything else sorted(built))
+        _push_loop(repo, rem, sorted(built), names, mine, locals_, res)
+    finally:
+        _roll_back(repo, before, mine, set(res["pushed"]))
+    res["unchanged"] = max(0, len(set(run_ids) - set(res["pushed"])) - len(res["refused"]))
     return res
 
 
-def _push_loop(repo: _Repo, rem: _Remote, send: List[str], mine: Dict[str, str], locals_: Dict[str, _Local],
-               res: Dict[str, Any]) -> None:
+def _roll_back(repo: _Repo, before: Dict[str, str], mine: Dict[str, str], pushed: set) -> None:
+    """Commits that never reached the remote leave the local ref where it was (it means "last pushed")."""
+    updates: Dict[str, Tuple[str, Optional[str]]] = {}
+    for rid, commit in mine.items():
+        if rid in pushed or before.get(rid) == commit:
+            continue
+        old = before.get(rid)
+        updates[REF_PREFIX + rid] = (old or "0" * len(commit), commit)
+    if updates:
+        lines = [f"update {ref} {new} {old}" if set(new) != {"0"} else f"delete {ref} {old}"
+                 for ref, (new, old) in updates.items()]
+        _git(["update-ref", "--stdin"], repo.top, input=("\n".join(lines) + "\n").encode(), check=False)
+
+
+def _push_loop(repo: _Repo, rem: _Remote, send: List[str], names: Optional[List[str]],
+               mine: Dict[str, str], locals_: Dict[str, _Local], res: Dict[str, Any]) -> None:
+    """One push (`names` None: a glob refspec for every run ref; else those runs); runs we changed that
+    the remote rejected are fetched, merged and pushed again, at most RETRIES times."""
     merged: set = set()
-    pending = list(send)
+    pushed: set = set()
     for attempt in range(RETRIES + 1):
-        if not pending:
-            break
-        ok, rejected, failed = _push_once(repo, rem, pending, mine)
-        repo.update_refs({rem.ns + r: (mine[r], None) for r in ok})
-        res["pushed"].extend(ok)
+        ok, rejected, failed = _push_once(repo, rem, names)
+        pushed.update(ok)
         for r, why in failed.items():
-            res["refused"].append({"run_id": r, "reason": f"the remote refused run {r}: {why}"})
+            if r in send:
+                res["refused"].append({"run_id": r, "reason": f"the remote refused run {r}: {why}"})
+        rejected = [r for r in rejected if r in send]  # others: the remote is ahead, we had nothing new
         if not rejected:
             break
         if attempt == RETRIES:
@@ -469,31 +497,40 @@ def _push_loop(repo: _Repo, rem: _Remote, send: List[str], mine: Dict[str, str],
                 res["refused"].append({"run_id": r, "reason": f"run {r} kept changing on the remote; "
                                                               f"gave up after {RETRIES} merges (push again)"})
             break
-        pending, built = _merge_rejected(repo, rem, rejected, mine, locals_, res)
+        send, built = _merge_rejected(repo, rem, rejected, mine, locals_, res)
         merged.update(built)
-    res["pushed"] = sorted(set(res["pushed"]))
-    res["merged"] = sorted(merged & set(res["pushed"]))
+        names = send
+        if not names:
+            break
+    res["pushed"] = sorted(pushed)
+    res["merged"] = sorted(merged & pushed)
 
 
-def _push_once(repo: _Repo, rem: _Remote, run_ids: List[str], mine: Dict[str, str]
+def _push_once(repo: _Repo, rem: _Remote, run_ids: Optional[List[str]]
                ) -> Tuple[List[str], List[str], Dict[str, str]]:
+    """(accepted, rejected as non-fast-forward or lost a ref-lock race, refused otherwise)."""
     ok: List[str] = []
     rejected: List[str] = []
     failed: Dict[str, str] = {}
-    for i in range(0, len(run_ids), _CHUNK):
-        chunk = run_ids[i:i + _CHUNK]
-        specs = [f"{REF_PREFIX}{r}:{REF_PREFIX}{r}" for r in chunk]
+    if run_ids is None:
+        batches = [[f"{REF_PREFIX}*:{REF_PREFIX}*"]]
+    else:
+        specs = [f"{REF_PREFIX}{r}:{REF_PREFIX}{r}" for r in run_ids]
+        batches = [specs[i:i + _CHUNK] for i in range(0, len(specs), _CHUNK)]
+    for specs in batches:
         p = _git(["push", "--porcelain", "--no-verify", rem.target, *specs], repo.top, check=False)
-        seen = set()
+        seen = False
         for line in p.stdout.decode("utf-8", "replace").splitlines():
             parts = line.split("\t")
             if len(parts) < 3 or ":" not in parts[1]:
                 continue
             rid = parts[1].rsplit(":", 1)[1][len(REF_PREFIX):]
-            seen.add(rid)
+            seen = True
             flag, summary = parts[0], parts[2]
-            if flag in (" ", "*", "="):
+            if flag in (" ", "*"):
                 ok.append(rid)
+            elif flag == "=":
+                continue
             elif flag == "!" and (summary.startswith("[rejected]") or "failed to update ref" in summary
                                   or "failed to lock" in summary or "cannot lock ref" in summary):
                 rejected.append(rid)  # another machine updated the run (or was updating it right now)
@@ -504,21 +541,23 @@ def _push_once(repo: _Repo, rem: _Remote, run_ids: List[str], mine: Dict[str, st
     return ok, rejected, failed
 
 
-def _fetch(repo: _Repo, rem: _Remote, run_ids: Optional[List[str]]) -> None:
-    if run_ids is None:
-        specs = [f"+{REF_PREFIX}*:{rem.ns}*"]
-    else:
-        specs = [f"+{REF_PREFIX}{r}:{rem.ns}{r}" for r in run_ids]
+def _fetch(repo: _Repo, rem: _Remote, specs: List[str]) -> bytes:
+    """`git fetch` of refspecs; returns stderr (where fetch reports refs it refused to move)."""
+    err = b""
     for i in range(0, len(specs), _CHUNK):
-        _git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-              rem.target, *specs[i:i + _CHUNK]], repo.top)
+        p = _git(["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-progress",
+                  rem.target, *specs[i:i + _CHUNK]], repo.top, check=False)
+        if p.returncode != 0 and b"[rejected]" not in p.stderr:
+            raise ShareError(redact(str(git._failure(["fetch"], p.returncode, p.stderr))))
+        err += p.stderr
+    return err
 
 
 def _merge_rejected(repo: _Repo, rem: _Remote, rejected: List[str], mine: Dict[str, str],
                     locals_: Dict[str, _Local], res: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     """Fetch what another machine pushed for these runs, merge it with ours, commit both parents;
     (runs to push again, runs merged)."""
-    _fetch(repo, rem, rejected)
+    _fetch(repo, rem, [f"+{REF_PREFIX}{r}:{rem.ns}{r}" for r in rejected])
     theirs = repo.refs(rem.ns)
     tree = repo.batch_check([n for r in rejected for c in (theirs.get(r), mine[r]) if c
                              for n in (f"{c}:{r}{ids.SUFFIX}", f"{c}:{r}/{LOG_NAME}")])
@@ -557,16 +596,32 @@ def _merge_rejected(repo: _Repo, rem: _Remote, rejected: List[str], mine: Dict[s
 
 # --- pull -----------------------------------------------------------------------------------------
 
+_FETCH_REJECTED = re.compile(r"\[rejected\]\s+(\S+)\s+->")
+
 
 def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = None, *,
          dry_run: bool = False, cwd: Optional[str] = None) -> Dict[str, Any]:
-    """Fetch runs from a git remote (or merge a runs folder copied from elsewhere) into `runs_dir`."""
+    """Fetch runs from a git remote (or merge a runs folder copied from elsewhere) into `runs_dir`.
+
+    The fetch moves local refs/exprag-plus/runs/* forward (never forced); a run whose local ref has
+    commits the remote lacks is fetched into refs/exprag-plus/remotes/<remote>/runs/ instead, and
+    its records are merged all the same (the next push sends the union). A dry run fetches only into
+    that remote-tracking namespace."""
     if os.path.isdir(source) and not _is_git_dir(source):
         return pull_folder(runs_dir, source, runs, dry_run=dry_run)
     repo = _Repo(cwd)
     rem = _Remote(repo, source)
-    _fetch(repo, rem, None)
-    theirs = repo.refs(rem.ns)
+    if dry_run:
+        _fetch(repo, rem, [f"+{REF_PREFIX}*:{rem.ns}*"])
+        theirs = repo.refs(rem.ns)
+    else:
+        err = _fetch(repo, rem, [f"{REF_PREFIX}*:{REF_PREFIX}*"])
+        diverged = sorted({m.group(1)[len(REF_PREFIX):] if m.group(1).startswith(REF_PREFIX) else m.group(1)
+                           for m in _FETCH_REJECTED.finditer(err.decode("utf-8", "replace"))})
+        if diverged:
+            _fetch(repo, rem, [f"+{REF_PREFIX}{r}:{rem.ns}{r}" for r in diverged])
+        theirs = repo.refs(REF_PREFIX)
+        theirs.update({r: c for r, c in repo.refs(rem.ns).items() if r in diverged})
     res: Dict[str, Any] = {"remote": rem.label, "dry_run": dry_run, "pulled": [], "unchanged": 0, "merged": [],
                            "refused": [], "skipped": []}
     good = [r for r in theirs if ids.is_run_id(r)]
@@ -577,15 +632,14 @@ def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = 
         res["refused"].append({"run_id": w, "reason": f"no run on {rem.label} matches {w!r} (or it is ambiguous)"})
     tree = repo.batch_check([f"{theirs[r]}:{r}{ids.SUFFIX}" for r in chosen]
                             + [f"{theirs[r]}:{r}/{LOG_NAME}" for r in chosen])
-    incoming: Dict[str, Tuple[Optional[str], Optional[str]]] = {
-        r: (tree.get(f"{theirs[r]}:{r}{ids.SUFFIX}"), tree.get(f"{theirs[r]}:{r}/{LOG_NAME}")) for r in chosen}
+    incoming = {r: (tree.get(f"{theirs[r]}:{r}{ids.SUFFIX}"), tree.get(f"{theirs[r]}:{r}/{LOG_NAME}"))
+                for r in chosen}
     locals_ = {r: _Local(runs_dir, r) for r in chosen}
     todo = [r for r in chosen if incoming[r][0] is None
             or incoming[r][0] != _blob_id(locals_[r].lines, repo.algo)
             or (incoming[r][1] and incoming[r][1] != _blob_id(locals_[r].log or b"", repo.algo))]
     blobs = repo.read_blobs([o for r in todo for o in incoming[r] if o])
-    settled = [r for r in chosen if r not in todo]
-    res["unchanged"] += len(settled)
+    res["unchanged"] += len(chosen) - len(todo)
     for r in todo:
         lines_oid, log_oid = incoming[r]
         data = blobs.get(lines_oid or "")
@@ -593,56 +647,35 @@ def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = 
         if why:
             res["refused"].append({"run_id": r, "reason": f"run {r} from {rem.label} is refused: {why}"})
             continue
-        log = blobs.get(log_oid) if log_oid else None
-        outcome = _merge_into(locals_[r], data, log, dry_run, res)
-        if outcome:
-            settled.append(r)
-    if not dry_run:
-        _follow(repo, REF_PREFIX, {r: theirs[r] for r in settled})
+        _merge_into(locals_[r], data, blobs.get(log_oid) if log_oid else None, dry_run, res)
     res["pulled"].sort()
     res["merged"].sort()
     return res
 
 
-def _merge_into(loc: _Local, data: bytes, log: Optional[bytes], dry_run: bool, res: Dict[str, Any]) -> bool:
-    """Merge one incoming run into the local folder; True when the local file now holds every line."""
+def _merge_into(loc: _Local, data: bytes, log: Optional[bytes], dry_run: bool, res: Dict[str, Any]) -> None:
+    """Merge one incoming run into the local folder (never a live run's file)."""
     rid = loc.run_id
     if loc.exists:
         why = check_run_file(loc.lines, rid)
         if why:
             res["refused"].append({"run_id": rid, "reason": f"the local file {loc.path} is not a valid run file "
                                                             f"({why}); not merged"})
-            return False
+            return
         if loc.live():
             res["skipped"].append({"run_id": rid, "reason": f"run {rid} is running here: not merged; pull again "
                                                             "after it ends"})
-            return False
+            return
     lines = merge_lines(loc.lines, data) if loc.exists else data
     new_log, clash = merge_log(loc.log, log)
     if clash:
         res.setdefault("warnings", []).append(f"run {rid}: output.log differs between machines; kept this one")
     if lines == loc.lines and new_log == loc.log:
         res["unchanged"] += 1
-        return True
+        return
     (res["merged"] if loc.exists and lines != data else res["pulled"]).append(rid)
     if not dry_run:
         loc.settle(lines, new_log)
-    return True
-
-
-def _follow(repo: _Repo, prefix: str, new: Dict[str, str]) -> None:
-    """Move local refs/exprag-plus/runs/<id> to pulled commits when that only fast-forwards them."""
-    current = repo.refs(prefix)
-    updates: Dict[str, Tuple[str, Optional[str]]] = {}
-    for rid, commit in new.items():
-        old = current.get(rid)
-        if old == commit:
-            continue
-        if old is None:
-            updates[prefix + rid] = (commit, "0" * len(commit))
-        elif repo.is_ancestor(old, commit):
-            updates[prefix + rid] = (commit, old)
-    repo.update_refs(updates)
 
 
 def pull_folder(runs_dir: str, folder: str, runs: Optional[Sequence[str]] = None, *,

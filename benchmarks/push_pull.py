@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -91,9 +92,12 @@ def one_round(tmp: str, n: int, lines: int) -> dict:
     assert len(res["pushed"]) == n and not res["refused"], res
 
     env = {**ENV, "PYTHONPATH": HERE, ids.ENV_DIR: runs}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "exprag_plus", "push", "--json"], cwd=a, env=env, capture_output=True)
     second = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    second_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     assert p.returncode == 0 and json.loads(p.stdout)["unchanged"] == n, p.stderr
 
     b, b2 = os.path.join(tmp, "b"), os.path.join(tmp, "b2")
@@ -118,7 +122,7 @@ def one_round(tmp: str, n: int, lines: int) -> dict:
     res = share.pull(os.path.join(tmp, "runs-b"), "origin", cwd=b)
     our_pull = time.perf_counter() - t0
     assert len(res["pulled"]) == n and not res["refused"], res
-    return {"base_push": base_push, "push": our_push, "second": second, "base_pull": base_pull, "pull": our_pull}
+    return {"base_push": base_push, "push": our_push, "second": second, "second_cpu": second_cpu, "base_pull": base_pull, "pull": our_pull}
 
 
 def main() -> None:
@@ -135,7 +139,9 @@ def main() -> None:
     print(f"{args.runs} runs of {args.lines} lines, median of {args.rounds} rounds")
     print(f"push:   plain git push {med['base_push']:.3f} s, exprag-plus push {med['push']:.3f} s, "
           f"ratio {med['push'] / med['base_push']:.2f}x (goal <= 2x)")
-    print(f"second push, nothing changed (whole CLI process): {med['second']:.3f} s (goal <= 0.5 s)")
+    print(f"second push, nothing changed (whole CLI process): {med['second']:.3f} s wall, "
+          f"{med['second_cpu']:.3f} s CPU (goal <= 0.5 s)")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"pull:   plain git fetch + write {med['base_pull']:.3f} s, exprag-plus pull {med['pull']:.3f} s, "
           f"ratio {med['pull'] / med['base_pull']:.2f}x (goal <= 2x)")
 

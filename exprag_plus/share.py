@@ -345,9 +345,8 @@ class _Remote:
         else:
             raise ValueError(f"no git remote named {self.label!r} in {repo.top}: add one (`git remote add "
                              f"{self.label} URL`) or give a URL or a path")
-        try:
-            _git(["check-ref-format", f"{REMOTES_PREFIX}{self.key}/runs/x"], repo.top)
-        except ShareError:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", self.key) or ".." in self.key \
+                or self.key.endswith((".lock", ".")):
             self.key = "url-" + hashlib.sha1(name.encode("utf-8", "replace")).hexdigest()[:12]
         self.ns = f"{REMOTES_PREFIX}{self.key}/runs/"
 

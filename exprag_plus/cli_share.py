@@ -7,13 +7,16 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import ids, share
-from .cli import Commands, Failure, _root, emit_json, note
+from .cli import Commands, Failure, UsageError, _root, emit_json, note
 
 
 def _split(words: List[str], pull: bool) -> Tuple[str, List[str]]:
     """REMOTE is the first word when it names a remote, a URL or a path; else every word is a RUN."""
     if words and (share.looks_like_remote(None, words[0]) or (pull and os.path.isdir(words[0]))):
         return words[0], words[1:]
+    if words and (os.sep in words[0] or "/" in words[0]) and not words[0].endswith(ids.SUFFIX):
+        raise UsageError(f"{words[0]!r} is not a git remote, a URL, nor an existing path "
+                         "(`git remote -v` lists the remotes)")
     return "origin", words
 
 
@@ -53,6 +56,12 @@ def _guard(fn: Any) -> Any:
 
 def cmd_push(args: argparse.Namespace) -> None:
     remote, runs = _split(args.words, pull=False)
+    if runs and remote == "origin" and runs == args.words:
+        try:
+            ids.resolve(runs[0], _root(args))
+        except ids.RunNotFound as exc:
+            raise UsageError(f"{runs[0]!r} is neither a git remote (`git remote -v` lists them), a URL or a "
+                             f"path, nor a run ({exc})") from None
     res = share.push(_root(args), remote, runs or None, dry_run=args.dry_run, everything=args.all)
     _report(res, "pushed", args)
 

@@ -655,23 +655,28 @@ def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = 
 def _merge_into(loc: _Local, data: bytes, log: Optional[bytes], dry_run: bool, res: Dict[str, Any]) -> None:
     """Merge one incoming run into the local folder (never a live run's file)."""
     rid = loc.run_id
+    if os.path.islink(loc.path) and os.path.dirname(os.path.realpath(loc.path)) != os.path.realpath(
+            os.path.dirname(loc.path)):
+        res["refused"].append({"run_id": rid, "reason": f"{loc.path} is a symlink leading out of the runs folder; "
+                                                        "not merged"})
+        return
     if loc.exists:
         why = check_run_file(loc.lines, rid)
         if why:
             res["refused"].append({"run_id": rid, "reason": f"the local file {loc.path} is not a valid run file "
                                                             f"({why}); not merged"})
             return
-        if loc.live():
-            res["skipped"].append({"run_id": rid, "reason": f"run {rid} is running here: not merged; pull again "
-                                                            "after it ends"})
-            return
     lines = merge_lines(loc.lines, data) if loc.exists else data
     new_log, clash = merge_log(loc.log, log)
-    if clash:
-        res.setdefault("warnings", []).append(f"run {rid}: output.log differs between machines; kept this one")
     if lines == loc.lines and new_log == loc.log:
         res["unchanged"] += 1
         return
+    if loc.live():
+        res["skipped"].append({"run_id": rid, "reason": f"run {rid} is running here: records from elsewhere not "
+                                                        "merged yet; pull again after it ends"})
+        return
+    if clash:
+        res.setdefault("warnings", []).append(f"run {rid}: output.log differs between machines; kept this one")
     (res["merged"] if loc.exists and lines != data else res["pulled"]).append(rid)
     if not dry_run:
         loc.settle(lines, new_log)

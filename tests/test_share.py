@@ -347,3 +347,17 @@ def test_merge_lines_is_a_union_in_time_order_and_keeps_supersets_byte_for_byte(
     odd = rec(5, "2026-01-01T00:00:09.000000Z") + base  # out of order, but holds everything: kept as is
     assert share.merge_lines(odd, base) == odd == share.merge_lines(base, odd)
     assert share.split_torn(base + b'{"type":"tr') == (base, b'{"type":"tr')
+
+
+def test_chosen_runs_and_a_second_remote(tmp_path: Path, bare: str) -> None:
+    a, _ = machines(tmp_path, bare)
+    first, second = a.train(), a.train()
+    assert a.json("push", "origin", first[-8:])["pushed"] == [first]
+    res = a.json("push")
+    assert res["pushed"] == [second] and res["unchanged"] == 1
+    other = tmp_path / "other.git"
+    git(tmp_path, "init", "-q", "--bare", str(other))
+    assert a.json("push", str(other))["pushed"] == []  # nothing changed since the last push
+    assert a.json("push", str(other), "--all")["pushed"] == sorted([first, second])
+    p = a.cli("push", "no-such-remote")
+    assert p.returncode == 2 and "neither a git remote" in p.stderr

@@ -1,20 +1,25 @@
 """Sharing runs through git remotes (`push` / `pull`), and merging a runs folder copied from elsewhere.
 
-Refs (only `refs/exprag-plus/*` is ever written, never a branch, tag, HEAD, index, worktree or config):
+Refs (only `refs/exprag-plus/*` and objects are ever written; never a branch, tag, HEAD, index,
+worktree, config or FETCH_HEAD; no hook runs):
 
-* ``refs/exprag-plus/runs/<run_id>``: the run's latest shared commit on this machine (built by push or
-  taken from a pull). Its tree holds ``<run_id>.jsonl`` (complete lines only: a live run's half-written
-  last line is never shared) and ``<run_id>/output.log`` when the runs folder has it. First parent: the
-  previous shared commit; other parent: the run's code commit (``run_start.git.commit``) when this
-  repository has it, so fetching a run brings its code. Merge commits (a push that met another
-  machine's update) have both runs commits as parents.
-* ``refs/exprag-plus/remotes/<remote>/runs/<run_id>``: what the remote held at the last push or pull
-  (a URL or path instead of a remote name gets ``url-<hash>`` as its name). Pull fetches into this
-  namespace (forced: it mirrors the remote), so a rewritten remote never moves a local ref by itself.
+* ``refs/exprag-plus/runs/<run_id>``: the run as last pushed from or pulled to this repository. Its
+  tree holds ``<run_id>.jsonl`` (complete lines only: a live run's half-written last line is never
+  shared) and ``<run_id>/output.log`` when the runs folder has it. First parent: the previous push
+  (none for the first, whose only parent is then the code commit); other parent: the run's code
+  commit (``run_start.git.commit``) when this repository has it, so fetching a run brings its code.
+  A push that met another machine's update makes a merge commit of both runs commits.
+* ``refs/exprag-plus/remotes/<remote>/runs/<run_id>``: a remote's copy fetched for a merge (a push
+  rejected because the remote moved, a pull whose local ref has commits the remote lacks) or by a dry
+  run (forced: it mirrors the remote). A URL or path gets ``url-<hash>`` as its name, never the URL.
 
-Pushes are one ``git push`` with explicit, never-forced refspecs; a run goes out when its file's blob
-differs from its local ref's tree, or when the remote has not got the local ref's commit. Commits are
-built by one ``git fast-import`` (no hooks, no signing, the user's identity else a fixed fallback).
+Push: a run goes out when its file's blob differs from its local ref's tree (checked in Python, so a
+push with nothing changed contacts no remote). Its commit is built by one ``git fast-import`` fed while
+the files are still being read (no signing; the user's identity else a fixed fallback), then one
+``git push`` with a never-forced glob refspec (explicit refspecs for chosen runs). Rejected runs are
+fetched, merged and pushed again (bounded); a commit that never reached the remote is rolled back
+from the local ref, which keeps meaning "last shared". Pull: one non-forced fetch into the local refs,
+then each run file is written (new, or merged) by atomic replace.
 
 Merging: when both sides hold lines the other lacks, the result is the union of distinct lines ordered
 by ``time``, then ``seq``, then the line itself (so every machine computes the same bytes); when one side

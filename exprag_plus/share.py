@@ -166,12 +166,28 @@ class _Local:
     def live(self) -> bool:
         return self.exists and store.Run.read(self.path).status == "running"
 
-    def code_commit(self) -> Optional[str]:
-        line = self.lines.split(b"\n", 1)[0]
+    def start(self) -> Dict[str, Any]:
         try:
-            commit = ((json.loads(line) or {}).get("git") or {}).get("commit")
-        except (ValueError, AttributeError):
-            return None
+            rec = json.loads(self.lines[: self.lines.find(b"\n")])
+        except (ValueError, RecursionError):
+            return {}
+        return rec if isinstance(rec, dict) else {}
+
+    def check_start(self) -> Optional[str]:
+        """Why this file cannot be pushed (its first line is not this run's run_start), or None.
+        Pushing checks only that much of our own file; a puller checks every line."""
+        if not self.lines.strip():
+            return "it is empty"
+        start = self.start()
+        if start.get("type") != "run_start":
+            return "its first line is not a run_start record"
+        if start.get("run_id") != self.run_id:
+            return f"its run_start names run {str(start.get('run_id'))[:60]!r}, not {self.run_id}"
+        return None
+
+    def code_commit(self) -> Optional[str]:
+        git_state = self.start().get("git")
+        commit = git_state.get("commit") if isinstance(git_state, dict) else None
         return commit if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit) else None
 
     def settle(self, lines: bytes, log: Optional[bytes]) -> bool:
@@ -301,15 +317,17 @@ class _Repo:
                     rid = spec["run_id"]
                     mark += 1
                     out = [b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["lines"])), spec["lines"], b"\n"]
-                    body = [f"deleteall\nM 100644 :{mark} {rid}{ids.SUFFIX}"]
+                    first_parent = spec["parents"][0]
+                    # a first commit inherits no tree; a later one drops its parent's whole tree first
+                    body = (["deleteall"] if first_parent else []) + [f"M 100644 :{mark} {rid}{ids.SUFFIX}"]
                     if spec.get("log") is not None:
                         mark += 1
                         out += [b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["log"])), spec["log"], b"\n"]
                         body.append(f"M 100644 :{mark} {rid}/{LOG_NAME}")
                     mark += 1
                     commit_marks[mark] = rid
-                    parents = [p for i, p in enumerate(spec["parents"]) if p and (i == 0 or is_commit(p))]
-                    links = ([f"from {parents[0]}"] if parents else []) + [f"merge {p}" for p in parents[1:]]
+                    others = [p for p in spec["parents"][1:] if p and is_commit(p)]
+                    links = ([f"from {first_parent}"] if first_parent else []) + [f"merge {p}" for p in others]
                     msg = f"exprag-plus: run {rid}\n"
                     out.append((f"commit {REF_PREFIX}{rid}\nmark :{mark}\nauthor {who}\ncommitter {who}\n"
                                 f"data {len(msg)}\n{msg}" + "\n".join(links + body) + "\n\n").encode())
@@ -424,7 +442,7 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
                 same_log = loc.log is None or have.get(at[rid][1]) == _blob_id(loc.log, repo.algo)
                 if same_lines and same_log:
                     continue
-            why = check_run_file(loc.lines, rid)
+            why = loc.check_start()
             if why:
                 res["refused"].append({"run_id": rid, "reason": f"run file {loc.path}: {why}; not pushed"})
             elif rid in at:

@@ -162,16 +162,19 @@ class _Local:
         data = _read(self.path) if self.exists else b""
         self.lines, self.tail = split_torn(data)
         self.log = _read(self.log_path) if os.path.isfile(self.log_path) else None
+        self._start: Optional[Dict[str, Any]] = None
 
     def live(self) -> bool:
         return self.exists and store.Run.read(self.path).status == "running"
 
     def start(self) -> Dict[str, Any]:
-        try:
-            rec = json.loads(self.lines[: self.lines.find(b"\n")])
-        except (ValueError, RecursionError):
-            return {}
-        return rec if isinstance(rec, dict) else {}
+        if self._start is None:
+            try:
+                rec = json.loads(self.lines[: self.lines.find(b"\n")])
+            except (ValueError, RecursionError):
+                rec = None
+            self._start = rec if isinstance(rec, dict) else {}
+        return self._start
 
     def check_start(self) -> Optional[str]:
         """Why this file cannot be pushed (its first line is not this run's run_start), or None.

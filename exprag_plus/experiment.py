@@ -259,6 +259,22 @@ class Experiment:
     def __repr__(self) -> str:
         return f"Experiment({self.name!r}, run_id={self.run_id!r}, path={self.path!r})"
 
+    # --- framework integrations (exprag_plus.integrations) -----------------------------------
+
+    def log_params(self, params: Dict[str, Any]) -> None:
+        """Hyperparameters that arrive after run_start: a `params` record, and `self.metadata` updated.
+
+        Never raises: a framework hands over whatever its config holds.
+        """
+        try:
+            plain = to_json(dict(params))
+            if not isinstance(plain, dict):
+                return
+            if self._append("params", {"params": plain}) is not None and isinstance(self.metadata, dict):
+                self.metadata.update(plain)
+        except Exception as exc:  # tracking must never crash a training loop
+            self._warn(f"log_params() failed and was skipped: {type(exc).__name__}: {exc}")
+
 
 def _outcome(exc_type: Any, exc: Any, tb: Any) -> "tuple[str, Optional[Dict[str, Any]]]":
     if exc_type is None:
@@ -360,3 +376,14 @@ def append_record(path: str, rtype: str, fields: Dict[str, Any]) -> Dict[str, An
         return record
     finally:
         os.close(fd)
+
+
+# --- framework integrations (exprag_plus.integrations) ---------------------------------------------
+
+def current() -> Optional[Experiment]:
+    """The most recently created Experiment of this process that is still open, else None.
+
+    Framework integrations join it instead of starting a second run for the same training.
+    """
+    alive = [e for e in list(_open) if not e.closed and e._child_pid is None]
+    return max(alive, key=lambda e: e._t0) if alive else None

@@ -421,6 +421,23 @@ class Experiment:
     def __repr__(self) -> str:
         return f"Experiment({self.name!r}, run_id={self.run_id!r}, path={self.path!r})"
 
+    # --- framework integrations (exprag_plus.integrations) -----------------------------------
+
+    def log_params(self, params: Dict[str, Any]) -> None:
+        """Hyperparameters that arrive after run_start: a `params` record, and `self.metadata` updated.
+
+        Never raises: a framework hands over whatever its config holds.
+        """
+        try:
+            plain = to_json(dict(params))
+            if not isinstance(plain, dict):
+                return
+            self._append("params", {"params": redact_mapping(plain)})
+            if isinstance(self.metadata, dict):
+                self.metadata.update(plain)
+        except Exception as exc:  # tracking must never crash a training loop
+            self._warn(f"log_params() failed and was skipped: {type(exc).__name__}: {exc}")
+
 
 def _join_target() -> Optional[str]:
     """The wrapper's run file, taken once: later Experiments and child processes start their own runs."""
@@ -436,7 +453,8 @@ def _join_target() -> Optional[str]:
 
 def current() -> Optional[Experiment]:
     """The most recently started run of this process that is still open, if any."""
-    live = [e for e in list(_open) if not e._closed and e._child_pid is None]
+    me = os.getpid()
+    live = [e for e in list(_open) if not e._closed and (e._child_pid is None or (e.joined and e._child_pid == me))]
     return max(live, key=lambda e: e._t0) if live else None
 
 

@@ -42,7 +42,10 @@ input (the one-line error says what to fix).
    `loss`, `hparams.lr`...). Never guess one: take it from `keys`. When `keys` lists several names for
    one idea (`val.accuracy` and `metrics.val_acc`), they come from different scripts: answer for each
    separately and never compare values across names. A metric only one run has is often a derived
-   summary, not a training curve.
+   summary, not a training curve. Runs recorded by a framework integration (Transformers, Lightning,
+   Keras, accelerate, Optuna) carry that framework's own metric names (`eval_loss`, `train/loss`,
+   `val_loss`, `value`...) and hyperparameters (`args.learning_rate`, or a later `params` record), so
+   run `keys` first there too.
 2. Ask with the one command listed below for the question, filling the placeholders `<run>`,
    `<metric>`, `<path>` with names from `keys` and ids from `runs`.
 3. Answer with the run's short id (the last 8 hex digits, as tables show them) and its name, say which

@@ -81,6 +81,7 @@ class Experiment:
         self._base_size = 0
         self.joined = False
         self._recount = False
+        self._start_metadata: Any = None
         self.name = str(name)
         self.metadata = to_json(metadata if metadata is not None else {})
         self.root = ids.runs_dir(root)
@@ -118,6 +119,7 @@ class Experiment:
         if ids.is_run_id(replay_of):
             fields["replay_of"] = replay_of
         fields.update(extra)
+        self._start_metadata = fields["metadata"]
         self._append("run_start", fields)
 
     def _resume(self, ref: str, cwd: str) -> None:
@@ -339,7 +341,12 @@ class Experiment:
             self._release()
             return
         self._check_file()
-        self._append("run_end", {"status": status, "error": error, **(extra or {})})
+        fields: Dict[str, Any] = {"status": status, "error": error}
+        final = redact_mapping(self.metadata)
+        if self._start_metadata is not None and final != self._start_metadata:
+            fields["metadata"] = final  # what arrived after run_start (log_params), for readers of the tail
+        fields.update(extra or {})
+        self._append("run_end", fields)
 
     def _release(self) -> None:
         self._closed = True

@@ -99,15 +99,17 @@ def id_time(run_id: str) -> Optional[float]:
     return int(run_id.replace("-", "")[:12], 16) / 1000.0
 
 
-def order_key(path: str, start_time: Optional[str]) -> Tuple[float, float, str]:
+def order_key(path: str, start_time: Optional[str], mtime: Optional[float] = None) -> Tuple[float, float, str]:
     """Runs in start order: run_start's time, else the id's time, else the file time; then file time, id.
 
     An id is only as right as the clock that made it (a clock stepped back makes an older-looking id).
+    `mtime` is the file's, when the caller has just read it.
     """
-    try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        mtime = 0.0
+    if mtime is None:
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            mtime = 0.0
     name = os.path.basename(path)[: -len(SUFFIX)]
     t = records.parse_time(start_time) if isinstance(start_time, str) else None
     if t is None:

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import ids, records
 
@@ -92,11 +92,12 @@ def iter_records(path: str) -> Iterator[Dict[str, Any]]:
             yield rec
 
 
-def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], bool]:
+def _head_and_tail(path: str, raw: Optional[List[bytes]] = None) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], bool]:
     """run_start, and the tail's records parsed backwards as far as the last run_end (file order).
 
     The flag says whether every line of the file was parsed (then the tail is the whole file). Parsing
-    stops at run_end because listing 10,000 runs must not parse a million track lines.
+    stops at run_end because listing 10,000 runs must not parse a million track lines. `raw`, when
+    given, receives run_start's line then each tail record's line (file order), for the listing cache.
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -130,12 +131,19 @@ def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, 
         end = begin
         if rec is not None:
             tail.append(rec)
+            if raw is not None:
+                raw.append(line.rstrip(b"\n"))
             if rec.get("type") == "run_end":
                 complete = complete and end <= floor
                 break
     tail.reverse()
+    if raw is not None:
+        raw.reverse()
+        raw.insert(0, head_line.rstrip(b"\n") if start is not None else b"")
     if complete and start is not None:
         tail.insert(0, start)
+        if raw is not None:
+            raw.insert(1, raw[0])
     return start, tail, complete
 
 
@@ -241,13 +249,57 @@ class Run:
                  all_records: Optional[List[Dict[str, Any]]] = None) -> None:
         self.path = path
         self._bad: List[str] = []
-        self.start: Dict[str, Any] = _checked(start or {}, _START_FIELDS, "run_start", self._bad)
-        self.run_id: str = self.start.get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
+        self._lazy: Optional[Tuple[bytes, List[bytes]]] = None
+        self._started: Optional[str] = None
+        self._mtime: Optional[float] = None
+        self._no_end = False
+        self._start: Dict[str, Any] = _checked(start or {}, _START_FIELDS, "run_start", self._bad)
         self._records = all_records
-        self.end: Optional[Dict[str, Any]] = None
+        self._end: Optional[Dict[str, Any]] = None
         self._set_end(next((r for r in reversed(tail) if r.get("type") == "run_end"), None))
         self._summary: Optional[Dict[str, Dict[str, Any]]] = None
         self._metadata: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def cached(cls, path: str, mtime: float, started: str, start_raw: bytes, tail_raw: List[bytes],
+               summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool) -> "Run":
+        """A run as the listing cache holds it: records parsed only when a property needs them (listing
+        100,000 runs must not build a million dicts it never looks at)."""
+        run = cls.__new__(cls)
+        run.path = path
+        run._bad = []
+        run._lazy = (start_raw, tail_raw)
+        run._started = started
+        run._mtime = mtime
+        run._no_end = no_end
+        run._records = None
+        run._summary = summary
+        run._metadata = None
+        return run
+
+    def _parse(self) -> None:
+        start_raw, tail_raw = self._lazy  # type: ignore[misc]
+        self._lazy = None
+        self._start = _checked(json.loads(start_raw) if start_raw else {}, _START_FIELDS, "run_start", self._bad)
+        tail = [json.loads(r) for r in tail_raw]
+        self._end = None
+        self._set_end(next((r for r in reversed(tail) if r.get("type") == "run_end"), None))
+
+    @property
+    def start(self) -> Dict[str, Any]:
+        if self._lazy is not None:
+            self._parse()
+        return self._start
+
+    @property
+    def end(self) -> Optional[Dict[str, Any]]:
+        if self._lazy is not None:
+            self._parse()
+        return self._end
+
+    @property
+    def run_id(self) -> str:
+        return self.start.get("run_id") or os.path.basename(self.path)[: -len(ids.SUFFIX)]
 
     def _set_end(self, end: Optional[Dict[str, Any]]) -> None:
         if end is not None:
@@ -255,7 +307,7 @@ class Run:
             if "error" in end and not isinstance(end["error"], dict):
                 end["error"] = {"type": None, "message": end["error"] if isinstance(end["error"], str)
                                 else records.dumps(records.to_json(end["error"]))}
-        self.end = end
+        self._end = end
         _warn_fields(self.path, self._bad)
 
     @classmethod
@@ -290,10 +342,12 @@ class Run:
 
     def order(self) -> Tuple[float, float, str]:
         """Sort key of start order (run_start's time, then file time and id; see `ids.order_key`)."""
-        return ids.order_key(self.path, self.started)
+        return ids.order_key(self.path, self.started, self._mtime)
 
     @property
     def started(self) -> str:
+        if self._lazy is not None:
+            return self._started or ""
         return self.start.get("time", "")
 
     @property
@@ -318,15 +372,22 @@ class Run:
 
     # --- end info ------------------------------------------------------------------------------
     def _find_end(self) -> Optional[Dict[str, Any]]:
-        """run_end from the tail, else from the whole file (records appended later may push it back)."""
-        if self.end is None and self._records is None:
-            _ = self.records
+        """run_end from the tail, else from the whole file (records appended later may push it back),
+        streamed: a crashed run of a million records is never held whole for its status."""
+        if self.end is None and self._records is None and not self._no_end:
+            end, summary = scan_end(self.path)
+            if end is not None:
+                self._set_end(end)
+            else:
+                self._no_end = True
+                if self._summary is None:
+                    self._summary = summary
         return self.end
 
     @property
     def status(self) -> str:
         if self._find_end() is not None:
-            return str(self.end.get("status", "completed"))
+            return str(self.end.get("status", "completed"))  # type: ignore[union-attr]
         if not self.start:
             return "crashed"
         alive = pid_alive(self.process.get("pid"), self.host.get("hostname"), records.parse_time(self.started))
@@ -356,11 +417,8 @@ class Run:
                 nf = records.NONFINITE
                 self._summary = {k: {f: nf.get(x, x) if type(x) is str else x for f, x in v.items()}
                                  if str in map(type, v.values()) else v for k, v in s.items() if type(v) is dict}
-            else:
-                acc = records.Summary()
-                for r in self.tracks:
-                    acc.add(records.from_json(r.get("value")))
-                self._summary = acc.to_dict()
+            elif self._summary is None:
+                self._summary = summarize(self._records if self._records is not None else iter_records(self.path))
         return self._summary
 
     def final(self) -> Dict[str, Any]:
@@ -370,6 +428,8 @@ class Run:
     # --- the whole file ------------------------------------------------------------------------
     @property
     def records(self) -> List[Dict[str, Any]]:
+        if self._lazy is not None:
+            self._parse()
         if self._records is None:
             self._records = list(iter_records(self.path))
             ends = [r for r in self._records if r.get("type") == "run_end"]
@@ -403,6 +463,28 @@ class Run:
         return f"<Run {self.short_id} {self.name!r} {self.status}>"
 
 
+def summarize(recs: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """What run_end.summary would hold, from the tracks of a run that has none."""
+    acc = records.Summary()
+    for r in recs:
+        if r.get("type") == "track":
+            acc.add(records.from_json(r.get("value")))
+    return acc.to_dict()
+
+
+def scan_end(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Dict[str, Any]]]]:
+    """The file's last run_end in one streamed pass; without one, the summary of its tracks instead."""
+    end = None
+    acc = records.Summary()
+    for rec in iter_records(path):
+        t = rec.get("type")
+        if t == "track":
+            acc.add(records.from_json(rec.get("value")))
+        elif t == "run_end":
+            end = rec
+    return end, (None if end is not None else acc.to_dict())
+
+
 def load_run(ref: str = "latest", root: Optional[str] = None) -> Run:
     """One run, read whole: `ref` is a run id, unique prefix/suffix, `latest`, `latest~N` or a .jsonl path."""
     folder = ids.runs_dir(root)
@@ -411,15 +493,9 @@ def load_run(ref: str = "latest", root: Optional[str] = None) -> Run:
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
     """Every run of the folder, oldest first (by run_start time, see `ids.order_key`), read lightly (first
-    line and tail of each file)."""
-    out = []
-    for path in ids.run_files(ids.runs_dir(root)):
-        try:
-            out.append(Run.read(path))
-        except OSError as exc:
-            warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning, stacklevel=2)
-    out.sort(key=Run.order)
-    return out
+    line and tail of each file, or the listing cache's copy of them: see `index`)."""
+    from . import index
+    return index.load(ids.runs_dir(root))
 
 
 OUTPUT_LOG = "output.log"

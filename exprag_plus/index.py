@@ -1,0 +1,151 @@
+"""The listing cache: one file in the runs folder that only saves re-reading unchanged run files.
+
+Each entry is keyed by its run file's identity (name, size, mtime_ns, inode): a run appended to, copied in
+or replaced no longer matches and is read again. The file is replaced atomically, so a reader sees one
+whole version; two writers racing just leave one of their files. A missing, truncated or corrupt cache is
+rebuilt silently (a CRC guards the whole file), and a run whose reading warned is never cached, so the
+warning comes again. Status is never cached: an unfinished run's status depends on its process now.
+
+Line format (bytes, tab-separated; raw JSON lines never hold a tab, else they are re-encoded):
+KEY, mtime, started (JSON), flags, summary (JSON, runs without run_end only), run_start line, tail lines.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import warnings
+import zlib
+from typing import Dict, List, Optional, Tuple
+
+from . import ids
+from .files import write_atomic
+from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
+
+NAME = ".index"
+_HEADER = b"exprag-plus-index/1\n"
+_NO_END = b"n"
+
+
+def _key(name: str, st: os.stat_result) -> bytes:
+    return b"%s|%d|%d|%d" % (name.encode("utf-8", "surrogateescape"), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def read_cache(folder: str) -> Dict[bytes, List[bytes]]:
+    """KEY -> fields; empty when the file is missing, of another version, or fails its CRC."""
+    try:
+        with open(os.path.join(folder, NAME), "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    cut = data.rfind(b"\n", 0, len(data) - 1)
+    if not data.startswith(_HEADER) or cut < 0 or not data.endswith(b"\n"):
+        return {}
+    body, trailer = data[:cut + 1], data[cut + 1:-1]
+    if trailer != b"%08x" % zlib.crc32(body):
+        return {}
+    out = {}
+    for line in body[len(_HEADER):].split(b"\n"):
+        fields = line.split(b"\t")
+        if len(fields) >= 6:
+            out[fields[0]] = fields
+    return out
+
+
+def _clean(raw: bytes, rec: object) -> bytes:
+    return raw if b"\t" not in raw else json.dumps(rec).encode("ascii")
+
+
+def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: List[bytes],
+           complete: bool) -> List[bytes]:
+    """The cache fields of a run just read (and the run completed as its status would complete it)."""
+    flags, summary = b"", b""
+    ends = [i for i, r in enumerate(tail) if r.get("type") == "run_end"]
+    if ends:
+        keep = [_clean(r, rec) for r, rec in zip(tail_raw[ends[-1]:], tail[ends[-1]:])]
+    elif complete:
+        run._no_end = True
+        run._summary = summarize(tail)
+        keep, flags = [], _NO_END
+    else:
+        end, summ = scan_end(run.path)
+        if end is not None:
+            run._set_end(end)
+            keep = [json.dumps(end).encode("ascii")]
+        else:
+            run._no_end, run._summary = True, summ
+            keep, flags = [], _NO_END
+    if flags:
+        summary = json.dumps(run._summary).encode("ascii")
+    return [key, repr(run._mtime).encode("ascii"), json.dumps(run.started).encode("ascii"), flags, summary,
+            _clean(start_raw, run.start) if start_raw else b""] + keep
+
+
+def _cached(path: str, fields: List[bytes]) -> Run:
+    started = fields[2]
+    text = started[1:-1].decode("ascii", "replace") if b"\\" not in started else json.loads(started)
+    summary = json.loads(fields[4]) if fields[4] else None
+    return Run.cached(path, float(fields[1]), text, fields[5], fields[6:], summary, fields[3] == _NO_END)
+
+
+def load(folder: str, use_cache: bool = True) -> List[Run]:
+    """Every run of the folder, oldest first, from the cache where a file is unchanged (see module doc)."""
+    enabled = gc.isenabled()
+    gc.disable()  # listing builds many small objects and frees none: collecting would only cost time
+    try:
+        return _load(folder, use_cache)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(folder: str, use_cache: bool) -> List[Run]:
+    paths = ids.run_files(folder)
+    cache = read_cache(folder) if use_cache else {}
+    out: List[Run] = []
+    fresh: List[List[bytes]] = []
+    changed = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for path in paths:
+            name = os.path.basename(path)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
+                continue
+            key = _key(name, st)
+            fields = cache.get(key)
+            if fields is not None:
+                out.append(_cached(path, fields))
+                fresh.append(fields)
+                continue
+            changed = True
+            before = len(caught)
+            raw: List[bytes] = []
+            try:
+                start, tail, complete = _head_and_tail(path, raw)
+                run = Run(path, start, tail, tail if complete else None)
+                run._mtime = st.st_mtime
+                entry = _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
+            except OSError as exc:
+                warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
+                continue
+            out.append(run)
+            if len(caught) == before and b"\n" not in key and b"\t" not in key:
+                fresh.append(entry)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if use_cache and (changed or len(fresh) != len(cache)):
+        _write(folder, fresh)
+    out.sort(key=Run.order)
+    return out
+
+
+def _write(folder: str, entries: List[List[bytes]]) -> None:
+    body = _HEADER + b"".join(b"\t".join(e) + b"\n" for e in entries)
+    try:
+        write_atomic(os.path.join(folder, NAME), body + b"%08x\n" % zlib.crc32(body))
+    except OSError:
+        pass  # a read-only folder lists from the files every time

@@ -1,0 +1,184 @@
+"""The listing cache never changes an answer: every listing, with the cache and without it, on a folder
+mutated in every way (append, replace, delete, copy in, torn line, corrupt cache, concurrent writers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+
+from exprag_plus import Experiment, ids, index, query, records, store
+
+from conftest import ROOT, cli
+
+
+def _answers(runs: List[store.Run]) -> Any:
+    """Every listing answer, as strict JSON text (statuses, rows, keys, best, report)."""
+    from exprag_plus import report
+    out = {"runs": query.list_runs(runs, limit=0), "keys": query.keys(runs),
+           "rows": [[r.run_id, r.status, r.name, r.started, r.ended, r.duration_s, r.error, r.summary,
+                     r.metadata, r.git, r.process, r.host, r.order()] for r in runs]}
+    try:
+        out["best"] = query.best(runs, "loss", minimize=True)
+    except (query.NoResult, query.QueryError) as exc:
+        out["best"] = str(exc)
+    out["report"] = re.sub(r"\d\d:\d\d:\d\d UTC by", "", report.html_report(runs)) if runs else ""  # its clock
+    return json.dumps(records.jsonable(out), sort_keys=True)
+
+
+def _same(root: Path) -> None:
+    warm = _answers(index.load(str(root)))          # whatever cache is there (stale, corrupt, missing)
+    again = _answers(index.load(str(root)))         # the one just written
+    plain = _answers(index.load(str(root), use_cache=False))
+    assert warm == plain
+    assert again == plain
+    assert (root / index.NAME).exists()
+
+
+def _run(root: Path, name: str, n: int = 3, close: bool = True, **md: Any) -> Experiment:
+    exp = Experiment(name, metadata=md or None, root=str(root), snapshot=False)
+    for i in range(n):
+        exp.track({"step": i, "loss": 1.0 / (i + 1 + len(name))})
+    if close:
+        exp.close()
+    else:
+        exp._closed = True  # as if the process died here (this process lives on: `running`)
+    return exp
+
+
+def _start_only(root: Path, rid: str, pid: int, extra: int = 0) -> Path:
+    path = root / f"{rid}.jsonl"
+    start = {"type": "run_start", "run_id": rid, "seq": 0, "time": "2026-01-01T00:00:00.000000Z", "elapsed_ms": 1,
+             "format": "exprag-plus/1", "name": "ghost", "metadata": {"lr": 0.5},
+             "process": {"pid": pid}, "host": {"hostname": socket.gethostname()}}
+    lines = [json.dumps(start)] + [json.dumps({"type": "track", "run_id": rid, "seq": i + 1, "time": start["time"],
+                                               "elapsed_ms": i, "value": {"step": i, "loss": 5.0 - i * 1e-4,
+                                                                          "pad": "x" * 100}})
+                                   for i in range(extra)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cache_never_changes_an_answer(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    a = _run(root, "a", lr=0.1)
+    b = _run(root, "bb", lr=0.01)
+    live = _run(root, "live", close=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    crashed = _start_only(root, ids.new_run_id(), int(dead.stdout), extra=2000)  # > 128 KB, no run_end
+    _same(root)
+    assert {r.status for r in index.load(str(root))} == {"completed", "running", "crashed"}
+
+    with open(a.path, "a") as f:  # appended after run_end (an action run, a note)
+        f.write(json.dumps({"type": "action_run", "run_id": a.run_id, "seq": 99, "time": "2026-01-02T00:00:00Z",
+                            "elapsed_ms": 5, "name": "x", "status": "ok"}) + "\n")
+    _same(root)
+    with open(live.path, "a") as f:  # the running run grows, then ends
+        f.write(json.dumps({"type": "track", "run_id": live.run_id, "seq": 50, "time": "2026-01-02T00:00:00Z",
+                            "elapsed_ms": 9, "value": {"loss": 0.001}}) + "\n")
+    _same(root)
+    with open(live.path, "a") as f:
+        f.write(json.dumps({"type": "run_end", "run_id": live.run_id, "seq": 51, "time": "2026-01-02T00:00:01Z",
+                            "elapsed_ms": 10, "status": "failed", "summary": {"loss": {"last": 0.001, "min": 0.001,
+                                                                                         "max": 9, "count": 4}}}) + "\n")
+    _same(root)
+
+    other = tmp_path / "other"  # copied in (as pull does: a whole file, mtime kept)
+    c = _run(other, "copied", lr=0.3)
+    shutil.copy2(c.path, root / os.path.basename(c.path))
+    _same(root)
+
+    text = Path(b.path).read_text().replace('"bb"', '"BB"')  # replaced by a file of the same size
+    tmp = root / "x.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, b.path)
+    _same(root)
+
+    os.remove(a.path)  # deleted
+    _same(root)
+
+    with open(crashed, "ab") as f:  # a torn line on the crashed run, then on a finished one
+        f.write(b'{"type":"track","run_id":"x","va')
+    _same(root)
+    with open(b.path, "r+b") as f:
+        f.truncate(os.path.getsize(b.path) - 7)
+    _same(root)
+
+    cache = root / index.NAME
+    data = bytearray(cache.read_bytes())  # corrupted: a byte flipped, cut short, garbage, a folder
+    data[len(data) // 2] ^= 0x01
+    cache.write_bytes(bytes(data))
+    _same(root)
+    cache.write_bytes(cache.read_bytes()[:-40])
+    _same(root)
+    cache.write_bytes(b"\x00garbage\tx\t\n" * 3)
+    _same(root)
+    cache.unlink()
+    _same(root)
+
+
+def test_warnings_come_again_and_cache_file_is_no_run(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    a = _run(root, "a")
+    with open(a.path, "a") as f:
+        f.write("not json\n")
+    for _ in range(2):
+        with pytest.warns(store.CorruptLineWarning, match="corrupt line"):
+            index.load(str(root))
+    assert (root / index.NAME).exists()
+    assert ids.run_files(str(root)) == [a.path]
+    assert [os.path.basename(p) for p in ids.by_start(ids.run_files(str(root)))] == [os.path.basename(a.path)]
+
+
+_LISTER = """
+import sys, time
+from exprag_plus import index, query
+t = time.time() + 3
+while time.time() < t:
+    query.list_runs(index.load(sys.argv[1]), limit=0)
+"""
+
+
+def test_concurrent_writers_leave_a_valid_cache(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    runs = [_run(root, f"r{i}") for i in range(20)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-c", _LISTER, str(root)], env=env) for _ in range(3)]
+    deadline = time.time() + 3
+    k = 0
+    while time.time() < deadline:  # meanwhile: runs appear, grow and go
+        r = _run(root, f"n{k}")
+        with open(runs[k % 20].path, "a") as f:
+            f.write(json.dumps({"type": "note", "run_id": "x", "seq": 100 + k, "time": "2026-01-02T00:00:00Z",
+                                "elapsed_ms": 1, "text": "t"}) + "\n")
+        if k % 3 == 0:
+            os.remove(r.path)
+        k += 1
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    _same(root)
+    leftovers = [n for n in os.listdir(root) if n.endswith(".tmp")]
+    assert not leftovers
+
+
+def test_cli_answers_alike_with_and_without_cache(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for i in range(4):
+        _run(root, f"r{i}", lr=i / 10)
+    outs = []
+    for _ in range(2):
+        outs.append([cli(*args, "--root", str(root)).stdout for args in
+                     (["runs", "--json"], ["best", "loss", "--min"], ["keys"], ["runs", "--where", "lr>0.1"])])
+        assert (root / index.NAME).exists()
+    (root / index.NAME).unlink()
+    outs.append([cli(*args, "--root", str(root)).stdout for args in
+                 (["runs", "--json"], ["best", "loss", "--min"], ["keys"], ["runs", "--where", "lr>0.1"])])
+    assert outs[0] == outs[1] == outs[2]

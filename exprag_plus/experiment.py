@@ -72,6 +72,7 @@ class Experiment:
         self._pid = os.getpid()
         self._child_pid: Optional[int] = None
         self._summary = Summary()
+        self._counts: Dict[str, int] = {}  # records written by this object, per type (run_end says them)
         self._tasks = 0
         self._action_names: "set[str]" = set()
         self._closed = False
@@ -272,7 +273,9 @@ class Experiment:
         else:
             if rtype == "run_end":
                 self._closed = True
-                payload = dict(payload, summary=self._final_summary())
+                summary, counts = self._final_counts()
+                counts["run_end"] = counts.get("run_end", 0) + 1
+                payload = dict(payload, summary=summary, records=counts)
             record = {"type": rtype, "run_id": self.run_id, "seq": seq, "time": self._clock.now(),
                       "elapsed_ms": round(elapsed, 3)}
             if pid is not None:
@@ -290,8 +293,10 @@ class Experiment:
             return
         finally:
             # counted once written, even when a signal handler raised through the write
-            if rtype == "track" and writer is not None and writer.written > before and not writer.torn:
-                self._summary.add(payload[2])
+            if writer is not None and writer.written > before and not writer.torn:
+                self._counts[rtype] = self._counts.get(rtype, 0) + 1
+                if rtype == "track":
+                    self._summary.add(payload[2])
             if rtype == "run_end":
                 self._release()
         now = time.monotonic()
@@ -309,24 +314,28 @@ class Experiment:
             self._warn(f"the run file {self.path} was deleted while the run was going on; "
                        "records written since go nowhere", key="deleted")
 
-    def _final_summary(self) -> Dict[str, Dict[str, Any]]:
-        """The summary of what the file holds: re-read when another process (a forked child) wrote to it,
-        or when an exception from a signal handler cut a write short of its bookkeeping."""
+    def _final_counts(self) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, int]]:
+        """The summary of what the file holds and its records per type (so readers need not read the body):
+        re-read when another process (a forked child) wrote to it, when the file held records before this
+        object (resumed, joined), or when an exception from a signal handler cut a write short."""
         writer = self._writer
         try:
             foreign = writer is not None and os.fstat(writer.fd).st_size != self._base_size + writer.written
         except OSError:
             foreign = False
-        if foreign or self._recount:
+        if foreign or self._recount or self._base_size:
             try:
                 acc = Summary()
+                counts: Dict[str, int] = {}
                 for rec in store.iter_records(self.path):
-                    if rec.get("type") == "track":
+                    t = rec.get("type")
+                    counts[t] = counts.get(t, 0) + 1
+                    if t == "track":
                         acc.add(records.from_json(rec.get("value")))
-                return acc.to_dict()
+                return (acc.to_dict() if foreign or self._recount else self._summary.to_dict()), counts
             except (OSError, ValueError):
                 pass
-        return self._summary.to_dict()
+        return self._summary.to_dict(), dict(self._counts)
 
     def _finish(self, status: str, error: Optional[Dict[str, Any]], extra: Optional[Dict[str, Any]] = None) -> None:
         if self._closed:

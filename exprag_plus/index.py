@@ -26,6 +26,7 @@ from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 NAME = ".index"
 _HEADER = b"exprag-plus-index/1\n"
 _NO_END = b"n"
+_SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 
 
 def _key(name: str, st: os.stat_result) -> bytes:
@@ -72,11 +73,12 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
         end, summ = scan_end(run.path)
         if end is not None:
             run._set_end(end)
-            keep = [json.dumps(end).encode("ascii")]
+            run._tail_end = False
+            keep, flags = [json.dumps(end).encode("ascii")], _SCANNED
         else:
             run._no_end, run._summary = True, summ
             keep, flags = [], _NO_END
-    if flags:
+    if flags == _NO_END:
         summary = json.dumps(run._summary).encode("ascii")
     return [key, repr(run._mtime).encode("ascii"), json.dumps(run.started).encode("ascii"), flags, summary,
             _clean(start_raw, run.start) if start_raw else b""] + keep
@@ -86,7 +88,8 @@ def _cached(path: str, fields: List[bytes]) -> Run:
     started = fields[2]
     text = started[1:-1].decode("ascii", "replace") if b"\\" not in started else json.loads(started)
     summary = json.loads(fields[4]) if fields[4] else None
-    return Run.cached(path, float(fields[1]), text, fields[5], fields[6:], summary, fields[3] == _NO_END)
+    return Run.cached(path, float(fields[1]), text, fields[5], fields[6:], summary, fields[3] == _NO_END,
+                      fields[3] == _SCANNED)
 
 
 def load(folder: str, use_cache: bool = True) -> List[Run]:

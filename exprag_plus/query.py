@@ -394,9 +394,7 @@ def compare(a: Run, b: Run) -> Dict[str, Any]:
 
 def show(run: Run) -> Dict[str, Any]:
     """Everything about one run."""
-    counts: Dict[str, int] = {}
-    for r in run.records:
-        counts[r.get("type", "?")] = counts.get(r.get("type", "?"), 0) + 1
+    counts = run.record_counts()
     out = run_row(run)
     out.update({
         "ended": run.ended, "duration_s": run.duration_s, "metadata": run.metadata, "process": run.process,

@@ -256,13 +256,14 @@ class Run:
         self._start: Dict[str, Any] = _checked(start or {}, _START_FIELDS, "run_start", self._bad)
         self._records = all_records
         self._end: Optional[Dict[str, Any]] = None
-        self._set_end(next((r for r in reversed(tail) if r.get("type") == "run_end"), None))
+        self._after: List[Dict[str, Any]] = []
+        self._take_tail(tail)
         self._summary: Optional[Dict[str, Dict[str, Any]]] = None
         self._metadata: Optional[Dict[str, Any]] = None
 
     @classmethod
     def cached(cls, path: str, mtime: float, started: str, start_raw: bytes, tail_raw: List[bytes],
-               summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool) -> "Run":
+               summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool, scanned: bool = False) -> "Run":
         """A run as the listing cache holds it: records parsed only when a property needs them (listing
         100,000 runs must not build a million dicts it never looks at)."""
         run = cls.__new__(cls)
@@ -273,6 +274,8 @@ class Run:
         run._mtime = mtime
         run._no_end = no_end
         run._records = None
+        run._after = []
+        run._tail_end = not scanned
         run._summary = summary
         run._metadata = None
         return run
@@ -281,9 +284,17 @@ class Run:
         start_raw, tail_raw = self._lazy  # type: ignore[misc]
         self._lazy = None
         self._start = _checked(json.loads(start_raw) if start_raw else {}, _START_FIELDS, "run_start", self._bad)
-        tail = [json.loads(r) for r in tail_raw]
         self._end = None
-        self._set_end(next((r for r in reversed(tail) if r.get("type") == "run_end"), None))
+        tail_end = self._tail_end
+        self._take_tail([json.loads(r) for r in tail_raw])
+        self._tail_end = self._tail_end and tail_end
+
+    def _take_tail(self, tail: List[Dict[str, Any]]) -> None:
+        """run_end is the tail's last one; what follows it (notes, tags, action runs) is kept for counting."""
+        at = next((i for i in range(len(tail) - 1, -1, -1) if tail[i].get("type") == "run_end"), None)
+        self._after = [] if at is None else tail[at + 1:]
+        self._tail_end = at is not None
+        self._set_end(None if at is None else tail[at])
 
     @property
     def start(self) -> Dict[str, Any]:
@@ -378,6 +389,7 @@ class Run:
             end, summary = scan_end(self.path)
             if end is not None:
                 self._set_end(end)
+                self._tail_end = False  # what follows it is not in the tail: counting reads the file
             else:
                 self._no_end = True
                 if self._summary is None:
@@ -420,6 +432,23 @@ class Run:
             elif self._summary is None:
                 self._summary = summarize(self._records if self._records is not None else iter_records(self.path))
         return self._summary
+
+    def record_counts(self) -> Dict[str, int]:
+        """Records per type: from run_end's count (plus what follows it) without reading the body; else one
+        streamed pass."""
+        if self._records is None and self._find_end() is not None and self._tail_end:
+            counts = self._end.get("records")  # type: ignore[union-attr]
+            if isinstance(counts, dict) and all(type(v) is int for v in counts.values()):
+                counts = dict(counts)
+                for r in self._after:
+                    t = r.get("type", "?")
+                    counts[t] = counts.get(t, 0) + 1
+                return counts
+        counts = {}
+        for r in self._records if self._records is not None else iter_records(self.path):
+            t = r.get("type", "?")
+            counts[t] = counts.get(t, 0) + 1
+        return counts
 
     def final(self) -> Dict[str, Any]:
         """The last value of every metric path."""

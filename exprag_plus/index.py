@@ -24,7 +24,7 @@ from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_HEADER = b"exprag-plus-index/1\n"
+_HEADER = b"exprag-plus-index/2\n"
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 
@@ -80,16 +80,17 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
             keep, flags = [], _NO_END
     if flags == _NO_END:
         summary = json.dumps(run._summary).encode("ascii")
-    return [key, repr(run._mtime).encode("ascii"), json.dumps(run.started).encode("ascii"), flags, summary,
+    return [key, b"%r %r" % run.order()[:2], json.dumps(run.started).encode("ascii"), flags, summary,
             _clean(start_raw, run.start) if start_raw else b""] + keep
 
 
-def _cached(path: str, fields: List[bytes]) -> Run:
+def _cached(path: str, name: str, fields: List[bytes]) -> Run:
     started = fields[2]
     text = started[1:-1].decode("ascii", "replace") if b"\\" not in started else json.loads(started)
+    t, mtime = fields[1].split(b" ")
     summary = json.loads(fields[4]) if fields[4] else None
-    return Run.cached(path, float(fields[1]), text, fields[5], fields[6:], summary, fields[3] == _NO_END,
-                      fields[3] == _SCANNED)
+    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), text, fields[5], fields[6:], summary,
+                      fields[3] == _NO_END, fields[3] == _SCANNED)
 
 
 def load(folder: str, use_cache: bool = True) -> List[Run]:
@@ -111,8 +112,9 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     changed = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        cut = len(os.path.join(folder, ""))
         for path in paths:
-            name = os.path.basename(path)
+            name = path[cut:]
             try:
                 st = os.stat(path)
             except OSError as exc:
@@ -121,7 +123,7 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
             key = _key(name, st)
             fields = cache.get(key)
             if fields is not None:
-                out.append(_cached(path, fields))
+                out.append(_cached(path, name, fields))
                 fresh.append(fields)
                 continue
             changed = True

@@ -247,9 +247,16 @@ class Clock:
         return "%s.%06dZ" % (self._prefix, int((t - second) * 1_000_000))
 
 
+_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{6})Z")
+
+
 def parse_time(text: str) -> Optional[float]:
-    """Epoch seconds from a record's `time`, or None."""
+    """Epoch seconds from a record's `time`, or None (the writer's own form without strptime: listing
+    100,000 runs sorts by it)."""
+    m = _ISO.fullmatch(text) if type(text) is str else None
     try:
+        if m:
+            return _dt.datetime(*map(int, m.groups()), tzinfo=_dt.timezone.utc).timestamp()
         return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc).timestamp()
     except (TypeError, ValueError):
         return None

@@ -249,10 +249,12 @@ class Run:
                  all_records: Optional[List[Dict[str, Any]]] = None) -> None:
         self.path = path
         self._bad: List[str] = []
-        self._lazy: Optional[Tuple[bytes, List[bytes]]] = None
+        self._lazy_start: Optional[bytes] = None
+        self._lazy_tail: Optional[List[bytes]] = None
         self._started: Optional[str] = None
         self._mtime: Optional[float] = None
         self._no_end = False
+        self._order: Optional[Tuple[float, float, str]] = None
         self._start: Dict[str, Any] = _checked(start or {}, _START_FIELDS, "run_start", self._bad)
         self._records = all_records
         self._end: Optional[Dict[str, Any]] = None
@@ -262,16 +264,19 @@ class Run:
         self._metadata: Optional[Dict[str, Any]] = None
 
     @classmethod
-    def cached(cls, path: str, mtime: float, started: str, start_raw: bytes, tail_raw: List[bytes],
-               summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool, scanned: bool = False) -> "Run":
-        """A run as the listing cache holds it: records parsed only when a property needs them (listing
-        100,000 runs must not build a million dicts it never looks at)."""
+    def cached(cls, path: str, order: Tuple[float, float, str], started: str, start_raw: bytes,
+               tail_raw: List[bytes], summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool,
+               scanned: bool = False) -> "Run":
+        """A run as the listing cache holds it: its first line and its tail parsed only when a property
+        needs them (listing 100,000 runs must not build a million dicts it never looks at)."""
         run = cls.__new__(cls)
         run.path = path
         run._bad = []
-        run._lazy = (start_raw, tail_raw)
+        run._lazy_start = start_raw
+        run._lazy_tail = tail_raw
         run._started = started
-        run._mtime = mtime
+        run._mtime = order[1]
+        run._order = order
         run._no_end = no_end
         run._records = None
         run._after = []
@@ -281,13 +286,25 @@ class Run:
         return run
 
     def _parse(self) -> None:
-        start_raw, tail_raw = self._lazy  # type: ignore[misc]
-        self._lazy = None
-        self._start = _checked(json.loads(start_raw) if start_raw else {}, _START_FIELDS, "run_start", self._bad)
-        self._end = None
-        tail_end = self._tail_end
-        self._take_tail([json.loads(r) for r in tail_raw])
-        self._tail_end = self._tail_end and tail_end
+        _ = self.start, self.end
+
+    @property
+    def start(self) -> Dict[str, Any]:
+        raw = self._lazy_start
+        if raw is not None:
+            self._lazy_start = None
+            self._start = _checked(json.loads(raw) if raw else {}, _START_FIELDS, "run_start", self._bad)
+        return self._start
+
+    @property
+    def end(self) -> Optional[Dict[str, Any]]:
+        raw = self._lazy_tail
+        if raw is not None:
+            self._lazy_tail = None
+            tail_end = self._tail_end
+            self._take_tail([json.loads(r) for r in raw])
+            self._tail_end = self._tail_end and tail_end
+        return self._end
 
     def _take_tail(self, tail: List[Dict[str, Any]]) -> None:
         """run_end is the tail's last one; what follows it (notes, tags, action runs) is kept for counting."""
@@ -297,25 +314,13 @@ class Run:
         self._set_end(None if at is None else tail[at])
 
     @property
-    def start(self) -> Dict[str, Any]:
-        if self._lazy is not None:
-            self._parse()
-        return self._start
-
-    @property
-    def end(self) -> Optional[Dict[str, Any]]:
-        if self._lazy is not None:
-            self._parse()
-        return self._end
-
-    @property
     def run_id(self) -> str:
         return self.start.get("run_id") or os.path.basename(self.path)[: -len(ids.SUFFIX)]
 
     def _set_end(self, end: Optional[Dict[str, Any]]) -> None:
         if end is not None:
             end = _checked(end, _END_FIELDS, "run_end", self._bad)
-            if "error" in end and not isinstance(end["error"], dict):
+            if end.get("error") is not None and not isinstance(end["error"], dict):
                 end["error"] = {"type": None, "message": end["error"] if isinstance(end["error"], str)
                                 else records.dumps(records.to_json(end["error"]))}
         self._end = end
@@ -353,11 +358,13 @@ class Run:
 
     def order(self) -> Tuple[float, float, str]:
         """Sort key of start order (run_start's time, then file time and id; see `ids.order_key`)."""
-        return ids.order_key(self.path, self.started, self._mtime)
+        if self._order is None:
+            self._order = ids.order_key(self.path, self.started, self._mtime)
+        return self._order
 
     @property
     def started(self) -> str:
-        if self._lazy is not None:
+        if self._lazy_start is not None:
             return self._started or ""
         return self.start.get("time", "")
 
@@ -457,8 +464,7 @@ class Run:
     # --- the whole file ------------------------------------------------------------------------
     @property
     def records(self) -> List[Dict[str, Any]]:
-        if self._lazy is not None:
-            self._parse()
+        self._parse()
         if self._records is None:
             self._records = list(iter_records(self.path))
             ends = [r for r in self._records if r.get("type") == "run_end"]

@@ -182,3 +182,12 @@ def test_cli_answers_alike_with_and_without_cache(tmp_path: Path) -> None:
     outs.append([cli(*args, "--root", str(root)).stdout for args in
                  (["runs", "--json"], ["best", "loss", "--min"], ["keys"], ["runs", "--where", "lr>0.1"])])
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_a_completed_run_shows_no_error(main, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    exp = _run(root, "fine")
+    run = store.Run.read(exp.path)
+    assert run.error is None and run.end["error"] is None
+    rc, out, _ = main("show", "latest", "--root", str(root))
+    assert rc == 0 and "error" not in out

@@ -190,4 +190,4 @@ def test_a_completed_run_shows_no_error(main, tmp_path: Path) -> None:
     run = store.Run.read(exp.path)
     assert run.error is None and run.end["error"] is None
     rc, out, _ = main("show", "latest", "--root", str(root))
-    assert rc == 0 and "error" not in out
+    assert rc == 0 and "\nerror " not in out and "status    completed" in out

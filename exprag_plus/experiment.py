@@ -17,7 +17,7 @@ import traceback
 import warnings
 from typing import Any, Dict, Optional
 
-from . import git, ids, records
+from . import git, ids, records, slurm
 from .records import Summary, dumps, to_json
 
 ENV_REPLAY_OF = "EXPRAG_PLUS_REPLAY_OF"
@@ -87,6 +87,7 @@ class Experiment:
         replay_of = os.environ.get(ENV_REPLAY_OF, "")
         if ids.is_run_id(replay_of):
             fields["replay_of"] = replay_of
+        fields.update(slurm.run_start_fields(os.environ))  # scheduler (allowlisted SLURM_*) and sweep
         self._append("run_start", fields)
         _open.add(self)
         _install_hooks()

@@ -17,7 +17,7 @@ from . import records
 from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
-          "replay_of")
+          "replay_of", "sweep")
 STATS = ("last", "min", "max", "count", "nonfinite")
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*(?P<path>[^\s<>=!~]+)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$")
@@ -69,6 +69,7 @@ def _run_field(run: Run, name: str) -> Any:
         "id": run.run_id, "name": run.name, "status": run.status, "started": run.started, "ended": run.ended,
         "duration_s": run.duration_s, "commit": git.get("commit"), "branch": git.get("branch"),
         "dirty": git.get("dirty"), "host": run.host.get("hostname"), "replay_of": run.replay_of,
+        "sweep": run.start.get("sweep"),
     }[name]
 
 

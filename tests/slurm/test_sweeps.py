@@ -1,0 +1,108 @@
+"""Sweeps as Slurm job arrays, on a real single-node cluster (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import cli, git, read_lines  # tests/conftest.py (the core helpers)
+
+SCHEMA = """\
+objective: times
+inputs:
+  - parameter: x
+outputs:
+  - y
+actions:
+  - commands:
+      - command: echo $((<<parameter:x>> * 10))
+        stdout: <<int(parameter:y)>>
+"""
+
+
+@pytest.fixture
+def project(repo: Path) -> Path:
+    (repo / "task.yaml").write_text(SCHEMA)
+    git(repo, "add", "task.yaml")
+    git(repo, "commit", "-q", "-m", "task")
+    return repo
+
+
+def runs_of(repo: Path) -> List[List[Dict[str, Any]]]:
+    return [read_lines(p) for p in sorted((repo / ".runs").glob("*.jsonl"))]
+
+
+def submit(repo: Path, *extra: str) -> subprocess.CompletedProcess:
+    return cli("task", "run", "task.yaml", "--slurm", "--json", *extra, cwd=repo)
+
+
+def test_a_four_task_array_gives_four_runs_with_outputs_and_the_sweep_id(slurm_env, project: Path) -> None:
+    (project / "notes.txt").write_text("uncommitted, still frozen with the code\n")
+    head, status = git(project, "rev-parse", "HEAD"), git(project, "status", "--porcelain")
+    p = submit(project, "--each", "x", "--input", "x=[1,2,3,4]", "--parallel", "2")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["tasks"] == 4 and out["job_id"].isdigit()
+    sweep = out["sweep_id"]
+    assert slurm_env.wait_job(out["job_id"], timeout=120) in ("COMPLETED", "")
+    runs = runs_of(project)
+    assert len(runs) == 4
+    starts = sorted((r[0] for r in runs), key=lambda s: s["scheduler"]["array_task_id"])
+    assert [s["sweep"] for s in starts] == [sweep] * 4
+    assert [s["scheduler"]["array_task_id"] for s in starts] == [0, 1, 2, 3]
+    assert {s["scheduler"]["array_job_id"] for s in starts} == {int(out["job_id"])}
+    assert all(s["scheduler"]["partition"] == "debug" and s["scheduler"]["restart_count"] == 0 for s in starts)
+    assert {s["git"]["commit"] for s in starts} == {out["commit"]} and not any(s["git"]["dirty"] for s in starts)
+    by_task = {r[0]["scheduler"]["array_task_id"]: r for r in runs}
+    outputs = [next(x for x in by_task[i] if x["type"] == "task")["outputs"] for i in range(4)]
+    assert outputs == [{"y": 10}, {"y": 20}, {"y": 30}, {"y": 40}]
+    assert all(r[-1]["type"] == "run_end" and r[-1]["status"] == "completed" for r in runs)
+    # the snapshot held the uncommitted file; the user's checkout was not touched
+    assert git(project, "show", f"{out['commit']}:notes.txt").startswith("uncommitted")
+    assert git(project, "rev-parse", "HEAD") == head and git(project, "status", "--porcelain") == status
+
+    p = cli("runs", "--where", f"sweep={sweep}", "--json", "--limit", "0", cwd=project)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["matched"] == 4
+    p = cli("sweep", "status", sweep, "--json", cwd=project)
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)
+    assert (st["tasks"], st["done"], st["pending"], st["running"], st["failed"]) == (4, 4, 0, 0, 0)
+    p = cli("sweep", "status", sweep, cwd=project)
+    assert p.returncode == 0 and "4 done" in p.stdout
+
+
+def test_an_edit_made_after_submission_never_reaches_a_queued_task(slurm_env, project: Path) -> None:
+    p = submit(project, "--each", "x", "--input", "x=[1,2]", "--sbatch-arg=--hold")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    st = json.loads(cli("sweep", "status", out["sweep_id"], "--json", cwd=project).stdout)
+    assert (st["pending"], st["done"]) == (2, 0)
+    # edited and even committed while the job waits in the queue
+    (project / "task.yaml").write_text(SCHEMA.replace("* 10", "* 1000"))
+    git(project, "commit", "-q", "-am", "later edit")
+    assert slurm_env.run("scontrol", "release", out["job_id"]).returncode == 0
+    slurm_env.wait_job(out["job_id"], timeout=120)
+    runs = runs_of(project)
+    outputs = sorted(next(x for x in r if x["type"] == "task")["outputs"]["y"] for r in runs)
+    assert outputs == [10, 20]
+    assert {r[0]["git"]["commit"] for r in runs} == {out["commit"]} != {git(project, "rev-parse", "HEAD").strip()}
+    st = json.loads(cli("sweep", "status", out["sweep_id"], "--json", cwd=project).stdout)
+    assert (st["pending"], st["done"]) == (0, 2)
+
+
+def test_a_failing_sbatch_exits_1_and_records_nothing(slurm_env, project: Path) -> None:
+    refs = git(project, "for-each-ref")
+    (project / "dirty.txt").write_text("would need a snapshot ref\n")
+    p = submit(project, "--each", "x", "--input", "x=[1,2]", "--sbatch-arg=--partition=nosuchpartition")
+    assert p.returncode == 1 and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1 and "sbatch failed" in p.stderr and "partition" in p.stderr.lower()
+    assert not list((project / ".runs").glob("*.jsonl"))
+    assert not list((project / ".runs" / "sweeps").iterdir())
+    assert git(project, "for-each-ref") == refs  # the sweep's snapshot ref went with it
+    assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1

@@ -227,6 +227,13 @@ exprag-plus task run <schema-file> --input <input>=<input-value> --json
 The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run of its own.
 In `--dry-run` output, a value an earlier command produces stays as its token (`<<parameter:p2>>`).
 
+**On a Slurm cluster**, add `--slurm` to `task run` (with `--each`, one array task per element;
+`--parallel K` runs at most K at once; `--sbatch-arg=--time=60` passes sbatch options): it prints the job
+id and a `sweep_id`, freezes the code at submission (later edits never reach queued tasks) and each task
+becomes a run carrying `sweep`. Follow it with `exprag-plus sweep status <sweep-id> --json` (pending,
+running, done, failed counts) and list its runs with `exprag-plus runs --where sweep=<sweep-id>`. Runs
+made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, nodes, restart_count).
+
 **Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
 run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;
 without `-o` it writes `<metric>.svg` in the current folder, replacing it; the folder must exist) and

@@ -125,7 +125,8 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         env = dict(os.environ, SLURM_CONF=str(self.conf))
-        return subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=timeout)
+        # in the cluster's folder: a job's default slurm-<id>.out lands there, not in the checkout
+        return subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=timeout, cwd=self.dir)
 
     def start(self, timeout: float = 60) -> None:
         t0 = time.monotonic()

@@ -70,6 +70,25 @@ def run_start_fields(environ: Mapping[str, str]) -> Dict[str, Any]:
     return out
 
 
+def requeued_run(runs_dir: str, name: str, environ: Mapping[str, str]) -> Optional[str]:
+    """The run an earlier attempt of this requeued job started (same job, array task and run name), if any.
+
+    Only asked when SLURM_RESTART_COUNT > 0, so a first attempt never reads the runs folder.
+    """
+    info = scheduler_info(environ)
+    if not info or not info["restart_count"] or info["job_id"] is None:
+        return None
+    from .store import Run
+
+    same = ("job_id", "array_job_id", "array_task_id")
+    for path in reversed(ids.run_files(runs_dir)):
+        run = Run.read(path)
+        sched = run.start.get("scheduler") or {}
+        if sched.get("kind") == "slurm" and all(sched.get(k) == info[k] for k in same) and run.name == name:
+            return run.run_id
+    return None
+
+
 # --- submission --------------------------------------------------------------------------------------
 
 
@@ -226,7 +245,8 @@ def load_sweep(runs_dir: str, sweep_id: str) -> Dict[str, Any]:
 def sweep_status(runs_dir: str, sweep_id: str) -> Dict[str, Any]:
     """How many of a sweep's tasks are pending, running, done and failed, and each task's state.
 
-    A task still in the queue has squeue's state; else its run's status; else what scontrol remembers.
+    A task still in the queue has squeue's state; else its run's (failed when a task record failed); else
+    what scontrol remembers.
     """
     from .store import Run
 
@@ -250,6 +270,8 @@ def sweep_status(runs_dir: str, sweep_id: str) -> Dict[str, Any]:
             state = _LIVE[queued[i]]
         elif run is not None:
             state = _RUN_STATE.get(run.status, "failed")
+            if state == "done" and any(r.get("type") == "task" and r.get("status") == "failed" for r in run.records):
+                state = "failed"  # `task run` ends its run completed and exits 1 when a command failed
         elif slurm_state in _LIVE:
             state = _LIVE[slurm_state]
         elif slurm_state:

@@ -106,3 +106,42 @@ def test_a_failing_sbatch_exits_1_and_records_nothing(slurm_env, project: Path) 
     assert not list((project / ".runs" / "sweeps").iterdir())
     assert git(project, "for-each-ref") == refs  # the sweep's snapshot ref went with it
     assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_sweep_status_counts_running_done_and_failed(slurm_env, project: Path, tmp_path: Path) -> None:
+    flag = tmp_path / "go"
+    (project / "task.yaml").write_text(SCHEMA.replace(
+        "command: echo $((<<parameter:x>> * 10))",
+        f"command: if [ <<parameter:x>> -eq 0 ]; then exit 3; fi; while [ <<parameter:x>> -eq 2 ] && "
+        f"[ ! -e {flag} ]; do sleep 0.2; done; echo $((<<parameter:x>> * 10))"))
+    p = submit(project, "--each", "x", "--input", "x=[1,0,2]")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+
+    def status() -> Dict[str, Any]:
+        q = cli("sweep", "status", out["sweep_id"], "--json", cwd=project)
+        assert q.returncode == 0, q.stderr
+        return json.loads(q.stdout)
+
+    deadline = time.monotonic() + 90
+    while True:
+        st = status()
+        if (st["done"], st["failed"], st["running"]) == (1, 1, 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (st["done"], st["failed"], st["running"], st["pending"]) == (1, 1, 1, 0), st
+    assert [t["state"] for t in st["per_task"]] == ["done", "failed", "running"]
+    flag.write_text("")
+    slurm_env.wait_job(out["job_id"], timeout=60)
+    st = status()
+    assert (st["done"], st["failed"], st["running"], st["pending"]) == (2, 1, 0, 0), st
+
+
+def test_a_schema_git_does_not_hold_is_refused_and_nothing_is_kept(slurm_env, project: Path) -> None:
+    (project / ".gitignore").write_text("local.yaml\n")
+    (project / "local.yaml").write_text(SCHEMA)
+    p = cli("task", "run", "local.yaml", "--slurm", "--each", "x", "--input", "x=[1]", cwd=project)
+    assert p.returncode == 2 and "not in the frozen code" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not list((project / ".runs" / "sweeps").iterdir())
+    assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert "refs/heads/run/" not in git(project, "for-each-ref")

@@ -17,7 +17,9 @@ from . import records
 from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
-          "replay_of", "sweep")
+          "replay_of")
+# run_start fields a --where can name; a metadata path of the same name comes first (it was there before)
+START_FIELDS = ("sweep",)
 STATS = ("last", "min", "max", "count", "nonfinite")
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*(?P<path>[^\s<>=!~]+)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$")
@@ -56,6 +58,8 @@ def field(run: Run, path: str) -> Any:
         return records.get_path(md, path)
     except KeyError:
         pass
+    if path in START_FIELDS and path in run.start:
+        return run.start[path]
     metric, _, stat = path.rpartition(":") if ":" in path else (path, "", "last")
     entry = run.summary.get(metric)
     if entry is None:
@@ -69,7 +73,6 @@ def _run_field(run: Run, name: str) -> Any:
         "id": run.run_id, "name": run.name, "status": run.status, "started": run.started, "ended": run.ended,
         "duration_s": run.duration_s, "commit": git.get("commit"), "branch": git.get("branch"),
         "dirty": git.get("dirty"), "host": run.host.get("hostname"), "replay_of": run.replay_of,
-        "sweep": run.start.get("sweep"),
     }[name]
 
 
@@ -87,6 +90,8 @@ def _has(run: Run, path: str, metric_only: bool) -> bool:
         return True
     if metric_only:
         return False
+    if path in START_FIELDS and path in run.start:
+        return True
     try:
         records.get_path(run.metadata, path)
         return True

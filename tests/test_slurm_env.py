@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -69,3 +70,19 @@ def test_sweep_status_of_an_unknown_sweep_is_one_line(repo: Path) -> None:
     assert p.returncode == 2 and "no sweep" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = cli("sweep", "status", "../../etc", "--json", cwd=repo)
     assert p.returncode == 2 and "bad sweep id" in p.stderr
+
+
+def test_where_sweep_finds_a_sweeps_runs_and_metadata_named_sweep_still_wins(repo: Path, runs_dir: Path) -> None:
+    sweep = "0190a000-0000-7000-8000-0000000000aa"
+    code = f"""
+        import sys
+        from exprag_plus import Experiment
+        Experiment(sys.argv[0] if len(sys.argv) > 1 else 'run', metadata=%s, root={str(runs_dir)!r}).close()
+    """
+    run_python(code % "{}", cwd=repo, env={"EXPRAG_PLUS_SWEEP": sweep})
+    run_python(code % "{}", cwd=repo, env={"EXPRAG_PLUS_SWEEP": sweep})
+    run_python(code % "{'sweep': 'lr'}", cwd=repo)
+    run_python(code % "{}", cwd=repo)
+    rows = lambda *w: json.loads(cli("runs", *w, "--json", "--root", str(runs_dir), cwd=repo).stdout)["matched"]
+    assert rows("--where", f"sweep={sweep}") == 2
+    assert rows("--where", "sweep=lr") == 1

@@ -99,7 +99,7 @@ import warnings
 from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Set, TextIO, Tuple,
                     TYPE_CHECKING, cast)
 
-from . import git, records
+from . import appender, git, records
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Run
@@ -794,30 +794,11 @@ class _Code:
         return out
 
 
-class _NewRunRefused(RuntimeError):
-    pass
-
-
-@contextlib.contextmanager
-def _no_new_runs(module: str) -> Iterator[None]:
+def _no_new_runs(module: str) -> "contextlib.AbstractContextManager[None]":
     """While importing an action's module, creating an Experiment (an unguarded script) is an error."""
-    from . import experiment
-
-    original = experiment.Experiment.__init__
-    me = threading.get_ident()
-
-    @functools.wraps(original)
-    def guarded(self: Any, *args: Any, **kwargs: Any) -> None:
-        if threading.get_ident() == me:
-            raise _NewRunRefused("importing it started a new Experiment: keep the script's run under "
-                                 "`if __name__ == \"__main__\":` so that loading its actions does not run it again")
-        original(self, *args, **kwargs)
-
-    experiment.Experiment.__init__ = guarded  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        experiment.Experiment.__init__ = original  # type: ignore[method-assign]
+    return appender.refusing_new_runs(
+        "importing it started a new Experiment: keep the script's run under "
+        "`if __name__ == \"__main__\":` so that loading its actions does not run it again")
 
 
 @contextlib.contextmanager
@@ -858,7 +839,8 @@ def _forget_modules(before: Set[str], folders: Sequence[str]) -> None:
 
 def _where(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
-    frames = [f for f in tb if "importlib" not in f.filename and os.path.basename(f.filename) != "actions.py"]
+    ours = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in tb if "importlib" not in f.filename and not os.path.abspath(f.filename).startswith(ours)]
     if not frames:
         return ""
     f = frames[-1]
@@ -1147,8 +1129,6 @@ def run_action(run: "Run", name: str, interaction: Optional[Interaction] = None,
     Raises: ActionNotFound, ActionLoadError, AnswerError (bad/missing/unknown answers; `record` set when
     the action had started), ActionFailed (the action raised; `record` holds the error), GitError.
     """
-    from . import experiment
-
     table = action_records(run.records)
     if name not in table:
         raise _not_found(run, name, list(table))
@@ -1183,7 +1163,7 @@ def run_action(run: "Run", name: str, interaction: Optional[Interaction] = None,
                       "status": status, "error": error, "duration_ms": duration,
                       "result": records.to_json(result) if status == "ok" else None,
                       "code": {"mode": code, "commit": ctx.commit}}
-            record = experiment.append_record(run.path, "action_run", fields)
+            record = appender.append_record(run.path, "action_run", fields)
             if run._records is not None:
                 run._records.append(record)
     finally:

@@ -42,7 +42,7 @@ def _answers_text(answers: Any) -> str:
 
 def cmd_show(args: argparse.Namespace) -> None:
     run = _run(args, args.run)
-    acts = run.actions
+    acts = actions.Actions(run)
     try:
         rec = acts.record(args.name)
     except actions.ActionNotFound as exc:

@@ -1,13 +1,16 @@
-"""Experiment: the only writer of run files.
+"""Experiment: the writer that owns a run.
 
-Every record is one `os.write` of one whole line on an O_APPEND descriptor: nothing is buffered in the
-process, so `kill -9` loses nothing `track()` already returned, and a forked child appends whole lines
-that never interleave with its parent's. Tracking never raises into the training loop.
+Every record is one whole line written through the appender: nothing is buffered in the process, so
+`kill -9` loses nothing `track()` already returned, and a forked child appends whole lines that never
+interleave with its parent's. Tracking never raises into the training loop, and a signal handler that
+tracks or closes while the interrupted code is itself writing does not deadlock: records are queued and
+the outer write drains the queue in order.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import socket
 import sys
@@ -15,13 +18,17 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Deque, Dict, Optional, Tuple
 
-from . import git, ids, records, slurm
+from . import git, ids, records, slurm, store
+from .appender import LineWriter, append_record, encode_line, new_run_guard
 from .records import Summary, dumps, to_json
+
+__all__ = ["Experiment", "TrackingWarning", "append_record", "current"]
 
 ENV_REPLAY_OF = "EXPRAG_PLUS_REPLAY_OF"
 _TRACEBACK_TAIL = 4000
+_DELETED_CHECK_S = 1.0
 
 
 class TrackingWarning(UserWarning):
@@ -36,7 +43,8 @@ class Experiment:
     """One run: `Experiment(name, metadata)` writes run_start; `track()` appends; `close()` writes run_end.
 
     Use it as a context manager, or not: at interpreter exit an open run is closed as `completed`, and an
-    uncaught exception closes it as `failed` (`interrupted` for Ctrl-C).
+    uncaught exception closes it as `failed` (`interrupted` for Ctrl-C). `resume=RUN` continues an
+    existing run (same id, seq continuing, a `resume` record; the summary covers every attempt).
     """
 
     def __init__(
@@ -47,10 +55,14 @@ class Experiment:
         *,
         snapshot: bool = True,
         size_cap: int = 10 * 1024 * 1024,
+        resume: Optional[str] = None,
     ) -> None:
+        new_run_guard()
         self._t0 = time.perf_counter()
         self._clock = records.Clock()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._pending: Deque[Tuple[str, Any]] = collections.deque()
+        self._draining = False
         self._seq = 0
         self._pid = os.getpid()
         self._child_pid: Optional[int] = None
@@ -58,22 +70,30 @@ class Experiment:
         self._tasks = 0
         self._action_names: "set[str]" = set()
         self._closed = False
-        self._warned = False
-        self._fd = -1
+        self._warned: "set[str]" = set()
+        self._writer: Optional[LineWriter] = None
+        self._next_check = 0.0
+        self._base_size = 0
         self.name = str(name)
         self.metadata = to_json(metadata if metadata is not None else {})
-        self.run_id = ids.new_run_id()
         self.root = ids.runs_dir(root)
         ids.ensure_runs_dir(self.root)
-        self.path = os.path.join(self.root, self.run_id + ids.SUFFIX)
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise PermissionError(f"exprag-plus: cannot write run files in {self.root}; choose another folder "
-                                  "with Experiment(root=...) or $EXPRAG_PLUS_DIR")
         cwd = os.getcwd()
+        if resume is not None:
+            self._resume(resume, cwd)
+        else:
+            self._start(cwd, snapshot, size_cap)
+        _open.add(self)
+        _install_hooks()
+
+    def _start(self, cwd: str, snapshot: bool, size_cap: int) -> None:
+        self.run_id = ids.new_run_id()
+        self.path = os.path.join(self.root, self.run_id + ids.SUFFIX)
         # The code state first, the file second: a run file is never seen without its run_start.
         state, error = git.capture_state(cwd, self.run_id, self.root, size_cap=size_cap, snapshot=snapshot)
         self.git = state
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._writer = LineWriter.open(self.path, create=True)
+        self._base_size = 0
         fields: Dict[str, Any] = {
             "format": records.FORMAT,
             "name": self.name,
@@ -89,8 +109,29 @@ class Experiment:
             fields["replay_of"] = replay_of
         fields.update(slurm.run_start_fields(os.environ))  # scheduler (allowlisted SLURM_*) and sweep
         self._append("run_start", fields)
-        _open.add(self)
-        _install_hooks()
+
+    def _resume(self, ref: str, cwd: str) -> None:
+        """Continue a run: its tracks so far feed the summary, its seq continues, a `resume` record says so."""
+        self.path = ids.resolve(str(ref), self.root)
+        run = store.Run.read(self.path, full=True)
+        if not run.start:
+            raise ValueError(f"cannot resume {ref!r}: {self.path} has no run_start record")
+        self.run_id = run.run_id
+        self.git = run.git
+        for rec in run.records:
+            if rec.get("type") == "track":
+                self._summary.add(records.from_json(rec.get("value")))
+        self._seq = max([0] + [r["seq"] + 1 for r in run.records if isinstance(r.get("seq"), int)])
+        started = records.parse_time(str(run.start.get("time", "")))
+        if started is not None:
+            self._t0 -= max(0.0, time.time() - started)
+        self._writer = LineWriter.open(self.path)
+        self._base_size = os.fstat(self._writer.fd).st_size
+        fields: Dict[str, Any] = {"name": self.name, "process": _process_info(cwd), "host": _host_info(),
+                                  "previous_status": run.status}
+        if self.metadata:
+            fields["metadata"] = self.metadata
+        self._append("resume", fields)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -104,19 +145,18 @@ class Experiment:
                 vtext = dumps(plain)
                 value = records.from_json(plain)  # what readers will see, NaN included
             ntext = "null" if note is None else dumps(note if type(note) is str else str(note))
-            with self._lock:
-                if self._closed:
-                    self._warn("track() after close(): value dropped")
-                    return
-                pid = self._child_pid
-                line = '{"type":"track","run_id":"%s","seq":%d,"time":"%s","elapsed_ms":%.3f%s,"value":%s,"note":%s}\n' % (
-                    self.run_id, self._seq, self._clock.now(), (time.perf_counter() - self._t0) * 1000.0,
-                    "" if pid is None else ',"pid":%d' % pid, vtext, ntext)
-                self._seq += 1
-                self._summary.add(value)
-                self._write(line.encode("utf-8", "surrogatepass"))
+            self._submit("track", (vtext, ntext, value))
         except Exception as exc:  # tracking must never crash a training loop
             self._warn(f"track() failed and was skipped: {type(exc).__name__}: {exc}")
+
+    def note(self, text: str, kind: Optional[str] = None) -> None:
+        """Append a `note` record: why this run exists, what was seen, what was decided."""
+        self._append("note", {"text": str(text), "kind": None if kind is None else str(kind)})
+
+    def tag(self, *add: str, remove: Any = ()) -> None:
+        """Append a `tag` record; a run's tags are the fold of its tag records in file order."""
+        rm = [remove] if isinstance(remove, str) else list(remove)
+        self._append("tag", {"add": [str(t) for t in add], "remove": [str(t) for t in rm]})
 
     def close(self) -> None:
         """Write `run_end` (completed) and fsync; further calls do nothing."""
@@ -133,66 +173,134 @@ class Experiment:
     def closed(self) -> bool:
         return self._closed
 
-    def _append(self, rtype: str, fields: Dict[str, Any], final: bool = False) -> Optional[Dict[str, Any]]:
-        """Write one non-track record; returns it, or None when it could not be written.
-
-        `final` (run_end) takes the summary and closes the run under the same lock as the write, so a
-        track() or close() racing from another thread can neither follow run_end nor write a second one.
-        """
+    def _append(self, rtype: str, fields: Dict[str, Any]) -> None:
+        """Queue one non-track record and write it (now, or when the interrupted write on this thread ends)."""
         try:
-            with self._lock:
-                if self._closed:
-                    if not final:
-                        self._warn(f"{rtype} after close(): record dropped")
-                    return None
-                if final:
-                    self._closed = True
-                    fields = dict(fields, summary=self._summary.to_dict())
-                record = {"type": rtype, "run_id": self.run_id, "seq": self._seq, "time": self._clock.now(),
-                          "elapsed_ms": round((time.perf_counter() - self._t0) * 1000.0, 3)}
-                if self._child_pid is not None:
-                    record["pid"] = self._child_pid
-                record.update(fields)
-                line = records.encode(record) + "\n"
-                self._seq += 1
-                self._write(line.encode("utf-8", "surrogatepass"))
-                return record
+            self._submit(rtype, fields)
         except Exception as exc:
             self._warn(f"writing {rtype} failed: {type(exc).__name__}: {exc}")
-            return None
 
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+    def _submit(self, rtype: str, payload: Any) -> None:
+        """Queue a record; the outermost writer on this thread writes the queue in order.
+
+        A signal handler runs on the main thread between two bytecodes, possibly inside a write: its
+        records wait in the queue instead of taking a lock this thread already holds.
+        """
+        with self._lock:
+            if self._closed:
+                if rtype != "run_end":
+                    self._warn(f"{'track()' if rtype == 'track' else rtype} after close(): record dropped")
+                return
+            self._pending.append((rtype, payload))
+            if not self._draining:
+                self._drain()
+
+    def _drain(self) -> None:
+        raised: Optional[BaseException] = None
+        while self._pending and not self._closed:
+            self._draining = True
+            try:
+                while self._pending and not self._closed:
+                    self._write_one(*self._pending.popleft())
+            except BaseException as exc:  # a signal handler raised through a write: finish the queue first
+                raised = raised or exc
+            finally:
+                self._draining = False
+        if self._closed:
+            self._pending.clear()
+        if raised is not None:
+            raise raised
+
+    def _write_one(self, rtype: str, payload: Any) -> None:
+        seq = self._seq
+        self._seq += 1
+        elapsed = (time.perf_counter() - self._t0) * 1000.0
+        pid = self._child_pid
+        if rtype == "track":
+            vtext, ntext, value = payload
+            line = ('{"type":"track","run_id":"%s","seq":%d,"time":"%s","elapsed_ms":%.3f%s,"value":%s,"note":%s}\n' % (
+                self.run_id, seq, self._clock.now(), elapsed, "" if pid is None else ',"pid":%d' % pid,
+                vtext, ntext)).encode("utf-8", "surrogatepass")
+        else:
+            if rtype == "run_end":
+                self._closed = True
+                payload = dict(payload, summary=self._final_summary())
+            record = {"type": rtype, "run_id": self.run_id, "seq": seq, "time": self._clock.now(),
+                      "elapsed_ms": round(elapsed, 3)}
+            if pid is not None:
+                record["pid"] = pid
+            record.update(payload)
+            line = encode_line(record)
+        writer = self._writer
+        before = writer.written if writer is not None else 0
+        try:
+            if writer is None:
+                raise OSError("the run file is closed")
+            writer.write(line)
+        except OSError as exc:
+            self._warn(f"{'track()' if rtype == 'track' else 'writing ' + rtype} failed and was skipped: {exc}")
+            return
+        finally:
+            # counted once written, even when a signal handler raised through the write
+            if rtype == "track" and writer is not None and writer.written > before and not writer.torn:
+                self._summary.add(payload[2])
+            if rtype == "run_end":
+                self._release()
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + _DELETED_CHECK_S
+            self._check_file()
+
+    def _check_file(self) -> None:
+        writer = self._writer
+        try:
+            gone = writer is not None and os.fstat(writer.fd).st_nlink == 0
+        except OSError:
+            gone = False
+        if gone:
+            self._warn(f"the run file {self.path} was deleted while the run was going on; "
+                       "records written since go nowhere", key="deleted")
+
+    def _final_summary(self) -> Dict[str, Dict[str, Any]]:
+        """The summary of what the file holds: re-read when another process (a forked child) wrote to it."""
+        writer = self._writer
+        try:
+            foreign = writer is not None and os.fstat(writer.fd).st_size != self._base_size + writer.written
+        except OSError:
+            foreign = False
+        if foreign:
+            try:
+                acc = Summary()
+                for rec in store.iter_records(self.path):
+                    if rec.get("type") == "track":
+                        acc.add(records.from_json(rec.get("value")))
+                return acc.to_dict()
+            except (OSError, ValueError):
+                pass
+        return self._summary.to_dict()
 
     def _finish(self, status: str, error: Optional[Dict[str, Any]]) -> None:
         if self._closed:
             return
         if self._child_pid is not None:
             # A forked child never ends its parent's run; it only lets go of the descriptor.
+            with self._lock:
+                self._closed = True
             self._release()
             return
-        self._append("run_end", {"status": status, "error": error}, final=True)
-        self._release()
+        self._check_file()
+        self._append("run_end", {"status": status, "error": error})
 
     def _release(self) -> None:
-        with self._lock:
-            self._closed = True
-            fd, self._fd = self._fd, -1
-        if fd < 0:
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is None:
             return
         _open.discard(self)
         try:
-            if self._child_pid is None:
-                os.fsync(fd)
+            writer.close(sync=self._child_pid is None)
         except OSError as exc:
             self._warn(f"fsync failed: {exc}")
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
     def run_task(self, schema: Any, inputs: Optional[Dict[str, Any]] = None, *,
                  timeout: Optional[float] = 600) -> Dict[str, Any]:
@@ -225,7 +333,7 @@ class Experiment:
         Appends an `action` record (name, class as module:QualName, params, description); returns the name.
         Refuses a non-Action (TypeError), a duplicate name in this run, a class defined inside a function
         or in a file-less `__main__`, and parameters that cannot be stored as JSON (ValueError).
-        Run it later with `exprag-plus actions run RUN NAME` or `load_run(...).run_action(NAME, ...)`.
+        Run it later with `exprag-plus actions run RUN NAME` or `actions.run_action(load_run(...), NAME, ...)`.
         """
         from .actions import action_fields
 
@@ -244,21 +352,29 @@ class Experiment:
         return fields["name"]
 
     def summary(self) -> Dict[str, Dict[str, Any]]:
-        """Per metric path: last, min, max, count, nonfinite (and steps): what run_end.summary will hold."""
+        """Per metric path: last, min, max, count, nonfinite (and steps) of what this process wrote."""
         with self._lock:
             return self._summary.to_dict()
 
-    def _warn(self, message: str) -> None:
-        if not self._warned:
-            self._warned = True
+    def _warn(self, message: str, key: str = "write") -> None:
+        if key not in self._warned:
+            self._warned.add(key)
             warnings.warn(f"exprag-plus: {message}", TrackingWarning, stacklevel=3)
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._pending = collections.deque()
+        self._draining = False
         self._child_pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"Experiment({self.name!r}, run_id={self.run_id!r}, path={self.path!r})"
+
+
+def current() -> Optional[Experiment]:
+    """The most recently started run of this process that is still open, if any."""
+    live = [e for e in list(_open) if not e._closed and e._child_pid is None]
+    return max(live, key=lambda e: e._t0) if live else None
 
 
 def _outcome(exc_type: Any, exc: Any, tb: Any) -> "tuple[str, Optional[Dict[str, Any]]]":
@@ -324,40 +440,3 @@ def _after_fork() -> None:
 def _close_all_at_exit() -> None:
     for exp in list(_open):
         exp._finish("completed", None)
-
-
-def append_record(path: str, rtype: str, fields: Dict[str, Any]) -> Dict[str, Any]:
-    """Append a record to a run file after the fact (an `action_run`, say).
-
-    `seq` continues from the file's last record and `elapsed_ms` counts from run_start's time, so readers
-    see one ordered history. An exclusive lock keeps two such writers from taking the same seq.
-    """
-    from . import store  # reading the tail is the reader's job
-
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        start, last_seq = store.start_and_last_seq(path)
-        run_id = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
-        started = records.parse_time((start or {}).get("time", ""))
-        now = time.time()
-        record = {"type": rtype, "run_id": run_id, "seq": last_seq + 1, "time": records.Clock().now(),
-                  "elapsed_ms": round((now - started) * 1000.0, 3) if started is not None else None,
-                  "pid": os.getpid()}
-        record.update(fields)
-        data = (records.encode(record) + "\n").encode("utf-8", "surrogatepass")
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + data  # end a torn last line so this record stays whole
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-        return record
-    finally:
-        os.close(fd)

@@ -57,15 +57,24 @@ def runs_dir(root: Optional[str] = None, cwd: Optional[str] = None) -> str:
 
 
 def ensure_runs_dir(path: str) -> None:
-    """Create the folder with a `.gitignore` of `*`, so runs never dirty the tree nor enter a snapshot."""
-    os.makedirs(path, exist_ok=True)
-    ignore = os.path.join(path, ".gitignore")
-    if not os.path.exists(ignore):
-        try:
-            with open(ignore, "x", encoding="utf-8") as f:
-                f.write("# written by exprag-plus: run files stay out of git\n*\n")
-        except FileExistsError:
-            pass
+    """Create the folder with a `.gitignore` of `*`, so runs never dirty the tree nor enter a snapshot.
+
+    Raises PermissionError with a message saying what to do when the folder cannot be written.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied")
+        ignore = os.path.join(path, ".gitignore")
+        if not os.path.exists(ignore):
+            try:
+                with open(ignore, "x", encoding="utf-8") as f:
+                    f.write("# written by exprag-plus: run files stay out of git\n*\n")
+            except FileExistsError:
+                pass
+    except OSError as exc:
+        raise PermissionError(f"exprag-plus: cannot write run files in {path} ({exc.strerror or exc}); choose "
+                              "another folder with Experiment(root=...), --root or $EXPRAG_PLUS_DIR") from None
 
 
 def run_files(root: str) -> List[str]:

@@ -350,7 +350,7 @@ def _run_action_here(srv: Any, a: Dict[str, Any]) -> Dict[str, Any]:
     interaction = actions.PrefilledInteraction(a["answers"], source="answers",
                                                reason="an MCP tool call cannot ask questions")
     try:
-        record = run.run_action(a["name"], interaction, code=a["code"])
+        record = actions.run_action(run, a["name"], interaction, code=a["code"])
     except actions.ActionFailed as exc:
         raise ToolFailure(f"{exc} (recorded in run {run.short_id}: see list_actions, or "
                           f"`exprag-plus actions show {run.short_id} {a['name']}` for the traceback)") from None

@@ -287,21 +287,6 @@ class Run:
             out.append({"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")})
         return out
 
-    @property
-    def actions(self) -> "Any":
-        """The run's actions by name (an `actions.Actions` mapping): names without importing anything;
-        getting one imports its class (`ActionLoadError` names the module and the reason)."""
-        from .actions import Actions
-
-        return Actions(self)
-
-    def run_action(self, name: str, interaction: Any = None, *, code: str = "current",
-                   keep: bool = False) -> Dict[str, Any]:
-        """Execute an action and append its `action_run` record (returned); see `actions.run_action`."""
-        from .actions import run_action
-
-        return run_action(self, name, interaction, code=code, keep=keep)
-
     def __repr__(self) -> str:
         return f"<Run {self.short_id} {self.name!r} {self.status}>"
 

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from exprag_plus import Action, Experiment, Interaction, load_run
-from exprag_plus.actions import (ActionFailed, ActionLoadError, ActionNotFound, AnswerError, PrefilledInteraction,
-                                 Question, question_keys)
+from exprag_plus.actions import (ActionFailed, ActionLoadError, ActionNotFound, Actions, AnswerError, PrefilledInteraction,
+                                 Question, question_keys, run_action)
 
 from conftest import ROOT, git, read_lines, run_python
 
@@ -211,7 +211,7 @@ def test_add_action_record_and_refusals(runs_dir: Path, acts) -> None:
     assert rec["description"] == "Parameters of several kinds."
     assert recs[-1]["type"] == "action" and recs[-1]["seq"] == recs[-2]["seq"] + 1 and recs[-2]["type"] == "run_end"
     # loading rebuilds the declared types
-    action = load_run(exp.run_id, root=str(runs_dir)).actions["typed"]
+    action = Actions(load_run(exp.run_id, root=str(runs_dir)))["typed"]
     assert action.folder == Path("/data/out") and action.tags == ("a", "b") and action.color is Color.RED
     assert math.isnan(action.lr) and action.extra == []
 
@@ -421,23 +421,23 @@ def main_latest(runs_dir: Path) -> str:
 
 def test_python_api_lazy_mapping_and_run_action(runs_dir: Path, xp: str, acts) -> None:
     run = load_run(xp, root=str(runs_dir))
-    assert list(run.actions) == ["ExportToHub", "Boom", "Dynamic"] and len(run.actions) == 3
-    assert run.actions.record("Boom")["description"] == "always fails"
-    record = run.run_action("ExportToHub", PrefilledInteraction({"target": "Local folder", "folder": "/o"}))
-    assert record["result"] == {"saved": "/o", "model": "ckpt.pt"} and run.actions.executions("ExportToHub") == [record]
+    assert list(Actions(run)) == ["ExportToHub", "Boom", "Dynamic"] and len(Actions(run)) == 3
+    assert Actions(run).record("Boom")["description"] == "always fails"
+    record = run_action(run, "ExportToHub", PrefilledInteraction({"target": "Local folder", "folder": "/o"}))
+    assert record["result"] == {"saved": "/o", "model": "ckpt.pt"} and Actions(run).executions("ExportToHub") == [record]
     with pytest.raises(ActionFailed) as e:
-        run.run_action("Boom")
+        run_action(run, "Boom")
     assert isinstance(e.value.__cause__, RuntimeError) and e.value.record["status"] == "error"
     with pytest.raises(ActionNotFound) as e2:
-        run.actions["nope"]
+        Actions(run)["nope"]
     assert str(e2.value) == f"run {short(xp)} has no action 'nope' (actions: ExportToHub, Boom, Dynamic)"
     # a module that is gone: names still list, getting the action says why it cannot load
     Path(acts.__file__).unlink()
     sys.modules.pop(acts.__name__)
     run = load_run(xp, root=str(runs_dir))
-    assert list(run.actions) == ["ExportToHub", "Boom", "Dynamic"]
+    assert list(Actions(run)) == ["ExportToHub", "Boom", "Dynamic"]
     with pytest.raises(ActionLoadError) as e3:
-        run.actions["Boom"]
+        Actions(run)["Boom"]
     assert e3.value.name == acts.__name__ and "cannot import module" in str(e3.value)
 
 
@@ -507,7 +507,7 @@ def test_classes_of_a_guarded_script_load_without_rerunning_it(tmp_path: Path) -
     p = cli_noinput("actions", "run", unguarded.stem, "Greet", "--root", "runs", cwd=work, env=env)
     assert p.returncode == 2
     assert p.stderr.startswith(f"exprag-plus actions: error: cannot load action 'Greet' (unguarded:Greet): importing "
-                               f"module 'unguarded' ({work / 'scripts' / 'unguarded.py'}) raised _NewRunRefused: importing "
+                               f"module 'unguarded' ({work / 'scripts' / 'unguarded.py'}) raised NewRunRefused: importing "
                                "it started a new Experiment: keep the script's run under `if __name__ == \"__main__\":` "
                                "so that loading its actions does not run it again at ")
     assert len(list((work / "runs").glob("*.jsonl"))) == 2  # the refused import started no run

@@ -395,7 +395,7 @@ def test_track_after_close_and_on_write_failure_never_raises(runs_dir: Path) -> 
     exp.close()  # idempotent
     exp2 = Experiment("disk full", root=str(runs_dir))
     full = os.open("/dev/full", os.O_WRONLY)
-    os.dup2(full, exp2._fd)  # every write now fails with ENOSPC, as on a full disk
+    os.dup2(full, exp2._writer.fd)  # every write now fails with ENOSPC, as on a full disk
     os.close(full)
     with pytest.warns(UserWarning, match="track\\(\\) failed.*No space"):
         exp2.track({"x": 1})

@@ -48,7 +48,7 @@ def test_corrupt_line_is_skipped_with_file_and_line(runs_dir: Path) -> None:
 
 
 def test_records_appended_after_run_end_and_crashed_vs_running(runs_dir: Path) -> None:
-    from exprag_plus.experiment import append_record
+    from exprag_plus.appender import append_record
 
     done = make_run(runs_dir, "done")
     rec = append_record(done.path, "action_run", {"name": "a", "status": "ok"})
@@ -72,7 +72,7 @@ def test_records_appended_after_run_end_and_crashed_vs_running(runs_dir: Path) -
 
 
 def test_torn_line_then_append_keeps_records_whole(runs_dir: Path) -> None:
-    from exprag_plus.experiment import append_record
+    from exprag_plus.appender import append_record
 
     exp = make_run(runs_dir)
     with open(exp.path, "ab") as f:
@@ -105,7 +105,7 @@ def test_listing_reads_only_head_and_tail(runs_dir: Path) -> None:
 
 
 def test_run_end_pushed_out_of_the_tail_is_still_found(runs_dir: Path) -> None:
-    from exprag_plus.experiment import append_record
+    from exprag_plus.appender import append_record
 
     exp = make_run(runs_dir, "many actions", n=5)
     for i in range(400):

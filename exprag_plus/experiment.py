@@ -79,6 +79,7 @@ class Experiment:
         self.root = ids.runs_dir(root)
         ids.ensure_runs_dir(self.root)
         cwd = os.getcwd()
+        resume = resume if resume is not None else slurm.requeued_run(self.root, self.name, os.environ)
         if resume is not None:
             self._resume(resume, cwd)
         else:
@@ -131,6 +132,7 @@ class Experiment:
                                   "previous_status": run.status}
         if self.metadata:
             fields["metadata"] = self.metadata
+        fields.update(slurm.resume_fields(os.environ))  # restart_count and scheduler under Slurm
         self._append("resume", fields)
 
     # --- writing -----------------------------------------------------------------------------

@@ -70,6 +70,12 @@ def run_start_fields(environ: Mapping[str, str]) -> Dict[str, Any]:
     return out
 
 
+def resume_fields(environ: Mapping[str, str]) -> Dict[str, Any]:
+    """What a `resume` record adds under Slurm: which attempt this is, and where it runs now."""
+    info = scheduler_info(environ)
+    return {} if info is None else {"restart_count": info["restart_count"], "scheduler": info}
+
+
 def requeued_run(runs_dir: str, name: str, environ: Mapping[str, str]) -> Optional[str]:
     """The run an earlier attempt of this requeued job started (same job, array task and run name), if any.
 

@@ -86,3 +86,33 @@ def test_where_sweep_finds_a_sweeps_runs_and_metadata_named_sweep_still_wins(rep
     rows = lambda *w: json.loads(cli("runs", *w, "--json", "--root", str(runs_dir), cwd=repo).stdout)["matched"]
     assert rows("--where", f"sweep={sweep}") == 2
     assert rows("--where", "sweep=lr") == 1
+
+
+def test_a_requeued_job_continues_its_run(repo: Path, runs_dir: Path) -> None:
+    job = {"SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_PARTITION": "debug"}
+    script = f"""
+        import os, signal
+        from exprag_plus import Experiment
+        exp = Experiment('train', root={str(runs_dir)!r})
+        attempt = int(os.environ.get('SLURM_RESTART_COUNT') or 0)
+        exp.track({{'step': attempt, 'loss': 1.0 / (attempt + 1)}})
+        if attempt == 0:
+            os.kill(os.getpid(), signal.SIGKILL)  # preempted
+        exp.close()
+    """
+    p = run_python(script, cwd=repo, env=job, check=False)
+    assert p.returncode == -9
+    (path,) = runs_dir.glob("*.jsonl")
+    run_python(script, cwd=repo, env=dict(job, SLURM_RESTART_COUNT="1"))
+    assert list(runs_dir.glob("*.jsonl")) == [path]  # the same run, not a second one
+    recs = read_lines(path)
+    assert [r["type"] for r in recs] == ["run_start", "track", "resume", "track", "run_end"]
+    assert [r["seq"] for r in recs] == [0, 1, 2, 3, 4] and len({r["run_id"] for r in recs}) == 1
+    resume = recs[2]
+    assert resume["restart_count"] == 1 and resume["scheduler"]["job_id"] == 77
+    assert resume["process"]["pid"] != recs[0]["process"]["pid"] and resume["host"]["hostname"]
+    assert recs[-1]["status"] == "completed" and recs[-1]["summary"]["loss"]["count"] == 2
+    # another array task, or another run name in the same job, starts its own run
+    run_python(script, cwd=repo, env=dict(job, SLURM_ARRAY_TASK_ID="4", SLURM_JOB_ID="78", SLURM_RESTART_COUNT="1"))
+    run_python(script.replace("'train'", "'eval'"), cwd=repo, env=dict(job, SLURM_RESTART_COUNT="1"))
+    assert len(list(runs_dir.glob("*.jsonl"))) == 3

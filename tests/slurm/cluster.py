@@ -178,6 +178,23 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             time.sleep(0.2)
         raise TimeoutError(f"job {job_id} still {state!r} after {timeout:.0f}s")
 
+    def requeue(self, job: str, timeout: float = 60) -> None:
+        """`scontrol requeue JOB`, then let it start again at once (Slurm holds a requeued job back a while)."""
+        r = self.run("scontrol", "requeue", job)
+        if r.returncode != 0:
+            raise RuntimeError(f"scontrol requeue {job}: {r.stderr.strip()}")
+        seen_pending = False
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            state = self.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()
+            if state == "PENDING":
+                seen_pending = True
+                self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+            elif seen_pending and state != "COMPLETING":
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"requeued job {job} did not start again within {timeout:.0f}s")
+
     def stop(self) -> None:
         for name in reversed(DAEMONS):
             p = self.procs.get(name)

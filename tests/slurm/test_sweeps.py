@@ -145,3 +145,51 @@ def test_a_schema_git_does_not_hold_is_refused_and_nothing_is_kept(slurm_env, pr
     assert not list((project / ".runs" / "sweeps").iterdir())
     assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert "refs/heads/run/" not in git(project, "for-each-ref")
+
+
+def test_scontrol_requeue_of_a_task_continues_its_run(slurm_env, project: Path) -> None:
+    # the first attempt of each task waits (SLURM_RESTART_COUNT is unset then); a requeued one goes on
+    (project / "task.yaml").write_text(SCHEMA.replace(
+        "command: echo $((<<parameter:x>> * 10))",
+        'command: if [ -z "$SLURM_RESTART_COUNT" ] || [ "$SLURM_RESTART_COUNT" = 0 ]; then sleep 300; fi; '
+        "echo $((<<parameter:x>> * 10))"))
+    git(project, "commit", "-q", "-am", "waits on its first attempt")
+    p = submit(project, "--each", "x", "--input", "x=[1,2]")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    task = f"{out['job_id']}_1"
+
+    def started() -> List[List[Dict[str, Any]]]:
+        return [r for r in runs_of(project) if r[0]["scheduler"]["array_task_id"] == 1]
+
+    deadline = time.monotonic() + 60
+    while not started() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (first,) = started()
+    time.sleep(0.5)  # let the task's command start
+    slurm_env.requeue(task)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        recs = started()[0]
+        if recs[-1]["type"] == "run_end":
+            break
+        time.sleep(0.3)
+    assert len(started()) == 1, "the requeued task started a second run"
+    recs = started()[0]
+    types = [r["type"] for r in recs]
+    assert types[0] == "run_start" and "resume" in types and types[-1] == "run_end", types
+    resume = recs[types.index("resume")]
+    assert resume["restart_count"] == 1 and resume["scheduler"]["array_task_id"] == 1
+    assert [r["seq"] for r in recs] == list(range(len(recs)))
+    assert next(r for r in recs if r["type"] == "task")["outputs"] == {"y": 20}
+    assert recs[-1]["status"] == "completed"
+    # task 0 is still in its first attempt: end it the same way and the sweep finishes
+    slurm_env.requeue(f"{out['job_id']}_0")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        st = json.loads(cli("sweep", "status", out["sweep_id"], "--json", cwd=project).stdout)
+        if st["done"] == 2:
+            break
+        time.sleep(0.5)
+    assert (st["done"], st["failed"], st["pending"], st["running"]) == (2, 0, 0, 0), st
+    assert len(runs_of(project)) == 2

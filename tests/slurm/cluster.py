@@ -183,13 +183,16 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         r = self.run("scontrol", "requeue", job)
         if r.returncode != 0:
             raise RuntimeError(f"scontrol requeue {job}: {r.stderr.strip()}")
+        requeued = time.monotonic()
         seen_pending = False
-        end = time.monotonic() + timeout
+        end = requeued + timeout
         while time.monotonic() < end:
             state = self.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()
             if state == "PENDING":
                 seen_pending = True
-                self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+                # slurmd refuses a credential issued in the same second as the old one's revocation
+                if time.monotonic() - requeued > 2.5:
+                    self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
             elif seen_pending and state != "COMPLETING":
                 return
             time.sleep(0.2)
@@ -211,7 +214,8 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 p.wait(timeout=5)
         # job steps slurmd started live in their own sessions: end whatever is left of ours
         self._kill_strays()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("EXPRAG_PLUS_KEEP_SLURM"):  # set it to read the daemons' logs afterwards
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def _kill_strays(self) -> None:
         """slurmstepd processes of this cluster (found by our spool folder in their command line)."""

@@ -28,7 +28,9 @@ def _core_helpers() -> Any:
 
 
 _core = _core_helpers()
-cli, git, read_lines, ROOT = _core.cli, _core.git, _core.read_lines, _core.ROOT
+# the names core test modules import from `conftest`, which may mean this module when both folders run
+cli, git, read_lines, run_python, ROOT, GIT_ENV = (_core.cli, _core.git, _core.read_lines, _core.run_python,
+                                                   _core.ROOT, _core.GIT_ENV)
 
 
 @pytest.fixture(scope="session")

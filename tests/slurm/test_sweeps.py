@@ -191,5 +191,6 @@ def test_scontrol_requeue_of_a_task_continues_its_run(slurm_env, project: Path) 
         if st["done"] == 2:
             break
         time.sleep(0.5)
-    assert (st["done"], st["failed"], st["pending"], st["running"]) == (2, 0, 0, 0), st
+    detail = [st["per_task"], [[(r["type"], r.get("status"), r.get("error")) for r in run] for run in runs_of(project)]]
+    assert (st["done"], st["failed"], st["pending"], st["running"]) == (2, 0, 0, 0), detail
     assert len(runs_of(project)) == 2

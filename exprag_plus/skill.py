@@ -232,7 +232,8 @@ In `--dry-run` output, a value an earlier command produces stays as its token (`
 id and a `sweep_id`, freezes the code at submission (later edits never reach queued tasks) and each task
 becomes a run carrying `sweep`. Follow it with `exprag-plus sweep status <sweep-id> --json` (pending,
 running, done, failed counts) and list its runs with `exprag-plus runs --where sweep=<sweep-id>`. Runs
-made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, nodes, restart_count).
+made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, nodes, restart_count); a
+requeued job continues its run (a `resume` record with `restart_count`), so one task is one run.
 
 **Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
 run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;

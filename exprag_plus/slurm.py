@@ -161,7 +161,9 @@ def submit_task_sweep(file: str, task_args: Sequence[str], n_tasks: int, *, runs
         code_cwd = os.path.join(code, os.path.relpath(os.path.realpath(cwd), os.path.realpath(top)))
         command = [sys.executable, "-m", "exprag_plus", "task", "run", code_file, *task_args]
         script = os.path.join(folder, "job.sh")
-        with open(script, "w", encoding="utf-8") as f:
+        # owner-only: the script repeats the task's --input values, which may hold a secret
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+        with open(fd, "w", encoding="utf-8") as f:
             f.write(_job_script(sweep_id, commit, code_cwd, runs_dir, command))
         argv = [sbatch, "--parsable", f"--job-name={name or 'exprag-' + ids.short_id(sweep_id)}",
                 "--output=" + os.path.join(folder, "slurm-%A_%a.out" if n_tasks > 1 else "slurm-%j.out")]

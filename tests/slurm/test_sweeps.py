@@ -64,6 +64,7 @@ def test_a_four_task_array_gives_four_runs_with_outputs_and_the_sweep_id(slurm_e
     assert all(r[-1]["type"] == "run_end" and r[-1]["status"] == "completed" for r in runs)
     # the snapshot held the uncommitted file; the user's checkout was not touched
     assert git(project, "show", f"{out['commit']}:notes.txt").startswith("uncommitted")
+    assert (project / ".runs" / "sweeps" / sweep / "job.sh").stat().st_mode & 0o077 == 0  # may hold inputs
     assert git(project, "rev-parse", "HEAD") == head and git(project, "status", "--porcelain") == status
 
     p = cli("runs", "--where", f"sweep={sweep}", "--json", "--limit", "0", cwd=project)

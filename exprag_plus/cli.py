@@ -166,6 +166,11 @@ def cmd_show(args: argparse.Namespace) -> None:
              f"status    {res['status']}" + (f" after {res['duration_s']} s" if res["duration_s"] is not None else ""),
              f"started   {when(res['started'])} UTC on {res['host'].get('hostname', '?')}",
              f"command   {' '.join(map(str, proc.get('argv') or []))}  (cwd {proc.get('cwd', '?')})"]
+    cmd = res.get("command")
+    if cmd:
+        exit_text = "" if res["exit_code"] is None else f"  exit {res['exit_code']}" + (f" ({res['signal']})" if res["signal"] else "")
+        lines[-1] = (f"command   {' '.join(map(str, cmd.get('argv') or []))}  (cwd {cmd.get('cwd', '?')}, "
+                     f"recorded by exprag-plus run){exit_text}")
     if res["replay_of"]:
         lines.append(f"replay of {res['replay_of']}")
     if not res["git"]:
@@ -190,6 +195,11 @@ def cmd_show(args: argparse.Namespace) -> None:
                  str(s.get("nonfinite") or "")] for p, s in res["summary"].items()]
         print()
         print(table(rows, ["METRIC", "LAST", "MIN", "MAX", "COUNT", "NONFINITE"]))
+    out = res.get("output")
+    if out and out.get("tail") and res["status"] != "completed":
+        print()
+        print(f"output (last {len(out['tail'])} lines; all of it: exprag-plus log {res['short_id']})")
+        print("\n".join("  " + str(l) for l in out["tail"]))
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
@@ -289,8 +299,8 @@ class Commands:
 
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
-FEATURES: Tuple[str, ...] = ("cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions",
-                             "cli_slurm")
+FEATURES: Tuple[str, ...] = ("cli_run", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions",
+                             "cli_share", "cli_slurm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,14 +367,16 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, a in enumerate(argv[:-1]):
+        if a == "--" or a == "run":
+            break  # what follows is a wrapped command's own arguments
         if a == "--sort" and argv[i + 1].startswith("-") and len(argv[i + 1]) > 1:
             argv[i: i + 2] = [f"--sort={argv[i + 1]}"]  # `--sort -KEY` reads as an option otherwise
             break
     try:
         args = parser.parse_args(argv)
-        args.func(args)
-        return 0
-    except (UsageError, QueryError, ids.RunNotFound, ValueError) as exc:
+        rc = args.func(args)
+        return rc if isinstance(rc, int) else 0
+    except (UsageError, QueryError, ids.RunNotFound, ValueError) as exc:  # store.LogError, WrapperError too
         cmd = getattr(locals().get("args"), "command", None)
         print(f"{PROG}{' ' + cmd if cmd else ''}: error: {exc}", file=sys.stderr)
         return 2

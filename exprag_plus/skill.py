@@ -42,7 +42,10 @@ input (the one-line error says what to fix).
    `loss`, `hparams.lr`...). Never guess one: take it from `keys`. When `keys` lists several names for
    one idea (`val.accuracy` and `metrics.val_acc`), they come from different scripts: answer for each
    separately and never compare values across names. A metric only one run has is often a derived
-   summary, not a training curve.
+   summary, not a training curve. Runs recorded by a framework integration (Transformers, Lightning,
+   Keras, accelerate, Optuna) carry that framework's own metric names (`eval_loss`, `train/loss`,
+   `val_loss`, `value`...) and hyperparameters (`args.learning_rate`, or a later `params` record), so
+   run `keys` first there too.
 2. Ask with the one command listed below for the question, filling the placeholders `<run>`,
    `<metric>`, `<path>` with names from `keys` and ids from `runs`.
 3. Answer with the run's short id (the last 8 hex digits, as tables show them) and its name, say which
@@ -155,6 +158,13 @@ exprag-plus show <run> --json
  "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
  "records": {"run_start": 1, "track": 20, "run_end": 1}, "path": ".runs/....jsonl"}
 ```
+
+**A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the
+project's git remote. Before answering about a run you do not see in `runs`, fetch them with
+`exprag-plus pull` (default remote `origin`; `pull <remote>`, or `pull <folder>` for a runs folder
+copied by hand): it adds their run files and brings each run's code, so `show`, `diff`, `restore` and
+`replay` work on them. Records two machines appended to one run are merged, nothing dropped.
+`exprag-plus push` sends runs to the remote: that is the user's call, never do it without asking.
 
 **Where is the code of a run?** Restore it into a new git worktree: the user's checkout, index and
 branches are untouched. The command prints the folder (the run's working subdirectory inside it).

@@ -136,7 +136,7 @@ def _runs(args: argparse.Namespace) -> List[store.Run]:
 
 
 def _run(args: argparse.Namespace, ref: str) -> store.Run:
-    return store.Run.read(ids.resolve(ref, _root(args)), full=True)
+    return store.Run.read(ids.resolve(ref, _root(args)))  # light: commands stream the body when they need it
 
 
 def cmd_runs(args: argparse.Namespace) -> None:

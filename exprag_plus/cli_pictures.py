@@ -46,7 +46,7 @@ def _pick(args: argparse.Namespace) -> List[store.Run]:
     if args.runs:
         seen, runs = set(), []
         for ref in args.runs:
-            r = store.Run.read(ids.resolve(ref, root), full=True)
+            r = store.Run.read(ids.resolve(ref, root))
             if r.run_id not in seen:
                 seen.add(r.run_id)
                 runs.append(r)

@@ -285,7 +285,7 @@ def _runs(srv: "Server") -> List[store.Run]:
 
 
 def _run(srv: "Server", ref: str) -> store.Run:
-    return store.Run.read(ids.resolve(ref, srv.root), full=True)
+    return store.Run.read(ids.resolve(ref, srv.root))
 
 
 def _list_runs(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:

@@ -292,7 +292,7 @@ def run_series(run: Any, metric: str, x: str = "step", color: Optional[str] = No
     ys: List[float] = []
     steps_ok = True
     get = records.get_path
-    for r in run.records:
+    for r in (run.stream() if hasattr(run, "stream") else run.records):
         if r.get("type") != "track":
             continue
         value = r.get("value")

@@ -334,43 +334,111 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
 
 
 def history(run: Run, metric: str, max_points: Optional[int] = 100, step: Optional[int] = None) -> Dict[str, Any]:
-    """A metric's tracked values; sampled evenly down to `max_points` (first, last, min and max kept)."""
+    """A metric's tracked values; sampled evenly down to `max_points` (first, last, min and max kept).
+
+    The file is streamed: a sampled history of a million points holds only the points it returns."""
     metric = records.normal_path(metric)
-    points = run.history(metric)
-    if not points:
-        paths = sorted(run.summary) or sorted({p for t in run.tracks for p, _ in records.flatten(t.get("value"))})
+    sampling = step is None and bool(max_points and max_points > 0)
+    steps: List[Any] = []
+    if sampling and run._records is None:
+        total, points = _sampled_from_file(run, metric, max_points)  # type: ignore[arg-type]
+    elif step is not None:  # only the points at that step are kept (and the span of steps, for the error)
+        total, points = 0, []
+        for r, v in store.metric_values(run.stream(), metric):
+            total += 1
+            s = r["value"].get("step") if isinstance(r.get("value"), dict) else None
+            if s is not None:
+                steps = [s, s] if not steps else [min(steps[0], s), max(steps[1], s)]
+            if s == step:
+                points.append(store.point(r, v))
+    else:
+        points = run.history(metric)
+        total = len(points)
+    if not total:
+        paths = sorted(run.summary) or sorted({p for t in run.stream() if t.get("type") == "track"
+                                               for p, _ in records.flatten(t.get("value"))})
         near = difflib.get_close_matches(metric, paths, n=4, cutoff=0.5) or paths[:4]
         hint = f"; nearest: {', '.join(near)}" if near else "; this run tracked nothing"
         raise QueryError(f"run {run.short_id} has no metric {metric!r}{hint} (see `exprag-plus keys {run.short_id}`)")
-    total = len(points)
     if step is not None:
-        at = [p for p in points if p.get("step") == step]
+        at = points
         if not at:
-            steps = [p["step"] for p in points if p.get("step") is not None]
-            span = f"steps {min(steps)}..{max(steps)}" if steps else "no step field"
+            span = f"steps {steps[0]}..{steps[1]}" if steps else "no step field"
             raise NoResult(f"run {run.short_id} has no {metric!r} point at step {step} ({span})")
         points = at
-    sampled = bool(max_points and max_points > 0 and len(points) > max_points)
-    if sampled:
+    sampled = bool(max_points and max_points > 0 and total > max_points)
+    if sampled and len(points) > max_points:  # type: ignore[operator]
         points = _sample(points, max_points)  # type: ignore[arg-type]
     return {"run": run.run_id, "short_id": run.short_id, "metric": metric, "count": total, "shown": len(points),
             "sampled": sampled, "summary": run.summary.get(metric), "points": points}
 
 
-def _sample(points: List[Dict[str, Any]], n: int) -> List[Dict[str, Any]]:
-    keep = {0, len(points) - 1}
-    finite = [i for i, p in enumerate(points) if records.is_number(p["value"]) and math.isfinite(p["value"])]
-    if finite and n >= 4:
-        keep.add(min(finite, key=lambda i: points[i]["value"]))
-        keep.add(max(finite, key=lambda i: points[i]["value"]))
+def _finite(v: Any) -> bool:
+    return records.is_number(v) and math.isfinite(v)
+
+
+def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[str, Any]]]:
+    """(point count, the sampled points) in two streamed passes: the first finds the count and the min and
+    max (marking which lines hold points), the second parses only the chosen lines."""
+    marks = bytearray()
+    total, lo, hi, lo_v, hi_v = 0, -1, -1, None, None
+    path = run.path
+    for lineno, line, last in store.iter_lines(path):
+        rec = store.parse_line(line, path, lineno, last)
+        if rec is None:
+            continue
+        for _, v in store.metric_values((rec,), metric):
+            v = records.from_json(v)
+            if _finite(v):
+                if lo < 0 or v < lo_v:
+                    lo, lo_v = total, v
+                if hi < 0 or v > hi_v:
+                    hi, hi_v = total, v
+            if lineno >= len(marks):
+                marks.extend(bytes(lineno - len(marks) + 1))
+            marks[lineno] = 1
+            total += 1
+    if not total:
+        return 0, []
+    keep = _sample_indices(total, lo, hi, n)
+    points: List[Dict[str, Any]] = []
+    k = -1
+    for lineno, line, last in store.iter_lines(path):
+        if lineno >= len(marks) or not marks[lineno]:
+            continue
+        k += 1
+        if k in keep:
+            rec = store.parse_line(line, path, lineno, last)
+            points.extend(store.point(r, v) for r, v in store.metric_values((rec,) if rec else (), metric))
+        if k >= total - 1:
+            break
+    return total, points
+
+
+def _sample_indices(total: int, lo: int, hi: int, n: int) -> set:
+    """Which of `total` points a sample of `n` keeps: first, last, min and max (lo/hi, -1 for none), then
+    evenly spaced ones on finer grids until the budget is used."""
+    if total <= n:
+        return set(range(total))
+    keep = {0, total - 1}
+    if lo >= 0 and n >= 4:
+        keep.add(lo)
+        keep.add(hi)
     grid = max(n, 2)
-    while len(keep) < n:  # evenly spaced points, finer until the budget is used
+    while len(keep) < n:
         for k in range(grid):
-            keep.add(round(k * (len(points) - 1) / (grid - 1)))
+            keep.add(round(k * (total - 1) / (grid - 1)))
             if len(keep) >= n:
                 break
         grid *= 2
-    return [points[i] for i in sorted(keep)]
+    return keep
+
+
+def _sample(points: List[Dict[str, Any]], n: int) -> List[Dict[str, Any]]:
+    finite = [i for i, p in enumerate(points) if _finite(p["value"])]
+    lo = min(finite, key=lambda i: points[i]["value"]) if finite else -1
+    hi = max(finite, key=lambda i: points[i]["value"]) if finite else -1
+    return [points[i] for i in sorted(_sample_indices(len(points), lo, hi, n))]
 
 
 def compare(a: Run, b: Run) -> Dict[str, Any]:

@@ -472,6 +472,10 @@ class Run:
                 self._set_end(ends[-1])
         return self._records
 
+    def stream(self) -> Iterator[Dict[str, Any]]:
+        """Every record in file order, without holding them (the list when it is already read)."""
+        return iter(self._records) if self._records is not None else iter_records(self.path)
+
     @property
     def tracks(self) -> List[Dict[str, Any]]:
         return [r for r in self.records if r.get("type") == "track"]
@@ -481,21 +485,36 @@ class Run:
 
     def history(self, metric: str) -> List[Dict[str, Any]]:
         """Every tracked value of a metric path: {seq, step, value, elapsed_ms}."""
-        out = []
-        for r in self.tracks:
-            value = r.get("value")
-            try:
-                v = records.get_path(value, metric) if isinstance(value, dict) else (value if metric == "value" else None)
-            except KeyError:
-                continue
-            if v is None:
-                continue
-            step = value.get("step") if isinstance(value, dict) else None
-            out.append({"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")})
-        return out
+        return [point(r, v) for r, v in metric_values(self.stream(), metric)]
 
     def __repr__(self) -> str:
         return f"<Run {self.short_id} {self.name!r} {self.status}>"
+
+
+def metric_values(recs: Iterable[Dict[str, Any]], metric: str) -> Iterator[Tuple[Dict[str, Any], Any]]:
+    """(track record, raw value at `metric`) for each track holding the path (a None value is no point)."""
+    get = records.get_path
+    for r in recs:
+        if r.get("type") != "track":
+            continue
+        value = r.get("value")
+        if isinstance(value, dict):
+            try:
+                v = get(value, metric)
+            except KeyError:
+                continue
+        elif metric == "value":
+            v = value
+        else:
+            continue
+        if v is not None:
+            yield r, v
+
+
+def point(r: Dict[str, Any], v: Any) -> Dict[str, Any]:
+    value = r.get("value")
+    step = value.get("step") if isinstance(value, dict) else None
+    return {"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")}
 
 
 def summarize(recs: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:

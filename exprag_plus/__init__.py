@@ -7,15 +7,17 @@ query, compare, restore and replay runs.
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .experiment import Experiment
-from .store import Run, load_run, load_runs
-
 if TYPE_CHECKING:
     from .actions import Action, Interaction
+    from .experiment import Experiment
     from .schema import TaskSchema
+    from .index import load_runs
+    from .store import Run, load_run
 
-# Imported on first use: a training script that only tracks should not pay for actions and schemas.
-_LAZY = {"Action": "actions", "Interaction": "actions", "TaskSchema": "schema"}
+# Imported on first use: `import exprag_plus` costs next to nothing, and a training script that only
+# tracks does not pay for actions, schemas or the query layer.
+_LAZY = {"Action": "actions", "Interaction": "actions", "TaskSchema": "schema", "Experiment": "experiment",
+         "Run": "store", "load_run": "store", "load_runs": "index"}
 
 __all__ = ["Action", "Experiment", "Interaction", "Run", "TaskSchema", "load_run", "load_runs"]
 __version__ = "0.1.0"

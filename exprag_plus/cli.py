@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import __version__, ids, query, records, store
+from . import __version__, ids, index, query, records, store
 from .query import NoResult, QueryError
 
 PROG = "exprag-plus"
@@ -132,7 +132,7 @@ def _root(args: argparse.Namespace) -> str:
 
 
 def _runs(args: argparse.Namespace) -> List[store.Run]:
-    return store.load_runs(_root(args))
+    return index.load(_root(args))
 
 
 def _run(args: argparse.Namespace, ref: str) -> store.Run:

@@ -15,7 +15,10 @@ import os
 import sys
 from typing import Any, Dict, Iterator, Optional
 
-from . import actions, git, records, store
+from . import records, store
+from .lazy import lazy
+actions = lazy(f"{__package__}.actions")
+git = lazy(f"{__package__}.git")
 from .cli import Commands, Failure, UsageError, _root, _run, emit_json, note, num, table, when
 
 

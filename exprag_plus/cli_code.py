@@ -6,7 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from . import codestate, git, query
+from . import query
+from .lazy import lazy
+codestate = lazy(f"{__package__}.codestate")
+git = lazy(f"{__package__}.git")
 from .cli import Commands, Failure, count, _root, _run, emit_json, note, num, signed, table
 
 

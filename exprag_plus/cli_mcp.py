@@ -23,7 +23,8 @@ import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import git
+from .lazy import lazy
+git = lazy(f"{__package__}.git")
 from .cli import PROG, Commands, Failure, UsageError, note
 from .files import write_atomic
 

@@ -12,7 +12,11 @@ import re
 import sys
 from typing import Any, Dict, List
 
-from . import ids, plot, query, records, report, store
+from . import ids, index, query, records, store
+from . import sizes
+from .lazy import lazy
+plot = lazy(f"{__package__}.plot")
+report = lazy(f"{__package__}.report")
 from .cli import Commands, UsageError, _root, count, emit_json, note
 from .files import write_atomic
 from .query import NoResult
@@ -51,7 +55,7 @@ def _pick(args: argparse.Namespace) -> List[store.Run]:
                 seen.add(r.run_id)
                 runs.append(r)
         return runs
-    return store.load_runs(root)
+    return index.load(root)
 
 
 def _target(path: str) -> str:
@@ -178,10 +182,10 @@ def register(commands: Commands) -> None:
                     help="where to write (default: METRIC.svg here, replaced if it exists; - for stdout)")
     sp.add_argument("--limit", type=count, default=DEFAULT_LIMIT, metavar="N",
                     help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
-    sp.add_argument("--width", type=pixels(*plot.WIDTH_RANGE), default=900, metavar="PX",
-                    help=f"picture width, {plot.WIDTH_RANGE[0]} to {plot.WIDTH_RANGE[1]} (default 900)")
-    sp.add_argument("--height", type=pixels(*plot.HEIGHT_RANGE), default=460, metavar="PX",
-                    help=f"picture height, {plot.HEIGHT_RANGE[0]} to {plot.HEIGHT_RANGE[1]} (default 460)")
+    sp.add_argument("--width", type=pixels(*sizes.WIDTH_RANGE), default=900, metavar="PX",
+                    help=f"picture width, {sizes.WIDTH_RANGE[0]} to {sizes.WIDTH_RANGE[1]} (default 900)")
+    sp.add_argument("--height", type=pixels(*sizes.HEIGHT_RANGE), default=460, metavar="PX",
+                    help=f"picture height, {sizes.HEIGHT_RANGE[0]} to {sizes.HEIGHT_RANGE[1]} (default 460)")
     sp = commands.add("report", cmd_report, "write one static HTML page of runs: metadata, code state, final "
                                             "metrics with the best marked, a plot per metric")
     sp.add_argument("runs", metavar="RUN", nargs="*", help="runs to include (default: the latest --limit runs)")

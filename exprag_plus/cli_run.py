@@ -8,10 +8,11 @@ import os
 import sys
 from typing import Any, Dict, List
 
-from . import ids, records, store, wrapper
+from . import ids, records, store
+from .lazy import lazy
+wrapper = lazy(f"{__package__}.wrapper")
 from .cli import Commands, Failure, _root, _run, count, emit_json, num
 
-_AXES = set(wrapper.AXES)
 
 
 def _meta(items: List[str]) -> Dict[str, Any]:
@@ -37,7 +38,7 @@ def _meta(items: List[str]) -> Dict[str, Any]:
 
 
 def _metrics_text(metrics: Dict[str, Any], n: int = 4) -> str:
-    shown = [(k, v) for k, v in metrics.items() if k.rsplit(".", 1)[-1] not in _AXES and records.is_number(v)]
+    shown = [(k, v) for k, v in metrics.items() if k.rsplit(".", 1)[-1] not in wrapper.AXES and records.is_number(v)]
     return ", ".join(f"{k} {num(v)}" for k, v in shown[-n:])
 
 

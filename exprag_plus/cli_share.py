@@ -6,7 +6,9 @@ import argparse
 import os
 from typing import Any, Dict, List, Tuple
 
-from . import ids, share
+from . import ids
+from .lazy import lazy
+share = lazy(f"{__package__}.share")
 from .cli import Commands, Failure, UsageError, _root, emit_json, note
 
 

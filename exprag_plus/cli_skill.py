@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
-from . import git, skill
+from .lazy import lazy
+git = lazy(f"{__package__}.git")
+skill = lazy(f"{__package__}.skill")
 from .cli import Commands, UsageError, emit_json
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from .cli import Commands, emit_json, table
-from . import ids, slurm
+from . import ids
+from .lazy import lazy
+slurm = lazy(f"{__package__}.slurm")
 
 
 def cmd_status(args: argparse.Namespace) -> None:

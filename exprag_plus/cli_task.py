@@ -8,8 +8,10 @@ import os
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from .cli import Commands, Failure, UsageError, count, emit_json, note
-from .experiment import Experiment
-from .redact import redact_mapping, redact_text, secret_values
+from .lazy import lazy
+
+experiment = lazy(f"{__package__}.experiment")
+redact = lazy(f"{__package__}.redact")
 
 if TYPE_CHECKING:
     from .schema import TaskSchema
@@ -80,19 +82,19 @@ def cmd_run(args: argparse.Namespace) -> None:
         if not 0 <= args.element < len(elements):
             raise UsageError(f"--element {args.element}: this task has elements 0..{len(elements) - 1}")
         elements = [elements[args.element]]
-    known = secret_values({"inputs": given, "elements": [schema.resolve_inputs(e) for e in elements]})
+    known = redact.secret_values({"inputs": given, "elements": [schema.resolve_inputs(e) for e in elements]})
     meta = {"task": {"file": os.path.abspath(args.file), "objective": schema.objective,
-                     "inputs": redact_mapping(given, known), "each": args.each}}
+                     "inputs": redact.redact_mapping(given, known), "each": args.each}}
     results: List[Dict[str, Any]] = []
-    with Experiment(args.name or f"task {schema.objective}", metadata=meta, root=getattr(args, "root", None)) as exp:
+    with experiment.Experiment(args.name or f"task {schema.objective}", metadata=meta, root=getattr(args, "root", None)) as exp:
         for e in elements:
             try:
                 outputs = exp.run_task(schema, e, timeout=args.timeout)
-                results.append({"inputs": redact_mapping(schema.resolve_inputs(e), known), "outputs": outputs,
+                results.append({"inputs": redact.redact_mapping(schema.resolve_inputs(e), known), "outputs": outputs,
                                 "status": "ok"})
             except TaskFailed as exc:
-                results.append({"inputs": redact_mapping(exc.result.inputs, known), "outputs": exc.result.outputs,
-                                "status": "failed", "error": redact_text(str(exc), known)})
+                results.append({"inputs": redact.redact_mapping(exc.result.inputs, known), "outputs": exc.result.outputs,
+                                "status": "failed", "error": redact.redact_text(str(exc), known)})
                 if not args.keep_going:
                     break
     failed = [r for r in results if r["status"] != "ok"]

@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import List, Optional, Tuple
 
-from . import git, records
+from . import records
 
 ENV_DIR = "EXPRAG_PLUS_DIR"
 RUNS_DIRNAME = ".runs"
@@ -53,6 +53,7 @@ def runs_dir(root: Optional[str] = None, cwd: Optional[str] = None) -> str:
     if env:
         return os.path.abspath(os.path.expanduser(env))
     cwd = cwd or os.getcwd()
+    from . import git  # only here: listing with --root or $EXPRAG_PLUS_DIR never loads the git module
     top = git.toplevel(cwd)
     return os.path.join(top or cwd, RUNS_DIRNAME)
 

@@ -93,6 +93,12 @@ def _cached(path: str, name: str, fields: List[bytes]) -> Run:
                       fields[3] == _NO_END, fields[3] == _SCANNED)
 
 
+def load_runs(root: Optional[str] = None) -> List[Run]:
+    """Every run of the folder, oldest first (by run_start time, see `ids.order_key`), read lightly (first
+    line and tail of each file, or the cache's copy of them)."""
+    return load(ids.runs_dir(root))
+
+
 def load(folder: str, use_cache: bool = True) -> List[Run]:
     """Every run of the folder, oldest first, from the cache where a file is unchanged (see module doc)."""
     enabled = gc.isenabled()

@@ -51,7 +51,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
-from . import __version__, actions, codestate, git, ids, query, records, store
+from . import __version__, actions, codestate, git, ids, index, query, records, store
 
 PROG = "exprag-plus mcp"
 SERVER_NAME = "exprag-plus"
@@ -281,7 +281,7 @@ CODE_REF = _obj({"run_id": _S, "short_id": _S, "commit": _NS, "branch": _NS, "di
 
 
 def _runs(srv: "Server") -> List[store.Run]:
-    return store.load_runs(srv.root)
+    return index.load(srv.root)
 
 
 def _run(srv: "Server", ref: str) -> store.Run:

@@ -39,8 +39,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf")
 _DASHES = ("", "6 3", "2 2", "8 3 2 3")
 _FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Helvetica, Arial, sans-serif"
-WIDTH_RANGE = (240, 10_000)  # pixels; the drawing's cost grows with the size
-HEIGHT_RANGE = (160, 10_000)
+from .sizes import HEIGHT_RANGE, WIDTH_RANGE  # noqa: E402  (pixels; the drawing's cost grows with the size)
 _CHAR_W = 0.62  # average glyph width per font-size unit, to keep labels apart without measuring text
 _NAN = float("nan")
 _SVG_NS = "http://www.w3.org/2000/svg"

@@ -545,13 +545,6 @@ def load_run(ref: str = "latest", root: Optional[str] = None) -> Run:
     return Run.read(ids.resolve(ref, folder), full=True)
 
 
-def load_runs(root: Optional[str] = None) -> List[Run]:
-    """Every run of the folder, oldest first (by run_start time, see `ids.order_key`), read lightly (first
-    line and tail of each file, or the listing cache's copy of them: see `index`)."""
-    from . import index
-    return index.load(ids.runs_dir(root))
-
-
 OUTPUT_LOG = "output.log"
 
 

@@ -7,13 +7,13 @@ target, which then replaces it. An existing file keeps its permissions; a new on
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Union
 
 
 def write_atomic(path: str, text: Union[str, bytes]) -> str:
     """Write `text` (UTF-8, newlines as given; bytes as they are) to `path`, creating parent folders;
     returns the real path."""
+    import tempfile  # here: listing commands import this module and rarely write
     real = os.path.realpath(os.path.expanduser(path))
     folder = os.path.dirname(real)
     os.makedirs(folder, exist_ok=True)

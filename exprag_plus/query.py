@@ -11,8 +11,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import records, store
 from .store import Run
@@ -141,8 +140,7 @@ def check_path(path: str, runs: Sequence[Run], what: str, metric_only: bool = Fa
 # --- --where ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(NamedTuple):
     path: str
     op: str
     value: Any

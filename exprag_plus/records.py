@@ -7,7 +7,6 @@ odd Python values become plain JSON, non-finite floats become the strings "NaN"/
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import enum
 import json
@@ -150,7 +149,8 @@ def to_json(value: Any, _depth: int = 0) -> Any:
         return value.total_seconds()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    dataclasses = sys.modules.get("dataclasses")  # not loaded: no value can be a dataclass (start-up stays light)
+    if dataclasses is not None and dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_json({f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}, _depth + 1)
     if isinstance(value, (bytes, bytearray)):
         return value.decode("utf-8", "backslashreplace")
@@ -401,4 +401,8 @@ class Summary:
 
 # --- secrets: the rules live in redact.py; these names stay for existing callers --------------------
 
-from .redact import REDACTED, redact_argv  # noqa: E402,F401
+def __getattr__(name: str) -> Any:
+    if name in ("REDACTED", "redact_argv"):
+        from . import redact
+        return getattr(redact, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -157,6 +156,7 @@ def start_and_last_seq(path: str) -> Tuple[Optional[Dict[str, Any]], int]:
 
 def pid_alive(pid: Any, hostname: Any, started: Optional[float]) -> bool:
     """Whether the run's process still runs here (and is the same process, not a reused pid)."""
+    import socket  # only for a run without run_end
     if not isinstance(pid, int) or pid <= 0 or hostname != socket.gethostname():
         return False
     try:

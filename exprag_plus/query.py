@@ -375,41 +375,64 @@ def _finite(v: Any) -> bool:
     return records.is_number(v) and math.isfinite(v)
 
 
+_CHECKPOINT = 256  # points between two remembered file offsets (the second pass reads only near its points)
+
+
 def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[str, Any]]]:
-    """(point count, the sampled points) in two streamed passes: the first finds the count and the min and
-    max (marking which lines hold points), the second parses only the chosen lines."""
+    """(point count, the sampled points) in one streamed pass: it finds the count and the min and max,
+    marks which lines hold points and remembers the offset of every 256th; then only the chosen points'
+    neighbourhoods are read again."""
     marks = bytearray()
+    checkpoints: List[Tuple[int, int]] = []  # (line number - 1, offset) of points 0, 256, 512...
     total, lo, hi, lo_v, hi_v = 0, -1, -1, None, None
     path = run.path
-    for lineno, line, last in store.iter_lines(path):
-        rec = store.parse_line(line, path, lineno, last)
-        if rec is None:
+    parse, values, from_json = store.parse_line, store.metric_values, records.from_json
+    for lineno, line, last, offset in store.line_offsets(path):
+        rec = parse(line, path, lineno, last)
+        if rec is None or rec.get("type") != "track":
             continue
-        for _, v in store.metric_values((rec,), metric):
-            v = records.from_json(v)
+        for _, v in values((rec,), metric):
+            v = from_json(v)
             if _finite(v):
                 if lo < 0 or v < lo_v:
                     lo, lo_v = total, v
                 if hi < 0 or v > hi_v:
                     hi, hi_v = total, v
             if lineno >= len(marks):
-                marks.extend(bytes(lineno - len(marks) + 1))
+                marks.extend(bytes(lineno - len(marks) + 1 + (1 << 16)))
             marks[lineno] = 1
+            if total % _CHECKPOINT == 0:
+                checkpoints.append((lineno - 1, offset))
             total += 1
     if not total:
         return 0, []
-    keep = _sample_indices(total, lo, hi, n)
+    keep = sorted(_sample_indices(total, lo, hi, n))
     points: List[Dict[str, Any]] = []
-    k = -1
-    for lineno, line, last in store.iter_lines(path):
-        if lineno >= len(marks) or not marks[lineno]:
-            continue
-        k += 1
-        if k in keep:
-            rec = store.parse_line(line, path, lineno, last)
-            points.extend(store.point(r, v) for r, v in store.metric_values((rec,) if rec else (), metric))
-        if k >= total - 1:
-            break
+    with open(path, "rb") as f:
+        i = 0
+        while i < len(keep):
+            group = keep[i] // _CHECKPOINT
+            lineno, offset = checkpoints[group]
+            f.seek(offset)
+            k = group * _CHECKPOINT - 1
+            while i < len(keep) and keep[i] // _CHECKPOINT == group:
+                line = f.readline(store.LINE_CAP + 1)
+                if not line:
+                    i = len(keep)  # the file shrank since: what was found stays
+                    break
+                lineno += 1
+                while len(line) > store.LINE_CAP and not line.endswith(b"\n"):
+                    line = f.readline(store.LINE_CAP + 1)  # a skipped giant line: one line number
+                    if not line:
+                        break
+                    line = b"x" * (store.LINE_CAP + 1) if not line.endswith(b"\n") else b"\n"
+                if lineno >= len(marks) or not marks[lineno]:
+                    continue
+                k += 1
+                if k == keep[i]:
+                    rec = parse(line.rstrip(b"\n"), path, lineno, not line.endswith(b"\n"))
+                    points.extend(store.point(r, v) for r, v in values((rec,) if rec else (), metric))
+                    i += 1
     return total, points
 
 

@@ -48,14 +48,23 @@ def parse_line(line: bytes, path: str, lineno: Union[int, Callable[[], int]], la
     return rec
 
 
-def iter_lines(path: str) -> Iterator[Tuple[int, bytes, bool]]:
+def iter_lines(path: str, start: int = 0, lineno: int = 0) -> Iterator[Tuple[int, bytes, bool]]:
     """(line number, line without its newline, whether it is an unfinished last line), in bounded memory:
-    a line longer than LINE_CAP is skipped with a warning (a corrupt file, not a record)."""
+    a line longer than LINE_CAP is skipped with a warning (a corrupt file, not a record). `start` and
+    `lineno` resume at a line boundary that `line_offsets` reported."""
+    for lineno, line, last, _ in line_offsets(path, start, lineno):
+        yield lineno, line, last
+
+
+def line_offsets(path: str, start: int = 0, lineno: int = 0) -> Iterator[Tuple[int, bytes, bool, int]]:
+    """`iter_lines` with each line's byte offset in the file."""
     with open(path, "rb") as f:
-        lineno = 0
+        if start:
+            f.seek(start)
         parts: List[bytes] = []
         held = 0
         skipping = False
+        pos = start  # the file offset of the held (unfinished) line
         while True:
             block = f.read(_BLOCK)
             if not block:
@@ -63,24 +72,28 @@ def iter_lines(path: str) -> Iterator[Tuple[int, bytes, bool]]:
             if skipping:
                 nl = block.find(b"\n")
                 if nl < 0:
+                    pos += len(block)
                     continue
+                pos += nl + 1
                 block, skipping = block[nl + 1:], False
             if b"\n" not in block:
                 parts.append(block)
                 held += len(block)
             else:
                 lines = (b"".join(parts) + block if parts else block).split(b"\n")
-                parts, held = [lines.pop()], 0
+                parts = [lines.pop()]
                 held = len(parts[0])
                 for line in lines:
                     lineno += 1
-                    yield lineno, line, False
+                    yield lineno, line, False, pos
+                    pos += len(line) + 1
             if held > LINE_CAP:
                 lineno += 1
                 _warn_corrupt(path, lineno, f"a line longer than {LINE_CAP // 2**20} MB")
+                pos += held
                 parts, held, skipping = [], 0, True
         if held and not skipping:
-            yield lineno + 1, b"".join(parts), True
+            yield lineno + 1, b"".join(parts), True, pos
 
 
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:

@@ -386,24 +386,41 @@ def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[st
     checkpoints: List[Tuple[int, int]] = []  # (line number - 1, offset) of points 0, 256, 512...
     total, lo, hi, lo_v, hi_v = 0, -1, -1, None, None
     path = run.path
-    parse, values, from_json = store.parse_line, store.metric_values, records.from_json
+    parse, values, from_json, loads = store.parse_line, store.metric_values, records.from_json, json.loads
+    parts = records.split_path(metric)
     for lineno, line, last, offset in store.line_offsets(path):
-        rec = parse(line, path, lineno, last)
-        if rec is None or rec.get("type") != "track":
+        try:  # the common case inline (a million lines): a dict record with plain nested keys
+            rec = loads(line)
+        except (ValueError, RecursionError):
+            rec = None
+        if type(rec) is not dict or type(rec.get("type")) is not str:
+            rec = parse(line, path, lineno, last)  # warns as every reader does
+            if rec is None:
+                continue
+        if rec["type"] != "track":
             continue
-        for _, v in values((rec,), metric):
-            v = from_json(v)
-            if _finite(v):
-                if lo < 0 or v < lo_v:
-                    lo, lo_v = total, v
-                if hi < 0 or v > hi_v:
-                    hi, hi_v = total, v
-            if lineno >= len(marks):
-                marks.extend(bytes(lineno - len(marks) + 1 + (1 << 16)))
-            marks[lineno] = 1
-            if total % _CHECKPOINT == 0:
-                checkpoints.append((lineno - 1, offset))
-            total += 1
+        cur = rec.get("value")
+        for part in parts:
+            if type(cur) is dict and part in cur:
+                cur = cur[part]
+            else:
+                found = [v for _, v in values((rec,), metric)]  # list indexes, dotted keys, a bare value
+                cur = found[0] if found else None
+                break
+        if cur is None:
+            continue
+        v = cur if type(cur) is float or type(cur) is int else from_json(cur)
+        if _finite(v):
+            if lo < 0 or v < lo_v:
+                lo, lo_v = total, v
+            if hi < 0 or v > hi_v:
+                hi, hi_v = total, v
+        if lineno >= len(marks):
+            marks.extend(bytes(lineno - len(marks) + 1 + (1 << 16)))
+        marks[lineno] = 1
+        if total % _CHECKPOINT == 0:
+            checkpoints.append((lineno - 1, offset))
+        total += 1
     if not total:
         return 0, []
     keep = sorted(_sample_indices(total, lo, hi, n))

@@ -58,42 +58,28 @@ def iter_lines(path: str, start: int = 0, lineno: int = 0) -> Iterator[Tuple[int
 
 def line_offsets(path: str, start: int = 0, lineno: int = 0) -> Iterator[Tuple[int, bytes, bool, int]]:
     """`iter_lines` with each line's byte offset in the file."""
-    with open(path, "rb") as f:
+    cap = LINE_CAP + 1
+    with open(path, "rb", buffering=_BLOCK) as f:
         if start:
             f.seek(start)
-        parts: List[bytes] = []
-        held = 0
-        skipping = False
-        pos = start  # the file offset of the held (unfinished) line
+        readline = f.readline
+        pos = start
         while True:
-            block = f.read(_BLOCK)
-            if not block:
-                break
-            if skipping:
-                nl = block.find(b"\n")
-                if nl < 0:
-                    pos += len(block)
-                    continue
-                pos += nl + 1
-                block, skipping = block[nl + 1:], False
-            if b"\n" not in block:
-                parts.append(block)
-                held += len(block)
+            line = readline(cap)
+            if not line:
+                return
+            n = len(line)
+            lineno += 1
+            if line[-1] == 10:  # b"\n"
+                yield lineno, line[:-1], False, pos
+            elif n < cap:
+                yield lineno, line, True, pos
             else:
-                lines = (b"".join(parts) + block if parts else block).split(b"\n")
-                parts = [lines.pop()]
-                held = len(parts[0])
-                for line in lines:
-                    lineno += 1
-                    yield lineno, line, False, pos
-                    pos += len(line) + 1
-            if held > LINE_CAP:
-                lineno += 1
                 _warn_corrupt(path, lineno, f"a line longer than {LINE_CAP // 2**20} MB")
-                pos += held
-                parts, held, skipping = [], 0, True
-        if held and not skipping:
-            yield lineno + 1, b"".join(parts), True, pos
+                while line and line[-1] != 10:
+                    line = readline(cap)
+                    n += len(line)
+            pos += n
 
 
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:

@@ -51,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--timeout {args.timeout:g}: give a number of seconds > 0")
     patterns = wrapper.compile_patterns(args.parse)
     metadata = _meta(args.meta)
+    if args.sbatch_arg and not args.slurm:
+        raise ValueError("--sbatch-arg goes with --slurm")
+    if args.slurm:
+        return _submit(args, argv)
     if wrapper.nested():
         print(f"exprag-plus: already recording (an enclosing `exprag-plus run`); running {argv[0]} as is",
               file=sys.stderr)
@@ -74,6 +78,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         emit_json({k: res[k] for k in ("run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output")})
     return int(res["exit_code"]) if 0 <= int(res["exit_code"]) < 256 else 1
+
+
+def _submit(args: argparse.Namespace, argv: List[str]) -> int:
+    """`run --slurm`: one job running `exprag-plus run -- CMD` on the code frozen now."""
+    from . import slurm
+
+    if args.resume:
+        raise ValueError("--resume and --slurm do not mix: a requeued job continues its run by itself")
+    run_args: List[str] = []
+    for flag, value in (("--name", args.name), ("--note", args.note)):
+        if value:
+            run_args += [flag, value]
+    for item in args.meta:
+        run_args += ["--meta", item]
+    for pat in args.parse:
+        run_args += ["--parse", pat]
+    run_args += (["--timeout", repr(args.timeout)] if args.timeout else []) + (["--no-parse"] if args.no_parse else [])
+    try:
+        out = slurm.submit_command(argv, run_args, runs_dir=_root(args), sbatch_args=args.sbatch_arg,
+                                   name=args.name)
+    except slurm.SubmitError as exc:
+        raise Failure(str(exc)) from None
+    if args.json:
+        emit_json({"job_id": out["job_id"], "sweep_id": out["sweep_id"], "tasks": out["tasks"], "commit": out["commit"]})
+    else:
+        print(f"submitted job {out['job_id']}: sweep {out['sweep_id']}")
+        print(f"exprag-plus: code frozen at {out['commit'][:12]} in {out['code']}; follow with "
+              f"`exprag-plus sweep status {out['sweep_id']}`", file=sys.stderr)
+    return 0
 
 
 def cmd_log(args: argparse.Namespace) -> None:
@@ -102,6 +135,10 @@ def register(commands: Commands) -> None:
     sp.add_argument("--parse", action="append", default=[], metavar="REGEX",
                     help="also track what this pattern's named groups capture (a group named step is the step)")
     sp.add_argument("--resume", metavar="RUN", help="continue this run instead of starting a new one")
+    sp.add_argument("--slurm", action="store_true",
+                    help="submit it as a Slurm job running the code as it is now (a frozen checkout)")
+    sp.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                    help="an sbatch option for --slurm, e.g. --sbatch-arg=--time=10; repeatable")
     sp.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     sp = commands.add("log", cmd_log, "a run's captured output (runs recorded with `run -- CMD`)")
     sp.add_argument("run", metavar="RUN")

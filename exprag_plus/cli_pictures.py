@@ -76,6 +76,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     metric = args.metric
     runs = _pick(args)
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    query.check_rankable(metric, runs, axis_ok=True)
     if args.x not in ("step", "elapsed"):
         query.check_path(args.x, runs, f"--x {args.x!r}", metric_only=True)
     runs = query.select(runs, args.where)

@@ -19,6 +19,8 @@ from .store import Run
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
 STATS = ("last", "min", "max", "count", "nonfinite")
+# --where paths over a run's memory: any tag / any note text matches (`tag=keep`, `note~regex`)
+MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*(?P<path>[^\s<>=!~]+)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$")
 _MISSING = object()
@@ -97,6 +99,8 @@ def check_path(path: str, runs: Sequence[Run], what: str, metric_only: bool = Fa
     base, _, stat = path.rpartition(":") if ":" in path else (path, "", "")
     if stat and stat not in STATS:
         raise QueryError(f"{what}: unknown statistic ':{stat}' in {path!r}; use one of {', '.join(STATS)}")
+    if not metric_only and base in MEMORY_FIELDS:
+        return
     if (not metric_only and base in FIELDS) or any(_has(r, base, metric_only) for r in runs):
         return
     md, mt = known_paths(runs)
@@ -120,6 +124,10 @@ class Condition:
     text: str
 
     def __call__(self, run: Run) -> bool:
+        if self.path in MEMORY_FIELDS:
+            values = run.tags if MEMORY_FIELDS[self.path] == "tags" else [n.get("text") for n in run.notes]
+            hit = any(_compare(v, "~" if self.op == "~" else "=", self.value) for v in values if isinstance(v, str))
+            return not hit if self.op == "!=" else hit
         got = field(run, self.path)
         if got is _MISSING or got is None and self.op != "=":
             return False
@@ -133,6 +141,8 @@ def parse_where(expr: str) -> Condition:
         raise QueryError(f"bad --where {expr!r}: write PATH OP VALUE with OP one of {' '.join(OPS)}, e.g. 'hparams.lr<0.01'")
     path, op, raw = m["path"], m["op"], m["value"]
     op = "=" if op == "==" else op
+    if path in MEMORY_FIELDS and op not in ("=", "!=", "~"):
+        raise QueryError(f"bad --where {expr!r}: {path} takes = != or ~ (regex), e.g. 'tag=keep' or 'note~lr'")
     if raw == "":
         raise QueryError(f"bad --where {expr!r}: nothing after {op!r}; give a value")
     if op == "~":
@@ -208,7 +218,12 @@ def run_row(run: Run) -> Dict[str, Any]:
         "id": run.run_id, "short_id": run.short_id, "started": run.started, "name": run.name,
         "status": run.status, "commit": git.get("commit"), "branch": git.get("branch"),
         "dirty": git.get("dirty"), "replay_of": run.replay_of, "metadata": run.metadata, "metrics": run.final(),
+        "tags": run.tags, "latest_note": note_row(run.notes[-1]) if run.notes else None,
     }
+
+
+def note_row(rec: Dict[str, Any]) -> Dict[str, Any]:
+    return {"time": rec.get("time"), "kind": rec.get("kind"), "text": rec.get("text"), "seq": rec.get("seq")}
 
 
 def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str] = None,
@@ -222,6 +237,7 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
     """Every metadata and metric path, with how many runs have it and a few values (to discover names)."""
     md: Dict[str, Dict[str, Any]] = {}
     mt: Dict[str, Dict[str, Any]] = {}
+    ax: Dict[str, Dict[str, Any]] = {}
     for r in runs:
         for path, v in metadata_paths(r).items():
             e = md.setdefault(path, {"runs": 0, "distinct": 0, "values": [], "_seen": set()})
@@ -233,22 +249,33 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
                 if len(e["values"]) < examples:
                     e["values"].append(v)
         for path, s in r.summary.items():
-            e = mt.setdefault(path, {"runs": 0, "min": None, "max": None})
+            into = ax if records.is_axis(path) else mt
+            e = into.setdefault(path, {"runs": 0, "kind": "number", "min": None, "max": None})
             e["runs"] += 1
+            if records.is_text_entry(s):
+                text = e.setdefault("values", [])
+                if len(text) < examples and s.get("last") not in text:
+                    text.append(s.get("last"))
+                continue
             for stat, better in (("min", min), ("max", max)):
                 x = s.get(stat)
                 if records.is_number(x):
                     e[stat] = x if e[stat] is None else better(e[stat], x)
     for e in md.values():
         del e["_seen"]
-    return {"runs": len(runs), "fields": list(FIELDS), "metadata": dict(sorted(md.items())),
-            "metrics": dict(sorted(mt.items()))}
+    for e in mt.values():
+        if "values" in e and e["min"] is None and e["max"] is None:
+            e.update(kind="text")
+            del e["min"], e["max"]
+    return {"runs": len(runs), "fields": list(FIELDS) + sorted(set(MEMORY_FIELDS) - {"tags", "notes"}),
+            "metadata": dict(sorted(md.items())), "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
 
 
 def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
          where: Sequence[str] = ()) -> Dict[str, Any]:
     """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
     check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    check_rankable(metric, runs)
     total = len(runs)
     runs = select(runs, where)
     stat = "last" if final else ("min" if minimize else "max")
@@ -277,6 +304,19 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
         "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r, _ in scored[:5]],
     }
+
+
+def check_rankable(metric: str, runs: Sequence[Run], axis_ok: bool = False) -> None:
+    """A step counter or a text path cannot be ranked (nor a text path plotted): say why and what to do."""
+    base = metric.rpartition(":")[0] if ":" in metric else metric
+    if records.is_axis(base) and not axis_ok:
+        raise QueryError(f"{base!r} is an axis (the x of histories: {', '.join(records.AXES)}), not a metric; "
+                         "rank by a metric (see `exprag-plus keys`)")
+    entries = [r.summary[base] for r in runs if base in r.summary]
+    if entries and all(records.is_text_entry(e) for e in entries):
+        shown = ", ".join(sorted({json.dumps(records.to_json(e.get("last"))) for e in entries})[:4])
+        raise QueryError(f"{base!r} holds text or booleans ({shown}), not numbers: it cannot be ranked or "
+                         f"plotted; filter on it instead, e.g. --where '{base}={records.to_json(entries[-1].get('last'))}'")
 
 
 def history(run: Run, metric: str, max_points: Optional[int] = 100, step: Optional[int] = None) -> Dict[str, Any]:
@@ -353,5 +393,6 @@ def show(run: Run) -> Dict[str, Any]:
         "ended": run.ended, "duration_s": run.duration_s, "metadata": run.metadata, "process": run.process,
         "host": run.host, "git": run.git, "git_error": run.git_error, "replay_of": run.replay_of,
         "error": run.error, "summary": run.summary, "records": counts, "path": run.path,
+        "notes": [note_row(n) for n in run.notes],
     })
     return out

@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 FORMAT = "exprag-plus/1"
-RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end")
+RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end", "note", "tag")
 
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _SMALL_ARRAY = 10_000
@@ -162,6 +162,20 @@ def parse_time(text: str) -> Optional[float]:
 # --- metric paths --------------------------------------------------------------------------------
 
 
+# Names of the x-axis of histories: reported as axes, never ranked nor listed among metrics.
+AXES = ("step", "epoch", "iteration", "iter", "global_step")
+
+
+def is_axis(path: str) -> bool:
+    """Whether a metric path names a step counter (its last part is one of AXES)."""
+    return path.rsplit(".", 1)[-1] in AXES
+
+
+def is_text_entry(entry: Any) -> bool:
+    """A summary entry of a text or boolean path (it has a last value but no min/max)."""
+    return isinstance(entry, dict) and "min" not in entry and "max" not in entry
+
+
 def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -195,13 +209,28 @@ def get_path(data: Any, path: str) -> Any:
 
 
 class Summary:
-    """Running per-path statistics of numeric leaves: what run_end.summary holds."""
+    """Running per-path statistics: what run_end.summary holds.
 
-    __slots__ = ("stats",)
+    Numeric leaves get last/min/max/count/nonfinite; text and boolean leaves are data too ("decision":
+    "kept") and get only last/count. A path tracked both ways reports its numbers.
+    """
+
+    __slots__ = ("stats", "texts")
 
     def __init__(self) -> None:
         # path -> [last, min, max, count, nonfinite, last_step, min_step, max_step]
         self.stats: Dict[str, list] = {}
+        # path -> [last, count, last_step]
+        self.texts: Dict[str, list] = {}
+
+    def _text(self, path: str, v: Any, step: Any) -> None:
+        t = self.texts.get(path)
+        if t is None:
+            self.texts[path] = [v, 1, step]
+        else:
+            t[0] = v
+            t[1] += 1
+            t[2] = step
 
     def add(self, value: Any) -> None:
         step = value.get("step") if isinstance(value, dict) else None
@@ -211,6 +240,8 @@ class Summary:
             self._walk(value, "", step)
         elif is_number(value):
             self._one("value", value, None)
+        elif isinstance(value, (str, bool)):
+            self._text("value", value, None)
 
     def _walk(self, d: dict, prefix: str, step: Any) -> None:
         for k, v in d.items():
@@ -218,6 +249,8 @@ class Summary:
                 self._one(prefix + str(k), v, step)
             elif isinstance(v, dict):
                 self._walk(v, prefix + str(k) + ".", step)
+            elif isinstance(v, (str, bool)):
+                self._text(prefix + str(k), v, step)
 
     def _one(self, path: str, v: Any, step: Any) -> None:
         s = self.stats.get(path)
@@ -246,6 +279,10 @@ class Summary:
             if last_step is not None or lo_step is not None or hi_step is not None:
                 entry.update(last_step=last_step, min_step=lo_step, max_step=hi_step)
             out[path] = entry
+        for path, (last, count, last_step) in self.texts.items():
+            if path not in out:
+                out[path] = {"last": last, "count": count} if last_step is None else \
+                    {"last": last, "count": count, "last_step": last_step}
         return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
@@ -16,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from . import ids, records
 
 _TAIL = 64 * 1024
+_MEMORY_LINE = re.compile(rb'"type"\s*:\s*"(?:note|tag)"')
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
@@ -154,6 +156,7 @@ class Run:
         self.end: Optional[Dict[str, Any]] = next((r for r in reversed(tail) if r.get("type") == "run_end"), None)
         self._summary: Optional[Dict[str, Dict[str, Any]]] = None
         self._metadata: Optional[Dict[str, Any]] = None
+        self._memo: Optional[List[Dict[str, Any]]] = None
 
     @classmethod
     def read(cls, path: str, full: bool = False) -> "Run":
@@ -285,6 +288,56 @@ class Run:
                 continue
             step = value.get("step") if isinstance(value, dict) else None
             out.append({"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")})
+        return out
+
+    # --- notes and tags (the memory of why) ----------------------------------------------------
+    def _memory(self) -> List[Dict[str, Any]]:
+        """note and tag records in file order, from anywhere in the file.
+
+        A listing has only the tail, and a note written during the run may sit among a million tracks:
+        the bytes are searched for the record type and only those lines are parsed, which gives what
+        reading every line gives at a fraction of the cost.
+        """
+        if self._memo is None:
+            if self._records is not None:
+                self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]
+            else:
+                try:
+                    with open(self.path, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    data = b""
+                found, last_end = [], -1
+                for m in _MEMORY_LINE.finditer(data):
+                    if m.start() < last_end:
+                        continue
+                    begin = data.rfind(b"\n", 0, m.start()) + 1
+                    end = data.find(b"\n", m.end())
+                    last_end = len(data) if end < 0 else end
+                    rec = parse_line(data[begin:last_end], self.path, 0, end < 0)
+                    if rec is not None and rec.get("type") in ("note", "tag"):
+                        found.append(rec)
+                self._memo = found
+        return self._memo
+
+    @property
+    def notes(self) -> List[Dict[str, Any]]:
+        """The run's note records, in file order (append-only: a correction is a later note)."""
+        return [r for r in self._memory() if r.get("type") == "note"]
+
+    @property
+    def tags(self) -> List[str]:
+        """The fold of the run's tag records in file order: added, then removed, in the order first added."""
+        out: List[str] = []
+        for r in self._memory():
+            if r.get("type") != "tag":
+                continue
+            for t in r.get("add") or []:
+                if isinstance(t, str) and t not in out:
+                    out.append(t)
+            for t in r.get("remove") or []:
+                if t in out:
+                    out.remove(t)
         return out
 
     def __repr__(self) -> str:

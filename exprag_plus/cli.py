@@ -295,6 +295,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print()
         print(table([[m["path"], num(m["a"]), num(m["b"]), "" if m["delta"] is None else signed(m["delta"])]
                      for m in res["metrics"]], ["FINAL METRIC", "A", "B", "B-A"]))
+    if res["axes"]:
+        print("axes (last): " + "; ".join(f"{m['path']} {num(m['a'])} vs {num(m['b'])}" for m in res["axes"]))
     print()
     ca, cb = res["code"]["a"], res["code"]["b"]
     for label, c in (("a", ca), ("b", cb)):

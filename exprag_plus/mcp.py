@@ -460,6 +460,7 @@ def _tools() -> Dict[str, Tool]:
              _obj({"a": RUN_ROW, "b": RUN_ROW,
                    "metadata": _arr(_obj({"path": _S, "a": _ANY, "b": _ANY, "only_in": _NS})),
                    "metrics": _arr(_obj({"path": _S, "a": _ANY, "b": _ANY, "delta": _ANY})),
+                   "axes": _arr(_O),
                    "code": _obj({"a": _O, "b": _O, "same_commit": _B})}), _compare_runs),
         Tool("code_diff", "Code diff of runs",
              "The git diff of the code that ran: from run a to run b, or to the current working tree when b "

@@ -368,18 +368,18 @@ def compare(a: Run, b: Run) -> Dict[str, Any]:
             changed.append({"path": path, "a": None if va is _MISSING else va, "b": None if vb is _MISSING else vb,
                             "only_in": "a" if vb is _MISSING else "b" if va is _MISSING else None})
     fa, fb = a.final(), b.final()
-    metrics = []
+    metrics, axes = [], []
     for path in sorted(set(fa) | set(fb)):
         va, vb = fa.get(path), fb.get(path)
         delta = vb - va if records.is_number(va) and records.is_number(vb) else None
-        metrics.append({"path": path, "a": va, "b": vb, "delta": delta})
+        (axes if records.is_axis(path) else metrics).append({"path": path, "a": va, "b": vb, "delta": delta})
 
     def code(r: Run) -> Dict[str, Any]:
         g = r.git or {}
         return {k: g.get(k) for k in ("commit", "branch", "dirty", "base_commit")} | {"git_error": r.git_error}
 
     ca, cb = code(a), code(b)
-    return {"a": run_row(a), "b": run_row(b), "metadata": changed, "metrics": metrics,
+    return {"a": run_row(a), "b": run_row(b), "metadata": changed, "metrics": metrics, "axes": axes,
             "code": {"a": ca, "b": cb, "same_commit": bool(ca["commit"]) and ca["commit"] == cb["commit"]}}
 
 

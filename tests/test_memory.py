@@ -147,6 +147,8 @@ def test_step_counters_are_axes_not_metrics(runs_dir: Path, loop: List[str]) -> 
         assert p.returncode == 2 and "is an axis" in p.stderr, p.stderr
     header = run_cli(runs_dir, "runs").stdout.splitlines()[0].split()
     assert "step" not in header and "epoch" not in header
+    cmp = j(run_cli(runs_dir, "compare", "latest~1", "latest", "--json").stdout)
+    assert "step" not in [m["path"] for m in cmp["metrics"]] and [m["path"] for m in cmp["axes"]] == ["epoch", "step"]
     hist = j(run_cli(runs_dir, "history", "latest", "val_loss", "--json").stdout)
     assert [p["step"] for p in hist["points"]] == [0, 1, 2, 3]
 

@@ -282,6 +282,48 @@ def toplevel(cwd: str) -> Optional[str]:
         return None
 
 
+def main_worktree(cwd: str) -> Optional[str]:
+    """The top level of the repository's main worktree (shared by its linked worktrees); for a bare
+    repository with linked worktrees, the folder holding the bare repository. None outside a work tree.
+    Never a path inside a .git folder: then the current work tree's top level."""
+    try:
+        if not os.path.isdir(cwd):
+            return None
+        out = _git(["rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel"], cwd, check=False)
+        lines = os.fsdecode(out.stdout).splitlines()
+        if out.returncode != 0 or len(lines) < 2:
+            return None
+        common, top = lines[0], lines[1]
+        main = os.path.dirname(common) if os.path.basename(common) == ".git" else None
+        if main is None:
+            first = worktrees(cwd)[:1]
+            if not first:
+                return top
+            main = os.path.dirname(first[0]["path"]) if first[0]["bare"] else first[0]["path"]
+        if ".git" in os.path.normpath(main).split(os.sep):
+            return top
+        return main
+    except Exception:
+        return None
+
+
+def worktrees(cwd: str) -> List[Dict[str, Any]]:
+    """Every worktree of the repository at ``cwd``, the main one first: {path, bare}; [] on failure."""
+    try:
+        out = _git(["worktree", "list", "--porcelain", "-z"], cwd, check=False)
+    except Exception:
+        return []
+    if out.returncode != 0:
+        return []
+    found: List[Dict[str, Any]] = []
+    for field in os.fsdecode(out.stdout).split("\0"):
+        if field.startswith("worktree "):
+            found.append({"path": field[len("worktree "):], "bare": False})
+        elif field == "bare" and found:
+            found[-1]["bare"] = True
+    return found
+
+
 def resolve_commit(repo: str, rev: str) -> str:
     """The full object name of the commit ``rev`` names; GitError if there is none."""
     _check_rev(rev)

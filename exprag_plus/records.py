@@ -172,8 +172,11 @@ def is_axis(path: str) -> bool:
 
 
 def is_text_entry(entry: Any) -> bool:
-    """A summary entry of a text or boolean path (it has a last value but no min/max)."""
-    return isinstance(entry, dict) and "min" not in entry and "max" not in entry
+    """A summary entry of a text or boolean path (no min/max, and its last value is not a number)."""
+    if not isinstance(entry, dict) or "min" in entry or "max" in entry:
+        return False
+    last = entry.get("last")
+    return not is_number(NONFINITE.get(last, last) if isinstance(last, str) else last)
 
 
 def is_number(x: Any) -> bool:

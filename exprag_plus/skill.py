@@ -54,10 +54,14 @@ exprag-plus keys --json
 ```json
 {"runs": 12, "fields": ["id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host", "replay_of"],
  "metadata": {"hparams.lr": {"runs": 12, "distinct": 7, "values": [0.01, 0.1, 0.003, 0.03, 1.0]}},
- "metrics": {"metrics.val_acc": {"runs": 11, "min": 0.41, "max": 0.93}}}
+ "metrics": {"metrics.val_acc": {"runs": 11, "kind": "number", "min": 0.41, "max": 0.93},
+             "decision": {"runs": 5, "kind": "text", "values": ["kept", "discarded"]}},
+ "axes": {"step": {"runs": 12, "kind": "number", "min": 0, "max": 1999}}}
 ```
 
-`values` shows the first 5 distinct values; `distinct` says how many there are.
+`values` shows the first 5 distinct values; `distinct` says how many there are. Text and boolean values
+a script tracked are data too (`kind: text`, their last value). `axes` are step counters (`step`, `epoch`,
+`iteration`, `iter`, `global_step`): the x of histories, never a metric to rank.
 
 A run reference `<run>` is a full id, a unique prefix, a unique suffix of 6+ characters (the short id),
 `latest`, or `latest~N` (N runs before the latest).
@@ -100,7 +104,7 @@ exprag-plus diff latest~1 latest --stat
 ```json
 {"a": {"short_id": "..."}, "b": {"short_id": "..."},
  "metadata": [{"path": "hparams.lr", "a": 0.01, "b": 0.1, "only_in": null}],
- "metrics": [{"path": "metrics.val_acc", "a": 0.88, "b": 0.93, "delta": 0.05}],
+ "metrics": [{"path": "metrics.val_acc", "a": 0.88, "b": 0.93, "delta": 0.05}], "axes": [{"path": "step", "a": 19, "b": 9}],
  "code": {"a": {"commit": "...", "branch": "main", "dirty": false, "base_commit": "..."}, "b": {}, "same_commit": false}}
 ```
 
@@ -152,7 +156,9 @@ exprag-plus show <run> --json
  "metadata": {"hparams": {"lr": 0.01}}, "process": {"argv": ["train.py", "--lr", "0.01"], "cwd": "..."},
  "host": {"hostname": "gpu1"}, "git": {"commit": "...", "base_commit": "...", "status": [" M train.py"]},
  "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
- "records": {"run_start": 1, "track": 20, "run_end": 1}, "path": ".runs/....jsonl"}
+ "records": {"run_start": 1, "track": 20, "run_end": 1, "note": 2}, "path": ".runs/....jsonl",
+ "tags": ["keep"], "latest_note": {"time": "...", "kind": "decision", "text": "keep: lr 0.01 beat 0.1"},
+ "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}]}
 ```
 
 **Where is the code of a run?** Restore it into a new git worktree: the user's checkout, index and

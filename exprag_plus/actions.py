@@ -48,8 +48,9 @@ Rules a user can rely on:
   script must keep its experiment under ``if __name__ == "__main__":`` (an `Experiment` created while
   loading an action is refused, so a forgotten guard is an error rather than a second run).
 * Classes are imported with the run's script folder, working directory and git top level on
-  `sys.path`, from the current code, or with ``code="run"`` from the run's own commit in a temporary
-  git worktree.
+  `sys.path`, taken relative to the run's top level (or folder) and placed in the current project (the
+  current git top level, else the current folder), or with ``code="run"`` in the run's own commit in a
+  temporary git worktree; a path the run file names is never imported from as it stands.
 
 A custom backend (a web form, a chat bot) subclasses `Interaction` and overrides `ask`; prefilled
 answers, validation, defaults and recording then come for free::
@@ -602,25 +603,23 @@ def action_records(recs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return {k: v for k, v in out.items() if v["record"] is not None}
 
 
+def _may_be_action(line: bytes) -> bool:
+    """Whether a line can hold an action record however it is spelled: the word, or a \\u escape."""
+    return b"action" in line or b"\\u" in line
+
+
 def scan_file(path: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
     """(run_start, action_records) of one run file, parsing only the lines that can be action records."""
     from . import store
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if b'"type":"action' not in data:
-        nl = data.find(b"\n")
-        first = data if nl < 0 else data[:nl]
-        return store.parse_line(first, path, 1, nl < 0), {}
     recs = []
     start = None
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines):
-        if i == 0 or b'"type":"action' in line:
-            rec = store.parse_line(line, path, i + 1, i == len(lines) - 1)
+    for lineno, line, last in store.iter_lines(path):
+        if lineno == 1 or _may_be_action(line):
+            rec = store.parse_line(line, path, lineno, last)
             if rec is None:
                 continue
-            if i == 0 and rec.get("type") == "run_start":
+            if lineno == 1 and rec.get("type") == "run_start":
                 start = rec
             recs.append(rec)
     return start, action_records(recs)
@@ -724,7 +723,10 @@ def _under(path: str, folder: str) -> bool:
 
 
 class _Code:
-    """The run's recorded places (cwd, script folder, git top level), mapped into a worktree for code="run"."""
+    """The run's recorded places (cwd, script folder, git top level) mapped to where code may be imported
+    from: the current project (the current git top level, else the current folder) for code="current",
+    the run's checked-out commit for code="run". A run file is data, possibly copied from elsewhere: a
+    path it names is never imported from as such."""
 
     def __init__(self, run: "Run", mode: str, keep: bool) -> None:
         if mode not in ("current", "run"):
@@ -741,6 +743,8 @@ class _Code:
         self.top = top
         self.worktree: Optional[str] = None
         self.commit: Optional[str] = None
+        here = os.getcwd()
+        self.here = git.toplevel(here) or here  # where current code lives
 
     def open(self) -> None:
         if self.mode != "run":
@@ -752,7 +756,11 @@ class _Code:
         if not g.get("commit"):
             raise ValueError(f"run {self.run.short_id} has no commit holding its code "
                              f"({self.run.git_error or 'snapshot failed'}): use --code current")
-        repo = self.top if self.top and os.path.isdir(self.top) and git.toplevel(self.top) else git.toplevel(os.getcwd())
+        here = git.toplevel(os.getcwd())
+        if here and git.commit_exists(here, g["commit"]):
+            repo: Optional[str] = here
+        else:
+            repo = self.top if self.top and os.path.isdir(self.top) and git.toplevel(self.top) else here
         if not repo:
             raise git.GitError(f"the run's repository {self.top or '(unknown)'} is gone and the current folder "
                                "is not in a git repository")
@@ -769,13 +777,20 @@ class _Code:
             self.worktree = None
 
     def map(self, path: Optional[str]) -> Optional[str]:
-        """Where a recorded path is now: itself for current code, its twin in the worktree for run code."""
-        if not path or self.mode != "run" or not self.worktree or not self.top:
-            return path
-        if not _under(path, self.top):
-            return path
-        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.top))
-        return os.path.normpath(os.path.join(self.worktree, rel))
+        """Where a recorded path's code is now: its twin under the current project (current code) or in
+        the worktree (run code); None when it has none there."""
+        if not path:
+            return None
+        if self.mode == "run":
+            base, target = self.top, self.worktree
+        else:
+            base, target = self.top or self.cwd, self.here
+        if not base or not target:
+            return None
+        if _under(path, base):
+            rel = os.path.relpath(os.path.realpath(path), os.path.realpath(base))
+            path = os.path.normpath(os.path.join(target, rel))
+        return path if _under(path, target) else None
 
     def search_path(self) -> List[str]:
         """sys.path entries: the run's script folder (its sys.path[0]), working directory and git top level."""
@@ -972,16 +987,15 @@ def _load(run: "Run", name: str, record: Dict[str, Any], code: _Code, saved: Dic
     if not module or not qual:
         raise ActionLoadError(name, class_path, "the record's class is not 'module:QualName'")
     file = record.get("file") if isinstance(record.get("file"), str) else None
-    if file is not None:  # a run file is data: it never gets code imported from elsewhere
-        if code.mode == "run" and not (code.top and _under(file, code.top)):
+    mapped = code.map(file)
+    if file is not None and mapped is None:  # a run file is data: it never gets code imported from elsewhere
+        if code.mode == "run":
             raise ActionLoadError(name, class_path, f"its script {file} is outside the run's repository "
                                   f"{code.top or '(unknown)'}, so the run's commit does not hold it; use --code current")
-        folders = code.search_path()
-        if not any(_under(code.map(file) or file, f) for f in folders):
-            raise ActionLoadError(name, class_path, f"its script {file} is outside the run's recorded folders "
-                                  f"({', '.join(folders) or 'none left'}); it is not imported")
+        raise ActionLoadError(name, class_path, f"its script {file} is outside the current project {code.here} "
+                              "(current code is imported only from there); it is not imported")
     with _sys_path(code.search_path()):
-        mod = _import_module(name, module, class_path, code.map(file), code, saved)
+        mod = _import_module(name, module, class_path, mapped, code, saved)
     try:
         cls = _resolve_qualname(mod, qual)
     except AttributeError:

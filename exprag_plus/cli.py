@@ -49,8 +49,17 @@ def count(text: str) -> int:
     return n
 
 
+_held_notes: Optional[List[str]] = None
+
+
 def note(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr)
+    """A line on stderr; while `main` runs a command it is held until the end, so that an input error
+    (exit 2) stays one line instead of following notes about work that then did not happen."""
+    line = f"{PROG}: {text}"
+    if _held_notes is None:
+        print(line, file=sys.stderr)
+    else:
+        _held_notes.append(line)
 
 
 def emit_json(data: Any) -> None:
@@ -184,7 +193,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     lines = [f"run       {res['id']} ({res['short_id']})  {res['name']!r}",
              f"status    {res['status']}" + (f" after {res['duration_s']} s" if res["duration_s"] is not None else ""),
              f"started   {when(res['started'])} UTC on {res['host'].get('hostname', '?')}",
-             f"command   {' '.join(proc.get('argv') or [])}  (cwd {proc.get('cwd', '?')})"]
+             f"command   {' '.join(map(str, proc.get('argv') or []))}  (cwd {proc.get('cwd', '?')})"]
     if res["replay_of"]:
         lines.append(f"replay of {res['replay_of']}")
     if not res["git"]:
@@ -197,7 +206,8 @@ def cmd_show(args: argparse.Namespace) -> None:
     if res["git_error"] and res["git"]:
         lines.append(f"git error {res['git_error']}")
     if res["error"]:
-        lines.append(f"error     {res['error'].get('type')}: {res['error'].get('message')}")
+        err = res["error"]
+        lines.append(f"error     {err.get('type') + ': ' if isinstance(err.get('type'), str) else ''}{err.get('message')}")
     md = dict(query._flat(res["metadata"]))
     if md:
         lines.append("metadata  " + "\n          ".join(f"{k} = {num(v)}" for k, v in md.items()))
@@ -381,6 +391,19 @@ def _warning_line(message: Any, category: Any, filename: str, lineno: int, file:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global _held_notes
+    _held_notes = []
+    try:
+        rc = _main(argv)
+    finally:
+        held, _held_notes = _held_notes, None
+    if rc != 2:
+        for line in held:
+            print(line, file=sys.stderr)
+    return rc
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     warnings.showwarning = _warning_line
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -37,7 +37,9 @@ def cmd_diff(args: argparse.Namespace) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
-    res = codestate.restore(_run(args, args.run), args.into, args.checkout)
+    if args.force and not args.checkout:
+        raise ValueError("--force only applies to --checkout (a new worktree never overwrites anything)")
+    res = codestate.restore(_run(args, args.run), args.into, args.checkout, force=args.force)
     if args.json:
         return emit_json(res)
     if res["checked_out"]:
@@ -83,7 +85,10 @@ def cmd_gc(args: argparse.Namespace) -> None:
         print(f"{verb} {ref}")
     for f in res["failed"]:
         note(f"could not delete {f['ref']}: {f['error']}")
-    print(f"{verb} {len(res['deleted'])} snapshot branch(es); kept {res['kept']} of runs that still exist")
+    for r in res["not_ours"]:
+        print(f"left alone {r['ref']}: {r['reason']}")
+    print(f"{verb} {len(res['deleted'])} snapshot branch(es); kept {res['kept']} of runs that still exist "
+          f"(looked in {', '.join(res['searched']) or 'no runs folder'})")
     if res["failed"]:
         raise Failure(f"{len(res['failed'])} branch(es) could not be deleted")
 
@@ -98,9 +103,12 @@ def register(commands: Commands) -> None:
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("--into", metavar="DIR", help="where the worktree goes (must not exist or be empty)")
     sp.add_argument("--checkout", action="store_true",
-                    help="switch the current checkout to the run's commit instead (refused unless the tree is clean)")
+                    help="switch the current checkout to the run's commit instead (refused unless the tree is clean, "
+                         "and when it would overwrite untracked or ignored files)")
+    sp.add_argument("--force", action="store_true",
+                    help="with --checkout: overwrite untracked or ignored files the run's commit holds")
     sp = commands.add("replay", _guard(cmd_replay), "re-run a run's command on its own code, in a new worktree")
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("--dry-run", action="store_true", help="print what would run")
-    sp = commands.add("gc", _guard(cmd_gc), "delete run/<id> snapshot branches whose run files are gone")
+    sp = commands.add("gc", _guard(cmd_gc), "delete the run/<id> snapshot branches exprag-plus made whose runs are gone")
     sp.add_argument("--dry-run", action="store_true", help="list them without deleting")

@@ -12,13 +12,26 @@ import re
 import sys
 from typing import Any, Dict, List
 
-from . import ids, plot, query, report, store
+from . import ids, plot, query, records, report, store
 from .cli import Commands, UsageError, _root, count, emit_json, note
 from .files import write_atomic
 from .query import NoResult
 
 DEFAULT_LIMIT = 10
 WHERE_HELP = "PATH OP VALUE, OP one of = != < <= > >= ~ (regex); repeat to AND"
+
+
+def pixels(lo: int, hi: int) -> Any:
+    """An argparse type: a whole number of pixels in lo..hi (a huge picture would take minutes to draw)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid size {text!r}: give a whole number of pixels, {lo} to {hi}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"size {n} is out of range: give {lo} to {hi} pixels")
+        return n
+    return parse
 
 
 def default_svg_name(metric: str) -> str:
@@ -41,19 +54,25 @@ def _pick(args: argparse.Namespace) -> List[store.Run]:
     return store.load_runs(root)
 
 
+def _target(path: str) -> str:
+    """The absolute output path, checked before any work (a bad -o is an input error, exit 2)."""
+    full = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise UsageError(f"-o {path!r} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {path!r}: there is no folder {folder}")
+    return full
+
+
 def _write(path: str, text: str) -> str:
     """Write atomically; returns the absolute path. Replacing an existing file is said on stderr."""
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return "-"
-    full = os.path.abspath(os.path.expanduser(path))
-    folder = os.path.dirname(full)
+    full = _target(path)
     existed = os.path.exists(full)
-    if os.path.isdir(full):
-        raise UsageError(f"-o {path!r} is a folder; give a file name")
-    if not os.path.isdir(folder):
-        raise UsageError(f"-o {path!r}: there is no folder {folder}")
     write_atomic(full, text)
     if existed:
         note(f"replaced {path}")
@@ -63,7 +82,7 @@ def _write(path: str, text: str) -> str:
 def _ordered(runs: List[store.Run], explicit: bool, limit: int, what: str) -> List[store.Run]:
     if explicit:
         return runs
-    runs = sorted(runs, key=lambda r: (r.started, r.run_id))
+    runs = sorted(runs, key=store.Run.order)
     if limit > 0 and len(runs) > limit:
         note(f"{what} the latest {limit} of {len(runs)} runs; name runs, narrow with --where, or use --limit 0 for all")
         runs = runs[-limit:]
@@ -74,11 +93,15 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
     metric = args.metric
+    if args.output != "-":
+        _target(args.output or default_svg_name(metric))
     runs = _pick(args)
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    metric = records.normal_path(metric)
     query.check_rankable(metric, runs, axis_ok=True)
     if args.x not in ("step", "elapsed"):
         query.check_path(args.x, runs, f"--x {args.x!r}", metric_only=True)
+        args.x = records.normal_path(args.x)
     runs = query.select(runs, args.where)
     missing = [r for r in runs if metric not in r.summary]
     runs = [r for r in runs if metric in r.summary]
@@ -117,6 +140,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the page to stdout, which --json needs for itself; give a file name")
+    if args.output != "-":
+        _target(args.output)
     runs = _pick(args)
     if not runs:
         raise NoResult(f"no runs in {_root(args)}")
@@ -154,8 +179,10 @@ def register(commands: Commands) -> None:
                     help="where to write (default: METRIC.svg here, replaced if it exists; - for stdout)")
     sp.add_argument("--limit", type=count, default=DEFAULT_LIMIT, metavar="N",
                     help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
-    sp.add_argument("--width", type=int, default=900, metavar="PX", help="picture width (default 900)")
-    sp.add_argument("--height", type=int, default=460, metavar="PX", help="picture height (default 460)")
+    sp.add_argument("--width", type=pixels(*plot.WIDTH_RANGE), default=900, metavar="PX",
+                    help=f"picture width, {plot.WIDTH_RANGE[0]} to {plot.WIDTH_RANGE[1]} (default 900)")
+    sp.add_argument("--height", type=pixels(*plot.HEIGHT_RANGE), default=460, metavar="PX",
+                    help=f"picture height, {plot.HEIGHT_RANGE[0]} to {plot.HEIGHT_RANGE[1]} (default 460)")
     sp = commands.add("report", cmd_report, "write one static HTML page of runs: metadata, code state, final "
                                             "metrics with the best marked, a plot per metric")
     sp.add_argument("runs", metavar="RUN", nargs="*", help="runs to include (default: the latest --limit runs)")

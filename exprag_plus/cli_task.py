@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from .cli import Commands, Failure, UsageError, emit_json, note
 from .experiment import Experiment
+from .redact import redact_mapping, redact_text, secret_values
 
 if TYPE_CHECKING:
     from .schema import TaskSchema
@@ -71,17 +72,19 @@ def cmd_run(args: argparse.Namespace) -> None:
         return
     for e in elements:
         schema.resolve_commands(e)  # every element's inputs are checked before anything runs
-    meta = {"task": {"file": os.path.abspath(args.file), "objective": schema.objective, "inputs": given,
-                     "each": args.each}}
+    known = secret_values({"inputs": given, "elements": [schema.resolve_inputs(e) for e in elements]})
+    meta = {"task": {"file": os.path.abspath(args.file), "objective": schema.objective,
+                     "inputs": redact_mapping(given, known), "each": args.each}}
     results: List[Dict[str, Any]] = []
     with Experiment(args.name or f"task {schema.objective}", metadata=meta, root=getattr(args, "root", None)) as exp:
         for e in elements:
             try:
                 outputs = exp.run_task(schema, e, timeout=args.timeout)
-                results.append({"inputs": schema.resolve_inputs(e), "outputs": outputs, "status": "ok"})
+                results.append({"inputs": redact_mapping(schema.resolve_inputs(e), known), "outputs": outputs,
+                                "status": "ok"})
             except TaskFailed as exc:
-                results.append({"inputs": exc.result.inputs, "outputs": exc.result.outputs, "status": "failed",
-                                "error": str(exc)})
+                results.append({"inputs": redact_mapping(exc.result.inputs, known), "outputs": exc.result.outputs,
+                                "status": "failed", "error": redact_text(str(exc), known)})
                 if not args.keep_going:
                     break
     failed = [r for r in results if r["status"] != "ok"]

@@ -2,7 +2,7 @@
 
 Built on git.py (every git call) and store.py (the records); the CLI and the MCP server format what
 these functions return. Nothing here changes the user's checkout, except `restore(..., checkout=True)`,
-which git.checkout refuses on a dirty tree.
+which git.checkout refuses on a dirty tree or (unless forced) when it would replace untracked or ignored files.
 """
 
 from __future__ import annotations
@@ -71,14 +71,22 @@ def diff(a: Run, b: Optional[Run] = None, *, stat: bool = False, max_lines: Opti
             "lines": len(lines), "truncated": truncated, "diff": text}
 
 
-def restore(run: Run, into: Optional[str] = None, checkout: bool = False) -> Dict[str, Any]:
+class WouldOverwrite(ValueError):
+    """`restore --checkout` would replace files git does not track: refused (exit 2) unless forced."""
+
+
+def restore(run: Run, into: Optional[str] = None, checkout: bool = False, force: bool = False) -> Dict[str, Any]:
     """The run's exact code in a new worktree (the checkout is untouched), or, with `checkout`, in the
-    current checkout when it is clean."""
+    current checkout when it is clean and (unless `force`) no untracked or ignored file would be replaced."""
     commit = commit_of(run)
     repo = _repo(run)
     subdir = (run.git or {}).get("subdir") or ""
     if checkout:
-        git.checkout(repo, commit)
+        try:
+            git.checkout(repo, commit, force=force)
+        except git.WouldOverwrite as exc:
+            raise WouldOverwrite(f"restore --checkout refused: {exc}; move them away, or pass --force to "
+                                 "overwrite them") from None
         return {"run_id": run.run_id, "commit": commit, "path": repo, "cwd": _under(repo, subdir),
                 "checked_out": True}
     path = git.add_worktree(repo, commit, into)
@@ -135,29 +143,61 @@ def replay(run: Run, runs_dir: str, *, dry_run: bool = False, stdout: Any = None
             "new_run": replays[-1] if replays else None}
 
 
+def _known_runs_folders(runs_dir: str, repo: str) -> List[str]:
+    """Every runs folder gc can know of: this one, $EXPRAG_PLUS_DIR, each worktree's default `.runs`
+    (the main worktree's included)."""
+    folders = [runs_dir]
+    env = os.environ.get(ids.ENV_DIR)
+    if env:
+        folders.append(os.path.abspath(env))
+    folders += [os.path.join(w["path"], ids.RUNS_DIRNAME) for w in git.worktrees(repo) if w["path"]]
+    out: List[str] = []
+    for f in folders:
+        if os.path.isdir(f) and not any(os.path.realpath(f) == os.path.realpath(o) for o in out):
+            out.append(f)
+    return out
+
+
 def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict[str, Any]:
-    """Delete snapshot refs (run/<id>) whose run files no longer exist in `runs_dir`."""
+    """Delete the snapshot refs exprag-plus made (`run/<id>` pointing at the snapshot commit it wrote for
+    that id) whose run exists in no runs folder gc can know of and whose commit no run records.
+
+    Any other ref under `run/` (a user's branch, a snapshot branch with new commits on it) is left alone,
+    and so is everything outside `refs/heads/run/` and `refs/exprag-plus/run/`. A dry run lists exactly
+    what a real one deletes."""
     repo = repo or git.toplevel(os.getcwd())
     if not repo:
         raise ValueError("the current folder is not in a git repository: run gc inside the project")
-    have = {os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)}
-    refs = git.run_branches(repo)
-    if not have and refs:
-        raise ValueError(f"no run files in {runs_dir}; refusing to delete all {len(refs)} run branches "
-                         "(is --root right?)")
-    orphans = [(ref, rid) for ref, rid in refs if rid not in have]
+    refs = git.snapshot_refs(repo)
+    folders = _known_runs_folders(runs_dir, repo)
+    files = [p for f in folders for p in ids.run_files(f)]
+    have = {os.path.basename(p)[: -len(ids.SUFFIX)] for p in files}
+    checked_out = {w["branch"] for w in git.worktrees(repo) if w["branch"]}
+    ours = [r for r in refs if r["ours"] and ids.is_run_id(r["run_id"])]
+    not_ours = [{"ref": r["ref"], "reason": "not a snapshot exprag-plus made for that run id"}
+                for r in refs if r not in ours]
+
+    def needed(r: Dict[str, Any]) -> bool:
+        recorded = r["runs_dir"]
+        return (r["run_id"] in have or r["ref"] in checked_out
+                or bool(recorded and os.path.isfile(os.path.join(recorded, r["run_id"] + ids.SUFFIX))))
+
+    orphans = [r for r in ours if not needed(r)]
     if orphans:  # a replay records its original's snapshot commit: that code must stay reachable
-        used = {(r.git or {}).get("commit") for r in (Run.read(p) for p in ids.run_files(runs_dir))}
-        orphans = [(ref, rid) for ref, rid in orphans if git.resolve_commit(repo, ref) not in used]
+        used = {(run.git or {}).get("commit") for run in (Run.read(p) for p in files)}
+        orphans = [r for r in orphans if r["commit"] not in used]
+    if orphans and not ids.run_files(runs_dir):
+        raise ValueError(f"no run files in {runs_dir}; refusing to delete {len(orphans)} snapshot ref(s) "
+                         "(is --root right?)")
     deleted, failed = [], []
-    for ref, rid in orphans:
+    for r in orphans:
         if dry_run:
-            deleted.append(ref)
+            deleted.append(r["ref"])
             continue
         try:
-            git.delete_ref(repo, ref)
-            deleted.append(ref)
+            git.delete_ref(repo, r["ref"], r["commit"])
+            deleted.append(r["ref"])
         except git.GitError as exc:
-            failed.append({"ref": ref, "error": str(exc)})
-    return {"repo": repo, "runs_dir": runs_dir, "dry_run": dry_run, "deleted": deleted, "failed": failed,
-            "kept": len(refs) - len(orphans)}
+            failed.append({"ref": r["ref"], "error": str(exc)})
+    return {"repo": repo, "runs_dir": runs_dir, "searched": folders, "dry_run": dry_run, "deleted": deleted,
+            "failed": failed, "kept": len(ours) - len(orphans), "not_ours": not_ours}

@@ -23,10 +23,14 @@ from typing import Any, Deque, Dict, Optional, Tuple
 from . import git, ids, records, store
 from .appender import LineWriter, append_record, encode_line, new_run_guard
 from .records import Summary, dumps, to_json
+from .redact import has_secret_key, redact_mapping, redact_text, secret_values
 
 __all__ = ["Experiment", "TrackingWarning", "append_record", "current"]
 
 ENV_REPLAY_OF = "EXPRAG_PLUS_REPLAY_OF"
+# Set by `exprag-plus run`: the run file that the first Experiment of the wrapped command joins.
+ENV_RUN = "EXPRAG_PLUS_RUN"
+JOINED_MARK = "joined"
 _TRACEBACK_TAIL = 4000
 _DELETED_CHECK_S = 1.0
 
@@ -56,6 +60,7 @@ class Experiment:
         snapshot: bool = True,
         size_cap: int = 10 * 1024 * 1024,
         resume: Optional[str] = None,
+        _start_fields: Optional[Dict[str, Any]] = None,
     ) -> None:
         new_run_guard()
         self._t0 = time.perf_counter()
@@ -74,19 +79,24 @@ class Experiment:
         self._writer: Optional[LineWriter] = None
         self._next_check = 0.0
         self._base_size = 0
+        self.joined = False
+        self._recount = False
         self.name = str(name)
         self.metadata = to_json(metadata if metadata is not None else {})
         self.root = ids.runs_dir(root)
         ids.ensure_runs_dir(self.root)
         cwd = os.getcwd()
-        if resume is not None:
+        target = _join_target() if resume is None else None
+        if target is not None:
+            self._join(target, cwd)
+        elif resume is not None:
             self._resume(resume, cwd)
         else:
-            self._start(cwd, snapshot, size_cap)
+            self._start(cwd, snapshot, size_cap, _start_fields or {})
         _open.add(self)
         _install_hooks()
 
-    def _start(self, cwd: str, snapshot: bool, size_cap: int) -> None:
+    def _start(self, cwd: str, snapshot: bool, size_cap: int, extra: Dict[str, Any]) -> None:
         self.run_id = ids.new_run_id()
         self.path = os.path.join(self.root, self.run_id + ids.SUFFIX)
         # The code state first, the file second: a run file is never seen without its run_start.
@@ -97,7 +107,7 @@ class Experiment:
         fields: Dict[str, Any] = {
             "format": records.FORMAT,
             "name": self.name,
-            "metadata": self.metadata,
+            "metadata": redact_mapping(self.metadata),
             "process": _process_info(cwd),
             "host": _host_info(),
             "git": state,
@@ -107,6 +117,7 @@ class Experiment:
         replay_of = os.environ.get(ENV_REPLAY_OF, "")
         if ids.is_run_id(replay_of):
             fields["replay_of"] = replay_of
+        fields.update(extra)
         self._append("run_start", fields)
 
     def _resume(self, ref: str, cwd: str) -> None:
@@ -129,14 +140,45 @@ class Experiment:
         fields: Dict[str, Any] = {"name": self.name, "process": _process_info(cwd), "host": _host_info(),
                                   "previous_status": run.status}
         if self.metadata:
-            fields["metadata"] = self.metadata
+            fields["metadata"] = redact_mapping(self.metadata)
         self._append("resume", fields)
+
+    def _join(self, path: str, cwd: str) -> None:
+        """Record into the run of the `exprag-plus run` wrapper around this process: one experiment, one run.
+
+        The wrapper owns the run (it writes run_end with the exit code); this process adds a `join` record
+        with its name and metadata, then its tracks, each carrying its pid.
+        """
+        start, last_seq = store.start_and_last_seq(path)
+        self.path = path
+        self.root = os.path.dirname(path)
+        self.run_id = str((start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)])
+        self.git = (start or {}).get("git")
+        self.joined = True
+        self._child_pid = os.getpid()
+        self._seq = last_seq + 1
+        started = records.parse_time(str((start or {}).get("time", "")))
+        if started is not None:
+            self._t0 -= max(0.0, time.time() - started)
+        self._writer = LineWriter.open(path)
+        self._base_size = os.fstat(self._writer.fd).st_size
+        try:
+            folder = os.path.join(self.root, self.run_id)
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, JOINED_MARK), "w", encoding="utf-8") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            pass
+        self._append("join", {"name": self.name, "metadata": redact_mapping(self.metadata),
+                              "process": _process_info(cwd)})
 
     # --- writing -----------------------------------------------------------------------------
 
     def track(self, value: Any, note: Optional[str] = None) -> None:
         """Append a `track` record; returns once the line has reached the OS. Never raises on a value."""
         try:
+            if type(value) is dict and has_secret_key(value):
+                value = redact_mapping(value)
             try:
                 vtext = dumps(value)
             except (TypeError, ValueError, OverflowError, RecursionError):
@@ -160,6 +202,10 @@ class Experiment:
     def close(self) -> None:
         """Write `run_end` (completed) and fsync; further calls do nothing."""
         self._finish("completed", None)
+
+    def end(self, status: str, error: Optional[Dict[str, Any]] = None, **fields: Any) -> None:
+        """Write `run_end` with this status and extra fields (the `run` wrapper's exit code and output)."""
+        self._finish(status, error, fields)
 
     def __enter__(self) -> "Experiment":
         return self
@@ -203,6 +249,7 @@ class Experiment:
                     self._write_one(*self._pending.popleft())
             except BaseException as exc:  # a signal handler raised through a write: finish the queue first
                 raised = raised or exc
+                self._recount = True
             finally:
                 self._draining = False
         if self._closed:
@@ -261,13 +308,14 @@ class Experiment:
                        "records written since go nowhere", key="deleted")
 
     def _final_summary(self) -> Dict[str, Dict[str, Any]]:
-        """The summary of what the file holds: re-read when another process (a forked child) wrote to it."""
+        """The summary of what the file holds: re-read when another process (a forked child) wrote to it,
+        or when an exception from a signal handler cut a write short of its bookkeeping."""
         writer = self._writer
         try:
             foreign = writer is not None and os.fstat(writer.fd).st_size != self._base_size + writer.written
         except OSError:
             foreign = False
-        if foreign:
+        if foreign or self._recount:
             try:
                 acc = Summary()
                 for rec in store.iter_records(self.path):
@@ -278,9 +326,12 @@ class Experiment:
                 pass
         return self._summary.to_dict()
 
-    def _finish(self, status: str, error: Optional[Dict[str, Any]]) -> None:
+    def _finish(self, status: str, error: Optional[Dict[str, Any]], extra: Optional[Dict[str, Any]] = None) -> None:
         if self._closed:
             return
+        if self.joined and os.getpid() == self._child_pid:
+            # The wrapper ends the run; a joined process says how it ended, then lets go.
+            self._append("join_end", {"status": status, "error": error})
         if self._child_pid is not None:
             # A forked child never ends its parent's run; it only lets go of the descriptor.
             with self._lock:
@@ -288,7 +339,7 @@ class Experiment:
             self._release()
             return
         self._check_file()
-        self._append("run_end", {"status": status, "error": error})
+        self._append("run_end", {"status": status, "error": error, **(extra or {})})
 
     def _release(self) -> None:
         self._closed = True
@@ -322,6 +373,7 @@ class Experiment:
             result = schema.run(inputs, workdir, timeout=timeout)
         except TaskFailed as exc:
             self._append("task", {"index": index, "workdir": workdir, **exc.result.to_record()})
+            exc.args = (redact_text(str(exc), secret_values(exc.result.inputs)),)  # it may end up in run_end
             raise
         self._append("task", {"index": index, "workdir": workdir, **result.to_record()})
         return result.outputs
@@ -368,6 +420,18 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment({self.name!r}, run_id={self.run_id!r}, path={self.path!r})"
+
+
+def _join_target() -> Optional[str]:
+    """The wrapper's run file, taken once: later Experiments and child processes start their own runs."""
+    path = os.environ.pop(ENV_RUN, "")
+    if not path:
+        return None
+    if not (path.endswith(ids.SUFFIX) and os.path.isfile(path)):
+        warnings.warn(f"exprag-plus: ${ENV_RUN} names no run file ({path!r}); starting a run of its own",
+                      TrackingWarning, stacklevel=3)
+        return None
+    return os.path.abspath(path)
 
 
 def current() -> Optional[Experiment]:

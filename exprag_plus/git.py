@@ -1,8 +1,10 @@
 """Every git subprocess call of exprag-plus: state, snapshot, diff, restore.
 
 Git runs through ``subprocess`` only (no shell, no git library): every call goes through :func:`_git`
-(or :class:`_Procs` for concurrent ones) as ``git --no-optional-locks -c core.hooksPath=/dev/null
--c commit.gpgsign=false -c gc.auto=0 ...`` with ``LC_ALL=C`` and ``GIT_TERMINAL_PROMPT=0``. The variables
+(or :class:`_Procs` for concurrent ones) as ``git --no-pager --no-optional-locks -c core.hooksPath=/dev/null
+-c core.fsmonitor= -c commit.gpgsign=false -c gc.auto=0 ...`` with ``LC_ALL=C`` and
+``GIT_TERMINAL_PROMPT=0``, and diffs with ``--no-ext-diff --no-textconv``: no hook, fsmonitor, pager,
+external diff or textconv program runs (clean/smudge filters do, as ``git add`` would). The variables
 that would point git at another repository, index or ref namespace (``GIT_DIR``, ``GIT_INDEX_FILE``,
 ``GIT_WORK_TREE``, ``GIT_NAMESPACE``, ... which git sets inside hooks) are dropped: the repository is
 always the one containing the directory given. This module never runs a repository hook. Git >= 2.17.
@@ -31,7 +33,8 @@ Choices made here:
 * Left out of a snapshot, with a reason in ``skipped``: untracked files over ``size_cap`` (tracked files
   are always included), untracked nested repositories (not submodules). Left out silently: ignored files
   and anything in the runs folder (compared by real path, so also through symlinks), which also does
-  not count as dirty. Submodules are recorded as the gitlink of their checked-out HEAD, never recursed.
+  not count as dirty. Submodules are recorded as the gitlink of their checked-out HEAD, never recursed;
+  uncommitted changes inside one are named in ``skipped``.
 * ``add_worktree`` defaults to ``<git common dir>/exprag-plus-worktrees/<12 hex>-<n>``.
 """
 from __future__ import annotations
@@ -46,6 +49,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "GitError",
+    "WouldOverwrite",
     "toplevel",
     "capture_state",
     "diff",
@@ -53,6 +57,8 @@ __all__ = [
     "remove_worktree",
     "checkout",
     "run_branches",
+    "snapshot_refs",
+    "worktrees",
     "delete_ref",
     "commit_exists",
     "resolve_commit",
@@ -70,6 +76,10 @@ FALLBACK_EMAIL = "exprag-plus@localhost"
 RUN_REF_PREFIX = "refs/heads/run/"
 FALLBACK_REF_PREFIX = "refs/exprag-plus/run/"
 WORKTREES_DIRNAME = "exprag-plus-worktrees"  # under the git common dir
+# what tells a snapshot commit exprag-plus wrote (gc deletes nothing else) and where its run file went
+SNAPSHOT_SUBJECT = "exprag-plus: code snapshot for run "
+RUN_TRAILER = "Exprag-Plus-Run"
+RUNS_DIR_TRAILER = "Exprag-Plus-Runs-Dir"
 
 _MODE_TREE = 0o040000
 _MODE_FILE = 0o100644
@@ -94,11 +104,22 @@ _LOCATION_ENV = (
     "GIT_SHALLOW_FILE",
     "GIT_GRAFT_FILE",
     "GIT_QUARANTINE_PATH",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_DIFF_OPTS",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
 )
 
+# Every program a user's or repository's config could make git start is switched off here (hooks, the
+# fsmonitor hook or daemon, a pager); external diff drivers and textconv are off in `_diff`
+# (``--no-ext-diff --no-textconv``). Clean/smudge filters stay on: a snapshot must store what ``git
+# add`` would store (LFS pointers, CRLF normalization).
 _GLOBAL_OPTS = (
+    "--no-pager",
     "--no-optional-locks",
     "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=",
+    "-c", "core.pager=cat",
     "-c", "commit.gpgsign=false",
     "-c", "gc.auto=0",
     "-c", "maintenance.auto=false",
@@ -128,6 +149,7 @@ def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GIT_OPTIONAL_LOCKS"] = "0"
     env["GIT_PAGER"] = "cat"
+    env["PAGER"] = "cat"
     if extra:
         env.update(extra)
     return env
@@ -296,7 +318,7 @@ def main_worktree(cwd: str) -> Optional[str]:
         common, top = lines[0], lines[1]
         main = os.path.dirname(common) if os.path.basename(common) == ".git" else None
         if main is None:
-            first = worktrees(cwd)[:1]
+            first = worktrees(cwd)[:1]  # e.g. a submodule, or a --separate-git-dir repository
             if not first:
                 return top
             main = os.path.dirname(first[0]["path"]) if first[0]["bare"] else first[0]["path"]
@@ -305,23 +327,6 @@ def main_worktree(cwd: str) -> Optional[str]:
         return main
     except Exception:
         return None
-
-
-def worktrees(cwd: str) -> List[Dict[str, Any]]:
-    """Every worktree of the repository at ``cwd``, the main one first: {path, bare}; [] on failure."""
-    try:
-        out = _git(["worktree", "list", "--porcelain", "-z"], cwd, check=False)
-    except Exception:
-        return []
-    if out.returncode != 0:
-        return []
-    found: List[Dict[str, Any]] = []
-    for field in os.fsdecode(out.stdout).split("\0"):
-        if field.startswith("worktree "):
-            found.append({"path": field[len("worktree "):], "bare": False})
-        elif field == "bare" and found:
-            found[-1]["bare"] = True
-    return found
 
 
 def resolve_commit(repo: str, rev: str) -> str:
@@ -625,6 +630,12 @@ def _plan(repo: _Repo, st: _Status, *, cwd: str, runs_dir: Optional[str],
         if mw == 0:
             plan.changes[e.path] = None
         elif mw == _MODE_GITLINK:
+            inside = [what for flag, what in ((e.sub[2:3] == b"M", "modified tracked files"),
+                                              (e.sub[3:4] == b"U", "untracked files")) if flag]
+            if inside:
+                plan.skipped.append({"path": _text(e.path),
+                                     "reason": f"submodule with uncommitted changes ({' and '.join(inside)}); "
+                                               "only its checked-out commit is included"})
             if e.sub[1:2] == b"C" or e.m_index != _MODE_GITLINK or e.kind == "u":
                 plan.submodules.append((e.path, e.h_index if e.m_index == _MODE_GITLINK else ""))
             else:
@@ -1027,11 +1038,16 @@ def _snapshot(repo: _Repo, record: Dict[str, Any], procs: _Procs, p_status: "sub
     else:
         raise GitError(f"unknown snapshot method {method!r}")
     base = st.head
-    lines = [f"exprag-plus: code snapshot for run {run_id}", "",
+    lines = [SNAPSHOT_SUBJECT + run_id, "",
              f"Base: {base or '(none: no commit yet)'}",
              f"Branch: {st.branch or '(detached HEAD)'}"]
     if plan.skipped:
         lines.append(f"Skipped: {len(plan.skipped)} path(s) (see the run record)")
+    lines.append(f"{RUN_TRAILER}: {run_id}")
+    if runs_dir:
+        where = os.path.abspath(os.path.join(cwd, runs_dir))
+        if where.isprintable():
+            lines.append(f"{RUNS_DIR_TRAILER}: {where}")
     args = ["commit-tree", "--no-gpg-sign", tree]
     if base:
         args += ["-p", base]
@@ -1091,7 +1107,8 @@ def diff(
 def _diff(repo: str, left: str, right: str, *, stat: bool, paths: Optional[Sequence[str]],
           skipped: List[Dict[str, str]]) -> str:
     args: List[str] = ["-c", "core.quotePath=false", "-c", "diff.noprefix=false",
-                       "-c", "diff.mnemonicPrefix=false", "diff", "--no-color", "--no-ext-diff"]
+                       "-c", "diff.mnemonicPrefix=false", "diff", "--no-color", "--no-ext-diff",
+                       "--no-textconv"]
     if stat:
         args += ["--stat=1000", "--stat-graph-width=40", "--summary"]
     args += [left, right, "--"]
@@ -1160,11 +1177,81 @@ def _dirty_paths(repo: str) -> List[str]:
     return items
 
 
-def checkout(repo: str, commit: str) -> None:
+class WouldOverwrite(GitError):
+    """A checkout would replace files git does not track (git overwrites ignored ones without a word)."""
+
+    def __init__(self, paths: List[str]) -> None:
+        shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+        super().__init__(f"checkout would overwrite {len(paths)} path(s) that git does not track (ignored or "
+                         f"untracked) and that differ from the commit's: {shown}")
+        self.paths = paths
+
+
+def _blob_oid(repo: _Repo, content: bytes) -> str:
+    h = hashlib.new(repo.algo)
+    h.update(b"blob %d\0" % len(content))
+    h.update(content)
+    return h.hexdigest()
+
+
+def _untracked_in_the_way(repo_dir: str, oid: str) -> List[str]:
+    """Paths on disk, not in the index, that checking ``oid`` out would replace with different content
+    (a file the commit holds, or a file or folder where the commit needs the other)."""
+    repo = _locate(repo_dir)
+    top = repo.top
+    tracked = set(_git(["ls-files", "-z"], top).stdout.split(b"\0"))
+    listing = _git(["ls-tree", "-r", "-z", "--full-tree", oid], top).stdout
+    found: Dict[bytes, None] = {}
+    compare: List[Tuple[bytes, str]] = []
+    for rec in listing.split(b"\0"):
+        if not rec:
+            continue
+        meta, _, path = rec.partition(b"\t")
+        mode, _, blob = meta.split(b" ")
+        if path in tracked:
+            continue
+        parts = path.split(b"/")
+        for k in range(1, len(parts)):
+            pre = b"/".join(parts[:k])
+            full = os.path.join(os.fsencode(top), pre)
+            if pre not in tracked and os.path.lexists(full) and (os.path.islink(full) or not os.path.isdir(full)):
+                found[pre] = None
+        full = os.path.join(os.fsencode(top), path)
+        if not os.path.lexists(full) or int(mode, 8) == _MODE_GITLINK:
+            continue
+        if os.path.isdir(full) and not os.path.islink(full):
+            found[path + b"/"] = None
+        elif int(mode, 8) == _MODE_LINK:  # a file holding the target where symlinks are off
+            if os.path.islink(full):
+                content = os.readlink(full)
+            else:
+                with open(full, "rb") as fh:
+                    content = fh.read()
+            if _blob_oid(repo, content) != blob.decode("ascii"):
+                found[path] = None
+        elif os.path.islink(full):
+            found[path] = None
+        else:
+            compare.append((path, blob.decode("ascii")))
+    if compare:
+        out = _git(["hash-object", "--stdin-paths"], top,
+                   input=b"".join(_stdin_path(p) + b"\n" for p, _ in compare)).stdout.decode("ascii").split()
+        for (path, want), got in zip(compare, out):
+            if got != want:
+                found[path] = None
+    return [_text(p) for p in found]
+
+
+def checkout(repo: str, commit: str, *, force: bool = False) -> None:
     """Check ``commit`` out (detached HEAD) in the checkout at ``repo``, only when nothing but ignored
-    files differs from HEAD; otherwise GitError naming what is dirty."""
+    files differs from HEAD (else GitError naming what is dirty) and, unless ``force``, when no file git
+    does not track would be replaced by a different one (else WouldOverwrite naming them)."""
     _check_repo_dir(repo)
     oid = resolve_commit(repo, commit)
+    if not force:
+        in_the_way = _untracked_in_the_way(repo, oid)
+        if in_the_way:
+            raise WouldOverwrite(in_the_way)
     dirty = _dirty_paths(repo)
     if dirty:
         shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")
@@ -1187,18 +1274,97 @@ def run_branches(repo: str) -> List[Tuple[str, str]]:
     return result
 
 
-def delete_ref(repo: str, ref: str) -> None:
-    """Delete one snapshot ref (``refs/heads/run/<id>``, ``run/<id>`` or ``refs/exprag-plus/run/<id>``).
+def _snapshot_facts(message: str, run_id: str) -> Tuple[bool, Optional[str]]:
+    """(whether ``message`` is the one a snapshot for ``run_id`` gets, the runs folder it names)."""
+    lines = message.splitlines()
+    if not lines or lines[0] != SNAPSHOT_SUBJECT + run_id:
+        return False, None
+    runs_dir = None
+    for line in lines[1:]:
+        key, sep, value = line.partition(": ")
+        if sep and key == RUN_TRAILER and value.strip() != run_id:
+            return False, None
+        if sep and key == RUNS_DIR_TRAILER:
+            runs_dir = value.strip() or None
+    return True, runs_dir
+
+
+def snapshot_refs(repo: str) -> List[Dict[str, Any]]:
+    """Every ref in the snapshot namespaces (``refs/heads/run/*``, ``refs/exprag-plus/run/*``) with
+    ``ours``: it points at the snapshot commit exprag-plus wrote for the run id its name holds (so a
+    user's ``run/ideas`` branch, or a snapshot branch moved by new commits, is not ours), and
+    ``runs_dir``: the runs folder that snapshot's run was recorded in (None for older snapshots)."""
+    _check_repo_dir(repo)
+    out = _git(["for-each-ref", "--format=%(objectname) %(objecttype) %(refname)", RUN_REF_PREFIX,
+                FALLBACK_REF_PREFIX], repo).stdout
+    result: List[Dict[str, Any]] = []
+    for line in out.decode("utf-8", "replace").splitlines():
+        oid, typ, ref = line.split(" ", 2)
+        prefix = next((p for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX) if ref.startswith(p)), None)
+        if prefix is None or len(ref) == len(prefix):
+            continue
+        run_id = ref[len(prefix):]
+        result.append({"ref": ref, "run_id": run_id, "commit": oid, "ours": False, "runs_dir": None,
+                       "_read": typ == "commit" and _valid_run_id(run_id)})
+    wanted = [r for r in result if r.pop("_read")]
+    if wanted:  # whole commit objects, framed by their sizes: no message can shift the parse
+        data = _git(["cat-file", "--batch"], repo,
+                    input="".join(r["commit"] + "\n" for r in wanted).encode("ascii")).stdout
+        pos = 0
+        for r in wanted:
+            nl = data.index(b"\n", pos)
+            header = data[pos:nl].split()
+            size = int(header[2]) if len(header) == 3 else 0
+            body = data[nl + 1:nl + 1 + size]
+            pos = nl + 1 + size + (1 if len(header) == 3 else 0)
+            message = body.partition(b"\n\n")[2].decode("utf-8", "replace")
+            r["ours"], r["runs_dir"] = _snapshot_facts(message, r["run_id"])
+    return result
+
+
+def worktrees(repo: str) -> List[Dict[str, Any]]:
+    """Every worktree of the repository, main first: {path, branch (full ref or None), bare}. The main
+    worktree's path also comes from ``--git-common-dir``, so a missing listing still names it."""
+    _check_repo_dir(repo)
+    found: List[Dict[str, Optional[str]]] = []
+    out = _git(["worktree", "list", "--porcelain"], repo, check=False).stdout
+    for block in out.split(b"\n\n"):
+        path = branch = None
+        bare = False
+        for line in block.split(b"\n"):
+            if line.startswith(b"worktree "):
+                path = os.fsdecode(line[len(b"worktree "):])
+            elif line.startswith(b"branch "):
+                branch = os.fsdecode(line[len(b"branch "):])
+            elif line == b"bare":
+                bare = True
+        if path:
+            found.append({"path": path, "branch": branch, "bare": bare})
+    common = _git(["rev-parse", "--git-common-dir"], repo, check=False)
+    if common.returncode == 0:
+        path = os.path.normpath(os.path.join(repo, os.fsdecode(common.stdout.rstrip(b"\n"))))
+        if os.path.basename(path) == ".git":
+            main = os.path.dirname(path)
+            if not any(os.path.realpath(w["path"] or "") == os.path.realpath(main) for w in found):
+                found.insert(0, {"path": main, "branch": None, "bare": False})
+    return found
+
+
+def delete_ref(repo: str, ref: str, expected: Optional[str] = None) -> None:
+    """Delete one snapshot ref (``refs/heads/run/<id>``, ``run/<id>`` or ``refs/exprag-plus/run/<id>``),
+    only while it still points at ``expected`` when given.
 
     Refuses any other ref, and a run branch that a worktree has checked out."""
     _check_repo_dir(repo)
     if not isinstance(ref, str) or ref.startswith("-"):
         raise GitError(f"not a run snapshot ref: {ref!r}")
     full = ref if ref.startswith("refs/") else "refs/heads/" + ref
-    if not any(full.startswith(p) and len(full) > len(p) for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX)):
+    prefix = next((p for p in (RUN_REF_PREFIX, FALLBACK_REF_PREFIX) if full.startswith(p)), None)
+    if prefix is None or not _valid_run_id(full[len(prefix):]):
         raise GitError(f"not a run snapshot ref: {ref}")
-    wt = _git(["worktree", "list", "--porcelain"], repo, check=False).stdout
-    for line in wt.split(b"\n"):
-        if line == b"branch " + full.encode("utf-8"):
-            raise GitError(f"{full} is checked out in a worktree; switch away from it first")
-    _git(["update-ref", "-d", full], repo)
+    if any(w["branch"] == full for w in worktrees(repo)):
+        raise GitError(f"{full} is checked out in a worktree; switch away from it first")
+    args = ["update-ref", "-d", full]
+    if expected is not None:
+        args.append(_check_rev(expected))
+    _git(args, repo)

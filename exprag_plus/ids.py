@@ -6,13 +6,14 @@ References are resolved only to files inside the runs folder: a run id is never 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from . import git
+from . import git, records
 
 ENV_DIR = "EXPRAG_PLUS_DIR"
 RUNS_DIRNAME = ".runs"
@@ -72,9 +73,13 @@ def linked_runs_dirs(root: str) -> List[str]:
         return []
     if root not in _LINKED:
         found = []
-        for wt in git.worktrees(main):
+        try:
+            listed = git.worktrees(main)
+        except git.GitError:
+            listed = []
+        for wt in listed:
             folder = os.path.join(wt["path"], RUNS_DIRNAME)
-            if not wt["bare"] and os.path.realpath(folder) != os.path.realpath(root) and os.path.isdir(folder):
+            if wt["path"] and not wt.get("bare") and os.path.realpath(folder) != os.path.realpath(root) and os.path.isdir(folder):
                 found.append(folder)
         _LINKED[root] = found
     return _LINKED[root]
@@ -102,7 +107,8 @@ def ensure_runs_dir(path: str) -> None:
 
 
 def run_files(root: str) -> List[str]:
-    """Run file paths sorted by name (= start time); a symlink leading out of the folder is not a run.
+    """Run file paths sorted by name (the id's start time; `by_start` orders by run_start); a symlink
+    leading out of the folder is not a run.
 
     For a repository's default runs folder this includes the old `.runs` folders of its linked
     worktrees (a run id present in both is read from `root`)."""
@@ -122,6 +128,56 @@ def _names(root: str) -> List[str]:
         real_root = os.path.realpath(root)
         entries = [e for e in entries if not e.is_symlink() or os.path.dirname(os.path.realpath(e.path)) == real_root]
     return [e.name for e in entries]
+
+
+def id_time(run_id: str) -> Optional[float]:
+    """The start time (epoch seconds) a UUIDv7 id carries, or None."""
+    if not is_run_id(run_id):
+        return None
+    return int(run_id.replace("-", "")[:12], 16) / 1000.0
+
+
+def order_key(path: str, start_time: Optional[str]) -> Tuple[float, float, str]:
+    """Runs in start order: run_start's time, else the id's time, else the file time; then file time, id.
+
+    An id is only as right as the clock that made it (a clock stepped back makes an older-looking id).
+    """
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = 0.0
+    name = os.path.basename(path)[: -len(SUFFIX)]
+    t = records.parse_time(start_time) if isinstance(start_time, str) else None
+    if t is None:
+        t = id_time(name)
+    return (mtime if t is None else t, mtime, name)
+
+
+_HEAD = 64 * 1024
+_TIME = re.compile(rb'"time"\s*:\s*"([^"]{1,64})"')
+
+
+def _start_time(path: str) -> Optional[str]:
+    """run_start's `time`, from at most the first 64 KB of the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(_HEAD)
+    except OSError:
+        return None
+    if head.endswith(b"\n"):
+        try:
+            rec = json.loads(head)
+            t = rec.get("time") if isinstance(rec, dict) and rec.get("type") == "run_start" else None
+            return t if isinstance(t, str) else None
+        except (ValueError, RecursionError):
+            return None
+    m = _TIME.search(head)  # a first line too long to parse here: its first `time`
+    return m[1].decode("ascii", "replace") if m and b'"run_start"' in head[:m.start()] else None
+
+
+def by_start(files: List[str]) -> List[str]:
+    """Run files oldest first (see `order_key`)."""
+    return sorted(files, key=lambda p: order_key(p, _start_time(p)))
 
 
 def resolve(ref: str, root: str) -> str:
@@ -148,7 +204,7 @@ def resolve(ref: str, root: str) -> str:
         n = int(n_text)
         if n >= len(files):
             raise RunNotFound(f"{ref!r}: there are only {len(files)} runs in {root}")
-        return files[-1 - n]
+        return by_start(files)[-1 - n]
     if not _REF_CHARS.match(ref):
         raise RunNotFound(f"bad run reference {ref!r}: use a run id (or unique part of one), 'latest' or 'latest~N'")
     key = ref.lower()

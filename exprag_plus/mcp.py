@@ -41,6 +41,7 @@ import copy
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -550,6 +551,9 @@ def call_tool(srv: "Server", tool: Tool, arguments: Optional[Dict[str, Any]], ve
         args = tool.arguments(arguments)
         data = records.jsonable(tool.fn(srv, args))
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        if _SURROGATE.search(text):
+            data = _no_surrogates(data)
+            text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     except _TOOL_FAILURES as exc:
         return {"content": [{"type": "text", "text": one_line(exc) or type(exc).__name__}], "isError": True}
     except BaseException as exc:  # a bug, or SystemExit from user code: still a result, never a dead worker
@@ -582,7 +586,34 @@ def _error(rid: Any, code: int, message: str, data: Any = None) -> Dict[str, Any
 
 
 def _valid_id(rid: Any) -> bool:
-    return isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool))
+    """A string (of valid Unicode: a lone surrogate cannot be echoed in UTF-8) or an integer."""
+    if isinstance(rid, str):
+        return not _SURROGATE.search(rid)
+    return isinstance(rid, int) and not isinstance(rid, bool)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogates(value: Any) -> Any:
+    """Data whose strings have UTF-8 forms: a lone surrogate (from a `\\udXXX` escape in a run file) becomes
+    the text `\\xNN` when it stands for an escaped byte, else U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub(lambda m: "\\x%02x" % (ord(m[0]) - 0xDC00) if "\udc80" <= m[0] <= "\udcff"
+                              else "\ufffd", value)
+    if isinstance(value, dict):
+        return {_no_surrogates(k): _no_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_surrogates(v) for v in value]
+    return value
+
+
+def _utf8_line(message: Any) -> bytes:
+    """One strict UTF-8 JSON line (strings inside JSON text, like a tool's `content`, are cleaned too)."""
+    line = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if _SURROGATE.search(line):
+        line = json.dumps(_no_surrogates(message), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return line.encode("utf-8") + b"\n"
 
 
 def _id_key(rid: Any) -> Tuple[str, Any]:
@@ -617,12 +648,12 @@ class Server:
     # --- output -----------------------------------------------------------------------------------
     def send(self, message: Any) -> None:
         try:
-            line = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:  # never half a message: answer the request with an error
-            log(f"cannot encode a response: {exc}")
+            data = _utf8_line(message)
+        except Exception as exc:  # never half a message: answer the request with an error
+            log(f"cannot encode a response: {type(exc).__name__}: {exc}")
             rid = message.get("id") if isinstance(message, dict) else None
-            line = json.dumps(_error(rid, INTERNAL_ERROR, f"Internal error: unencodable result ({exc})"))
-        data = line.encode("utf-8") + b"\n"
+            data = _utf8_line(_error(rid if _valid_id(rid) else None, INTERNAL_ERROR,
+                                     one_line(f"Internal error: unencodable result ({type(exc).__name__}: {exc})")))
         with self._write_lock:
             if self._broken:
                 return
@@ -644,6 +675,9 @@ class Server:
             return
         except ValueError as exc:
             self.send(_error(None, PARSE_ERROR, f"Parse error: {getattr(exc, 'msg', exc)}"))
+            return
+        except RecursionError:
+            self.send(_error(None, PARSE_ERROR, "Parse error: nested too deeply"))
             return
         self.handle_message(message)
 
@@ -717,7 +751,10 @@ class Server:
                 break
             if not line:
                 break
-            self.handle_line(line)
+            try:
+                self.handle_line(line)
+            except Exception as exc:  # a bug: the server must survive any input line
+                log(f"internal error on an input line: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         self.close()
         return 0
 
@@ -737,7 +774,7 @@ class Server:
         if not isinstance(method, str):
             return _error(reply_id, INVALID_REQUEST, 'Invalid Request: "method" must be a string')
         if has_id and not _valid_id(rid):
-            return _error(None, INVALID_REQUEST, 'Invalid Request: "id" must be a string or an integer')
+            return _error(None, INVALID_REQUEST, 'Invalid Request: "id" must be a string (valid Unicode) or an integer')
         params = message.get("params")
         if not has_id:
             self._notification(method, params if isinstance(params, dict) else {})

@@ -39,6 +39,8 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf")
 _DASHES = ("", "6 3", "2 2", "8 3 2 3")
 _FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Helvetica, Arial, sans-serif"
+WIDTH_RANGE = (240, 10_000)  # pixels; the drawing's cost grows with the size
+HEIGHT_RANGE = (160, 10_000)
 _CHAR_W = 0.62  # average glyph width per font-size unit, to keep labels apart without measuring text
 _NAN = float("nan")
 _SVG_NS = "http://www.w3.org/2000/svg"
@@ -376,7 +378,8 @@ def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_labe
     standalone=True gives a file-ready SVG (XML declaration, xmlns); False gives an <svg> element to
     inline in HTML (no namespace URL at all). Colours default to PALETTE in order.
     """
-    width, height = max(int(width), 240), max(int(height), 160)
+    width = min(max(int(width), WIDTH_RANGE[0]), WIDTH_RANGE[1])
+    height = min(max(int(height), HEIGHT_RANGE[0]), HEIGHT_RANGE[1])
     # 1. values, with the log transform; gaps are NaN in ys
     prepared = []
     x_ranges: List[Tuple[float, float]] = []

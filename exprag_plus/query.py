@@ -22,7 +22,6 @@ STATS = ("last", "min", "max", "count", "nonfinite")
 # --where paths over a run's memory: any tag / any note text matches (`tag=keep`, `note~regex`)
 MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
-_WHERE = re.compile(r"^\s*(?P<path>[^\s<>=!~]+)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$")
 _MISSING = object()
 
 
@@ -40,7 +39,8 @@ class NoResult(LookupError):
 def _flat(d: Any, prefix: str = "") -> Iterable[Tuple[str, Any]]:
     if isinstance(d, dict) and d:
         for k, v in d.items():
-            yield from _flat(v, f"{prefix}.{k}" if prefix else str(k))
+            key = records.escape_key(k)
+            yield from _flat(v, f"{prefix}.{key}" if prefix else key)
     elif prefix:
         yield prefix, d
 
@@ -49,8 +49,18 @@ def metadata_paths(run: Run) -> Dict[str, Any]:
     return dict(_flat(run.metadata))
 
 
+def _stat_split(path: str) -> Tuple[str, str]:
+    """(base, STAT) of `PATH:STAT` when the text after the last unescaped `:` is a word; else (path, "")."""
+    cut = path.rfind(":")
+    if cut <= 0 or path[cut - 1] == "\\" or not re.fullmatch(r"[A-Za-z_]+", path[cut + 1:]):
+        return path, ""
+    return path[:cut], path[cut + 1:]
+
+
 def field(run: Run, path: str) -> Any:
-    """A run's value at PATH: a run field, a metadata path, or a metric path (its last value; `PATH:STAT`)."""
+    """A run's value at PATH: a run field, a metadata path, or a metric path (its last value; `PATH:STAT`).
+
+    A metric whose own name has `:WORD` in it is found whole first (`eval:loss`)."""
     if path in FIELDS:
         return _run_field(run, path)
     md = run.metadata
@@ -58,11 +68,15 @@ def field(run: Run, path: str) -> Any:
         return records.get_path(md, path)
     except KeyError:
         pass
-    metric, _, stat = path.rpartition(":") if ":" in path else (path, "", "last")
-    entry = run.summary.get(metric)
+    path = records.normal_path(path)
+    entry = run.summary.get(path)
+    if entry is not None:
+        return entry.get("last", _MISSING)
+    metric, stat = _stat_split(path)
+    entry = run.summary.get(records.normal_path(metric)) if stat else None
     if entry is None:
         return _MISSING
-    return entry.get(stat or "last", _MISSING)
+    return entry.get(stat, _MISSING)
 
 
 def _run_field(run: Run, name: str) -> Any:
@@ -84,7 +98,7 @@ def known_paths(runs: Sequence[Run]) -> Tuple[List[str], List[str]]:
 
 
 def _has(run: Run, path: str, metric_only: bool) -> bool:
-    if path in run.summary:
+    if records.normal_path(path) in run.summary:
         return True
     if metric_only:
         return False
@@ -95,22 +109,28 @@ def _has(run: Run, path: str, metric_only: bool) -> bool:
         return False
 
 
+def _known(path: str, runs: Sequence[Run], metric_only: bool) -> bool:
+    return (not metric_only and (path in FIELDS or path in MEMORY_FIELDS)) or any(_has(r, path, metric_only) for r in runs)
+
+
 def check_path(path: str, runs: Sequence[Run], what: str, metric_only: bool = False) -> None:
-    base, _, stat = path.rpartition(":") if ":" in path else (path, "", "")
-    if stat and stat not in STATS:
-        raise QueryError(f"{what}: unknown statistic ':{stat}' in {path!r}; use one of {', '.join(STATS)}")
-    if not metric_only and base in MEMORY_FIELDS:
+    """A path some run has (whole, else as `BASE:STAT`), else QueryError naming the nearest known paths."""
+    if _known(path, runs, metric_only):
         return
-    if (not metric_only and base in FIELDS) or any(_has(r, base, metric_only) for r in runs):
+    base, stat = _stat_split(path)
+    if stat and stat not in STATS and _known(base, runs, metric_only):
+        raise QueryError(f"{what}: unknown statistic ':{stat}' in {path!r}; use one of {', '.join(STATS)}")
+    if stat and _known(base, runs, metric_only):
         return
     md, mt = known_paths(runs)
     candidates = mt if metric_only else list(FIELDS) + md + mt
     if not runs:
         raise NoResult(f"{what}: there are no runs to look in")
-    near = difflib.get_close_matches(base, candidates, n=4, cutoff=0.5) or sorted(candidates)[:4]
+    shown = base if stat in STATS else path
+    near = difflib.get_close_matches(shown, candidates, n=4, cutoff=0.5) or sorted(candidates)[:4]
     kind = "metric" if metric_only else "field, metadata or metric"
     hint = f"; nearest: {', '.join(near)}" if near else ""
-    raise QueryError(f"{what}: no run has the {kind} path {base!r}{hint} (see `exprag-plus keys`)")
+    raise QueryError(f"{what}: no run has the {kind} path {shown!r}{hint} (see `exprag-plus keys`)")
 
 
 # --- --where ---------------------------------------------------------------------------------------
@@ -134,12 +154,36 @@ class Condition:
         return _compare(got, self.op, self.value)
 
 
-def parse_where(expr: str) -> Condition:
-    """`PATH OP VALUE` with OP one of = != < <= > >= ~ (regex search). VALUE is JSON if it parses, else text."""
-    m = _WHERE.match(expr or "")
-    if not m:
+def _splits(expr: str) -> List[Tuple[str, str, str]]:
+    """Every (path, op, value) reading of `expr`: at each operator not escaped by a backslash."""
+    out = []
+    i = 0
+    while i < len(expr):
+        if expr[i] == "\\":
+            i += 2
+            continue
+        for op in ("<=", ">=", "!=", "==", "=", "<", ">", "~"):
+            if expr.startswith(op, i):
+                path = expr[:i].strip()
+                if path:
+                    out.append((path, op, expr[i + len(op):].strip()))
+        i += 1
+    return out
+
+
+def parse_where(expr: str, runs: Optional[Sequence[Run]] = None) -> Condition:
+    """`PATH OP VALUE` with OP one of = != < <= > >= ~ (regex search). VALUE is JSON if it parses, else text.
+
+    A path may itself hold operator characters (`eval=loss<2`): the reading whose path a run has wins
+    (the longest such path); a backslash before a character makes it part of the path (`a\\=b<2`)."""
+    readings = _splits(expr or "")
+    if not readings:
         raise QueryError(f"bad --where {expr!r}: write PATH OP VALUE with OP one of {' '.join(OPS)}, e.g. 'hparams.lr<0.01'")
-    path, op, raw = m["path"], m["op"], m["value"]
+    path, op, raw = readings[0]
+    if runs is not None and len(readings) > 1:
+        known = [r for r in readings if _known(r[0], runs, False) or _known(_stat_split(r[0])[0], runs, False)]
+        if known:
+            path, op, raw = max(known, key=lambda r: len(r[0]))
     op = "=" if op == "==" else op
     if path in MEMORY_FIELDS and op not in ("=", "!=", "~"):
         raise QueryError(f"bad --where {expr!r}: {path} takes = != or ~ (regex), e.g. 'tag=keep' or 'note~lr'")
@@ -184,7 +228,7 @@ def _compare(got: Any, op: str, want: Any) -> bool:
 
 
 def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
-    conds = [parse_where(w) for w in where]
+    conds = [parse_where(w, runs) for w in where]
     for c in conds:
         check_path(c.path, runs, f"--where {c.text!r}")
         if c.op in ("<", "<=", ">", ">=") and isinstance(c.value, str) and any(
@@ -196,7 +240,7 @@ def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
 def sort_runs(runs: Sequence[Run], key: Optional[str]) -> List[Run]:
     """Newest first by default; `KEY` ascending, `-KEY` descending; runs without KEY go last."""
     if not key:
-        return sorted(runs, key=lambda r: (r.started, r.run_id), reverse=True)
+        return sorted(runs, key=Run.order, reverse=True)
     desc = key.startswith("-")
     path = key[1:] if desc else key
     check_path(path, runs, f"--sort {key!r}")
@@ -275,6 +319,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
          where: Sequence[str] = ()) -> Dict[str, Any]:
     """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
     check_path(metric, runs, f"metric {metric!r}", metric_only=True)
+    metric = records.normal_path(metric)
     check_rankable(metric, runs)
     total = len(runs)
     runs = select(runs, where)
@@ -321,6 +366,7 @@ def check_rankable(metric: str, runs: Sequence[Run], axis_ok: bool = False) -> N
 
 def history(run: Run, metric: str, max_points: Optional[int] = 100, step: Optional[int] = None) -> Dict[str, Any]:
     """A metric's tracked values; sampled evenly down to `max_points` (first, last, min and max kept)."""
+    metric = records.normal_path(metric)
     points = run.history(metric)
     if not points:
         paths = sorted(run.summary) or sorted({p for t in run.tracks for p, _ in records.flatten(t.get("value"))})

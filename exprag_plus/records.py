@@ -14,19 +14,99 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 FORMAT = "exprag-plus/1"
 RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end", "note", "tag")
 
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _SMALL_ARRAY = 10_000
+# What every reader can load back: Python's json parser recurses per level (about 1,000 at most, fewer
+# when called deep in a stack) and refuses integers over 4,300 digits (the default of Python 3.11+).
+MAX_DEPTH = 100
+MAX_INT_DIGITS = 4300
+_INT_TEXT_DIGITS = 100_000  # beyond this an integer is stored as its size only
 
 # One shared C encoder: `json.dumps(..., allow_nan=False)` would build a new encoder on every call.
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-dumps = _encoder.encode
+_raw_dumps = _encoder.encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONG_DIGITS = re.compile(r"\d{%d}" % (MAX_INT_DIGITS + 1))
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON text that encodes as strict UTF-8 and that every reader can load.
+
+    The fast C encoder first. Text holding lone surrogates (undecodable bytes of an argv, a path, a
+    name) is re-encoded with them escaped. A value nested deeper than MAX_DEPTH or holding an integer
+    over MAX_INT_DIGITS digits raises ValueError, like any non-JSON value: callers fall back to
+    `to_json`, which flattens it.
+    """
+    text = _raw_dumps(value)
+    if (text.count("[") + text.count("{") > MAX_DEPTH
+            or (len(text) > MAX_INT_DIGITS and not _int_limit_active() and _LONG_DIGITS.search(text))):
+        problem = _unreadable(value)
+        if problem:
+            raise ValueError(problem)
+    if not text.isascii() and _SURROGATE.search(text):
+        return _raw_dumps(to_json(value))
+    return text
+
+
+def _int_limit_active() -> bool:
+    """True when the C encoder itself refuses integers too long for default readers."""
+    get = getattr(sys, "get_int_max_str_digits", None)
+    return get is not None and 0 < get() <= MAX_INT_DIGITS
+
+
+def _unreadable(value: Any) -> str:
+    """Why plain JSON data would fail a reader (too deep, too long an integer), or ''."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, (list, tuple)):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            stack.extend((x, depth + 1) for x in v)
+        elif isinstance(v, int) and v.bit_length() > 14_000 and _too_long(v):
+            return f"an integer over {MAX_INT_DIGITS} digits"
+    return ""
+
+
+def _too_long(n: int) -> bool:
+    return n.bit_length() > 14_300 or len(_int_digits(n)) > MAX_INT_DIGITS
+
+
+def _int_digits(n: int) -> str:
+    """Decimal digits of any int, even past the interpreter's str() limit."""
+    sign, n = ("-", -n) if n < 0 else ("", n)
+    chunk = 10 ** 4000
+    parts = []
+    while n >= chunk:
+        n, r = divmod(n, chunk)
+        parts.append(str(r).zfill(4000))
+    parts.append(str(n))
+    return sign + "".join(reversed(parts))
+
+
+def escape_surrogates(text: str) -> str:
+    """Text that encodes as strict UTF-8: a lone surrogate becomes the literal text `\\xff` when it stands
+    for an undecodable byte (Python's surrogateescape), else `\\udXXX`; git paths read the same way."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(_escape_one, text)
+
+
+def _escape_one(m: "re.Match[str]") -> str:
+    c = ord(m.group())
+    return "\\x%02x" % (c - 0xDC00) if 0xDC80 <= c <= 0xDCFF else "\\u%04x" % c
 
 
 class OddValueWarning(UserWarning):
@@ -41,14 +121,19 @@ def nonfinite_text(x: float) -> str:
 
 def to_json(value: Any, _depth: int = 0) -> Any:
     """Turn any value into strict-JSON-able data; never raises."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return escape_surrogates(value)
+    if isinstance(value, int):
+        return value if value.bit_length() <= 14_000 or not _too_long(value) else _long_int(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else nonfinite_text(value)
-    if _depth > 64:
-        return _repr(value)
+    if _depth >= MAX_DEPTH - 1:  # the marker below is itself one level
+        return _repr(value, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
-        return {str(k) if not isinstance(k, str) else k: to_json(v, _depth + 1) for k, v in value.items()}
+        return {escape_surrogates(k if isinstance(k, str) else str(k)): to_json(v, _depth + 1)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_json(v, _depth + 1) for v in value]
     if isinstance(value, enum.Enum):
@@ -93,20 +178,31 @@ def to_json(value: Any, _depth: int = 0) -> Any:
 _warned_types = set()
 
 
-def _repr(value: Any) -> Dict[str, str]:
+def _repr(value: Any, why: str = "") -> Dict[str, str]:
     name = type(value).__qualname__
-    if name not in _warned_types:
-        _warned_types.add(name)
+    if (why or name) not in _warned_types:
+        _warned_types.add(why or name)
         warnings.warn(
-            f"exprag-plus: a value of type {name} is not JSON-able; stored as {{'__repr__': ...}}",
+            f"exprag-plus: a value {why or f'of type {name} is not JSON-able'}; stored as {{'__repr__': ...}}",
             OddValueWarning,
             stacklevel=4,
         )
     try:
         text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not break tracking either
+    except Exception as exc:  # a broken (or too deep) __repr__ must not break tracking either
         text = f"<{name} (repr failed: {type(exc).__name__})>"
-    return {"__repr__": text[:2000]}
+    return {"__repr__": escape_surrogates(text[:2000])}
+
+
+def _long_int(n: int) -> Dict[str, Any]:
+    """An integer too long for JSON readers, as text: `{"__int__": "<decimal digits>"}`."""
+    if "int" not in _warned_types:
+        _warned_types.add("int")
+        warnings.warn(f"exprag-plus: an integer over {MAX_INT_DIGITS} digits is stored as {{'__int__': '<digits>'}}",
+                      OddValueWarning, stacklevel=4)
+    if n.bit_length() > _INT_TEXT_DIGITS * 3.33:
+        return {"__int__": None, "bits": n.bit_length()}
+    return {"__int__": _int_digits(n)}
 
 
 def encode(value: Any) -> str:
@@ -114,7 +210,7 @@ def encode(value: Any) -> str:
     try:
         return dumps(value)
     except (TypeError, ValueError, OverflowError, RecursionError):
-        return dumps(to_json(value))
+        return _raw_dumps(to_json(value))
 
 
 def from_json(value: Any) -> Any:
@@ -183,13 +279,51 @@ def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def escape_key(key: Any) -> str:
+    """A dict key as one path segment: `.` and `\\` inside it are backslash-escaped, so `{"val.acc": x}`
+    is `val\\.acc` and never collides with `{"val": {"acc": x}}` (`val.acc`)."""
+    key = key if isinstance(key, str) else str(key)
+    if "." in key or "\\" in key:
+        return key.replace("\\", "\\\\").replace(".", "\\.")
+    return key
+
+
+def split_path(path: str) -> List[str]:
+    """The keys of a path: split at unescaped dots; a backslash keeps the next character as it is."""
+    if "\\" not in path:
+        return path.split(".")
+    parts, cur, i = [], [], 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\" and i + 1 < len(path):
+            cur.append(path[i + 1])
+            i += 2
+            continue
+        if c == ".":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def normal_path(path: str) -> str:
+    """A path as `flatten` writes it: a backslash is kept only before `.` and `\\` (so `eval\\:loss`, typed
+    to keep a `:` from reading as `:STAT`, is the listed `eval:loss`)."""
+    if "\\" not in path:
+        return path
+    return ".".join(escape_key(k) for k in split_path(path))
+
+
 def flatten(value: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """(dotted path, leaf) pairs; a non-dict value tracked alone is under the path `value`."""
+    """(path, leaf) pairs; a non-dict value tracked alone is under the path `value`."""
     if not isinstance(value, dict):
         yield (prefix or "value"), value
         return
     for k, v in value.items():
-        path = f"{prefix}.{k}" if prefix else str(k)
+        path = f"{prefix}.{escape_key(k)}" if prefix else escape_key(k)
         if isinstance(v, dict):
             yield from flatten(v, path)
         else:
@@ -197,16 +331,19 @@ def flatten(value: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
 
 
 def get_path(data: Any, path: str) -> Any:
-    """The value at a dotted path (dict keys, list indexes), or KeyError."""
-    if isinstance(data, dict) and path in data:
-        return data[path]
+    """The value at a path (dict keys, list indexes; see `split_path`), or KeyError.
+
+    A path without escapes that names no nested value also matches a key holding those dots, as files
+    written before escaping listed it."""
     cur = data
-    for part in path.split("."):
+    for part in split_path(path):
         if isinstance(cur, dict) and part in cur:
             cur = cur[part]
         elif isinstance(cur, list) and part.lstrip("-").isdigit() and -len(cur) <= int(part) < len(cur):
             cur = cur[int(part)]
         else:
+            if isinstance(data, dict) and "\\" not in path and path in data:
+                return data[path]
             raise KeyError(path)
     return cur
 
@@ -249,11 +386,11 @@ class Summary:
     def _walk(self, d: dict, prefix: str, step: Any) -> None:
         for k, v in d.items():
             if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)):
-                self._one(prefix + str(k), v, step)
+                self._one(prefix + (k if type(k) is str and "." not in k and "\\" not in k else escape_key(k)), v, step)
             elif isinstance(v, dict):
-                self._walk(v, prefix + str(k) + ".", step)
+                self._walk(v, prefix + escape_key(k) + ".", step)
             elif isinstance(v, (str, bool)):
-                self._text(prefix + str(k), v, step)
+                self._text(prefix + escape_key(k), v, step)
 
     def _one(self, path: str, v: Any, step: Any) -> None:
         s = self.stats.get(path)
@@ -289,47 +426,6 @@ class Summary:
         return out
 
 
-# --- secrets ---------------------------------------------------------------------------------------
+# --- secrets: the rules live in redact.py; these names stay for existing callers --------------------
 
-_SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|api[_-]?key|apikey|auth|credential|private[_-]?key|access[_-]?key)",
-                          re.IGNORECASE)
-_SECRET_VALUE = re.compile(
-    r"^(sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}"
-    r"|AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{16,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\..*)$"
-)
-# The same shapes inside a longer argument (`--header "Authorization: token ghp_..."`, `HF_TOKEN:hf_...`).
-_EMBEDDED_SECRET = re.compile(
-    r"(?<![A-Za-z0-9_-])(sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-    r"|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{16,}"
-    r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*)"
-)
-_AUTH_HEADER = re.compile(r"(?i)(\b(?:proxy-)?authorization\s*[:=]\s*)\S.*")
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
-REDACTED = "***"
-
-
-def redact_argv(argv: List[str]) -> List[str]:
-    """Hide credential-looking argv values: `--token X`, `--password=X`, `KEY=secret`, tokens, URL passwords."""
-    out: List[str] = []
-    hide_next = False
-    for arg in argv:
-        arg = str(arg)
-        if hide_next:
-            hide_next = False
-            if not arg.startswith("-"):
-                out.append(REDACTED)
-                continue
-        name, eq, val = arg.partition("=")
-        if eq and _SECRET_NAME.search(name) and val:
-            out.append(f"{name}={REDACTED}")
-            continue
-        if arg.startswith("-") and not eq and _SECRET_NAME.search(arg):
-            hide_next = True
-            out.append(arg)
-            continue
-        if _SECRET_VALUE.match(val if eq else arg):
-            out.append(f"{name}={REDACTED}" if eq else REDACTED)
-            continue
-        arg = _AUTH_HEADER.sub(lambda m: m[1] + REDACTED, _EMBEDDED_SECRET.sub(REDACTED, arg))
-        out.append(_URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", arg))
-    return out
+from .redact import REDACTED, redact_argv  # noqa: E402,F401

@@ -4,11 +4,14 @@ Why this exists: a task schema states which parameters a piece of shell work con
 an experiment can record a command's inputs and outputs as data rather than as an opaque string. The
 design points that differ from a naive template runner, each deliberate:
 
-* every substituted value is shell-quoted (`shlex.quote`), so a value is always data and never code:
-  `hi; rm -rf ~` is one argument. Plain numbers and words are unchanged, so `$((<<parameter:p1>> + 1))`
-  still works. Lists become several words, dicts one JSON word, booleans `true`/`false`, null `''`;
+* no value is quoted for where it stands (that needs a bash parser, and parsers beside bash get
+  bypassed). A token's value must be *plain*: `[A-Za-z0-9_./][A-Za-z0-9_.,:@%+=/-]*` or a number, text
+  that means the same in every bash context; any other value is refused before anything runs, and the
+  command reads it from `EXPRAG_PARAM_<NAME>`, an environment variable every command gets for every
+  parameter (strings as they are, other values as JSON). Lists give one word per item;
 * a `<<...>>` token that cannot be resolved is an error naming it, never left in the command;
-* `<<args>>` expands to the command's `args` (each quoted), and `args` without `<<args>>` is an error;
+* `<<args>>` expands to the command's `args` (the author's text, one quoted word each); `args` without
+  `<<args>>` is an error;
 * the whole parameter flow is checked when the schema is built, before anything runs;
 * every error is one `SchemaError` (a `ValueError`) with a one-line message saying what, where
   (file:line:column for YAML, objective, `actions[i].commands[j]`, parameter) and what to do; a command
@@ -149,9 +152,19 @@ class TaskResult:
     error: Optional[str] = None
 
     def to_record(self) -> Dict[str, Any]:
-        """The fields of the run's JSONL `task` record."""
-        return {"objective": self.objective, "inputs": self.inputs, "outputs": self.outputs,
-                "commands": [dict(c) for c in self.commands], "status": self.status, "error": self.error}
+        """The fields of the run's JSONL `task` record, credentials redacted.
+
+        The values of secret-named inputs (`api_key`, `password`...) are replaced wherever they appear:
+        in `inputs`, and inside every command line, its output and the error message.
+        """
+        from .redact import redact_mapping, redact_text, secret_values
+
+        known = secret_values(self.inputs)
+        commands = [dict(c, **{k: redact_text(c[k], known) for k in ("command", "stdout", "stderr")
+                               if isinstance(c.get(k), str)}) for c in self.commands]
+        return {"objective": self.objective, "inputs": redact_mapping(self.inputs, known),
+                "outputs": redact_mapping(self.outputs, known), "commands": commands, "status": self.status,
+                "error": redact_text(self.error, known) if self.error else self.error}
 
 
 # -- error context ---------------------------------------------------------------------------------------
@@ -319,174 +332,121 @@ def _output_token(ctx: _Ctx, path: Tuple[Any, ...], text: Any) -> _Token:
 
 # -- values in the shell ---------------------------------------------------------------------------------
 class _ResolveError(Exception):
-    pass
+    def __init__(self, message: str, fix: str = "fix the input value") -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class _Tpl(list):  # type: ignore[type-arg]
-    """A parsed string from `args`/`variables`, told apart from a list value given as an arg."""
+    """A parsed string from `args`/`variables`, told apart from a literal non-string value."""
+
+
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_.,:@%+=/-]*|-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_PLAIN_REST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./,:@%+=-")
+_PLAIN_WORDS = "letters, digits and _ . / , : @ % + = - (a leading '-' only in a number)"
+_ENV_PREFIX = "EXPRAG_PARAM_"
+_ENV_REF_RE = re.compile(r"(?<![A-Za-z0-9_])EXPRAG_PARAM_([A-Za-z0-9_]+)")
+_ENV_LIMIT = 128 * 1024  # Linux refuses to start a program with a longer environment string
 
 
 def _text(value: Any) -> str:
-    """A value as unquoted text: what ends up inside one shell word."""
+    """A value as the text a token puts in the command (structured values as JSON)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)):
-        return " ".join(_text(v) if not isinstance(v, (list, tuple, dict)) else _json(v) for v in value)
-    if isinstance(value, dict):
-        return _json(value)
-    return str(value)
+    return str(value) if not isinstance(value, (list, tuple, dict)) else _json(value)
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _words(value: Any) -> str:
-    """A value as shell words: lists give one quoted word per item, everything else one quoted word."""
+def _not_plain(text: str) -> str:
+    """Why `text` is not plain ('' when it is): the first offending character and its position.
+
+    Plain text means the same in every bash context: it cannot start a command, expand, split, glob,
+    quote or be read as an option, so no parser is needed to place it.
+    """
+    if _PLAIN_RE.fullmatch(text):
+        return ""
+    if not text:
+        return "it is empty"
+    i = next(i for i, ch in enumerate(text) if ch not in _PLAIN_REST or (i == 0 and ch in ",:@%+=-"))
+    lead = " (a leading '-' only in a number)" if i == 0 and text[0] == "-" else ""
+    return f"{text[i]!r} at position {i + 1}{lead}"
+
+
+def _plain(tok: _Token, texts: Sequence[str], item: bool = False) -> str:
+    """`texts` joined by spaces, each checked plain; a `_ResolveError` says which and what to do."""
+    for k, text in enumerate(texts):
+        why = _not_plain(text)
+        if why:
+            which = f" (item {k})" if item else ""
+            raise _ResolveError(
+                f"{tok.text}: the value of parameter {tok.name!r}{which} is not plain: {why}"
+                f"{' in ' + _short(text) if text else ''}",
+                f"plain values are {_PLAIN_WORDS}; read any other text from the environment variable "
+                f"\"${_ENV_PREFIX}{tok.name}\" in the command instead of {tok.text}")
+    return " ".join(texts)
+
+
+def _substitute(tok: _Token, value: Any) -> str:
+    """A parameter token's value as command text, refused unless every word of it is plain."""
+    if tok.func == "sum":
+        return _plain(tok, [_text(value)])
+    if tok.func == "join":
+        items = [_text(v) for v in value]
+        words = _plain(tok, items or [""], item=True)
+        delim = tok.opt("delim", " ")
+        return words if delim == " " else _plain(tok, [delim.join(items)])
     if isinstance(value, (list, tuple)):
-        return " ".join(shlex.quote(_json(v) if isinstance(v, (list, tuple, dict)) else _text(v)) for v in value)
-    return shlex.quote(_text(value))
+        return _plain(tok, [_text(v) for v in value] or [""], item=True)
+    return _plain(tok, [_text(value)])
 
 
-_NUMBER_WORDS = re.compile(r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
-                           r"(?:\s+[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)*\s*")
-
-
-def _code_context(literal: str) -> Optional[str]:
-    """The shell construct that would evaluate a word as code, if the template has one open here.
-
-    Quoting protects a word everywhere but in arithmetic: bash expands `$(...)` inside `$((...))` even
-    between single quotes, and evaluates array subscripts (`a[$(cmd)]`) in `((...))`, `$[...]`, `let`,
-    `[[ -eq ]]`, `declare -i`, `${a[...]}`, `a[...]=`, `(... [...]=...)` and `${x:offset:length}`. There
-    only numbers are let through.
-    """
-    if literal.count("((") > literal.count("))"):
-        return "$((...)) or ((...)) arithmetic"
-    if re.search(r"\$\[[^\]]*$", literal):
-        return "$[...] arithmetic"
-    if literal.count("[[") > literal.count("]]"):
-        return "a [[ ... ]] test"
-    if re.search(r"(?:^|[;&|(\s])let\s[^;&|\n]*$", literal):
-        return "a `let` expression"
-    if re.search(r"(?:^|[;&|(\s])(?:declare|typeset|local|export|readonly)\s+(?:-\w+\s+)*-\w*i[^;&|\n]*$",
-                 literal):
-        return "an integer (`-i`) assignment"
-    if re.search(r"\$\{[^}]*\[[^\]]*$|(?:^|[;&|(\s])[A-Za-z_]\w*\[[^\]\s]*$|=\([^)]*\[[^\]]*$", literal):
-        return "an array subscript"
-    if re.search(r"\$\{[^}:]*:(?![-=?+])[^}]*$", literal):
-        return "a ${...:offset:length} expansion"
-    return None
-
-
-def _quote_context(literal: str) -> Tuple[str, str]:
-    """Where bash is at the end of `literal`: ("", "") unquoted, or the open quote and, in a here-document
-    body, its delimiter: `'`, `"`, `$'`, a backquote, `<<` (body expanded), `<<'` (body literal), `#`.
-
-    `shlex.quote` makes one safe word only where bash is unquoted: inside "..." its quotes are literal and
-    `$(...)` runs, inside '...' the value ends the quote, and a here-document body expands `$(...)`.
-    """
-    stack: List[Tuple[str, int]] = [("", 0)]  # (context, open parentheses of a $( ... ) context)
-    heredocs: List[Tuple[str, bool, bool]] = []  # (delimiter, body expanded, tabs stripped)
-    i, n = 0, len(literal)
-    while i < n:
-        ctx, depth = stack[-1]
-        ch = literal[i]
-        if ctx in ("'", "$'"):
-            if ch == "\\" and ctx == "$'":
-                i += 1
-            elif ch == "'":
-                stack.pop()
-            i += 1
+def _environment(params: Mapping[str, Any]) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """A command's environment (ours, with one EXPRAG_PARAM_<NAME> per parameter: strings as they are,
+    other values as JSON) and, apart, why a parameter could not be put there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIX)}
+    left_out: Dict[str, str] = {}
+    for name, value in params.items():
+        text = value if isinstance(value, str) else _json(value)
+        try:
+            size = len(os.fsencode(text))
+        except UnicodeEncodeError:
+            left_out[name] = "its text cannot be encoded for the environment"
             continue
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "$" and literal[i + 1: i + 2] == "(":
-            stack.append(("", 1))
-            i += 2
-            continue
-        if ch == "`":
-            if ctx == "`":
-                stack.pop()
-            else:
-                stack.append(("`", 0))
-            i += 1
-            continue
-        if ctx == '"':
-            if ch == '"':
-                stack.pop()
-            i += 1
-            continue
-        # unquoted (the top level, inside $( ... ) or backquotes)
-        if ch == "'" or ch == '"':
-            stack.append((ch, 0))
-        elif ch == "$" and literal[i + 1: i + 2] == "'":
-            stack.append(("$'", 0))
-            i += 1
-        elif ch == "#" and (i == 0 or literal[i - 1] in " \t\n;&|()<>"):
-            end = literal.find("\n", i)
-            if end < 0:
-                return "#", ""
-            i = end
-            continue
-        elif ch in "()" and depth:
-            depth += 1 if ch == "(" else -1
-            stack[-1] = (ctx, depth)
-            if not depth:
-                stack.pop()
-        elif literal.startswith("<<", i) and literal[i + 2: i + 3] != "<" and literal[i - 1: i] != "<" \
-                and literal[:i].count("((") <= literal[:i].count("))"):
-            m = re.match(r"<<(-?)[ \t]*(?:'([^']*)'|\"([^\"]*)\"|((?:[^\s;&|()<>'\"\\]|\\.)+))", literal[i:])
-            if m:
-                plain = m.group(4)
-                word = plain.replace("\\", "") if plain is not None else m.group(2) or m.group(3) or ""
-                heredocs.append((word, plain is not None and "\\" not in plain, m.group(1) == "-"))
-                i += m.end()
-                continue
-        elif ch == "\n" and heredocs and len(stack) == 1:
-            while heredocs:  # the bodies follow this line, in order
-                word, expands, tabs = heredocs.pop(0)
-                j = i + 1
-                while True:
-                    end = literal.find("\n", j)
-                    line = literal[j:] if end < 0 else literal[j:end]
-                    if end < 0:
-                        return ("<<" if expands else "<<'"), word
-                    if (line.lstrip("\t") if tabs else line) == word:
-                        break
-                    j = end + 1
-                i = end
-        i += 1
-    return stack[-1][0], ""
+        if "\0" in text:
+            left_out[name] = "it holds a NUL character, which no environment variable can carry"
+        elif len(_ENV_PREFIX + name) + size + 2 > _ENV_LIMIT:
+            left_out[name] = f"it is {size} bytes long, over the {_ENV_LIMIT} bytes one environment variable may hold"
+        else:
+            env[_ENV_PREFIX + name] = text
+    return env, left_out
 
 
-def _quote_for(context: str, delimiter: str, text: str, word: str, tok: _Token) -> str:
-    """`text` (the value as plain text) or `word` (it as shell words) made exact and inert in `context`."""
-    if context == '"':
-        return re.sub(r'([\\$`"])', r"\\\1", text)
-    if context == "'":
-        return text.replace("'", "'\\''")
-    if context == "$'":
-        return re.sub(r"([\\'])", r"\\\1", text)
-    if context == "`":  # shlex's '"'"' would misparse in "`...`": write '\'' and escape for the backquotes
-        return re.sub(r"([\\$`])", r"\\\1", word.replace("'\"'\"'", "'\\''"))
-    if context in ("<<", "<<'"):
-        if "\n" in text or (delimiter and delimiter in text):
-            raise _ResolveError(f"{tok.text} is inside a here-document, so its value may not hold a line break "
-                                f"or the delimiter {delimiter!r} (got {_short(text)}); pass it as an argument")
-        return re.sub(r"([\\$`])", r"\\\1", text) if context == "<<" else text
-    if context == "#":
-        return text.replace("\n", " ")
-    return word
+# bash's own variables that can hold a value's text: `_` (the last argument of the previous command), ...
+_SHELL_DATA = frozenset(("_", "BASH_REMATCH", "REPLY", "MAPFILE", "OPTARG", "BASH_COMMAND", "BASH_ARGV",
+                         "BASH_EXECUTION_STRING", "READLINE_LINE", "COPROC"))
 
 
-def _check_code_context(literal: str, text: str, tok: _Token) -> None:
-    where = _code_context(literal)
-    if where and not _NUMBER_WORDS.fullmatch(text):
-        raise _ResolveError(f"{tok.text} is inside {where}, where bash runs code found in text even when "
-                            f"quoted; only numbers may go there (got {_short(text)})")
+def _check_names(line: str, spans: Sequence[Tuple[int, int, _Token]], env: Mapping[str, str]) -> None:
+    """Refuse a value that spells, alone or with the text beside it, the name of a variable that holds (or
+    bash may fill with) text that is not plain: shell arithmetic (`$((x))`, `declare -i`, `[[ -eq ]]`)
+    evaluates such a variable's text as an expression, and `a[$(cmd)]` there runs cmd."""
+    for m in re.finditer(r"[A-Za-z0-9_]+", line):
+        name = m.group(0)
+        for start, end, tok in spans:
+            if start < m.end() and m.start() < end and (
+                    name in _SHELL_DATA or (name in env and _not_plain(env[name]))):
+                raise _ResolveError(f"{tok.text}: the value of {_who(tok)} makes the word {name!r}, the name of a "
+                                    f"variable that may hold text that is not plain, which shell arithmetic would "
+                                    f"run as code", "give a number or another word")
+
+
+def _who(tok: _Token) -> str:
+    return f"parameter {tok.name!r}" if tok.kind == "parameter" else tok.text
 
 
 def _lookup(params: Mapping[str, Any], tok: _Token) -> Any:
@@ -519,7 +479,6 @@ def _lookup(params: Mapping[str, Any], tok: _Token) -> Any:
     if tok.func == "join":
         if not isinstance(value, (list, tuple)):
             raise _ResolveError(f"{tok.text}: join() needs a list, {trail!r} is {_short(value)}")
-        return tok.opt("delim", " ").join(_text(v) for v in value)
     return value
 
 
@@ -683,11 +642,12 @@ def expand_sequences(inputs: Mapping[str, Any], sequences: Sequence[Mapping[str,
 class _Compiled:
     where: Tuple[Any, ...]
     template: _Template
-    args: List[Any]                        # each a _Template (from a string) or a plain value
+    args: List[Any]                        # each a _Template (from a string) or a literal value
     variables: Dict[str, Any]              # likewise
     outputs: List[Tuple[str, _Token]]      # (stdout|stderr, token)
     executables: Dict[str, str]
     uses: Dict[str, Tuple[Any, ...]]       # parameter name -> where it is first used
+    env_refs: Set[str]                     # parameters read as $EXPRAG_PARAM_<NAME>
 
 
 class TaskSchema:
@@ -908,6 +868,8 @@ class TaskSchema:
     def _compile_command(self, ctx: _Ctx, where: Tuple[Any, ...], cmd: Command, exes: Dict[str, str]) -> _Compiled:
         uses: Dict[str, Tuple[Any, ...]] = {}
 
+        env_refs: Set[str] = set()
+
         def compile_value(path: Tuple[Any, ...], value: Any, allow: Tuple[str, ...]) -> Any:
             if not isinstance(value, str):
                 return value
@@ -919,8 +881,15 @@ class TaskSchema:
                                         "args and variables may only hold <<parameter:...>> tokens"
                                         if tok.kind != "variable" else f"a command variable is used in the "
                                                                        f"command string as {tok.text}")
+                    delim = tok.opt("delim", " ") if tok.func == "join" else " "
+                    if delim != " " and not set(delim) <= _PLAIN_REST:
+                        raise ctx.error(path, f"the delimiter {delim!r} of {tok.text} is not plain",
+                                        "use a space, or letters, digits and _ . / , : @ % + = -")
                     if tok.kind == "parameter":
                         uses.setdefault(tok.name, path)
+            for m in _ENV_REF_RE.finditer(value):
+                uses.setdefault(m.group(1), path)
+                env_refs.add(m.group(1))
             return template
 
         template = compile_value(where + ("command",), cmd.command, ("parameter", "executable", "args", "variable"))
@@ -946,7 +915,7 @@ class TaskSchema:
                             "put <<args>> where the arguments belong")
         outs = [(s, _output_token(ctx, where + (s,), getattr(cmd, s))) for s in ("stdout", "stderr")
                 if getattr(cmd, s) is not None]
-        return _Compiled(where, template, args, variables, outs, exes, uses)
+        return _Compiled(where, template, args, variables, outs, exes, uses, env_refs)
 
     # -- loading
     @classmethod
@@ -1127,65 +1096,54 @@ class TaskSchema:
 
     def resolve_commands(self, inputs: Optional[Mapping[str, Any]] = None) -> List[str]:
         """The command lines a run would execute (dry run). A token whose value is only known once an
-        earlier command has run (e.g. `<<parameter:p2>>` from its stdout) is left as it is."""
+        earlier command has run (e.g. `<<parameter:p2>>` from its stdout) is left as it is.
+
+        Every value these commands consume is checked here, so a run refuses a bad one before anything runs.
+        """
         values = self.resolve_inputs(inputs)
         pending = {tok.name for cc in self._compiled for _, tok in cc.outputs}
+        env, left_out = _environment(values)
         out = []
         for cc in self._compiled:
             try:
-                out.append(self._render(cc, values, pending))
+                out.append(self._render(cc, values, pending, env, left_out))
             except _ResolveError as e:
-                raise _Ctx(self.objective).error(cc.where + ("command",), str(e), "fix the input value") from None
+                raise _Ctx(self.objective).error(cc.where + ("command",), str(e), e.fix) from None
         return out
 
-    def _render(self, cc: _Compiled, params: Mapping[str, Any], pending: Set[str]) -> str:
-        def raw(part: Union[str, _Token]) -> str:
-            if isinstance(part, str):
-                return part
-            if part.name in pending:
-                return part.text
-            return _text(_lookup(params, part))
+    def _render(self, cc: _Compiled, params: Mapping[str, Any], pending: Set[str], env: Mapping[str, str],
+                left_out: Mapping[str, str]) -> str:
+        unreadable = sorted(cc.env_refs & set(left_out))
+        if unreadable:
+            name = unreadable[0]
+            raise _ResolveError(f"the command reads ${_ENV_PREFIX}{name}, but parameter {name!r} cannot be put in "
+                                f"the environment: {left_out[name]}", "give it as a file or a shorter value")
+        spans: List[Tuple[int, int, _Token]] = []
+        line = ""
 
-        def value_word(v: Any) -> str:
-            return shlex.quote("".join(raw(p) for p in v)) if isinstance(v, _Tpl) else _words(v)
+        def value(tok: _Token) -> str:
+            return tok.text if tok.name in pending else _substitute(tok, _lookup(params, tok))
 
-        def word(part: Union[str, _Token]) -> str:
-            if isinstance(part, str):
-                return part
-            if part.kind == "executable":
-                return cc.executables[part.name]
-            if part.kind == "args":
-                return " ".join(value_word(a) for a in cc.args)
-            if part.kind == "variable":
-                return value_word(cc.variables[part.name])
-            if part.name in pending:
-                return part.text
-            value = _lookup(params, part)
-            return shlex.quote(value) if part.func == "join" else _words(value)
+        def author_word(v: Any) -> str:  # one arg or variable: the schema author's text, one shell word
+            if not isinstance(v, _Tpl):
+                return shlex.quote(_text(v))
+            return shlex.quote("".join(p if isinstance(p, str) else value(p) for p in v))
 
-        def plain(part: _Token) -> str:
-            if part.kind == "args":
-                return " ".join(raw_value(a) for a in cc.args)
-            if part.kind == "variable":
-                return raw_value(cc.variables[part.name])
-            return raw(part)
-
-        def raw_value(v: Any) -> str:
-            return "".join(raw(p) for p in v) if isinstance(v, _Tpl) else _text(v)
-
-        out: List[str] = []
-        literal = ""
         for part in cc.template:
-            text = word(part)
-            if isinstance(part, str):
-                literal += part
-            elif part.kind != "executable" and not (part.kind == "parameter" and part.name in pending):
-                context, delimiter = _quote_context(literal)
-                if context:
-                    text = _quote_for(context, delimiter, plain(part), text, part)
-                _check_code_context(literal, text, part)
-            out.append(text)
-        return "".join(out)
+            if isinstance(part, str) or part.kind == "executable":
+                line += part if isinstance(part, str) else cc.executables[part.name]
+                continue
+            if part.kind == "args":
+                text = " ".join(author_word(a) for a in cc.args)
+            elif part.kind == "variable":
+                text = author_word(cc.variables[part.name])
+            else:
+                text = value(part)
+            if text and not (part.kind == "parameter" and part.name in pending):
+                spans.append((len(line), len(line) + len(text), part))
+            line += text
+        _check_names(line, spans, env)
+        return line
 
     def run(self, inputs: Optional[Mapping[str, Any]], workdir: Union[str, "os.PathLike[str]"],
             timeout: Optional[float] = 600) -> TaskResult:
@@ -1210,16 +1168,18 @@ class TaskSchema:
         shell = shutil.which("bash") or shutil.which("sh") or "/bin/sh"
         for cc in self._compiled:
             where = f"task schema {self.objective!r}, {_fmt_path(cc.where)}"
+            env, left_out = _environment(params)
             try:
-                line = self._render(cc, params, set())
-            except _ResolveError as e:
-                raise fail(f"{where}: {e}") from None
+                line = self._render(cc, params, set(), env, left_out)
+            except _ResolveError as e:  # a value captured from an earlier command's output
+                raise fail(f"{where}: not started, as a value an earlier command printed is refused (the "
+                           f"commands before it have run): {e}; {e.fix}") from None
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise fail(f"{where}: not started: the task's timeout of {timeout:g} s was used up by the "
                            f"commands before it; raise timeout")
             try:
-                code, out, err, ms, timed_out = _execute(shell, line, wd, remaining)
+                code, out, err, ms, timed_out = _execute(shell, line, wd, remaining, env)
             except OSError as e:  # e.g. an argument list too long for the OS
                 raise fail(f"{where}: could not start {_short(line, 200)}: {e}") from None
             result.commands.append({"command": line, "exit_code": code, "stdout": _truncate(out),
@@ -1240,12 +1200,12 @@ class TaskSchema:
         return result
 
 
-def _execute(shell: str, line: str, cwd: Path, timeout: Optional[float]
+def _execute(shell: str, line: str, cwd: Path, timeout: Optional[float], env: Mapping[str, str]
              ) -> Tuple[int, str, str, float, bool]:
     """Run one command line; `communicate` reads both pipes at once, so huge outputs cannot deadlock."""
     start = time.monotonic()
     posix = os.name == "posix"
-    proc = subprocess.Popen([shell, "-c", line], cwd=str(cwd), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([shell, "-c", line], cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=posix)
     timed_out = False
     try:

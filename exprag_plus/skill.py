@@ -7,6 +7,7 @@ folder. `skills/exprag-plus/SKILL.md` is this module's output, kept identical by
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional
 
@@ -170,7 +171,8 @@ exprag-plus restore <run>
 
 Each restore adds a worktree under `.git/exprag-plus-worktrees/`; tell the user the path and that `git
 worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
---checkout` works only on a clean tree and refuses otherwise.
+--checkout` works only on a clean tree and refuses otherwise; it also refuses (naming them) when it would
+overwrite untracked or ignored files: show the user that list; `--force` only on their word.
 
 **How does a run's code differ from another run, or from the current code?** Omit the second run to
 compare with the working tree (uncommitted and untracked files included). `--stat` for a file list;
@@ -232,6 +234,9 @@ exprag-plus task run <schema-file> --input <input>=<input-value> --json
 
 The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run of its own.
 In `--dry-run` output, a value an earlier command produces stays as its token (`<<parameter:p2>>`).
+A value a token substitutes must be plain (letters, digits, `_ . / , : @ % + = -`, or a number): other
+text exits 2 before anything runs, naming the `"$EXPRAG_PARAM_<input>"` variable the schema's command must
+read instead; pass the value as it is and never add shell quotes to it.
 
 **Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
 run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;
@@ -276,10 +281,13 @@ python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['
   untracked files included), `base_commit` its parent (the HEAD it started from), `branch` is
   `run/<run_id>`. `commit: null` with `git_error` means no snapshot could be made.
 - `best` ranks by best value, not final value, unless `--final`. Say which when you answer.
+- `***` in argv, metadata or a task record is a credential redacted at write time: it cannot be
+  recovered, so never ask for it; `replay` refuses such a command line. A text `\xff` in a path or
+  argv is a byte that was not UTF-8, and `{"__int__": "..."}` an integer too long for JSON.
 - Outputs are bounded: `runs` shows 20 (`--limit 0`), `history` 100 points (`--max-points 0`),
   `diff` 2,000 lines (`--max-lines 0`); a note on stderr says when something was cut.
 - Never modify `.runs/*.jsonl` by hand, never delete `run/*` branches yourself (`exprag-plus gc` removes
-  only those whose run files are gone), and never switch the user's checkout without asking.
+  only the snapshots it made whose runs are gone; `gc --dry-run` first), and never switch the user's checkout without asking.
 - MCP clients can use the same queries as tools: `exprag-plus mcp --install claude` (or `codex`,
   `cursor`) prints the registration.
 """
@@ -291,9 +299,10 @@ class SkillExists(ValueError):
 
 def render() -> str:
     """The whole SKILL.md: frontmatter with only the spec's keys, then the body."""
-    front = ["---", f"name: {NAME}", f"description: {DESCRIPTION}", "license: MIT",
-             "compatibility: Needs the exprag-plus command (pip install exprag-plus) and git; Python 3.9+.",
-             "---"]
+    fields = {"name": NAME, "description": DESCRIPTION, "license": "MIT",
+              "compatibility": "Needs the exprag-plus command (pip install exprag-plus) and git; Python 3.9+."}
+    # A JSON string is a valid YAML double-quoted scalar: a `: ` or `#` in a value cannot break the parse.
+    front = ["---"] + [f"{key}: {json.dumps(value)}" for key, value in fields.items()] + ["---"]
     return "\n".join(front) + "\n" + BODY.lstrip("\n")
 
 

@@ -18,6 +18,8 @@ from . import ids, records
 
 _TAIL = 64 * 1024
 _MEMORY_LINE = re.compile(rb'"type"\s*:\s*"(?:note|tag)"')
+_BLOCK = 1024 * 1024
+LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k changed paths is ~5 MB)
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
@@ -48,19 +50,72 @@ def parse_line(line: bytes, path: str, lineno: Union[int, Callable[[], int]], la
     return rec
 
 
+def iter_lines(path: str) -> Iterator[Tuple[int, bytes, bool]]:
+    """(line number, line without its newline, whether it is an unfinished last line), in bounded memory:
+    a line longer than LINE_CAP is skipped with a warning (a corrupt file, not a record)."""
+    with open(path, "rb") as f:
+        lineno = 0
+        parts: List[bytes] = []
+        held = 0
+        skipping = False
+        while True:
+            block = f.read(_BLOCK)
+            if not block:
+                break
+            if skipping:
+                nl = block.find(b"\n")
+                if nl < 0:
+                    continue
+                block, skipping = block[nl + 1:], False
+            if b"\n" not in block:
+                parts.append(block)
+                held += len(block)
+            else:
+                lines = (b"".join(parts) + block if parts else block).split(b"\n")
+                parts, held = [lines.pop()], 0
+                held = len(parts[0])
+                for line in lines:
+                    lineno += 1
+                    yield lineno, line, False
+            if held > LINE_CAP:
+                lineno += 1
+                _warn_corrupt(path, lineno, f"a line longer than {LINE_CAP // 2**20} MB")
+                parts, held, skipping = [], 0, True
+        if held and not skipping:
+            yield lineno + 1, b"".join(parts), True
+
+
+def _lines_matching(path: str, pattern: "re.Pattern[bytes]") -> Iterator[Tuple[bytes, bool]]:
+    """(line, whether it is an unfinished last line) for lines where `pattern` matches, in bounded memory;
+    the bytes are searched block by block and only matching lines are cut out (no per-line loop)."""
+    with open(path, "rb") as f:
+        carry = b""
+        while True:
+            block = f.read(_BLOCK)
+            if not block:
+                break
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n") + 1
+            done, carry = data[:cut], data[cut:]
+            if len(carry) > LINE_CAP:
+                carry = b""
+            pos = 0
+            while True:
+                m = pattern.search(done, pos)
+                if m is None:
+                    break
+                begin = done.rfind(b"\n", 0, m.start()) + 1
+                end = done.find(b"\n", m.end())
+                yield done[begin:end], False
+                pos = end + 1
+        if carry and pattern.search(carry):
+            yield carry, True
+
+
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
     """Every readable record of a file, in file order."""
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    torn = lines[-1] if lines and lines[-1] else None
-    n = len(lines) - 1
-    for i in range(n):
-        rec = parse_line(lines[i], path, i + 1, False)
-        if rec is not None:
-            yield rec
-    if torn:
-        rec = parse_line(torn, path, n + 1, True)
+    for lineno, line, last in iter_lines(path):
+        rec = parse_line(line, path, lineno, last)
         if rec is not None:
             yield rec
 
@@ -75,7 +130,10 @@ def _head_and_tail(path: str) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, 
         size = os.fstat(f.fileno()).st_size
         head_line = None
         if size > 2 * _TAIL:
-            head_line = f.readline()
+            head_line = f.readline(LINE_CAP + 1)
+            if len(head_line) > LINE_CAP:
+                _warn_corrupt(path, 1, f"a first line longer than {LINE_CAP // 2**20} MB: not a run")
+                return None, [], True
             f.seek(max(size - _TAIL, f.tell()))
         data = f.read()
     whole = head_line is None
@@ -113,7 +171,8 @@ def start_and_last_seq(path: str) -> Tuple[Optional[Dict[str, Any]], int]:
     """run_start and the seq of the file's last record (for appending after the fact)."""
     start, tail, _ = _head_and_tail(path)
     seqs = [r["seq"] for r in tail if isinstance(r.get("seq"), int)]
-    return start, max(seqs) if seqs else (start or {}).get("seq", -1)
+    first = (start or {}).get("seq")
+    return start, max(seqs) if seqs else first if type(first) is int else -1
 
 
 def pid_alive(pid: Any, hostname: Any, started: Optional[float]) -> bool:
@@ -144,19 +203,89 @@ def pid_alive(pid: Any, hostname: Any, started: Optional[float]) -> bool:
         return True
 
 
+_STR, _INT, _BOOL, _LIST, _DICT, _NONE = str, int, bool, list, dict, type(None)
+# Field -> accepted types, and for an object the same for its fields: a record that breaks this contract
+# loses only that field (with one warning per file), never the run nor the folder.
+_GIT_FIELDS = {"commit": (_STR, _NONE), "branch": (_STR, _NONE), "dirty": (_BOOL, _NONE), "status": (_LIST,),
+               "base_commit": (_STR, _NONE), "snapshot_branch": (_STR, _NONE), "skipped": (_LIST,),
+               "subdir": (_STR, _NONE), "toplevel": (_STR, _NONE)}
+_START_FIELDS: Dict[str, Any] = {
+    "run_id": (_STR,), "name": (_STR,), "time": (_STR,), "seq": (_INT,), "elapsed_ms": (int, float),
+    "format": (_STR,), "metadata": (_DICT,), "git_error": (_STR, _NONE), "replay_of": (_STR, _NONE),
+    "process": {"pid": (_INT,), "argv": (_LIST,), "cwd": (_STR,), "executable": (_STR,), "python": (_STR,)},
+    "host": {"hostname": (_STR,), "platform": (_STR,)},
+    "git": _GIT_FIELDS,
+}
+_END_FIELDS: Dict[str, Any] = {
+    "status": (_STR,), "time": (_STR,), "elapsed_ms": (int, float), "summary": (_DICT,), "error": None,
+}
+_NULLABLE = ("git",)
+_warned_fields: set = set()
+
+
+def _kind(value: Any) -> str:
+    return {str: "text", list: "a list", dict: "an object", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _checked(rec: Dict[str, Any], spec: Dict[str, Any], where: str, bad: List[str]) -> Dict[str, Any]:
+    """A copy of `rec` without the fields whose type breaks `spec` (their names appended to `bad`)."""
+    out = None
+    for key, want in spec.items():
+        if key not in rec or want is None:
+            continue
+        value = rec[key]
+        if isinstance(want, dict):
+            if value is None and key in _NULLABLE:
+                continue
+            ok = isinstance(value, dict)
+            fixed = _checked(value, want, f"{where}.{key}", bad) if ok else None
+        else:
+            ok = type(value) in want
+            fixed = value
+        if not ok:
+            bad.append(f"{where}.{key} ({_kind(value)})")
+        if not ok or fixed is not value:
+            out = dict(rec) if out is None else out
+            if ok:
+                out[key] = fixed
+            else:
+                del out[key]
+    return rec if out is None else out
+
+
+def _warn_fields(path: str, bad: List[str]) -> None:
+    fresh = [b for b in bad if (path, b) not in _warned_fields]
+    if fresh:
+        _warned_fields.update((path, b) for b in fresh)
+        warnings.warn(f"{path}: ignored field(s) not of the expected type: {', '.join(fresh)}",
+                      CorruptLineWarning, stacklevel=3)
+
+
 class Run:
     """One run as read from its file. Light when listed (first line and tail); `records` reads the rest."""
 
     def __init__(self, path: str, start: Optional[Dict[str, Any]], tail: List[Dict[str, Any]],
                  all_records: Optional[List[Dict[str, Any]]] = None) -> None:
         self.path = path
-        self.run_id: str = (start or {}).get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
-        self.start: Dict[str, Any] = start or {}
+        self._bad: List[str] = []
+        self.start: Dict[str, Any] = _checked(start or {}, _START_FIELDS, "run_start", self._bad)
+        self.run_id: str = self.start.get("run_id") or os.path.basename(path)[: -len(ids.SUFFIX)]
         self._records = all_records
-        self.end: Optional[Dict[str, Any]] = next((r for r in reversed(tail) if r.get("type") == "run_end"), None)
+        self.end: Optional[Dict[str, Any]] = None
+        self._set_end(next((r for r in reversed(tail) if r.get("type") == "run_end"), None))
         self._summary: Optional[Dict[str, Dict[str, Any]]] = None
         self._metadata: Optional[Dict[str, Any]] = None
         self._memo: Optional[List[Dict[str, Any]]] = None
+
+    def _set_end(self, end: Optional[Dict[str, Any]]) -> None:
+        if end is not None:
+            end = _checked(end, _END_FIELDS, "run_end", self._bad)
+            if "error" in end and not isinstance(end["error"], dict):
+                end["error"] = {"type": None, "message": end["error"] if isinstance(end["error"], str)
+                                else records.dumps(records.to_json(end["error"]))}
+        self.end = end
+        _warn_fields(self.path, self._bad)
 
     @classmethod
     def read(cls, path: str, full: bool = False) -> "Run":
@@ -174,7 +303,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return str(self.start.get("name", ""))
+        return self.start.get("name", "")
 
     @property
     def metadata(self) -> Dict[str, Any]:
@@ -183,9 +312,13 @@ class Run:
             self._metadata = records.from_json(m) if isinstance(m, dict) else {}
         return self._metadata
 
+    def order(self) -> Tuple[float, float, str]:
+        """Sort key of start order (run_start's time, then file time and id; see `ids.order_key`)."""
+        return ids.order_key(self.path, self.started)
+
     @property
     def started(self) -> str:
-        return str(self.start.get("time", ""))
+        return self.start.get("time", "")
 
     @property
     def process(self) -> Dict[str, Any]:
@@ -265,7 +398,7 @@ class Run:
             self._records = list(iter_records(self.path))
             ends = [r for r in self._records if r.get("type") == "run_end"]
             if ends:
-                self.end = ends[-1]
+                self._set_end(ends[-1])
         return self._records
 
     @property
@@ -302,21 +435,14 @@ class Run:
             if self._records is not None:
                 self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]
             else:
+                found: List[Dict[str, Any]] = []
                 try:
-                    with open(self.path, "rb") as f:
-                        data = f.read()
+                    for line, last in _lines_matching(self.path, _MEMORY_LINE):
+                        rec = parse_line(line, self.path, 0, last)
+                        if rec is not None and rec.get("type") in ("note", "tag"):
+                            found.append(rec)
                 except OSError:
-                    data = b""
-                found, last_end = [], -1
-                for m in _MEMORY_LINE.finditer(data):
-                    if m.start() < last_end:
-                        continue
-                    begin = data.rfind(b"\n", 0, m.start()) + 1
-                    end = data.find(b"\n", m.end())
-                    last_end = len(data) if end < 0 else end
-                    rec = parse_line(data[begin:last_end], self.path, 0, end < 0)
-                    if rec is not None and rec.get("type") in ("note", "tag"):
-                        found.append(rec)
+                    pass
                 self._memo = found
         return self._memo
 
@@ -332,10 +458,11 @@ class Run:
         for r in self._memory():
             if r.get("type") != "tag":
                 continue
-            for t in r.get("add") or []:
+            add, remove = r.get("add"), r.get("remove")
+            for t in add if isinstance(add, list) else []:
                 if isinstance(t, str) and t not in out:
                     out.append(t)
-            for t in r.get("remove") or []:
+            for t in remove if isinstance(remove, list) else []:
                 if t in out:
                     out.remove(t)
         return out
@@ -351,11 +478,13 @@ def load_run(ref: str = "latest", root: Optional[str] = None) -> Run:
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
-    """Every run of the folder, oldest first, read lightly (first line and tail of each file)."""
+    """Every run of the folder, oldest first (by run_start time, see `ids.order_key`), read lightly (first
+    line and tail of each file)."""
     out = []
     for path in ids.run_files(ids.runs_dir(root)):
         try:
             out.append(Run.read(path))
         except OSError as exc:
             warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning, stacklevel=2)
+    out.sort(key=Run.order)
     return out

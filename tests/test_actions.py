@@ -11,6 +11,7 @@ import math
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -533,9 +534,39 @@ def test_a_script_outside_the_runs_folders_is_never_imported(tmp_path: Path) -> 
     p = cli_noinput("actions", "run", "latest", "Forged", "--root", "runs", cwd=work, env=env)
     assert (p.returncode, p.stdout) == (2, "") and not marker.exists()
     assert p.stderr == (f"exprag-plus actions: error: cannot load action 'Forged' (evil:Greet): its script "
-                        f"{outside / 'evil.py'} is outside the run's recorded folders ({work}); it is not imported\n")
+                        f"{outside / 'evil.py'} is outside the current project {work} (current code is imported only from "
+                        "there); it is not imported\n")
     p = cli_noinput("actions", "run", "latest", "Greet", "--root", "runs", "--set", "greeting=hey", cwd=work, env=env)
     assert (p.returncode, p.stdout) == (0, "hello hey you\n")
+
+
+def test_current_code_comes_only_from_the_current_project_never_from_a_copied_run(tmp_path: Path) -> None:
+    """A run file copied from another folder names that folder as its cwd: nothing is imported from it."""
+    work, other = tmp_path / "proj", tmp_path / "elsewhere"
+    work.mkdir()
+    other.mkdir()
+    marker = tmp_path / "imported"
+    (other / "tool.py").write_text(f"open({str(marker)!r}, 'a').close()\n" + SCRIPT.format(body=""))
+    (other / "go.py").write_text(SCRIPT.format(body='if __name__ == "__main__":\n'
+                                                    '    import tool\n'
+                                                    '    with Experiment("x", root="runs") as exp:\n'
+                                                    '        exp.add_action(tool.Greet(who="you"))\n'
+                                                    '        exp.add_action(Greet(who="me"), name="Local")\n'))
+    env = {"GIT_CEILING_DIRECTORIES": str(tmp_path)}
+    subprocess.run([sys.executable, "go.py"], cwd=other, env=env_for(env), check=True, timeout=30, stdin=subprocess.DEVNULL)
+    marker.unlink()
+    (work / "runs").mkdir()
+    (src,) = (other / "runs").glob("*.jsonl")
+    shutil.copy(src, work / "runs" / src.name)
+    p = cli_noinput("actions", "run", "latest", "Greet", "--root", "runs", cwd=work, env=env)
+    assert (p.returncode, p.stdout) == (2, "") and not marker.exists()
+    assert "cannot import module 'tool': no module named 'tool'" in p.stderr and str(other) not in p.stderr
+    p = cli_noinput("actions", "run", "latest", "Local", "--root", "runs", cwd=work, env=env)
+    assert (p.returncode, p.stdout) == (2, "") and "outside the current project" not in p.stderr
+    assert f"its script {work / 'go.py'} does not exist" in p.stderr and not marker.exists()
+    (work / "tool.py").write_text(SCRIPT.format(body="").replace('"hello "', '"hi from here, "'))
+    p = cli_noinput("actions", "run", "latest", "Greet", "--root", "runs", cwd=work, env=env)
+    assert (p.returncode, p.stdout) == (0, "hi from here, hi you\n") and not marker.exists()
 
 
 def test_code_run_uses_the_runs_own_commit(repo: Path) -> None:
@@ -665,7 +696,9 @@ def test_terminal_choices_that_are_numbers_are_not_numbered() -> None:
 
 def test_example_export_best_model_end_to_end(tmp_path: Path) -> None:
     env = {"GIT_CEILING_DIRECTORIES": str(tmp_path)}
-    subprocess.run([sys.executable, str(ROOT / "examples" / "export_best_model.py")], cwd=tmp_path, env=env_for(env),
+    (tmp_path / "examples").mkdir()  # the project's own copy: action code is imported only from the project
+    shutil.copy(ROOT / "examples" / "export_best_model.py", tmp_path / "examples")
+    subprocess.run([sys.executable, "examples/export_best_model.py"], cwd=tmp_path, env=env_for(env),
                    check=True, timeout=60, capture_output=True, stdin=subprocess.DEVNULL)
     p = cli_noinput("actions", "run", "latest", "ExportBestModel", "--set", f"folder={tmp_path / 'best'}", "--json",
                     cwd=tmp_path, env=env)

@@ -156,8 +156,12 @@ def test_gc_deletes_only_orphaned_snapshot_branches(project: Path) -> None:
     d = json.loads(p.stdout)
     assert d["deleted"] == [f"refs/heads/run/{gone}"] and d["kept"] == 1
     assert git(project, "branch", "--list", "run/*").split() == [f"run/{keep}"]
+    p = run_cli(project, "gc", "--root", str(project / "empty"), "--json")  # the main .runs still holds `keep`
+    assert p.returncode == 0 and json.loads(p.stdout)["deleted"] == []
+    (project / ".runs" / f"{keep}.jsonl").rename(project / "moved.jsonl")
     p = run_cli(project, "gc", "--root", str(project / "empty"))
-    assert p.returncode == 2 and "refusing to delete all 1 run branches" in p.stderr
+    assert p.returncode == 2 and "no run files in" in p.stderr and "refusing to delete 1 snapshot ref(s)" in p.stderr
+    assert git(project, "branch", "--list", "run/*").split() == [f"run/{keep}"]
 
 
 def test_runs_without_code_state_fail_clearly(tmp_path: Path) -> None:
@@ -194,3 +198,93 @@ def test_a_run_file_never_exists_without_its_run_start(project: Path, tmp_path: 
     assert p.returncode == 0, p.stderr
     assert log.exists() is False or log.read_text() == ""  # git ran, and no run file existed meanwhile
     assert len(list((project / ".runs").glob("*.jsonl"))) == 1
+
+
+def run_into(cwd: Path, runs: Path, lr: float) -> str:
+    """A dirty-tree run recorded in the runs folder `runs` (as `--root`/$EXPRAG_PLUS_DIR would put it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPRAG_PLUS_DIR": str(runs)}
+    before = set(runs.glob("*.jsonl"))
+    p = subprocess.run(["python", "src/train.py", str(lr)], cwd=cwd, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    (new,) = set(runs.glob("*.jsonl")) - before
+    rec = read_lines(new)[0]
+    assert rec["git"]["branch"] == f"run/{rec['run_id']}"  # a snapshot was made
+    return rec["run_id"]
+
+
+def test_gc_deletes_only_its_own_snapshots_of_runs_that_exist_nowhere(project: Path, tmp_path: Path) -> None:
+    (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "8.0"))  # dirty: every run snapshots
+    gone = run_into(project, project / ".runs", 0.1)
+    moved_on = run_into(project, project / ".runs", 0.2)
+    other_root = run_into(project, tmp_path / "elsewhere", 0.3)  # another --root: gc is not told of it
+    wt = tmp_path / "linked"
+    git(project, "worktree", "add", "-q", "--detach", str(wt))
+    (wt / "src" / "train.py").write_text(TRAIN.replace("SCALE", "9.0"))
+    in_worktree = run_into(wt, wt / ".runs", 0.4)  # a linked worktree's default runs folder
+    for rid in (gone, moved_on, other_root, in_worktree):
+        (project / ".runs" / f"{rid}.jsonl").unlink(missing_ok=True)
+    # a user's branches under run/: one named like an idea, one named like a run id, one built on a snapshot
+    git(project, "branch", "run/lr-sweep-ideas")
+    user_id = "0190f5d2-7c3a-7b4e-9a51-3c2d1e0f4a5b"
+    git(project, "branch", f"run/{user_id}")
+    mine = git(project, "commit-tree", "-p", f"run/{moved_on}", "-m", "my work on top of the snapshot",
+               f"run/{moved_on}^{{tree}}").strip()
+    git(project, "update-ref", f"refs/heads/run/{moved_on}", mine)
+    gone_commit = git(project, "rev-parse", f"run/{gone}").strip()
+    git(project, "update-ref", f"refs/exprag-plus/run/{gone}", gone_commit)  # the fallback namespace
+    git(project, "update-ref", f"refs/exprag-plus/runs/{gone}", gone_commit)  # a pushed run: never gc's
+    keep_id = run_into(project, project / ".runs", 0.5)
+    refs_before = git(project, "for-each-ref", "--format=%(refname) %(objectname)")
+    reflog = git(project, "reflog", "show", "run/lr-sweep-ideas")
+
+    p = run_cli(project, "gc", "--dry-run", "--json")
+    assert p.returncode == 0, p.stderr
+    planned = json.loads(p.stdout)
+    assert sorted(planned["deleted"]) == sorted([f"refs/heads/run/{gone}", f"refs/exprag-plus/run/{gone}"])
+    assert {r["ref"] for r in planned["not_ours"]} == {"refs/heads/run/lr-sweep-ideas", f"refs/heads/run/{user_id}",
+                                                      f"refs/heads/run/{moved_on}"}
+    assert git(project, "for-each-ref", "--format=%(refname) %(objectname)") == refs_before
+    p = run_cli(project, "gc", "--json")
+    done = json.loads(p.stdout)
+    assert done["deleted"] == planned["deleted"] and done["failed"] == [] and done["kept"] == 3
+    after = set(git(project, "for-each-ref", "--format=%(refname) %(objectname)").splitlines())
+    assert after == set(refs_before.splitlines()) - {f"refs/heads/run/{gone} {gone_commit}",
+                                                     f"refs/exprag-plus/run/{gone} {gone_commit}"}
+    assert git(project, "reflog", "show", "run/lr-sweep-ideas") == reflog
+    for rid in (other_root, in_worktree, keep_id):
+        assert run_cli(project, "diff", rid, "--root", str(tmp_path / "elsewhere" if rid == other_root else
+                                                            wt / ".runs" if rid == in_worktree else project / ".runs"),
+                       "--stat").returncode == 0
+    p = run_cli(project, "gc")
+    assert p.returncode == 0 and "deleted 0 snapshot branch(es)" in p.stdout
+    assert "left alone refs/heads/run/lr-sweep-ideas: not a snapshot exprag-plus made" in p.stdout
+
+
+def test_restore_checkout_refuses_to_overwrite_untracked_or_ignored_files(project: Path) -> None:
+    (project / "config.yaml").write_text("lr: 0.1\n")
+    (project / "same.yaml").write_text("kept as is\n")
+    (project / "notes.txt").write_text("v1\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "config committed")
+    run = train(project, 0.1)  # clean: its code is this commit
+    git(project, "rm", "-q", "--cached", "config.yaml", "same.yaml", "notes.txt")
+    (project / ".gitignore").write_text("*.yaml\n")
+    git(project, "add", ".gitignore")
+    git(project, "commit", "-qm", "config is local now")
+    (project / "config.yaml").write_text("lr: 0.5  # my local edit\n")  # ignored, edited
+    (project / "notes.txt").write_text("my notes\n")  # untracked, not ignored
+    head = git(project, "rev-parse", "HEAD")
+    p = run_cli(project, "restore", run, "--checkout")
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1
+    assert "config.yaml" in p.stderr and "notes.txt" in p.stderr and "same.yaml" not in p.stderr
+    assert "--force" in p.stderr
+    assert (project / "config.yaml").read_text() == "lr: 0.5  # my local edit\n"
+    assert git(project, "rev-parse", "HEAD") == head
+    (project / "notes.txt").unlink()
+    p = run_cli(project, "restore", run, "--checkout")
+    assert p.returncode == 2 and "1 path(s)" in p.stderr and "config.yaml" in p.stderr
+    p = run_cli(project, "restore", run, "--force")
+    assert p.returncode == 2 and "--force only applies to --checkout" in p.stderr
+    p = run_cli(project, "restore", run, "--checkout", "--force")
+    assert p.returncode == 0, p.stderr
+    assert (project / "config.yaml").read_text() == "lr: 0.1\n" and git(project, "rev-parse", "HEAD") != head

@@ -756,3 +756,104 @@ def test_sha256_repository(tmp_path):
     assert len(rec["commit"]) == 64 and parents(repo, rec["commit"]) == [rec["base_commit"]]
     assert git(repo, "show", rec["commit"] + ":pkg/a.py") == "a = 2"
     assert set(ls_tree(repo, rec["commit"])) == {"b.py", "pkg/a.py", "pkg/new.py"}
+
+
+def test_dirty_content_inside_a_submodule_is_named_in_skipped(tmp_path):
+    lib = make_repo(tmp_path / "lib", {"lib.py": "v = 1\n"})
+    repo = make_repo(tmp_path / "super", {"main.py": "import lib\n"})
+    git(repo, "submodule", "add", "-q", lib, "libs/lib")
+    git(repo, "submodule", "add", "-q", lib, "libs/clean")
+    git(repo, "commit", "-q", "-m", "submodules")
+    sub = os.path.join(repo, "libs", "lib")
+    write(os.path.join(sub, "lib.py"), "v = 2  # edited, not committed\n")
+    write(os.path.join(sub, "scratch.txt"), "untracked inside the submodule\n")
+    head = git(sub, "rev-parse", "HEAD")
+    rec, err = capture(repo)
+    assert err is None, err
+    assert rec["dirty"] is True and rec["commit"] is not None
+    (entry,) = [s for s in rec["skipped"] if s["path"] == "libs/lib"]
+    assert "uncommitted changes (modified tracked files and untracked files)" in entry["reason"]
+    assert not any(s["path"] == "libs/clean" for s in rec["skipped"])
+    assert ls_tree(repo, rec["commit"])["libs/lib"] == ("160000", "commit", head)
+    os.unlink(os.path.join(sub, "scratch.txt"))
+    rec, err = capture(repo, run_id=RUN[:-1] + "c")
+    (entry,) = rec["skipped"]
+    assert entry["path"] == "libs/lib" and "(modified tracked files)" in entry["reason"]
+
+
+def test_no_configured_program_runs_during_snapshot_or_diff(tmp_path):
+    """fsmonitor hook, external diff, a diff driver's command and textconv, a pager: none may run."""
+    repo = make_repo(tmp_path / "r", {"a.txt": "one\n", ".gitattributes": "*.txt diff=spy\n"})
+    c1 = git(repo, "rev-parse", "HEAD")
+    marker = tmp_path / "ran"
+    spy = tmp_path / "spy.sh"
+    write(str(spy), f"#!/bin/sh\necho \"$0 $*\" >> '{marker}'\nexit 1\n", 0o755)
+    for key in ("core.fsmonitor", "diff.external", "diff.spy.command", "diff.spy.textconv", "core.pager",
+                "pager.diff", "pager.status"):
+        git(repo, "config", key, str(spy))
+    git(repo, "status", "--porcelain")  # the set-up itself does run the hook: the spy works
+    assert marker.exists()
+    marker.unlink()
+    write(os.path.join(repo, "a.txt"), "two\n")
+    write(os.path.join(repo, "new.txt"), "new\n")
+    rec, err = capture(repo)
+    assert err is None and rec["dirty"] is True
+    assert not marker.exists(), marker.read_text()  # the fsmonitor hook did not run
+    out = G.diff(repo, c1, rec["commit"])
+    assert "-one" in out and "+two" in out and "+new" in out
+    assert "+two" in G.diff(repo, c1) and G.diff(repo, c1, stat=True)
+    assert G.toplevel(repo) and G.run_branches(repo)
+    assert not marker.exists(), marker.read_text()
+
+
+def test_checkout_names_untracked_files_and_folders_in_the_way(tmp_path):
+    repo = make_repo(tmp_path / "r", {"data": "a file\n", "out/a.txt": "a\n", "link": "x"})
+    os.unlink(os.path.join(repo, "link"))
+    os.symlink("target", os.path.join(repo, "link"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "link")
+    c1 = git(repo, "rev-parse", "HEAD")
+    git(repo, "rm", "-q", "-r", "--cached", "data", "out", "link")
+    write(os.path.join(repo, ".gitignore"), "data\nout\nlink\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "local now")
+    os.unlink(os.path.join(repo, "data"))
+    write(os.path.join(repo, "data", "mine.csv"), "1,2\n")  # a folder where the commit has a file
+    shutil.rmtree(os.path.join(repo, "out"))
+    write(os.path.join(repo, "out"), "a file where the commit has a folder\n")
+    before = user_state(repo)
+    with pytest.raises(G.WouldOverwrite) as info:
+        G.checkout(repo, c1)
+    assert sorted(info.value.paths) == ["data/", "out"] and "\n" not in str(info.value)
+    assert user_state(repo) == before
+    os.unlink(os.path.join(repo, "link"))
+    os.symlink("elsewhere", os.path.join(repo, "link"))
+    with pytest.raises(G.WouldOverwrite) as info:
+        G.checkout(repo, c1)
+    assert sorted(info.value.paths) == ["data/", "link", "out"]
+
+
+def test_snapshot_refs_tell_own_snapshots_from_other_refs(tmp_path):
+    repo = make_repo(tmp_path / "r")
+    write(os.path.join(repo, "README.md"), "dirty\n")
+    runs = tmp_path / "somewhere" / "runs"
+    rec, err = capture(repo, runs_dir=str(runs))
+    assert err is None
+    message = git(repo, "log", "-1", "--format=%B", rec["commit"])
+    assert f"\nExprag-Plus-Run: {RUN}\n" in message + "\n" and f"Exprag-Plus-Runs-Dir: {runs}" in message
+    other = RUN[:-1] + "f"
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    forged = git(repo, "commit-tree", "-m", f"exprag-plus: code snapshot for run {other}\n\nExprag-Plus-Run: {RUN}",
+                 tree)
+    git(repo, "update-ref", f"refs/heads/run/{other}", forged)
+    git(repo, "update-ref", f"refs/heads/run/{other[:-1]}e", rec["commit"])  # another id's snapshot
+    git(repo, "update-ref", f"refs/exprag-plus/runs/{RUN}", rec["commit"])  # pushed runs: not listed
+    git(repo, "branch", "run/ideas/lr")
+    got = {r["ref"]: (r["ours"], r["runs_dir"]) for r in G.snapshot_refs(repo)}
+    assert got == {f"refs/heads/run/{RUN}": (True, str(runs)), f"refs/heads/run/{other}": (False, None),
+                   f"refs/heads/run/{other[:-1]}e": (False, None), "refs/heads/run/ideas/lr": (False, None)}
+    with pytest.raises(G.GitError, match="not a run snapshot ref"):
+        G.delete_ref(repo, "run/ideas/lr")
+    with pytest.raises(G.GitError):
+        G.delete_ref(repo, f"run/{RUN}", expected=forged)  # moved since it was planned: kept
+    assert git(repo, "rev-parse", f"run/{RUN}") == rec["commit"]

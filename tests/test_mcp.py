@@ -736,3 +736,38 @@ def test_an_action_that_exits_its_process_leaves_the_server_serving(action_world
         if c.p.poll() is None:
             c.p.kill()
     c.assert_only_jsonrpc()
+
+
+def test_lone_surrogates_and_deep_nesting_are_answered_in_strict_utf8(raw: Any, world: Dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """Issue 12 item 8: a lone-surrogate id, a run whose text holds lone surrogates, a deeply nested line."""
+    runs = tmp_path / "runs"
+    shutil.copytree(world["runs"], runs)
+    path = next(p for p in runs.glob("*.jsonl") if world["baseline"] in p.name)
+    lines = path.read_bytes().split(b"\n")
+    lines[0] = lines[0].replace(b'"name":"baseline"', b'"name":"base\\ud800line\\udcff"')
+    assert b"\\ud800" in lines[0]
+    path.write_bytes(b"\n".join(lines))
+    c = raw(root=runs)
+    c.initialize("2025-06-18")
+    c.send(b'{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}\n')
+    reply = c.recv()
+    assert reply["id"] is None and reply["error"]["code"] == -32600, reply
+    c.send(b'{"jsonrpc": "2.0", "id": "\\udfff", "method": "tools/call", "params": {"name": "keys"}}\n')
+    assert c.recv()["error"]["code"] == -32600
+    c.send(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    reply = c.recv()
+    assert reply["id"] is None and reply["error"]["code"] == -32700, reply
+    c.send(b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"\n")
+    assert c.recv()["error"]["code"] == -32700
+    listed = c.request("tools/call", {"name": "list_runs", "arguments": {}})["result"]
+    names = {r["name"] for r in structured(listed)["runs"]}
+    assert "base\ufffdline\\xff" in names and "tuned" in names
+    shown = c.request("tools/call", {"name": "show_run", "arguments": {"run": world["baseline"]}})["result"]
+    assert structured(shown)["name"] == "base\ufffdline\\xff"
+    assert c.request("ping")["result"] == {}
+    assert c.close() == 0
+    c.assert_only_jsonrpc()
+    for line in c.lines:
+        line.decode("utf-8")  # strict
+        assert b"\\ud8" not in line.lower() and b"\\udc" not in line.lower() and b"\\udf" not in line.lower()

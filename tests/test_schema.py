@@ -1,4 +1,4 @@
-"""Task schemas: the seed's examples, validation messages, quoting, typed outputs, timeouts, sequences.
+"""Task schemas: the seed's examples, validation messages, task values, typed outputs, timeouts, sequences.
 
 Everything runs real shell commands in real directories; nothing is mocked.
 """
@@ -189,10 +189,13 @@ def test_round_trip_and_shorthand(tmp_path: Path) -> None:
 
 def test_default_none_is_a_real_default(tmp_path: Path) -> None:
     ts = TaskSchema(objective="t", inputs=[SchemaInput("x", default=None)], outputs=["y"],
-                    actions=[SchemaAction([Command("printf '[%s]' <<parameter:x>>", stdout="<<str(parameter:y)>>")])])
+                    actions=[SchemaAction([Command("printf '[%s]' \"$EXPRAG_PARAM_x\"", stdout="<<str(parameter:y)>>")])])
     assert not ts.inputs[0].required
     assert ts.resolve_inputs({}) == {"x": None}
-    assert ts.run({}, tmp_path).outputs == {"y": "[]"}  # null is an empty word
+    assert ts.run({}, tmp_path).outputs == {"y": "[null]"}  # the environment holds JSON for non-strings
+    with pytest.raises(SchemaError, match=r"<<parameter:x>>: the value of parameter 'x' is not plain: it is empty;"):
+        schema("printf '[%s]' <<parameter:x>>", inputs=[{"parameter": "x", "default": None}], outputs=["y"],
+               stdout="<<str(parameter:y)>>").run({}, tmp_path)
 
 
 # -- validation messages ---------------------------------------------------------------------------------
@@ -248,6 +251,10 @@ actions:
      "function 'int' in <<int(parameter:p1)>> is not allowed in commands; use one of sum(...), join(...)"),
     ("echo <<parameter:p1>>", 'echo <<join[sep=","](parameter:p1)>>', "actions[0].commands[0].command",
      "unknown option 'sep' in <<join[sep=\",\"](parameter:p1)>>; allowed: delim"),
+    ("echo <<parameter:p1>>", 'echo <<join[delim="; "](parameter:p1)>>', "actions[0].commands[0].command",
+     "the delimiter '; ' of <<join[delim=\"; \"](parameter:p1)>> is not plain; use a space, or letters"),
+    ("echo <<parameter:p1>>", 'echo $EXPRAG_PARAM_p1 ${EXPRAG_PARAM_p9}', "actions[0].commands[0].command",
+     "parameter 'p9' has no source: it is not a schema input and no earlier command produces it"),
     ("- commands:", "- environments: {any: pythn_env}\n  commands:",
      "s.yaml:7:18: task schema 't1', actions[0].environments.any",
      "unknown environment 'pythn_env'; did you mean 'python_env'?"),
@@ -338,82 +345,270 @@ def test_runtime_input_errors_happen_before_anything_runs(tmp_path: Path) -> Non
     assert not (tmp_path / "ran").exists()
 
 
-# -- quoting: values are data, never code ----------------------------------------------------------------
-NASTY = [
-    "hi; touch CANARY",
-    "$(touch CANARY)",
-    "`touch CANARY`",
-    "x\ntouch CANARY",
-    "'; touch CANARY; '",
-    '"; touch CANARY; "',
-    "a && touch CANARY || touch CANARY",
-    "| touch CANARY",
-    "> CANARY",
-    "hi; rm -rf ~ $(whoami)",
-    "$HOME ${HOME} ~ * ? [a] {a,b} \\ \t !",
+# -- task values: plain, or read from the environment ----------------------------------------------------
+HOSTILE = [
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a[$(touch PWNED)]",
+    "x[`touch PWNED`]",
+    ";touch PWNED",
+    "; rm -f FILE",
+    "--output=FILE",
+    "-o FILE",
+    "-rf",
+    "-inf",
+    "-5,3",
+    "it's",
+    'say "hi"',
+    "a\0b",
+    "a\ntouch PWNED",
+    "a b",
+    "*",
+    "~",
+    "~/x",
+    "{a,b}",
+    "$HOME",
+    "${HOME}",
+    "x]",
+    "\\",
+    "a|touch PWNED",
+    "a&&touch PWNED",
+    "> FILE",
     "",
-    "-n",
+    "EOF\ntouch PWNED\nEOF",
+]
+
+HOSTILE_TEMPLATES = [
+    "echo $(echo $(echo $((<<parameter:p1>> + 1))))",
+    "echo \"$(echo \"$(( <<parameter:p1>> ))\")\"",
+    "declare -i x=<<parameter:p1>>; echo $x",
+    "f() { local -i x; x=<<parameter:p1>>; echo $x; }; f",
+    "(( <<parameter:p1>> > 0 )) && echo yes",
+    "[[ <<parameter:p1>> -eq 1 ]] && echo yes",
+    "let x=<<parameter:p1>>",
+    "a=(1 2); echo ${a[<<parameter:p1>>]}",
+    "x=abc; echo ${x:<<parameter:p1>>}",
+    "x=$(cat <<EOF\n<<parameter:p1>>\nEOF\n); echo \"$x\"",
+    "cat <<EOF\n<<parameter:p1>>\nEOF",
+    "echo \"${V:-<<parameter:p1>>}\"",
+    "echo \"${V:-\"<<parameter:p1>>\"}\"",
+    "echo \\<<parameter:p1>>",
+    "trap '<<parameter:p1>>' EXIT",
+    "sort <<parameter:p1>> < /dev/null",
+    "echo '<<parameter:p1>>'",
+    "echo \"<<parameter:p1>>\"",
+    "echo $'<<parameter:p1>>'",
+    "echo `echo <<parameter:p1>>`",
+    "eval echo <<parameter:p1>>",
+    "true # <<parameter:p1>>\necho done",
+    "printf '%s|' <<args>>",
+    "printf '%s|' <<v>>",
+    "echo <<join[delim=\",\"](parameter:p1)>>",
+    "echo <<join(parameter:p1)>>",
+    "echo <<parameter:p1>>",
 ]
 
 
-@pytest.fixture
-def sandbox_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Even a broken quoting could only ever reach this fake home."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "keep").write_text("x")
-    monkeypatch.setenv("HOME", str(home))
-    return home
+def hostile_schema(template: str) -> TaskSchema:
+    """An earlier command with a side effect, then the template: a refusal must come before both."""
+    cmd: Dict[str, Any] = {"command": template}
+    if "<<args>>" in template:
+        cmd["args"] = ["--x", "<<parameter:p1>>"]
+    if "<<v>>" in template:
+        cmd["variables"] = {"v": "pre-<<parameter:p1>>"}
+    return TaskSchema.from_dict({"objective": "hostile", "inputs": ["p1"], "actions": [
+        {"commands": [{"command": "touch EARLIER"}]}, {"commands": [cmd]}]})
 
 
-@pytest.mark.parametrize("value", NASTY, ids=[f"v{i}" for i in range(len(NASTY))])
-def test_injection_through_values_executes_nothing(tmp_path: Path, sandbox_home: Path, value: str) -> None:
-    ts = schema("printf '%s' <<parameter:p1>>", stdout="<<str(parameter:p2)>>")
+def test_hostile_values_are_refused_before_anything_runs(tmp_path: Path) -> None:
     work = tmp_path / "w"
-    result = ts.run({"p1": value}, work)
-    assert result.outputs["p2"] == value  # printf got exactly one argument, byte for byte
-    assert not (work / "CANARY").exists()
-    assert (sandbox_home / "keep").exists()
+    work.mkdir()
+    (work / "FILE").write_text("precious\n")
+    refused = 0
+    for template in HOSTILE_TEMPLATES:
+        ts = hostile_schema(template)
+        as_list = "join" in template
+        try:  # a plain value runs: the harness would see damage
+            ts.run({"p1": [1] if as_list else 1}, work)
+        except TaskFailed:
+            pass  # e.g. `sort 1`: no such file
+        assert (work / "EARLIER").exists(), template
+        (work / "EARLIER").unlink()
+        for value in HOSTILE:
+            with pytest.raises(SchemaError) as e:
+                ts.run({"p1": ["x", value] if as_list else value}, work)
+            message = str(e.value)
+            assert "\n" not in message and "parameter 'p1'" in message and '"$EXPRAG_PARAM_p1"' in message, message
+            assert "not plain" in message, message
+            refused += 1
+            assert sorted(p.name for p in work.iterdir()) == ["FILE"], (template, value)
+    assert (work / "FILE").read_text() == "precious\n"
+    assert refused == len(HOSTILE) * len(HOSTILE_TEMPLATES)
 
 
-def test_injection_through_lists_dicts_args_variables_and_join(tmp_path: Path, sandbox_home: Path) -> None:
-    evil = "$(touch CANARY); touch CANARY"
-    ts = TaskSchema.from_dict({
-        "objective": "t", "inputs": ["xs", "d", "s"], "outputs": ["a", "b", "c", "e"],
-        "actions": [{"commands": [
-            {"command": "printf '%s|' <<parameter:xs>>", "stdout": "<<str(parameter:a)>>"},
-            {"command": "printf '%s' <<parameter:d>>", "stdout": "<<json(parameter:b)>>"},
-            {"command": "printf '%s|' <<args>>", "args": ["--x", "<<parameter:s>>", evil],
-             "stdout": "<<str(parameter:c)>>"},
-            {"command": "printf '%s' <<v>> <<join[delim=\";\"](parameter:xs)>>", "variables": {"v": evil},
-             "stdout": "<<str(parameter:e)>>"},
-        ]}]})
-    out = ts.run({"xs": [evil, "`touch CANARY`"], "d": {"k": evil}, "s": evil}, tmp_path).outputs
-    assert out["a"] == f"{evil}|`touch CANARY`|"
-    assert out["b"] == {"k": evil}
-    assert out["c"] == f"--x|{evil}|{evil}|"
-    assert out["e"] == f"{evil}{evil};`touch CANARY`"
-    assert not (tmp_path / "CANARY").exists()
+def test_refusal_names_the_first_offending_character_and_its_position() -> None:
+    ts = schema("echo <<parameter:p1>>")
+    for value, words in [("ab$(x)", "'$' at position 3 in 'ab$(x)'"),
+                         ("--output=FILE", "'-' at position 1 (a leading '-' only in a number) in '--output=FILE'"),
+                         ("a\0b", "'\\x00' at position 2"), ("a\nb", "'\\n' at position 2"),
+                         ("", "it is empty;"), ({"k": 1}, "'{' at position 1")]:
+        with pytest.raises(SchemaError) as e:
+            ts.resolve_commands({"p1": value})
+        assert str(e.value).startswith("task schema 't1', actions[0].commands[0].command: <<parameter:p1>>: the "
+                                       "value of parameter 'p1' is not plain: ")
+        assert words in str(e.value)
+        assert str(e.value).endswith('read any other text from the environment variable "$EXPRAG_PARAM_p1" in the '
+                                     'command instead of <<parameter:p1>>')
+    with pytest.raises(SchemaError, match=r"parameter 'p1' \(item 1\) is not plain: ' ' at position 2"):
+        ts.resolve_commands({"p1": ["ok", "a b"]})
+    with pytest.raises(SchemaError, match=r"is not plain: '-' at position 1 .* in '-5,3'"):
+        schema('echo <<join[delim=","](parameter:p1)>>').resolve_commands({"p1": [-5, 3]})
 
 
-def test_plain_values_stay_unquoted_so_arithmetic_works(tmp_path: Path) -> None:
-    ts = schema("echo $((<<parameter:p1>> * 2)) <<parameter:p1>>", stdout="<<str(parameter:p2)>>")
-    assert ts.resolve_commands({"p1": 21}) == ["echo $((21 * 2)) 21"]
-    assert ts.run({"p1": 21}, tmp_path).outputs == {"p2": "42 21"}
-    assert schema("echo <<parameter:p1>>").resolve_commands({"p1": -1.5e-07}) == ["echo -1.5e-07"]
+ENV_READS = [
+    ("printf '%s' \"$EXPRAG_PARAM_p1\" > got", ""),
+    ("printf '%s' \"${EXPRAG_PARAM_p1}\" > got", ""),
+    ("printf '%s' \"${V:-$EXPRAG_PARAM_p1}\" > got", ""),
+    ("x=\"$EXPRAG_PARAM_p1\"; printf '%s' \"$(printf '%s' \"$(printf '%s' \"$x\")\")\" > got", ""),
+    ("cat > got <<EOF\n$EXPRAG_PARAM_p1\nEOF", "\n"),
+    ("<<executable:python>> -c 'import os; open(\"got\", \"wb\").write(os.environb[b\"EXPRAG_PARAM_p1\"])'", ""),
+]
+
+
+@pytest.mark.parametrize("command, tail", ENV_READS, ids=[f"r{i}" for i in range(len(ENV_READS))])
+def test_any_text_reaches_the_command_byte_identical_through_the_environment(tmp_path: Path, command: str,
+                                                                             tail: str) -> None:
+    ts = TaskSchema.from_dict({"objective": "env", "inputs": ["p1"], "actions": [
+        {"environments": {"any": "python_env"}, "commands": [{"command": command}]}]})
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "FILE").write_text("precious\n")
+    for value in HOSTILE + ["é ünïcödé", "x" * 100_000]:
+        if "\0" in value:
+            with pytest.raises(SchemaError, match=r"reads \$EXPRAG_PARAM_p1, but parameter 'p1' cannot be put in "
+                                                  r"the environment: it holds a NUL character"):
+                ts.run({"p1": value}, work)
+            continue
+        if "$(" in command and value.endswith("\n"):
+            continue  # $(...) drops trailing newlines: bash's rule, not a change of the value
+        ts.run({"p1": value}, work)
+        assert (work / "got").read_bytes() == (value + tail).encode(), value
+        (work / "got").unlink()
+        assert sorted(p.name for p in work.iterdir()) == ["FILE"] and (work / "FILE").read_text() == "precious\n"
+
+
+def test_the_environment_holds_every_parameter_as_text_or_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    monkeypatch.setenv("EXPRAG_PARAM_stale", "from an outer task")
+    ts = TaskSchema.from_dict({"objective": "env", "inputs": ["s", "n", "f", "b", "z", "d"], "outputs": ["o"],
+                               "actions": [{"commands": [
+                                   {"command": "echo 7", "stdout": "<<parameter:o>>"},
+                                   {"command": "env | grep '^EXPRAG''_PARAM_' | sort > got; : $EXPRAG_PARAM_s "
+                                               "$EXPRAG_PARAM_n $EXPRAG_PARAM_f $EXPRAG_PARAM_b $EXPRAG_PARAM_z "
+                                               "$EXPRAG_PARAM_d $EXPRAG_PARAM_o"}]}]})
+    ts.run({"s": "a b", "n": 3, "f": -1.5, "b": True, "z": None, "d": {"k": [1, "x"]}}, tmp_path)
+    assert (tmp_path / "got").read_text().splitlines() == [
+        'EXPRAG_PARAM_b=true', 'EXPRAG_PARAM_d={"k": [1, "x"]}', "EXPRAG_PARAM_f=-1.5", "EXPRAG_PARAM_n=3",
+        "EXPRAG_PARAM_o=7", "EXPRAG_PARAM_s=a b", "EXPRAG_PARAM_z=null"]
+
+
+def test_an_input_read_only_from_the_environment_is_consumed() -> None:
+    for ref in ("$EXPRAG_PARAM_label", "${EXPRAG_PARAM_label}", "${EXPRAG_PARAM_label:-none}"):
+        ts = TaskSchema.from_dict({"objective": "t", "inputs": ["label"], "actions": [
+            {"commands": [{"command": f"echo \"{ref}\""}]}]})
+        assert ts.info_dict()["actions"][0]["inputs"] == ["label"]
+    with pytest.raises(SchemaError, match=r"actions\[0\]\.commands\[0\]\.command: parameter 'p2' has no source.*"
+                                          r"produced only later, by actions\[1\]"):
+        TaskSchema.from_dict({"objective": "t", "inputs": ["p1"], "outputs": ["p2"], "actions": [
+            {"commands": [{"command": "echo \"$EXPRAG_PARAM_p2\" <<parameter:p1>>"}]},
+            {"commands": [{"command": "echo 1", "stdout": "<<parameter:p2>>"}]}]})
+
+
+def test_plain_values_substitute_and_run(tmp_path: Path) -> None:
+    ts = schema("printf '[%s]' <<parameter:p1>>", stdout="<<str(parameter:p2)>>")
+    for value, shown in [(21, "[21]"), (-3, "[-3]"), (-1.5e-07, "[-1.5e-07]"), (2.5, "[2.5]"), ("-7", "[-7]"),
+                         ("/tmp/a_b/c.txt", "[/tmp/a_b/c.txt]"), ("./data/x-1.csv", "[./data/x-1.csv]"),
+                         ("lr=0.1", "[lr=0.1]"), ("a,b", "[a,b]"), ("user@host:8080/%7E+x", "[user@host:8080/%7E+x]"),
+                         (True, "[true]"), ([1, "b", -2], "[1][b][-2]"), ("1e+20", "[1e+20]")]:
+        assert ts.run({"p1": value}, tmp_path).outputs == {"p2": shown}, value
+    arith = schema("echo $((<<parameter:p1>> * 2)) <<parameter:p1>>", stdout="<<str(parameter:p2)>>")
+    assert arith.resolve_commands({"p1": 21}) == ["echo $((21 * 2)) 21"]
+    assert arith.run({"p1": -21}, tmp_path).outputs == {"p2": "-42 -21"}
+
+
+def test_a_captured_value_that_is_not_plain_stops_the_task_before_the_next_command(tmp_path: Path) -> None:
+    ts = TaskSchema.from_dict({"objective": "cap", "inputs": ["p1"], "outputs": ["p3"], "actions": [
+        {"commands": [{"command": "printf '%s' '$(touch PWNED)' <<parameter:p1>>", "stdout": "<<str(parameter:p2)>>"}]},
+        {"commands": [{"command": "touch LATER; echo <<parameter:p2>>", "stdout": "<<str(parameter:p3)>>"}]}]})
+    assert ts.resolve_commands({"p1": 1})[1] == "touch LATER; echo <<parameter:p2>>"
+    tmp_path = tmp_path / "w"
+    with pytest.raises(TaskFailed) as e:
+        ts.run({"p1": 1}, tmp_path)
+    assert str(e.value).startswith("task schema 'cap', actions[1].commands[0]: not started, as a value an earlier "
+                                   "command printed is refused (the commands before it have run): "
+                                   "<<parameter:p2>>: the value of parameter 'p2' is not plain: '$' at position 1")
+    assert '"$EXPRAG_PARAM_p2"' in str(e.value) and "\n" not in str(e.value)
+    assert len(e.value.result.commands) == 1 and e.value.result.status == "failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    via_env = TaskSchema.from_dict({**ts.to_dict(), "actions": [ts.to_dict()["actions"][0], {"commands": [
+        {"command": "printf '%s' \"$EXPRAG_PARAM_p2\"", "stdout": "<<str(parameter:p3)>>"}]}]})
+    assert via_env.run({"p1": 1}, tmp_path).outputs == {"p3": "$(touch PWNED)1"}
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_value_naming_a_variable_that_holds_code_is_refused(tmp_path: Path) -> None:
+    """Shell arithmetic evaluates a named variable's text: `x='a[$(cmd)]'; $((x))` runs cmd."""
+    tmp_path = tmp_path / "w"
+    tmp_path.mkdir()
+    evil = {"p2": "a[$(touch PWNED)]"}
+    for template, p1 in [("echo \"$EXPRAG_PARAM_p2\" > /dev/null; echo $((<<parameter:p1>> + 1))", "EXPRAG_PARAM_p2"),
+                         ("echo \"$EXPRAG_PARAM_p2\" > /dev/null; declare -i x=<<parameter:p1>>", "EXPRAG_PARAM_p2"),
+                         ("echo \"$EXPRAG_PARAM_p2\" > /dev/null; echo $((EXPRAG_PARAM_<<parameter:p1>>))", "p2"),
+                         ("echo \"$EXPRAG_PARAM_p2\" > /dev/null; echo $((<<parameter:p1>>p2))", "EXPRAG_PARAM_")]:
+        ts = TaskSchema.from_dict({"objective": "t", "inputs": ["p1", "p2"], "actions": [
+            {"commands": [{"command": "touch EARLIER"}, {"command": template}]}]})
+        with pytest.raises(SchemaError, match=r"the value of parameter 'p1' makes the word 'EXPRAG_PARAM_p2', the "
+                                              r"name of a variable that may hold text that is not plain"):
+            ts.run({"p1": p1, **evil}, tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+        ts.run({"p1": p1, "p2": 5}, tmp_path)  # a plain variable is harmless there
+        assert (tmp_path / "EARLIER").exists()
+        (tmp_path / "EARLIER").unlink()
+    # `_` is the last argument of the previous command: here the hostile text of p2
+    ts = TaskSchema.from_dict({"objective": "t", "inputs": ["p1", "p2"], "actions": [{"commands": [
+        {"command": "echo \"$EXPRAG_PARAM_p2\" > /dev/null; echo $((<<parameter:p1>> + 1))"}]}]})
+    for p1, word in [("_", "_"), ("1+_", "_"), ("REPLY", "REPLY")]:
+        with pytest.raises(SchemaError, match=f"makes the word '{word}'"):
+            ts.run({"p1": p1, **evil}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_value_too_long_for_the_environment_is_left_out_unless_read(tmp_path: Path) -> None:
+    ts = TaskSchema.from_dict({"objective": "big", "inputs": ["p1"], "outputs": ["p2", "p3"], "actions": [
+        {"commands": [{"command": "head -c 200000 /dev/zero | tr '\\0' <<parameter:p1>>",
+                       "stdout": "<<str(parameter:p2)>>"},
+                      {"command": "echo <<parameter:p1>>", "stdout": "<<parameter:p3>>"}]}]})
+    assert ts.run({"p1": "x"}, tmp_path).outputs == {"p2": "x" * 200_000, "p3": "x"}
+    reads = TaskSchema.from_dict({**ts.to_dict(), "actions": [{"commands": [
+        ts.to_dict()["actions"][0]["commands"][0], {"command": "echo ${#EXPRAG_PARAM_p2}", "stdout": "<<parameter:p3>>"}]}]})
+    with pytest.raises(TaskFailed, match=r"commands\[1\]: not started.*reads \$EXPRAG_PARAM_p2, but parameter 'p2' "
+                                         r"cannot be put in the environment: it is 200000 bytes long"):
+        reads.run({"p1": "x"}, tmp_path)
 
 
 # -- resolution ------------------------------------------------------------------------------------------
 def test_value_forms(tmp_path: Path) -> None:
-    ts = schema("echo <<parameter:p1>> <<parameter:p1.a>> <<parameter:p1.l.1>> <<parameter:p1.l>> "
-                "<<sum(parameter:p1.l)>> <<join(parameter:p1.l)>> <<join[delim=\",\"](parameter:p1.l)>> "
-                "<<parameter:p1.t>> <<parameter:p1.n>> <<parameter:p1.l.-1>>",
-                stdout="<<str(parameter:p2)>>")
-    value = {"a": "x y", "l": [1, 2, 3.5], "t": True, "n": None}
+    ts = schema("echo <<parameter:p1.a>> <<parameter:p1.l.1>> <<parameter:p1.l>> <<sum(parameter:p1.l)>> "
+                "<<join(parameter:p1.l)>> <<join[delim=\",\"](parameter:p1.l)>> <<join[delim=\"\"](parameter:p1.l)>> "
+                "<<parameter:p1.t>> <<parameter:p1.l.-1>> \"$EXPRAG_PARAM_p1\"", stdout="<<str(parameter:p2)>>")
+    value = {"a": "x_y", "l": [1, 2, 3.5], "t": True, "n": None}
     assert ts.resolve_commands({"p1": value}) == [
-        "echo '{\"a\": \"x y\", \"l\": [1, 2, 3.5], \"t\": true, \"n\": null}' 'x y' 2 1 2 3.5 6.5 '1 2 3.5' "
-        "1,2,3.5 true '' 3.5"]
-    assert ts.run({"p1": value}, tmp_path).outputs["p2"].startswith('{"a": "x y", "l": [1, 2, 3.5]')
+        "echo x_y 2 1 2 3.5 6.5 1 2 3.5 1,2,3.5 123.5 true 3.5 \"$EXPRAG_PARAM_p1\""]
+    assert ts.run({"p1": value}, tmp_path).outputs["p2"] == (
+        'x_y 2 1 2 3.5 6.5 1 2 3.5 1,2,3.5 123.5 true 3.5 {"a": "x_y", "l": [1, 2, 3.5], "t": true, "n": null}')
+    for part, words in [("p1", "'{' at position 1"), ("p1.n", "it is empty")]:
+        with pytest.raises(SchemaError, match=f"value of parameter 'p1' is not plain: {words}"):
+            schema(f"echo <<parameter:{part}>>").resolve_commands({"p1": value})
 
 
 def test_args_and_variables(tmp_path: Path) -> None:
@@ -435,8 +630,7 @@ def test_executables_from_custom_environments(tmp_path: Path) -> None:
         "environments": {"any": "shout_env"},
         "commands": [{"command": "<<executable:shout>> <<parameter:p1>>", "stdout": "<<parameter:p2>>"}]}]},
         environments=[shout])
-    assert ts.run({"p1": "quiet; touch X"}, tmp_path).outputs == {"p2": "QUIET; TOUCH X"}
-    assert not (tmp_path / "X").exists()
+    assert ts.run({"p1": "quiet"}, tmp_path).outputs == {"p2": "QUIET"}
 
 
 def test_dry_run_leaves_later_values_visible() -> None:
@@ -463,7 +657,7 @@ def test_dry_run_leaves_later_values_visible() -> None:
     ("", "<<list(parameter:p2)>>", []),
 ])
 def test_typed_outputs(tmp_path: Path, printed: str, mapping: str, expected: Any) -> None:
-    ts = schema("printf '%s' " + "<<parameter:p1>>", stdout=mapping)
+    ts = schema("printf '%s' \"$EXPRAG_PARAM_p1\"", stdout=mapping)
     value = ts.run({"p1": printed}, tmp_path).outputs["p2"]
     assert value == expected and type(value) is type(expected)
 
@@ -478,7 +672,7 @@ def test_typed_outputs(tmp_path: Path, printed: str, mapping: str, expected: Any
 ])
 def test_typed_output_that_does_not_parse_fails_the_task(tmp_path: Path, printed: str, mapping: str,
                                                          words: str) -> None:
-    ts = schema("printf '%s' <<parameter:p1>>", stdout=mapping)
+    ts = schema("printf '%s' \"$EXPRAG_PARAM_p1\"", stdout=mapping)
     with pytest.raises(TaskFailed) as e:
         ts.run({"p1": printed}, tmp_path)
     assert str(e.value) == f"task schema 't1', actions[0].commands[0]: {words}"
@@ -562,7 +756,7 @@ def test_posix_sh_is_used_when_bash_is_absent(tmp_path: Path, monkeypatch: pytes
     (bin_dir / "sh").symlink_to("/bin/sh")
     monkeypatch.setenv("PATH", str(bin_dir))
     assert shutil.which("bash") is None
-    ts = schema("printf '%s' \"${BASH_VERSION:-no bash}\" <<parameter:p1>>", stdout="<<str(parameter:p2)>>")
+    ts = schema("printf '%s' \"${BASH_VERSION:-no bash}\" \"$EXPRAG_PARAM_p1\"", stdout="<<str(parameter:p2)>>")
     assert ts.run({"p1": ""}, tmp_path / "w").outputs == {"p2": "no bash"}
 
 

@@ -23,11 +23,31 @@ ALLOWED_KEYS = {"name", "description", "license", "compatibility", "metadata", "
 
 
 def frontmatter() -> dict:
-    out = {}
-    for line in FRONT.splitlines():
-        key, _, value = line.partition(": ")
-        out[key] = value
-    return out
+    """Parsed by a real YAML parser: a client that parses strictly must not skip the skill."""
+    import yaml
+
+    loaded = yaml.safe_load(FRONT)
+    assert isinstance(loaded, dict) and all(isinstance(v, str) for v in loaded.values()), loaded
+    return loaded
+
+
+def test_frontmatter_is_yaml_that_keeps_every_character() -> None:
+    fm = frontmatter()
+    assert fm["name"] == skill.NAME and fm["description"] == skill.DESCRIPTION
+    assert ": " in fm["description"]  # the text that once broke the unquoted form survives quoting
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="skills-ref (the reference validator) needs Python 3.11+")
+@pytest.mark.parametrize("where", ["generated", "committed"])
+def test_reference_validator_accepts_the_skill(tmp_path: Path, where: str) -> None:
+    folder = ROOT / "skills" / "exprag-plus"
+    if where == "generated":
+        folder = tmp_path / "exprag-plus"
+        folder.mkdir()
+        (folder / "SKILL.md").write_text(TEXT, encoding="utf-8")
+    p = subprocess.run([sys.executable, "-c", "from skills_ref.cli import main; main()", "validate", str(folder)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "Valid skill" in p.stdout, p.stdout + p.stderr
 
 
 def test_spec_rules() -> None:
@@ -183,4 +203,4 @@ def test_write_print_install(tmp_path: Path, repo: Path) -> None:
 def test_skill_ships_in_the_package() -> None:
     p = subprocess.run([sys.executable, "-c", "from exprag_plus import skill; print(skill.render()[:25])"],
                        cwd="/", env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
-    assert p.stdout.startswith("---\nname: exprag-plus")
+    assert p.stdout.startswith('---\nname: "exprag-plus"')

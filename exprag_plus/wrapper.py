@@ -1,0 +1,395 @@
+"""`exprag-plus run -- CMD`: record any command as a run, with its code, output and metrics.
+
+The command runs in its own process group (so a timeout can kill all it started); on a terminal it is
+given the foreground, so Ctrl-C and prompts reach it as if it ran alone. Its stdout and stderr are
+copied byte for byte, chunk by chunk as they arrive, to ours and to `<runs>/<run_id>/output.log`.
+Lines that hold only a JSON object or `NAME: NUMBER` become `track` records unless a process joined
+the run with its own `Experiment` (then it tracks for itself and the output is not parsed twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
+
+from . import records
+from .redact import redact_text
+from .experiment import ENV_RUN, JOINED_MARK, Experiment
+
+OUTPUT_LOG = "output.log"
+TAIL_LINES = 20
+_TAIL_BYTES = 64 * 1024
+_MAX_LINE = 64 * 1024
+_KILL_GRACE_S = 5.0
+AXES = ("step", "epoch", "iteration", "iter", "global_step")
+
+_NUM = rb"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf|infinity))"
+# A candidate line: only a JSON object, or only NAME: NUMBER / NAME = NUMBER.
+_LINE = re.compile(rb"^[ \t]*(?:(\{.*\})|([A-Za-z_][A-Za-z0-9_./-]*)[ \t]*[:=][ \t]*(" + _NUM + rb"))[ \t]*\r?$",
+                   re.M)
+
+
+class WrapperError(ValueError):
+    """Bad input to `run` (an empty command, a bad --parse pattern)."""
+
+
+def compile_patterns(texts: Sequence[str]) -> List[Pattern[str]]:
+    """--parse patterns: each needs at least one named group (`step` is the step)."""
+    out = []
+    for text in texts:
+        try:
+            pat = re.compile(text)
+        except re.error as exc:
+            raise WrapperError(f"--parse {text!r} is not a regular expression: {exc}") from None
+        if not pat.groupindex:
+            raise WrapperError(f"--parse {text!r} has no named group: name each value, e.g. "
+                               "'step (?P<step>\\d+) \\| loss (?P<loss>[0-9.]+)'")
+        out.append(pat)
+    return out
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class MetricParser:
+    """Turns output bytes into tracked values; a line split across chunks is carried over."""
+
+    def __init__(self, patterns: Sequence[Pattern[str]] = (), default: bool = True) -> None:
+        self.patterns = list(patterns)
+        self.default = default
+        self._carry = b""
+
+    def feed(self, data: bytes, final: bool = False) -> Iterator[Dict[str, Any]]:
+        buf = self._carry + data
+        cut = len(buf) if final else buf.rfind(b"\n") + 1
+        self._carry = buf[cut:]
+        if len(self._carry) > _MAX_LINE:
+            self._carry = b""  # a line this long is no metric line
+        body = buf[:cut]
+        if not body:
+            return
+        if self.default:
+            for m in _LINE.finditer(body):
+                value = self._default(m)
+                if value is not None:
+                    yield value
+        if self.patterns:
+            for raw in body.split(b"\n"):
+                line = raw.rsplit(b"\r", 1)[-1].decode("utf-8", "replace") if b"\r" in raw else raw.decode("utf-8", "replace")
+                for pat in self.patterns:
+                    m2 = pat.search(line)
+                    if m2:
+                        value = {k: _number(v) for k, v in m2.groupdict().items() if v is not None}
+                        if value:
+                            yield value
+
+    @staticmethod
+    def _default(m: "re.Match[bytes]") -> Optional[Dict[str, Any]]:
+        if m.group(1) is not None:
+            text = m.group(1).rsplit(b"\r", 1)[-1].strip()
+            try:
+                value = json.loads(text)
+            except (ValueError, RecursionError):
+                return None
+            return records.from_json(value) if isinstance(value, dict) and value else None
+        return {m.group(2).decode("ascii"): _number(m.group(3).decode("ascii"))}
+
+
+class _Output:
+    """The copy to output.log and the counts, tail and metrics of what went by."""
+
+    def __init__(self, path: str, parser: Optional[MetricParser]) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.parser = parser
+        self.bytes = 0
+        self.lines = 0
+        self.tail = b""
+        self.last_newline = True
+
+    def add(self, data: bytes) -> Iterator[Dict[str, Any]]:
+        _write_all(self.fd, data)
+        self.bytes += len(data)
+        self.lines += data.count(b"\n")
+        self.last_newline = data.endswith(b"\n")
+        self.tail = (self.tail + data)[-_TAIL_BYTES:]
+        if self.parser is not None:
+            yield from self.parser.feed(data)
+
+    def finish(self) -> Iterator[Dict[str, Any]]:
+        if self.parser is not None:
+            yield from self.parser.feed(b"", final=True)
+        os.close(self.fd)
+
+    def summary(self, root: str) -> Dict[str, Any]:
+        text = self.tail.decode("utf-8", "replace")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if len(self.tail) >= _TAIL_BYTES and lines:
+            lines = lines[1:]  # the first one is cut
+        tail = [redact_text(l.rsplit("\r", 1)[-1]) if "\r" in l else redact_text(l)
+                for l in lines[-TAIL_LINES:]]
+        return {"file": os.path.relpath(self.path, root), "bytes": self.bytes,
+                "lines": self.lines + (0 if self.last_newline or not self.bytes else 1), "tail": tail}
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            time.sleep(0.001)
+
+
+def _foreground(tty: Optional[int], pgid: int) -> None:
+    if tty is None:
+        return
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(tty, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def _terminal() -> Optional[int]:
+    """stdin's terminal when we are its foreground job (then the command gets the foreground)."""
+    try:
+        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
+            return 0
+    except OSError:
+        pass
+    return None
+
+
+def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Optional[Dict[str, Any]] = None,
+                note: Optional[str] = None, root: Optional[str] = None, timeout: Optional[float] = None,
+                parse: bool = True, patterns: Sequence[Pattern[str]] = (), resume: Optional[str] = None,
+                announce: Any = None) -> Dict[str, Any]:
+    """Run `argv` as a recorded run; returns {run_id, status, exit_code, signal, duration_s, metrics, output, path}.
+
+    `announce(text)` is told when the run starts (its id and output file) before the command runs.
+    """
+    argv = [str(a) for a in argv]
+    if not argv:
+        raise WrapperError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
+    cwd = os.getcwd()
+    start = {"command": {"argv": records.redact_argv(argv), "cwd": cwd}}
+    exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
+    if note:
+        exp.note(note)
+    folder = os.path.join(exp.root, exp.run_id)
+    os.makedirs(folder, exist_ok=True)
+    out = _Output(os.path.join(folder, OUTPUT_LOG), MetricParser(patterns, parse) if (parse or patterns) else None)
+    if announce:
+        announce(exp)
+    env = dict(os.environ)
+    env[ENV_RUN] = exp.path
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    tty = _terminal()
+    t0 = time.monotonic()
+    interrupted = []
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                preexec_fn=os.setpgrp)
+    except OSError as exc:
+        exp.end("failed", {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"},
+                exit_code=127, signal=None, output=out.summary(exp.root))
+        list(out.finish())
+        return _result(exp, "failed", 127, None, time.monotonic() - t0, out, exp.root)
+    _foreground(tty, proc.pid)
+
+    def forward(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            interrupted.append(signum)
+        try:
+            os.killpg(proc.pid, signum)
+        except OSError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    joined = os.path.join(folder, JOINED_MARK)
+    timed_out = False
+    try:
+        timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout)
+        for value in out.finish():
+            if not os.path.exists(joined):
+                exp.track(value)
+        code = proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _foreground(tty, os.getpgrp())
+    duration = time.monotonic() - t0
+    sig = -code if code < 0 else None
+    exit_code = 128 + sig if sig else code
+    if timed_out:
+        status, error, exit_code = "failed", {"type": "Timeout", "message": f"killed after the {timeout:g} s timeout"}, 124
+    elif sig == signal.SIGINT or (interrupted and exit_code in (130, 128 + signal.SIGINT)):
+        status, error = "interrupted", {"type": "Signal", "message": "interrupted (SIGINT)"}
+    elif sig:
+        status, error = "failed", {"type": "Signal", "message": f"killed by {signal.Signals(sig).name}"}
+    elif code != 0:
+        status, error = "failed", {"type": "ExitCode", "message": f"exited with code {code}"}
+    else:
+        status, error = "completed", None
+    if error is not None:
+        error.update(_joined_error(exp.path) or {})
+    exp.end(status, error, exit_code=exit_code, signal=signal.Signals(sig).name if sig else None,
+            output=out.summary(exp.root))
+    return _result(exp, status, exit_code, signal.Signals(sig).name if sig else None, duration, out, exp.root)
+
+
+def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
+          deadline: Optional[float]) -> bool:
+    """Copy both pipes until they close; True when the deadline killed the command."""
+    sel = selectors.DefaultSelector()
+    targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
+    for fd in targets:
+        sel.register(fd, selectors.EVENT_READ)
+    timed_out = False
+    kill_at: Optional[float] = None
+    is_joined = False
+    while targets:
+        wait = None
+        now = time.monotonic()
+        if deadline is not None and not timed_out:
+            if now >= deadline:
+                timed_out = True
+                _killpg(proc.pid, signal.SIGTERM)
+                kill_at = now + _KILL_GRACE_S
+            else:
+                wait = deadline - now
+        if kill_at is not None:
+            if now >= kill_at:
+                _killpg(proc.pid, signal.SIGKILL)
+                kill_at = None
+            else:
+                wait = kill_at - now
+        for key, _ in sel.select(wait):
+            fd = key.fd
+            data = os.read(fd, 1 << 16)
+            if not data:
+                sel.unregister(fd)
+                del targets[fd]
+                continue
+            _write_all(targets[fd], data)
+            for value in out.add(data):
+                is_joined = is_joined or os.path.exists(joined)
+                if not is_joined:
+                    exp.track(value)
+    sel.close()
+    if timed_out and proc.poll() is None:
+        try:
+            proc.wait(_KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _killpg(proc.pid, signal.SIGKILL)
+    return timed_out
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
+
+
+def _joined_error(path: str) -> Optional[Dict[str, Any]]:
+    """The exception a joined Python process ended with: why the command failed, in its own words."""
+    from . import store
+
+    _, tail, _ = store._head_and_tail(path)
+    for rec in reversed(tail):
+        if rec.get("type") == "join_end" and isinstance(rec.get("error"), dict):
+            err = rec["error"]
+            return {"type": err.get("type"), "message": err.get("message"), "traceback": err.get("traceback")}
+    return None
+
+
+def _result(exp: Experiment, status: str, exit_code: int, sig: Optional[str], duration: float, out: _Output,
+            root: str) -> Dict[str, Any]:
+    from . import store
+
+    summary = store.Run.read(exp.path).summary
+    metrics = {p: s.get("last") for p, s in summary.items() if p.rsplit(".", 1)[-1] not in AXES}
+    return {"run_id": exp.run_id, "status": status, "exit_code": exit_code, "signal": sig,
+            "duration_s": round(duration, 3), "metrics": metrics, "output": out.summary(root), "path": exp.path}
+
+
+def nested() -> bool:
+    """Inside another `exprag-plus run`: the outer wrapper already records this command."""
+    path = os.environ.get(ENV_RUN, "")
+    return bool(path) and os.path.isfile(path)
+
+
+def exec_plain(argv: Sequence[str]) -> None:
+    """Become the command (no second record): the enclosing wrapper captures its output."""
+    try:
+        os.execvp(argv[0], list(argv))
+    except OSError as exc:
+        raise WrapperError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+
+
+def read_log(run_dir: str, tail: Optional[int] = None, grep: Optional[str] = None) -> Optional[Iterator[bytes]]:
+    """The lines of a run's captured output (None when it has none)."""
+    path = os.path.join(run_dir, OUTPUT_LOG)
+    if not os.path.isfile(path):
+        return None
+    pat = None
+    if grep is not None:
+        try:
+            pat = re.compile(grep.encode("utf-8", "surrogateescape"))
+        except re.error as exc:
+            raise WrapperError(f"--grep {grep!r} is not a regular expression: {exc}") from None
+
+    def lines() -> Iterator[bytes]:
+        if tail:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                block, data = 1 << 16, b""
+                pos = size
+                while pos > 0 and data.count(b"\n") <= tail:
+                    step = min(block, pos)
+                    pos -= step
+                    f.seek(pos)
+                    data = f.read(step) + data
+                chunk = data.splitlines(keepends=True)
+                selected = [l for l in chunk if pat is None or pat.search(l)] if pat is None else None
+            if pat is None:
+                yield from chunk[-tail:]
+                return
+        with open(path, "rb") as f:
+            hits: List[bytes] = []
+            for line in f:
+                if pat is None or pat.search(line):
+                    if tail:
+                        hits.append(line)
+                        if len(hits) > tail:
+                            hits.pop(0)
+                    else:
+                        yield line
+            yield from hits
+
+    return lines()
+
+
+__all__ = ["run_command", "compile_patterns", "MetricParser", "WrapperError", "read_log", "nested", "exec_plain",
+           "OUTPUT_LOG", "AXES"]

@@ -186,7 +186,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    res = query.show(_run(args, args.run))
+    from .codestate import show  # runs git: loaded only when asked
+
+    res = show(_run(args, args.run))
     if args.json:
         return emit_json(res)
     proc, git = res["process"], res["git"] or {}
@@ -201,6 +203,9 @@ def cmd_show(args: argparse.Namespace) -> None:
     elif git.get("dirty"):
         where = f"snapshot {git.get('commit')} on {git.get('branch')}" if git.get("commit") else "no snapshot"
         lines.append(f"code      dirty tree: {where}, base {git.get('base_commit')}, {len(git.get('status') or [])} changed paths")
+        if res.get("same_code"):
+            lines.append(f"          same code as {res['same_code']['commit'][:7]} on {res['same_code']['branch']} "
+                         "(committed later)")
     else:
         lines.append(f"code      {git.get('commit')} on {git.get('branch') or '(detached)'} (clean)")
     if res["git_error"] and res["git"]:

@@ -329,6 +329,32 @@ def main_worktree(cwd: str) -> Optional[str]:
         return None
 
 
+def same_tree_commit(repo: str, commit: str, base: str, limit: int = 2000) -> Optional[Dict[str, str]]:
+    """The oldest commit on a local branch (not a run/ snapshot branch), made after ``base``, whose tree
+    is ``commit``'s tree: {commit, branch}; None when there is none among the newest ``limit``.
+
+    A dirty run's snapshot and the commit an agent made of the change it kept hold the same tree."""
+    _check_repo_dir(repo)
+    _check_rev(commit)
+    _check_rev(base)
+    tree = _git(["rev-parse", "--verify", "--quiet", commit + "^{tree}"], repo, check=False)
+    if tree.returncode != 0:
+        return None
+    want = tree.stdout.strip()
+    out = _git(["log", f"--max-count={int(limit)}", "--format=%H%x09%T%x09%S", "--exclude=run/*", "--branches",
+                "--not", base, "--"], repo, check=False)
+    if out.returncode != 0:
+        return None
+    found = None
+    for line in out.stdout.splitlines():
+        parts = line.split(b"\t")
+        if len(parts) >= 3 and parts[1] == want:
+            ref = os.fsdecode(parts[2])
+            found = {"commit": os.fsdecode(parts[0]),
+                     "branch": ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref}
+    return found
+
+
 def resolve_commit(repo: str, rev: str) -> str:
     """The full object name of the commit ``rev`` names; GitError if there is none."""
     _check_rev(rev)

@@ -295,7 +295,7 @@ def _keys(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _show_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    return query.show(_run(srv, a["run"]))
+    return codestate.show(_run(srv, a["run"]))
 
 
 def _best_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -312,7 +312,8 @@ def _compare_runs(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 def _code_diff(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     b = _run(srv, a["b"]) if a["b"] else None
-    return codestate.diff(_run(srv, a["a"]), b, stat=a["stat"], max_lines=a["max_lines"], runs_dir=srv.root)
+    return codestate.diff(_run(srv, a["a"]), b, stat=a["stat"], max_lines=a["max_lines"], runs_dir=srv.root,
+                          base=a["base"])
 
 
 def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -430,7 +431,7 @@ def _tools() -> Dict[str, Tool]:
              {"run": _p(_S, RUN_TEXT)}, ("run",),
              _obj({**RUN_ROW["properties"], "ended": _NS, "duration_s": _NN, "metadata": _O, "process": _O,
                    "host": _O, "git": _NO, "git_error": _NS, "replay_of": _NS, "error": _NO, "summary": _O,
-                   "records": _O, "path": _S, "notes": _arr(_O)}), _show_run),
+                   "records": _O, "path": _S, "notes": _arr(_O), "same_code": _NO}), _show_run),
         Tool("best_run", "Best run by a metric",
              "The winning run by METRIC: by each run's best value over its history (highest; lowest with "
              "`minimize`), or by its last value with `final`. Says which rule it used, gives the winner's best "
@@ -469,9 +470,12 @@ def _tools() -> Dict[str, Tool]:
              "a per-file summary; at most `max_lines` lines (default 2000; 0 for all).",
              {"a": _p(_S, RUN_TEXT), "b": _p(_S, RUN_TEXT + " (default: the current working tree)"),
               "stat": _p(_B, "a summary of changed files instead of the patch", default=False),
-              "max_lines": _p(_I, "at most this many lines (0 for all)", default=2000, minimum=0)},
+              "max_lines": _p(_I, "at most this many lines (0 for all)", default=2000, minimum=0),
+              "base": _p(_B, "run a's own change: from the commit it started from to the code that ran (no b)",
+                         default=False)},
              ("a",),
-             _obj({"a": CODE_REF, "b": {"anyOf": [CODE_REF, {"const": "worktree"}]}, "repo": _S, "stat": _B,
+             _obj({"a": CODE_REF, "b": {"anyOf": [CODE_REF, {"const": "worktree"}, {"const": "base"}]}, "repo": _S,
+                   "stat": _B, "base": _B,
                    "lines": _I, "truncated": _B, "diff": _S}), _code_diff),
         Tool("restore_run", "Restore a run's code",
              "Check out the exact code of a run (its commit, or the snapshot of its dirty tree) into a NEW git "

@@ -344,7 +344,8 @@ class Commands:
 
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
-FEATURES: Tuple[str, ...] = ("cli_memory", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions")
+FEATURES: Tuple[str, ...] = ("cli_memory", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions",
+                             "cli_share")
 
 
 def build_parser() -> argparse.ArgumentParser:

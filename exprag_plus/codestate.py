@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import git, ids, query, records
+from . import git, ids, query, records, share
 from .experiment import ENV_REPLAY_OF
 from .store import Run
 
@@ -190,7 +190,8 @@ def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict
 
     Any other ref under `run/` (a user's branch, a snapshot branch with new commits on it) is left alone,
     and so is everything outside `refs/heads/run/` and `refs/exprag-plus/run/`. A dry run lists exactly
-    what a real one deletes."""
+    what a real one deletes. A run pushed or pulled (a refs/exprag-plus/runs/<id> ref, never deleted here)
+    keeps its code."""
     repo = repo or git.toplevel(os.getcwd())
     if not repo:
         raise ValueError("the current folder is not in a git repository: run gc inside the project")
@@ -198,6 +199,7 @@ def gc(runs_dir: str, repo: Optional[str] = None, dry_run: bool = False) -> Dict
     folders = _known_runs_folders(runs_dir, repo)
     files = [p for f in folders for p in ids.run_files(f)]
     have = {os.path.basename(p)[: -len(ids.SUFFIX)] for p in files}
+    have |= share.shared_run_ids(repo)  # a pushed or pulled run keeps its code (it may be the only copy)
     checked_out = {w["branch"] for w in git.worktrees(repo) if w["branch"]}
     ours = [r for r in refs if r["ours"] and ids.is_run_id(r["run_id"])]
     not_ours = [{"ref": r["ref"], "reason": "not a snapshot exprag-plus made for that run id"}

@@ -348,6 +348,11 @@ def get_path(data: Any, path: str) -> Any:
     return cur
 
 
+def _summary_key(key: Any) -> str:
+    """A key's path segment as readers will see it: undecodable bytes as the text written for them."""
+    return escape_key(escape_surrogates(key) if type(key) is str and not key.isascii() else key)
+
+
 class Summary:
     """Running per-path statistics: what run_end.summary holds.
 
@@ -386,11 +391,12 @@ class Summary:
     def _walk(self, d: dict, prefix: str, step: Any) -> None:
         for k, v in d.items():
             if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)):
-                self._one(prefix + (k if type(k) is str and "." not in k and "\\" not in k else escape_key(k)), v, step)
+                self._one(prefix + (k if type(k) is str and k.isascii() and "." not in k and "\\" not in k
+                                    else _summary_key(k)), v, step)
             elif isinstance(v, dict):
-                self._walk(v, prefix + escape_key(k) + ".", step)
+                self._walk(v, prefix + _summary_key(k) + ".", step)
             elif isinstance(v, (str, bool)):
-                self._text(prefix + escape_key(k), v, step)
+                self._text(prefix + _summary_key(k), v, step)
 
     def _one(self, path: str, v: Any, step: Any) -> None:
         s = self.stats.get(path)

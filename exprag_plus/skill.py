@@ -162,6 +162,13 @@ exprag-plus show <run> --json
  "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}]}
 ```
 
+**A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the
+project's git remote. Before answering about a run you do not see in `runs`, fetch them with
+`exprag-plus pull` (default remote `origin`; `pull <remote>`, or `pull <folder>` for a runs folder
+copied by hand): it adds their run files and brings each run's code, so `show`, `diff`, `restore` and
+`replay` work on them. Records two machines appended to one run are merged, nothing dropped.
+`exprag-plus push` sends runs to the remote: that is the user's call, never do it without asking.
+
 **Where is the code of a run?** Restore it into a new git worktree: the user's checkout, index and
 branches are untouched. The command prints the folder (the run's working subdirectory inside it).
 

@@ -232,8 +232,10 @@ def test_gc_deletes_only_its_own_snapshots_of_runs_that_exist_nowhere(project: P
     git(project, "update-ref", f"refs/heads/run/{moved_on}", mine)
     gone_commit = git(project, "rev-parse", f"run/{gone}").strip()
     git(project, "update-ref", f"refs/exprag-plus/run/{gone}", gone_commit)  # the fallback namespace
-    git(project, "update-ref", f"refs/exprag-plus/runs/{gone}", gone_commit)  # a pushed run: never gc's
     keep_id = run_into(project, project / ".runs", 0.5)
+    pushed = run_into(project, project / ".runs", 0.6)
+    (project / ".runs" / f"{pushed}.jsonl").unlink()
+    git(project, "update-ref", f"refs/exprag-plus/runs/{pushed}", f"run/{pushed}")  # shared: its code stays
     refs_before = git(project, "for-each-ref", "--format=%(refname) %(objectname)")
     reflog = git(project, "reflog", "show", "run/lr-sweep-ideas")
 
@@ -246,7 +248,7 @@ def test_gc_deletes_only_its_own_snapshots_of_runs_that_exist_nowhere(project: P
     assert git(project, "for-each-ref", "--format=%(refname) %(objectname)") == refs_before
     p = run_cli(project, "gc", "--json")
     done = json.loads(p.stdout)
-    assert done["deleted"] == planned["deleted"] and done["failed"] == [] and done["kept"] == 3
+    assert done["deleted"] == planned["deleted"] and done["failed"] == [] and done["kept"] == 4
     after = set(git(project, "for-each-ref", "--format=%(refname) %(objectname)").splitlines())
     assert after == set(refs_before.splitlines()) - {f"refs/heads/run/{gone} {gone_commit}",
                                                      f"refs/exprag-plus/run/{gone} {gone_commit}"}

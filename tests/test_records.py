@@ -52,7 +52,7 @@ def test_non_utf8_cwd_argv_metadata_and_values_keep_the_file_strict_utf8(tmp_pat
     assert start["process"]["argv"][-1] == "--data=\\xff\\xfe.bin"
     assert start["metadata"] == {"data": "--data=\\xff\\xfe.bin", "--data=\\xff\\xfe.bin": 1}
     assert t1["value"]["path"].endswith("/caf\\xe9-\\xff") and t1["note"] == "--data=\\xff\\xfe.bin"
-    assert end["summary"]["--data=\\xff\\xfe.bin"]["last"] == 0.25
+    assert end["summary"][records.escape_key("--data=\\xff\\xfe.bin")]["last"] == 0.25
     for args in (["runs", "--json"], ["show", "latest", "--json"], ["keys", "--json"], ["show", "latest"]):
         p = cli(*args, "--root", str(runs), env={"PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"})
         assert p.returncode == 0 and "Traceback" not in p.stderr, (args, p.stderr)

@@ -1,0 +1,750 @@
+"""Sharing runs through git remotes (`push` / `pull`), and merging a runs folder copied from elsewhere.
+
+Refs (only `refs/exprag-plus/*` and objects are ever written; never a branch, tag, HEAD, index,
+worktree, config or FETCH_HEAD; no hook runs):
+
+* ``refs/exprag-plus/runs/<run_id>``: the run as last pushed from or pulled to this repository. Its
+  tree holds ``<run_id>.jsonl`` (complete lines only: a live run's half-written last line is never
+  shared) and ``<run_id>/output.log`` when the runs folder has it. First parent: the previous push
+  (none for the first, whose only parent is then the code commit); other parent: the run's code
+  commit (``run_start.git.commit``) when this repository has it, so fetching a run brings its code.
+  A push that met another machine's update makes a merge commit of both runs commits.
+* ``refs/exprag-plus/remotes/<remote>/runs/<run_id>``: a remote's copy fetched for a merge (a push
+  rejected because the remote moved, a pull whose local ref has commits the remote lacks) or by a dry
+  run (forced: it mirrors the remote). A URL or path gets ``url-<hash>`` as its name, never the URL.
+
+Push: a run goes out when its file's blob differs from its local ref's tree (checked in Python, so a
+push with nothing changed contacts no remote). Its commit is built by one ``git fast-import`` fed while
+the files are still being read (no signing; the user's identity else a fixed fallback), then one
+``git push`` with a never-forced glob refspec (explicit refspecs for chosen runs). Rejected runs are
+fetched, merged and pushed again (bounded); a commit that never reached the remote is rolled back
+from the local ref, which keeps meaning "last shared". Pull: one non-forced fetch into the local refs,
+then each run file is written (new, or merged) by atomic replace.
+
+Merging: when both sides hold lines the other lacks, the result is the union of distinct lines ordered
+by ``time``, then ``seq``, then the line itself (so every machine computes the same bytes); when one side
+holds every line of the other, that side is kept byte for byte. Nothing is dropped or rewritten.
+A run that is live here (no run_end, its process alive) is never replaced: it is skipped with a warning
+and merged by a later pull. A run file from elsewhere that is not UTF-8 JSONL with a matching run_start
+first line is refused (one line each) while the others come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import tempfile
+import time
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from . import files, git, ids, records, store
+
+REF_PREFIX = "refs/exprag-plus/runs/"
+REMOTES_PREFIX = "refs/exprag-plus/remotes/"
+LOG_NAME = "output.log"
+RETRIES = 5
+_CHUNK = 2000  # refspecs per git push/fetch command line (one command for up to this many runs)
+_SCP_URL = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:")
+
+
+class ShareError(RuntimeError):
+    """A push or pull that could not be done (exit 1); the message is one line, credentials hidden."""
+
+
+def redact(text: str) -> str:
+    return records.redact_argv([str(text)])[0]
+
+
+def _git(args: Sequence[str], cwd: str, **kw: Any) -> Any:
+    try:
+        return git._git(args, cwd, **kw)
+    except git.GitError as exc:
+        raise ShareError(redact(str(exc))) from None
+
+
+# --- run file contents ----------------------------------------------------------------------------
+
+
+def split_torn(data: bytes) -> Tuple[bytes, bytes]:
+    """(complete lines, torn tail): only complete lines are shared or merged."""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
+
+
+def check_run_file(data: bytes, run_id: str) -> Optional[str]:
+    """None when `data` (complete lines) is a run file of `run_id`; else why it is not."""
+    if not data.strip():
+        return "it is empty"
+    if b"\0" in data:
+        return "it is binary, not JSONL"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not UTF-8"
+    lines = [ln for ln in text.split("\n")[:-1] if ln.strip()]
+    try:  # one parse for the whole file; a line that is not exactly one object shows in the count
+        recs = json.loads("[" + ",\n".join(lines) + "]")
+    except (ValueError, RecursionError):
+        recs = None
+    if recs is None or len(recs) != len(lines) or not all(ln.lstrip().startswith("{") for ln in lines):
+        recs = []
+        for n, line in enumerate(text.split("\n")[:-1], 1):
+            if line.strip():
+                try:
+                    recs.append(json.loads(line))
+                except (ValueError, RecursionError):
+                    return f"line {n} is not JSON"
+    if not all(isinstance(r, dict) and isinstance(r.get("type"), str) for r in recs):
+        return "a line is not a record (a JSON object with a type)"
+    if recs[0]["type"] != "run_start":
+        return "its first record is not a run_start"
+    if recs[0].get("run_id") != run_id:
+        return f"its run_start names run {str(recs[0].get('run_id'))[:60]!r}, not {run_id}"
+    return None
+
+
+def _key(line: bytes) -> Tuple[str, int, bytes]:
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        rec = None
+    if not isinstance(rec, dict):
+        return ("", -1, line)
+    t, s = rec.get("time"), rec.get("seq")
+    return (t if isinstance(t, str) else "", s if isinstance(s, int) and not isinstance(s, bool) else -1, line)
+
+
+def merge_lines(a: bytes, b: bytes) -> bytes:
+    """The union of two runs' complete lines (see the module docstring); commutative."""
+    if a == b:
+        return a
+    la = [x for x in a.split(b"\n")[:-1] if x.strip()]
+    lb = [x for x in b.split(b"\n")[:-1] if x.strip()]
+    sa, sb = set(la), set(lb)
+    if sa != sb:
+        if sb <= sa:
+            return a
+        if sa <= sb:
+            return b
+    return b"".join(x + b"\n" for x in sorted(sa | sb, key=_key))
+
+
+def merge_log(local: Optional[bytes], other: Optional[bytes]) -> Tuple[Optional[bytes], bool]:
+    """(the output.log to keep, whether the two disagreed): the longer when one extends the other."""
+    if local is None or other is None or local == other:
+        return (other if local is None else local), False
+    if other.startswith(local):
+        return other, False
+    if local.startswith(other):
+        return local, False
+    return local, True
+
+
+def _blob_id(data: bytes, algo: str) -> str:
+    h = hashlib.new("sha256" if algo == "sha256" else "sha1")
+    h.update(b"blob %d\0" % len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+class _Local:
+    """One run file of the runs folder: its complete lines, torn tail and output.log."""
+
+    def __init__(self, runs_dir: str, run_id: str) -> None:
+        self.run_id = run_id
+        self.path = os.path.join(runs_dir, run_id + ids.SUFFIX)
+        self.log_path = os.path.join(runs_dir, run_id, LOG_NAME)
+        self.exists = os.path.isfile(self.path)
+        data = _read(self.path) if self.exists else b""
+        self.lines, self.tail = split_torn(data)
+        self.log = _read(self.log_path) if os.path.isfile(self.log_path) else None
+        self._start: Optional[Dict[str, Any]] = None
+
+    def live(self) -> bool:
+        return self.exists and store.Run.read(self.path).status == "running"
+
+    def start(self) -> Dict[str, Any]:
+        if self._start is None:
+            try:
+                rec = json.loads(self.lines[: self.lines.find(b"\n")])
+            except (ValueError, RecursionError):
+                rec = None
+            self._start = rec if isinstance(rec, dict) else {}
+        return self._start
+
+    def check_start(self) -> Optional[str]:
+        """Why this file cannot be pushed (its first line is not this run's run_start), or None.
+        Pushing checks only that much of our own file; a puller checks every line."""
+        if not self.lines.strip():
+            return "it is empty"
+        start = self.start()
+        if start.get("type") != "run_start":
+            return "its first line is not a run_start record"
+        if start.get("run_id") != self.run_id:
+            return f"its run_start names run {str(start.get('run_id'))[:60]!r}, not {self.run_id}"
+        return None
+
+    def code_commit(self) -> Optional[str]:
+        git_state = self.start().get("git")
+        commit = git_state.get("commit") if isinstance(git_state, dict) else None
+        return commit if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit) else None
+
+    def settle(self, lines: bytes, log: Optional[bytes]) -> bool:
+        """Write merged lines (and log) in place by atomic replace; False when nothing changed."""
+        changed = False
+        if lines != self.lines:
+            ids.ensure_runs_dir(os.path.dirname(self.path))
+            files.write_atomic(self.path, (lines + self.tail).decode("utf-8", "replace"))
+            self.lines, self.exists, changed = lines, True, True
+        if log is not None and log != self.log:
+            _write_bytes_atomic(self.log_path, log)
+            self.log, changed = log, True
+        return changed
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_bytes_atomic(path: str, data: bytes) -> None:
+    """output.log is bytes (any encoding the command printed): the same all-or-nothing replace."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --- git plumbing ---------------------------------------------------------------------------------
+
+
+class _Repo:
+    def __init__(self, cwd: Optional[str]) -> None:
+        cwd = os.path.abspath(cwd or os.getcwd())
+        try:
+            info = git._locate(cwd)
+        except git.GitError:
+            raise ValueError(f"{cwd} is not inside a git repository: run push/pull inside the project") from None
+        self.top, self.algo = info.top, info.algo
+
+    def remotes(self) -> List[str]:
+        return _git(["remote"], self.top).stdout.decode("utf-8", "replace").split()
+
+    def refs(self, prefix: str) -> Dict[str, str]:
+        out = _git(["for-each-ref", "--format=%(objectname) %(refname)", prefix], self.top).stdout
+        got: Dict[str, str] = {}
+        for line in out.decode("utf-8", "replace").splitlines():
+            oid, _, name = line.partition(" ")
+            if name.startswith(prefix):
+                got[name[len(prefix):]] = oid
+        return got
+
+    def batch_check(self, names: Sequence[str]) -> Dict[str, Optional[str]]:
+        """Object id per revision expression (None when missing), in one `cat-file --batch-check`."""
+        if not names:
+            return {}
+        out = _git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], self.top,
+                   input="".join(n + "\n" for n in names).encode("utf-8")).stdout.decode("utf-8", "replace")
+        result: Dict[str, Optional[str]] = {}
+        for name, line in zip(names, out.splitlines()):
+            parts = line.split()
+            result[name] = parts[0] if len(parts) == 2 and parts[1] != "missing" else None
+        return result
+
+    def read_blobs(self, oids: Iterable[str]) -> Dict[str, bytes]:
+        """Blob contents in one `cat-file --batch`."""
+        wanted = sorted(set(oids))
+        if not wanted:
+            return {}
+        out = _git(["cat-file", "--batch"], self.top, input="".join(o + "\n" for o in wanted).encode()).stdout
+        got: Dict[str, bytes] = {}
+        pos = 0
+        for oid in wanted:
+            nl = out.index(b"\n", pos)
+            header = out[pos:nl].split()
+            pos = nl + 1
+            if len(header) != 3:
+                continue
+            size = int(header[2])
+            got[oid] = out[pos:pos + size]
+            pos += size + 1
+        return got
+
+    def identity(self) -> str:
+        conf = git._parse_config_z(_git(["config", "-z", "--get-regexp", r"^(user|committer)\.(name|email)$"],
+                                        self.top, check=False).stdout)
+        env = git._identity_env(conf)
+        clean = lambda s: re.sub(r"[<>\n]", "", s).strip()
+        return f"{clean(env['GIT_COMMITTER_NAME'])} <{clean(env['GIT_COMMITTER_EMAIL'])}> {int(time.time())} +0000"
+
+    def build(self, specs: Iterable[Dict[str, Any]]) -> Dict[str, str]:
+        """One `git fast-import` making a commit per spec {run_id, lines, log, parents}, fed while the
+        specs are still being made (files read and checked here while git writes objects there);
+        updates refs/exprag-plus/runs/<id> (fast-forward only) and returns {run_id: commit}.
+        A parent that is not a commit of this repository (code from another clone) is left out."""
+        it = iter(specs)
+        first = next(it, None)
+        if first is None:
+            return {}
+        who = self.identity()
+        commit_marks: Dict[int, str] = {}
+        with tempfile.TemporaryDirectory(prefix="exprag-plus-share-") as tmp, git._Procs() as procs:
+            marks = os.path.join(tmp, "marks")
+            fi = procs.start(["fast-import", "--quiet", "--done", f"--export-marks={marks}"], self.top, stdin=True)
+            check = procs.start(["cat-file", "--batch-check=%(objecttype)"], self.top, stdin=True)
+            known: Dict[str, bool] = {}
+
+            def is_commit(oid: str) -> bool:
+                if oid not in known:
+                    check.stdin.write(oid.encode() + b"\n")  # type: ignore[union-attr]
+                    check.stdin.flush()  # type: ignore[union-attr]
+                    known[oid] = check.stdout.readline().strip() == b"commit"  # type: ignore[union-attr]
+                return known[oid]
+
+            mark = 0
+            try:
+                for spec in itertools.chain([first], it):
+                    rid = spec["run_id"]
+                    mark += 1
+                    out = [b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["lines"])), spec["lines"], b"\n"]
+                    first_parent = spec["parents"][0]
+                    # a first commit inherits no tree; a later one drops its parent's whole tree first
+                    body = (["deleteall"] if first_parent else []) + [f"M 100644 :{mark} {rid}{ids.SUFFIX}"]
+                    if spec.get("log") is not None:
+                        mark += 1
+                        out += [b"blob\nmark :%d\ndata %d\n" % (mark, len(spec["log"])), spec["log"], b"\n"]
+                        body.append(f"M 100644 :{mark} {rid}/{LOG_NAME}")
+                    mark += 1
+                    commit_marks[mark] = rid
+                    others = [p for p in spec["parents"][1:] if p and is_commit(p)]
+                    links = ([f"from {first_parent}"] if first_parent else []) + [f"merge {p}" for p in others]
+                    msg = f"exprag-plus: run {rid}\n"
+                    out.append((f"commit {REF_PREFIX}{rid}\nmark :{mark}\nauthor {who}\ncommitter {who}\n"
+                                f"data {len(msg)}\n{msg}" + "\n".join(links + body) + "\n\n").encode())
+                    fi.stdin.write(b"".join(out))  # type: ignore[union-attr]
+                fi.stdin.write(b"done\n")  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass
+            rc, _, err = procs.finish(fi, check=False)
+            if rc != 0:
+                raise ShareError(redact(str(git._failure(["fast-import"], rc, err))))
+            built: Dict[str, str] = {}
+            with open(marks, encoding="ascii") as f:
+                for line in f:
+                    m, _, oid = line.strip().partition(" ")
+                    rid = commit_marks.get(int(m[1:]))
+                    if rid:
+                        built[rid] = oid
+        return built
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        return _git(["merge-base", "--is-ancestor", a, b], self.top, check=False).returncode == 0
+
+
+class _Remote:
+    """Where to push/pull: a configured remote name, or a URL/path (its tracking name is a hash)."""
+
+    def __init__(self, repo: _Repo, name: str) -> None:
+        if not name or name.startswith("-") or "\n" in name or "\0" in name:
+            raise ValueError(f"invalid remote {redact(name)!r}: give a remote name, a URL or a path")
+        self.target = name
+        self.label = redact(name)
+        if name in repo.remotes():
+            self.key = name
+        elif "://" in name or _SCP_URL.match(name) or os.path.exists(name):
+            if os.path.exists(name):
+                self.target = os.path.abspath(name)
+            self.key = "url-" + hashlib.sha1(self.target.encode("utf-8", "replace")).hexdigest()[:12]
+        else:
+            raise ValueError(f"no git remote named {self.label!r} in {repo.top}: add one (`git remote add "
+                             f"{self.label} URL`) or give a URL or a path")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", self.key) or ".." in self.key \
+                or self.key.endswith((".lock", ".")):
+            self.key = "url-" + hashlib.sha1(name.encode("utf-8", "replace")).hexdigest()[:12]
+        self.ns = f"{REMOTES_PREFIX}{self.key}/runs/"
+
+
+def looks_like_remote(repo_cwd: Optional[str], word: str) -> bool:
+    """Whether the first positional word of push/pull names a remote (else it is a run)."""
+    try:
+        repo = _Repo(repo_cwd)
+    except ValueError:
+        return os.path.exists(word)
+    return word in repo.remotes() or "://" in word or bool(_SCP_URL.match(word)) or os.path.exists(word)
+
+
+def _is_git_dir(path: str) -> bool:
+    return os.path.exists(os.path.join(path, ".git")) or (
+        os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(os.path.join(path, "objects")))
+
+
+def _select(wanted: Optional[Sequence[str]], have: Iterable[str]) -> Tuple[List[str], List[str]]:
+    """Run ids among `have` matching RUN words (full id, unique prefix or 6+ suffix); (ids, unmatched)."""
+    have = sorted(set(have))
+    if not wanted:
+        return have, []
+    picked: List[str] = []
+    missing: List[str] = []
+    for w in wanted:
+        key = w.strip().lower()
+        compact = key.replace("-", "")
+        hits = [r for r in have if r == key] or [r for r in have if r.startswith(key) or r.replace("-", "").startswith(compact)]
+        if not hits and len(compact) >= 6:
+            hits = [r for r in have if r.replace("-", "").endswith(compact)]
+        if len(hits) == 1 and compact:
+            picked.append(hits[0])
+        else:
+            missing.append(w)
+    return sorted(set(picked)), missing
+
+
+# --- push -----------------------------------------------------------------------------------------
+
+
+def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = None, *,
+         dry_run: bool = False, everything: bool = False, cwd: Optional[str] = None) -> Dict[str, Any]:
+    """Send the runs whose records changed since their last push, in one `git push`.
+
+    `everything` also sends runs already pushed elsewhere (a new remote); without it a push where
+    nothing changed contacts no remote at all."""
+    repo = _Repo(cwd)
+    rem = _Remote(repo, remote)
+    if runs:
+        run_ids = [os.path.basename(ids.resolve(r, runs_dir))[: -len(ids.SUFFIX)] for r in runs]
+    else:
+        run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
+    run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
+    mine = repo.refs(REF_PREFIX)
+    at = {r: (f"{mine[r]}:{r}{ids.SUFFIX}", f"{mine[r]}:{r}/{LOG_NAME}") for r in run_ids if r in mine}
+    have = repo.batch_check([n for pair in at.values() for n in pair])
+    res: Dict[str, Any] = {"remote": rem.label, "dry_run": dry_run, "pushed": [], "unchanged": 0, "merged": [],
+                           "refused": [], "skipped": []}
+    locals_: Dict[str, _Local] = {}
+    planned: List[str] = []
+
+    def specs() -> Iterator[Dict[str, Any]]:
+        """What to commit, made while fast-import already writes the first ones."""
+        need_union: List[str] = []
+        for rid in run_ids:
+            loc = locals_[rid] = _Local(runs_dir, rid)
+            if rid in at:
+                same_lines = have.get(at[rid][0]) == _blob_id(loc.lines, repo.algo)
+                same_log = loc.log is None or have.get(at[rid][1]) == _blob_id(loc.log, repo.algo)
+                if same_lines and same_log:
+                    continue
+            why = loc.check_start()
+            if why:
+                res["refused"].append({"run_id": rid, "reason": f"run file {loc.path}: {why}; not pushed"})
+            elif rid in at:
+                need_union.append(rid)
+            else:
+                planned.append(rid)
+                yield {"run_id": rid, "lines": loc.lines, "log": loc.log, "parents": [None, loc.code_commit()]}
+        # the ref may hold lines the file lacks (a pull skipped while the run was live): never shrink
+        blobs = repo.read_blobs([o for r in need_union for o in (have.get(at[r][0]), have.get(at[r][1])) if o])
+        for rid in need_union:
+            loc = locals_[rid]
+            ref_lines = blobs.get(have.get(at[rid][0]) or "", b"")
+            if check_run_file(ref_lines, rid):
+                ref_lines = b""  # a malformed copy fetched from elsewhere is history, not a base
+            ref_log = blobs.get(have.get(at[rid][1]) or "")
+            lines = merge_lines(loc.lines, ref_lines)
+            log, _ = merge_log(loc.log, ref_log)
+            if lines != ref_lines or log != ref_log:
+                planned.append(rid)
+                yield {"run_id": rid, "lines": lines, "log": log, "parents": [mine[rid], loc.code_commit()]}
+
+    before = dict(mine)
+    if dry_run:
+        for _ in specs():
+            pass
+        built: Dict[str, str] = {}
+    else:
+        built = repo.build(specs())
+        mine.update(built)
+    if dry_run or (not built and not everything):
+        res["pushed"] = sorted(planned) if dry_run else []
+        res["unchanged"] = len(run_ids) - len(res["pushed"]) - len(res["refused"])
+        return res
+    try:
+        names = None if not runs else (run_ids if everything else sorted(built))
+        _push_loop(repo, rem, sorted(built), names, mine, locals_, res)
+    finally:
+        _roll_back(repo, before, mine, set(res["pushed"]))
+    res["unchanged"] = max(0, len(set(run_ids) - set(res["pushed"])) - len(res["refused"]))
+    return res
+
+
+def _roll_back(repo: _Repo, before: Dict[str, str], mine: Dict[str, str], pushed: set) -> None:
+    """Commits that never reached the remote leave the local ref where it was (it means "last pushed")."""
+    updates: Dict[str, Tuple[str, Optional[str]]] = {}
+    for rid, commit in mine.items():
+        if rid in pushed or before.get(rid) == commit:
+            continue
+        old = before.get(rid)
+        updates[REF_PREFIX + rid] = (old or "0" * len(commit), commit)
+    if updates:
+        lines = [f"update {ref} {new} {old}" if set(new) != {"0"} else f"delete {ref} {old}"
+                 for ref, (new, old) in updates.items()]
+        _git(["update-ref", "--stdin"], repo.top, input=("\n".join(lines) + "\n").encode(), check=False)
+
+
+def _push_loop(repo: _Repo, rem: _Remote, send: List[str], names: Optional[List[str]],
+               mine: Dict[str, str], locals_: Dict[str, _Local], res: Dict[str, Any]) -> None:
+    """One push (`names` None: a glob refspec for every run ref; else those runs); runs we changed that
+    the remote rejected are fetched, merged and pushed again, at most RETRIES times."""
+    merged: set = set()
+    pushed: set = set()
+    for attempt in range(RETRIES + 1):
+        ok, rejected, failed = _push_once(repo, rem, names)
+        pushed.update(ok)
+        for r, why in failed.items():
+            if r in send:
+                res["refused"].append({"run_id": r, "reason": f"the remote refused run {r}: {why}"})
+        rejected = [r for r in rejected if r in send]  # others: the remote is ahead, we had nothing new
+        if not rejected:
+            break
+        if attempt == RETRIES:
+            for r in rejected:
+                res["refused"].append({"run_id": r, "reason": f"run {r} kept changing on the remote; "
+                                                              f"gave up after {RETRIES} merges (push again)"})
+            break
+        send, built = _merge_rejected(repo, rem, rejected, mine, locals_, res)
+        merged.update(built)
+        names = send
+        if not names:
+            break
+    res["pushed"] = sorted(pushed)
+    res["merged"] = sorted(merged & pushed)
+
+
+def _push_once(repo: _Repo, rem: _Remote, run_ids: Optional[List[str]]
+               ) -> Tuple[List[str], List[str], Dict[str, str]]:
+    """(accepted, rejected as non-fast-forward or lost a ref-lock race, refused otherwise)."""
+    ok: List[str] = []
+    rejected: List[str] = []
+    failed: Dict[str, str] = {}
+    if run_ids is None:
+        batches = [[f"{REF_PREFIX}*:{REF_PREFIX}*"]]
+    else:
+        specs = [f"{REF_PREFIX}{r}:{REF_PREFIX}{r}" for r in run_ids]
+        batches = [specs[i:i + _CHUNK] for i in range(0, len(specs), _CHUNK)]
+    for specs in batches:
+        p = _git(["push", "--porcelain", "--no-verify", rem.target, *specs], repo.top, check=False)
+        seen = False
+        for line in p.stdout.decode("utf-8", "replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) < 3 or ":" not in parts[1]:
+                continue
+            rid = parts[1].rsplit(":", 1)[1][len(REF_PREFIX):]
+            seen = True
+            flag, summary = parts[0], parts[2]
+            if flag in (" ", "*"):
+                ok.append(rid)
+            elif flag == "=":
+                continue
+            elif flag == "!" and (summary.startswith("[rejected]") or "failed to update ref" in summary
+                                  or "failed to lock" in summary or "cannot lock ref" in summary):
+                rejected.append(rid)  # another machine updated the run (or was updating it right now)
+            else:
+                failed[rid] = redact(summary)
+        if not seen and p.returncode != 0:
+            raise ShareError(redact(str(git._failure(["push"], p.returncode, p.stderr))))
+    return ok, rejected, failed
+
+
+def _fetch(repo: _Repo, rem: _Remote, specs: List[str]) -> bytes:
+    """`git fetch` of refspecs; returns stderr (where fetch reports refs it refused to move)."""
+    err = b""
+    for i in range(0, len(specs), _CHUNK):
+        p = _git(["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-progress",
+                  rem.target, *specs[i:i + _CHUNK]], repo.top, check=False)
+        if p.returncode != 0 and b"[rejected]" not in p.stderr:
+            raise ShareError(redact(str(git._failure(["fetch"], p.returncode, p.stderr))))
+        err += p.stderr
+    return err
+
+
+def _merge_rejected(repo: _Repo, rem: _Remote, rejected: List[str], mine: Dict[str, str],
+                    locals_: Dict[str, _Local], res: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """Fetch what another machine pushed for these runs, merge it with ours, commit both parents;
+    (runs to push again, runs merged)."""
+    _fetch(repo, rem, [f"+{REF_PREFIX}{r}:{rem.ns}{r}" for r in rejected])
+    theirs = repo.refs(rem.ns)
+    tree = repo.batch_check([n for r in rejected for c in (theirs.get(r), mine[r]) if c
+                             for n in (f"{c}:{r}{ids.SUFFIX}", f"{c}:{r}/{LOG_NAME}")])
+    blobs = repo.read_blobs([o for o in tree.values() if o])
+
+    def get(commit: Optional[str], rid: str, name: str) -> Optional[bytes]:
+        oid = tree.get(f"{commit}:{rid}/{LOG_NAME}" if name == LOG_NAME else f"{commit}:{rid}{ids.SUFFIX}")
+        return blobs.get(oid) if commit and oid else None
+
+    specs = []
+    again = []
+    for r in rejected:
+        other = theirs.get(r)
+        if other and repo.is_ancestor(other, mine[r]):
+            again.append(r)  # lost a race for the ref lock only: ours already holds theirs
+            continue
+        ours_lines = get(mine[r], r, "lines") or b""
+        theirs_lines = get(other, r, "lines") or b""
+        why = check_run_file(theirs_lines, r) if other else "the remote has no such run"
+        if why:
+            res["refused"].append({"run_id": r, "reason": f"the remote's copy of run {r} is refused: {why}"})
+            continue
+        lines = merge_lines(ours_lines, theirs_lines)
+        log, clash = merge_log(get(mine[r], r, LOG_NAME), get(other, r, LOG_NAME))
+        if clash:
+            res.setdefault("warnings", []).append(f"run {r}: output.log differs between machines; kept this one")
+        specs.append({"run_id": r, "lines": lines, "log": log, "parents": [mine[r], other]})
+        loc = locals_[r]
+        if not loc.live():
+            loc.settle(merge_lines(loc.lines, lines), None if log is None else merge_log(loc.log, log)[0])
+    built = repo.build(specs)
+    mine.update(built)
+    time.sleep(random.uniform(0.05, 0.3))  # two machines retrying in lockstep would collide again
+    return sorted(set(built) | set(again)), sorted(built)
+
+
+# --- pull -----------------------------------------------------------------------------------------
+
+_FETCH_REJECTED = re.compile(r"\[rejected\]\s+(\S+)\s+->")
+
+
+def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = None, *,
+         dry_run: bool = False, cwd: Optional[str] = None) -> Dict[str, Any]:
+    """Fetch runs from a git remote (or merge a runs folder copied from elsewhere) into `runs_dir`.
+
+    The fetch moves local refs/exprag-plus/runs/* forward (never forced); a run whose local ref has
+    commits the remote lacks is fetched into refs/exprag-plus/remotes/<remote>/runs/ instead, and
+    its records are merged all the same (the next push sends the union). A dry run fetches only into
+    that remote-tracking namespace."""
+    if os.path.isdir(source) and not _is_git_dir(source):
+        return pull_folder(runs_dir, source, runs, dry_run=dry_run)
+    repo = _Repo(cwd)
+    rem = _Remote(repo, source)
+    if dry_run:
+        _fetch(repo, rem, [f"+{REF_PREFIX}*:{rem.ns}*"])
+        theirs = repo.refs(rem.ns)
+    else:
+        err = _fetch(repo, rem, [f"{REF_PREFIX}*:{REF_PREFIX}*"])
+        diverged = sorted({m.group(1)[len(REF_PREFIX):] if m.group(1).startswith(REF_PREFIX) else m.group(1)
+                           for m in _FETCH_REJECTED.finditer(err.decode("utf-8", "replace"))})
+        if diverged:
+            _fetch(repo, rem, [f"+{REF_PREFIX}{r}:{rem.ns}{r}" for r in diverged])
+        theirs = repo.refs(REF_PREFIX)
+        theirs.update({r: c for r, c in repo.refs(rem.ns).items() if r in diverged})
+    res: Dict[str, Any] = {"remote": rem.label, "dry_run": dry_run, "pulled": [], "unchanged": 0, "merged": [],
+                           "refused": [], "skipped": []}
+    good = [r for r in theirs if ids.is_run_id(r)]
+    for r in sorted(set(theirs) - set(good)):
+        res["refused"].append({"run_id": r, "reason": f"ref {REF_PREFIX}{r} does not name a run id"})
+    chosen, missing = _select(runs, good)
+    for w in missing:
+        res["refused"].append({"run_id": w, "reason": f"no run on {rem.label} matches {w!r} (or it is ambiguous)"})
+    tree = repo.batch_check([f"{theirs[r]}:{r}{ids.SUFFIX}" for r in chosen]
+                            + [f"{theirs[r]}:{r}/{LOG_NAME}" for r in chosen])
+    incoming = {r: (tree.get(f"{theirs[r]}:{r}{ids.SUFFIX}"), tree.get(f"{theirs[r]}:{r}/{LOG_NAME}"))
+                for r in chosen}
+    locals_ = {r: _Local(runs_dir, r) for r in chosen}
+    todo = [r for r in chosen if incoming[r][0] is None
+            or incoming[r][0] != _blob_id(locals_[r].lines, repo.algo)
+            or (incoming[r][1] and incoming[r][1] != _blob_id(locals_[r].log or b"", repo.algo))]
+    blobs = repo.read_blobs([o for r in todo for o in incoming[r] if o])
+    res["unchanged"] += len(chosen) - len(todo)
+    for r in todo:
+        lines_oid, log_oid = incoming[r]
+        data = blobs.get(lines_oid or "")
+        why = "its tree has no " + r + ids.SUFFIX if data is None else check_run_file(data, r)
+        if why:
+            res["refused"].append({"run_id": r, "reason": f"run {r} from {rem.label} is refused: {why}"})
+            continue
+        _merge_into(locals_[r], data, blobs.get(log_oid) if log_oid else None, dry_run, res)
+    res["pulled"].sort()
+    res["merged"].sort()
+    return res
+
+
+def _merge_into(loc: _Local, data: bytes, log: Optional[bytes], dry_run: bool, res: Dict[str, Any]) -> None:
+    """Merge one incoming run into the local folder (never a live run's file)."""
+    rid = loc.run_id
+    if os.path.islink(loc.path) and os.path.dirname(os.path.realpath(loc.path)) != os.path.realpath(
+            os.path.dirname(loc.path)):
+        res["refused"].append({"run_id": rid, "reason": f"{loc.path} is a symlink leading out of the runs folder; "
+                                                        "not merged"})
+        return
+    if loc.exists:
+        why = check_run_file(loc.lines, rid)
+        if why:
+            res["refused"].append({"run_id": rid, "reason": f"the local file {loc.path} is not a valid run file "
+                                                            f"({why}); not merged"})
+            return
+    lines = merge_lines(loc.lines, data) if loc.exists else data
+    new_log, clash = merge_log(loc.log, log)
+    if lines == loc.lines and new_log == loc.log:
+        res["unchanged"] += 1
+        return
+    if loc.live():
+        res["skipped"].append({"run_id": rid, "reason": f"run {rid} is running here: records from elsewhere not "
+                                                        "merged yet; pull again after it ends"})
+        return
+    if clash:
+        res.setdefault("warnings", []).append(f"run {rid}: output.log differs between machines; kept this one")
+    (res["merged"] if loc.exists and lines != data else res["pulled"]).append(rid)
+    if not dry_run:
+        loc.settle(lines, new_log)
+
+
+def pull_folder(runs_dir: str, folder: str, runs: Optional[Sequence[str]] = None, *,
+                dry_run: bool = False) -> Dict[str, Any]:
+    """Merge a runs folder copied from elsewhere (rsync from a cluster) by the same union rule."""
+    src = os.path.abspath(folder)
+    if os.path.realpath(src) == os.path.realpath(runs_dir):
+        raise ValueError(f"{folder} is the runs folder itself: give the folder copied from elsewhere")
+    res: Dict[str, Any] = {"remote": src, "dry_run": dry_run, "pulled": [], "unchanged": 0, "merged": [],
+                           "refused": [], "skipped": []}
+    found = {}
+    for path in ids.run_files(src):
+        rid = os.path.basename(path)[: -len(ids.SUFFIX)]
+        if ids.is_run_id(rid):
+            found[rid] = path
+        else:
+            res["refused"].append({"run_id": rid, "reason": f"{path}: its name is not a run id"})
+    chosen, missing = _select(runs, found)
+    for w in missing:
+        res["refused"].append({"run_id": w, "reason": f"no run in {src} matches {w!r} (or it is ambiguous)"})
+    for rid in chosen:
+        data, _ = split_torn(_read(found[rid]))
+        why = check_run_file(data, rid)
+        if why:
+            res["refused"].append({"run_id": rid, "reason": f"{found[rid]} is refused: {why}"})
+            continue
+        log_path = os.path.join(src, rid, LOG_NAME)
+        log = _read(log_path) if os.path.isfile(log_path) else None
+        _merge_into(_Local(runs_dir, rid), data, log, dry_run, res)
+    res["pulled"].sort()
+    res["merged"].sort()
+    return res
+
+
+def shared_run_ids(repo: str) -> set:
+    """Run ids that have a pushed or pulled copy in this repository (gc keeps their code)."""
+    out = git._git(["for-each-ref", "--format=%(refname)", REF_PREFIX, REMOTES_PREFIX], repo, check=False).stdout
+    got = set()
+    for line in out.decode("utf-8", "replace").splitlines():
+        if line.startswith(REF_PREFIX) or (line.startswith(REMOTES_PREFIX) and "/runs/" in line):
+            got.add(line.rsplit("/", 1)[1])
+    return got

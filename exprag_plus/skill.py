@@ -17,7 +17,8 @@ NAME = "exprag-plus"
 DESCRIPTION = (
     "Answers questions about past experiment runs recorded by exprag-plus (one JSONL file per run in "
     ".runs/): which run was best by a metric, what changed between runs (hyperparameters, metrics, code), "
-    "a metric's history, the exact code of a run restored or replayed, post-run actions and task schemas. "
+    "a metric's history, the exact code of a run restored or replayed, post-run actions and task schemas; "
+    "records commands and notes, tags and progress of an experiment loop. "
     "Use it when the user asks about experiments, training runs, metrics, sweeps or results, or wants a "
     "run's code back, and a .runs/ folder or the exprag-plus command is present."
 )
@@ -30,11 +31,45 @@ TARGETS: Dict[str, str] = {
 BODY = r"""
 # exprag-plus: experiment run memory
 
-Each run of the user's code appended one JSON line per event to `.runs/<run_id>.jsonl` (at the git top
-level; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and recorded the code that ran. The
+Each run of the user's code appended one JSON line per event to `.runs/<run_id>.jsonl` (at the top of the
+main worktree, shared by all linked worktrees; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and
+recorded the code that ran. The
 `exprag-plus` command answers questions about them. Add `--json` to any command: strict JSON on
 stdout, notes and warnings on stderr. Exit codes: 0 ok, 1 nothing found or a failed request, 2 bad
 input (the one-line error says what to fix).
+
+## Recording
+
+Anything: `exprag-plus run [--name N] [--meta K=V] [--note TEXT] -- CMD` runs CMD unchanged and records a
+run (stderr: `run <short id> recording ...`; last line: status and metrics). Lines of its output holding
+only a JSON object, or `NAME: NUMBER`, become metrics: no recording code needed in the script. In Python:
+
+```text
+with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Experiment
+    exp.track({"loss": l, "step": s})            # step/epoch/iteration/iter/global_step are axes
+    exp.note("why", kind="hypothesis"); exp.tag("keep")
+```
+
+## Running an experiment loop
+
+One run per idea; the memory holds why, not only numbers. Per experiment:
+1. `exprag-plus note latest "<what and why>" --kind hypothesis` after the run starts (or `run --note`).
+2. `exprag-plus run --name <idea> -- <command>`; read the status and metrics it prints last.
+3. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
+   `exprag-plus tag <run> keep` (or `discard`). Commit code you keep: `show` then says `same code as
+   <commit> on <branch>`.
+4. `exprag-plus progress <metric> --min` (lower is better; no `--min` for accuracy): every run in start
+   order with its best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
+
+Tomorrow, "what was tried, why, what worked": `progress <metric>`; `runs --where 'tag=keep'`, `runs --where
+'note~<word>'`; `show <run>` (notes in order with kind); `diff <run> --base` (the run's own change against
+the commit it started from); `restore <run>` (its exact code). Notes are append-only: correct with a new one.
+
+```bash
+exprag-plus runs --where 'tag=keep' --json
+exprag-plus progress <metric> --json
+exprag-plus diff <run> --base --stat
+```
 
 ## Workflow: discover, query, cite
 
@@ -159,7 +194,8 @@ exprag-plus show <run> --json
  "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
  "records": {"run_start": 1, "track": 20, "run_end": 1, "note": 2}, "path": ".runs/....jsonl",
  "tags": ["keep"], "latest_note": {"time": "...", "kind": "decision", "text": "keep: lr 0.01 beat 0.1"},
- "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}]}
+ "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}],
+ "same_code": {"commit": "86dff22...", "branch": "research"}}
 ```
 
 **A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the

@@ -196,6 +196,11 @@ def cmd_show(args: argparse.Namespace) -> None:
              f"status    {res['status']}" + (f" after {res['duration_s']} s" if res["duration_s"] is not None else ""),
              f"started   {when(res['started'])} UTC on {res['host'].get('hostname', '?')}",
              f"command   {' '.join(map(str, proc.get('argv') or []))}  (cwd {proc.get('cwd', '?')})"]
+    cmd = res.get("command")
+    if cmd:
+        exit_text = "" if res["exit_code"] is None else f"  exit {res['exit_code']}" + (f" ({res['signal']})" if res["signal"] else "")
+        lines[-1] = (f"command   {' '.join(map(str, cmd.get('argv') or []))}  (cwd {cmd.get('cwd', '?')}, "
+                     f"recorded by exprag-plus run){exit_text}")
     if res["replay_of"]:
         lines.append(f"replay of {res['replay_of']}")
     if not res["git"]:
@@ -228,6 +233,11 @@ def cmd_show(args: argparse.Namespace) -> None:
                  str(s.get("nonfinite") or "")] for p, s in ordered]
         print()
         print(table(rows, ["METRIC", "LAST", "MIN", "MAX", "COUNT", "NONFINITE"]))
+    out = res.get("output")
+    if out and out.get("tail") and res["status"] != "completed":
+        print()
+        print(f"output (last {len(out['tail'])} lines; all of it: exprag-plus log {res['short_id']})")
+        print("\n".join("  " + str(l) for l in out["tail"]))
     if res["notes"]:
         print()
         print(f"notes ({len(res['notes'])}, oldest first)")
@@ -344,7 +354,8 @@ class Commands:
 
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
-FEATURES: Tuple[str, ...] = ("cli_memory", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions",
+FEATURES: Tuple[str, ...] = ("cli_run", "cli_memory", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp",
+                             "cli_actions",
                              "cli_share")
 
 
@@ -352,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine output (strict JSON) on stdout")
     common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
-                        help="the runs folder (default: $EXPRAG_PLUS_DIR, else .runs at the git top level)")
+                        help="the runs folder (default: $EXPRAG_PLUS_DIR, else .runs at the top of the main worktree)")
     p = _Parser(prog=PROG, description="Query, compare, restore and replay recorded experiment runs.",
                 epilog="RUN is a run id, a unique prefix or suffix (>= 6), latest, latest~N, or a .jsonl path in the runs folder.")
     p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
@@ -414,14 +425,16 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, a in enumerate(argv[:-1]):
+        if a == "--" or a == "run":
+            break  # what follows is a wrapped command's own arguments
         if a == "--sort" and argv[i + 1].startswith("-") and len(argv[i + 1]) > 1:
             argv[i: i + 2] = [f"--sort={argv[i + 1]}"]  # `--sort -KEY` reads as an option otherwise
             break
     try:
         args = parser.parse_args(argv)
-        args.func(args)
-        return 0
-    except (UsageError, QueryError, ids.RunNotFound, ValueError) as exc:
+        rc = args.func(args)
+        return rc if isinstance(rc, int) else 0
+    except (UsageError, QueryError, ids.RunNotFound, ValueError) as exc:  # store.LogError, WrapperError too
         cmd = getattr(locals().get("args"), "command", None)
         print(f"{PROG}{' ' + cmd if cmd else ''}: error: {exc}", file=sys.stderr)
         return 2

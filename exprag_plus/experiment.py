@@ -81,6 +81,7 @@ class Experiment:
         self._base_size = 0
         self.joined = False
         self._recount = False
+        self._start_metadata: Any = None
         self.name = str(name)
         self.metadata = to_json(metadata if metadata is not None else {})
         self.root = ids.runs_dir(root)
@@ -118,6 +119,7 @@ class Experiment:
         if ids.is_run_id(replay_of):
             fields["replay_of"] = replay_of
         fields.update(extra)
+        self._start_metadata = fields["metadata"]
         self._append("run_start", fields)
 
     def _resume(self, ref: str, cwd: str) -> None:
@@ -339,7 +341,12 @@ class Experiment:
             self._release()
             return
         self._check_file()
-        self._append("run_end", {"status": status, "error": error, **(extra or {})})
+        fields: Dict[str, Any] = {"status": status, "error": error}
+        final = redact_mapping(self.metadata)
+        if self._start_metadata is not None and final != self._start_metadata:
+            fields["metadata"] = final  # what arrived after run_start (log_params), for readers of the tail
+        fields.update(extra or {})
+        self._append("run_end", fields)
 
     def _release(self) -> None:
         self._closed = True
@@ -421,6 +428,23 @@ class Experiment:
     def __repr__(self) -> str:
         return f"Experiment({self.name!r}, run_id={self.run_id!r}, path={self.path!r})"
 
+    # --- framework integrations (exprag_plus.integrations) -----------------------------------
+
+    def log_params(self, params: Dict[str, Any]) -> None:
+        """Hyperparameters that arrive after run_start: a `params` record, and `self.metadata` updated.
+
+        Never raises: a framework hands over whatever its config holds.
+        """
+        try:
+            plain = to_json(dict(params))
+            if not isinstance(plain, dict):
+                return
+            self._append("params", {"params": redact_mapping(plain)})
+            if isinstance(self.metadata, dict):
+                self.metadata.update(plain)
+        except Exception as exc:  # tracking must never crash a training loop
+            self._warn(f"log_params() failed and was skipped: {type(exc).__name__}: {exc}")
+
 
 def _join_target() -> Optional[str]:
     """The wrapper's run file, taken once: later Experiments and child processes start their own runs."""
@@ -436,7 +460,8 @@ def _join_target() -> Optional[str]:
 
 def current() -> Optional[Experiment]:
     """The most recently started run of this process that is still open, if any."""
-    live = [e for e in list(_open) if not e._closed and e._child_pid is None]
+    me = os.getpid()
+    live = [e for e in list(_open) if not e._closed and (e._child_pid is None or (e.joined and e._child_pid == me))]
     return max(live, key=lambda e: e._t0) if live else None
 
 

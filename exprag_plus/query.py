@@ -9,11 +9,12 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import records
+from . import records, store
 from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
@@ -441,4 +442,21 @@ def show(run: Run) -> Dict[str, Any]:
         "error": run.error, "summary": run.summary, "records": counts, "path": run.path,
         "notes": [note_row(n) for n in run.notes],
     })
+    out.update(wrapped(run))
     return out
+
+
+def wrapped(run: Run, tail: int = 20) -> Dict[str, Any]:
+    """What `exprag-plus run` adds: the command, its exit code or signal, its output (tail read from the log
+    while no run_end holds it, so a crashed wrapper still says what the command printed)."""
+    command = run.start.get("command")
+    end = run.end or {}
+    output = end.get("output") if isinstance(end.get("output"), dict) else None
+    if output is None and store.output_log(run):
+        lines = store.read_log(run, tail) or []
+        output = {"file": os.path.relpath(store.output_log(run) or "", os.path.dirname(run.path)),
+                  "tail": [l.decode("utf-8", "replace").rstrip("\r\n") for l in lines]}
+    return {"command": command if isinstance(command, dict) else None,
+            "exit_code": end.get("exit_code") if isinstance(end.get("exit_code"), int) else None,
+            "signal": end.get("signal") if isinstance(end.get("signal"), str) else None,
+            "output": output}

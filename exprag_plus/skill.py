@@ -77,7 +77,10 @@ exprag-plus diff <run> --base --stat
    `loss`, `hparams.lr`...). Never guess one: take it from `keys`. When `keys` lists several names for
    one idea (`val.accuracy` and `metrics.val_acc`), they come from different scripts: answer for each
    separately and never compare values across names. A metric only one run has is often a derived
-   summary, not a training curve.
+   summary, not a training curve. Runs recorded by a framework integration (Transformers, Lightning,
+   Keras, accelerate, Optuna) carry that framework's own metric names (`eval_loss`, `train/loss`,
+   `val_loss`, `value`...) and hyperparameters (`args.learning_rate`, or a later `params` record), so
+   run `keys` first there too.
 2. Ask with the one command listed below for the question, filling the placeholders `<run>`,
    `<metric>`, `<path>` with names from `keys` and ids from `runs`.
 3. Answer with the run's short id (the last 8 hex digits, as tables show them) and its name, say which
@@ -195,7 +198,9 @@ exprag-plus show <run> --json
  "records": {"run_start": 1, "track": 20, "run_end": 1, "note": 2}, "path": ".runs/....jsonl",
  "tags": ["keep"], "latest_note": {"time": "...", "kind": "decision", "text": "keep: lr 0.01 beat 0.1"},
  "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}],
- "same_code": {"commit": "86dff22...", "branch": "research"}}
+ "same_code": {"commit": "86dff22...", "branch": "research"},
+ "command": {"argv": ["python", "train.py"], "cwd": "..."}, "exit_code": 1, "signal": null,
+ "output": {"file": "...", "lines": 120, "tail": ["CUDA out of memory"]}}
 ```
 
 **A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the

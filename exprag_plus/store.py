@@ -303,12 +303,17 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.start.get("name", "")
+        end_name = (self.end or {}).get("name")
+        return end_name if isinstance(end_name, str) and end_name else self.start.get("name", "")
 
     @property
     def metadata(self) -> Dict[str, Any]:
+        """run_start's metadata, or the final one run_end carries when more arrived during the run (a joined
+        script's, a framework's late hyperparameters)."""
         if self._metadata is None:
-            m = self.start.get("metadata")
+            m = (self.end or {}).get("metadata")
+            if not isinstance(m, dict):
+                m = self.start.get("metadata")
             self._metadata = records.from_json(m) if isinstance(m, dict) else {}
         return self._metadata
 
@@ -488,3 +493,47 @@ def load_runs(root: Optional[str] = None) -> List[Run]:
             warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning, stacklevel=2)
     out.sort(key=Run.order)
     return out
+
+
+OUTPUT_LOG = "output.log"
+
+
+class LogError(ValueError):
+    """A bad --grep pattern."""
+
+
+def output_log(run: Run) -> Optional[str]:
+    """The file holding what a wrapped command printed (`exprag-plus run`), if the run has one."""
+    path = os.path.join(os.path.dirname(run.path), run.run_id, OUTPUT_LOG)
+    return path if os.path.isfile(path) else None
+
+
+def read_log(run: Run, tail: Optional[int] = None, grep: Optional[str] = None) -> Optional[List[bytes]]:
+    """The lines of a run's captured output, or None when it has none; `tail` reads only the file's end."""
+    path = output_log(run)
+    if path is None:
+        return None
+    pat = None
+    if grep is not None:
+        try:
+            pat = re.compile(grep.encode("utf-8", "surrogateescape"))
+        except re.error as exc:
+            raise LogError(f"--grep {grep!r} is not a regular expression: {exc}") from None
+    if tail and pat is None:
+        with open(path, "rb") as f:
+            pos = os.fstat(f.fileno()).st_size
+            data = b""
+            while pos > 0 and data.count(b"\n") <= tail:
+                step = min(1 << 16, pos)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+        return data.splitlines(keepends=True)[-tail:]
+    hits: List[bytes] = []
+    with open(path, "rb") as f:
+        for line in f:
+            if pat is None or pat.search(line):
+                hits.append(line)
+                if tail and len(hits) > tail:
+                    del hits[0]
+    return hits

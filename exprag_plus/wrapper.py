@@ -20,10 +20,10 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
 from . import records
+from .store import OUTPUT_LOG
 from .redact import redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
 
-OUTPUT_LOG = "output.log"
 TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024
 _MAX_LINE = 64 * 1024
@@ -113,27 +113,29 @@ class MetricParser:
 class _Output:
     """The copy to output.log and the counts, tail and metrics of what went by."""
 
-    def __init__(self, path: str, parser: Optional[MetricParser]) -> None:
+    def __init__(self, path: str, parsers: Optional[Dict[int, MetricParser]]) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o644)
-        self.parser = parser
+        self.parsers = parsers or {}
         self.bytes = 0
         self.lines = 0
         self.tail = b""
         self.last_newline = True
 
-    def add(self, data: bytes) -> Iterator[Dict[str, Any]]:
+    def add(self, data: bytes, stream: int) -> Iterator[Dict[str, Any]]:
+        """Log a chunk in arrival order; its lines are read per stream, so stderr never splits a stdout line."""
         _write_all(self.fd, data)
         self.bytes += len(data)
         self.lines += data.count(b"\n")
         self.last_newline = data.endswith(b"\n")
         self.tail = (self.tail + data)[-_TAIL_BYTES:]
-        if self.parser is not None:
-            yield from self.parser.feed(data)
+        parser = self.parsers.get(stream)
+        if parser is not None:
+            yield from parser.feed(data)
 
     def finish(self) -> Iterator[Dict[str, Any]]:
-        if self.parser is not None:
-            yield from self.parser.feed(b"", final=True)
+        for parser in self.parsers.values():
+            yield from parser.feed(b"", final=True)
         os.close(self.fd)
 
     def summary(self, root: str) -> Dict[str, Any]:
@@ -198,7 +200,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         exp.note(note)
     folder = os.path.join(exp.root, exp.run_id)
     os.makedirs(folder, exist_ok=True)
-    out = _Output(os.path.join(folder, OUTPUT_LOG), MetricParser(patterns, parse) if (parse or patterns) else None)
+    parsers = {fd: MetricParser(patterns, parse) for fd in (1, 2)} if (parse or patterns) else None
+    out = _Output(os.path.join(folder, OUTPUT_LOG), parsers)
     if announce:
         announce(exp)
     env = dict(os.environ)
@@ -251,9 +254,11 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         status, error = "failed", {"type": "ExitCode", "message": f"exited with code {code}"}
     else:
         status, error = "completed", None
-    if error is not None:
-        error.update(_joined_error(exp.path) or {})
-    exp.end(status, error, exit_code=exit_code, signal=signal.Signals(sig).name if sig else None,
+    joined_name, joined_error = _joined(exp)
+    if error is not None and joined_error:
+        error.update(joined_error)
+    extra = {"name": joined_name} if joined_name and name is None else {}
+    exp.end(status, error, **extra, exit_code=exit_code, signal=signal.Signals(sig).name if sig else None,
             output=out.summary(exp.root))
     return _result(exp, status, exit_code, signal.Signals(sig).name if sig else None, duration, out, exp.root)
 
@@ -292,7 +297,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 del targets[fd]
                 continue
             _write_all(targets[fd], data)
-            for value in out.add(data):
+            for value in out.add(data, targets[fd]):
                 is_joined = is_joined or os.path.exists(joined)
                 if not is_joined:
                     exp.track(value)
@@ -312,16 +317,24 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def _joined_error(path: str) -> Optional[Dict[str, Any]]:
-    """The exception a joined Python process ended with: why the command failed, in its own words."""
+def _joined(exp: Experiment) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+    """What a joined Python process said: its Experiment's name and metadata (merged into the run's), and
+    the exception it ended with (why the command failed, in its own words)."""
     from . import store
 
-    _, tail, _ = store._head_and_tail(path)
-    for rec in reversed(tail):
-        if rec.get("type") == "join_end" and isinstance(rec.get("error"), dict):
+    name, error = None, None
+    if not os.path.exists(os.path.join(exp.root, exp.run_id, JOINED_MARK)):
+        return name, error
+    for rec in store.iter_records(exp.path):
+        if rec.get("type") == "join":
+            if isinstance(rec.get("name"), str) and name is None:
+                name = rec["name"]
+            if isinstance(rec.get("metadata"), dict) and isinstance(exp.metadata, dict):
+                exp.metadata.update(rec["metadata"])
+        elif rec.get("type") == "join_end" and isinstance(rec.get("error"), dict):
             err = rec["error"]
-            return {"type": err.get("type"), "message": err.get("message"), "traceback": err.get("traceback")}
-    return None
+            error = {"type": err.get("type"), "message": err.get("message"), "traceback": err.get("traceback")}
+    return name, error
 
 
 def _result(exp: Experiment, status: str, exit_code: int, sig: Optional[str], duration: float, out: _Output,
@@ -348,48 +361,5 @@ def exec_plain(argv: Sequence[str]) -> None:
         raise WrapperError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
 
 
-def read_log(run_dir: str, tail: Optional[int] = None, grep: Optional[str] = None) -> Optional[Iterator[bytes]]:
-    """The lines of a run's captured output (None when it has none)."""
-    path = os.path.join(run_dir, OUTPUT_LOG)
-    if not os.path.isfile(path):
-        return None
-    pat = None
-    if grep is not None:
-        try:
-            pat = re.compile(grep.encode("utf-8", "surrogateescape"))
-        except re.error as exc:
-            raise WrapperError(f"--grep {grep!r} is not a regular expression: {exc}") from None
-
-    def lines() -> Iterator[bytes]:
-        if tail:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                block, data = 1 << 16, b""
-                pos = size
-                while pos > 0 and data.count(b"\n") <= tail:
-                    step = min(block, pos)
-                    pos -= step
-                    f.seek(pos)
-                    data = f.read(step) + data
-                chunk = data.splitlines(keepends=True)
-                selected = [l for l in chunk if pat is None or pat.search(l)] if pat is None else None
-            if pat is None:
-                yield from chunk[-tail:]
-                return
-        with open(path, "rb") as f:
-            hits: List[bytes] = []
-            for line in f:
-                if pat is None or pat.search(line):
-                    if tail:
-                        hits.append(line)
-                        if len(hits) > tail:
-                            hits.pop(0)
-                    else:
-                        yield line
-            yield from hits
-
-    return lines()
-
-
-__all__ = ["run_command", "compile_patterns", "MetricParser", "WrapperError", "read_log", "nested", "exec_plain",
+__all__ = ["run_command", "compile_patterns", "MetricParser", "WrapperError", "nested", "exec_plain",
            "OUTPUT_LOG", "AXES"]

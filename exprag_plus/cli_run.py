@@ -1,0 +1,109 @@
+"""`run -- CMD` and `log RUN`: record any command; read what it printed (formatting only; see wrapper.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List
+
+from . import ids, records, store, wrapper
+from .cli import Commands, Failure, _root, _run, count, emit_json, num
+
+_AXES = set(wrapper.AXES)
+
+
+def _meta(items: List[str]) -> Dict[str, Any]:
+    """--meta KEY=VALUE: VALUE read as JSON when it is JSON (0.1, true, [1,2]), else as text; a.b nests."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--meta {item!r}: give KEY=VALUE, e.g. --meta lr=0.1")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"--meta {item!r}: {part!r} already holds a value, not a group")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _metrics_text(metrics: Dict[str, Any], n: int = 4) -> str:
+    shown = [(k, v) for k, v in metrics.items() if k.rsplit(".", 1)[-1] not in _AXES and records.is_number(v)]
+    return ", ".join(f"{k} {num(v)}" for k, v in shown[-n:])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    argv = list(args.cmd)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise ValueError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout:g}: give a number of seconds > 0")
+    patterns = wrapper.compile_patterns(args.parse)
+    metadata = _meta(args.meta)
+    if wrapper.nested():
+        print(f"exprag-plus: already recording (an enclosing `exprag-plus run`); running {argv[0]} as is",
+              file=sys.stderr)
+        sys.stderr.flush()
+        wrapper.exec_plain(argv)
+    cmd_text = " ".join(records.redact_argv(argv))
+
+    def announce(exp: Any) -> None:
+        out = os.path.relpath(os.path.join(exp.root, exp.run_id, wrapper.OUTPUT_LOG))
+        print(f"run {ids.short_id(exp.run_id)} recording: {cmd_text}  (output also in {out})", file=sys.stderr)
+        sys.stderr.flush()
+
+    res = wrapper.run_command(argv, name=args.name, metadata=metadata, note=args.note,
+                              root=getattr(args, "root", None), timeout=args.timeout, parse=not args.no_parse,
+                              patterns=patterns, resume=args.resume, announce=announce)
+    metrics = _metrics_text(res["metrics"])
+    how = f"exit {res['exit_code']}" + (f", {res['signal']}" if res["signal"] else "")
+    print(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
+          + (f": {metrics}, {how}" if metrics else f": {how}"), file=sys.stderr)
+    if args.json:
+        sys.stdout.flush()
+        emit_json({k: res[k] for k in ("run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output")})
+    return int(res["exit_code"]) if 0 <= int(res["exit_code"]) < 256 else 1
+
+
+def cmd_log(args: argparse.Namespace) -> None:
+    run = _run(args, args.run)
+    lines = store.read_log(run, args.tail or None, args.grep)
+    if lines is None:
+        raise Failure(f"run {run.short_id} has no captured output (only `exprag-plus run -- CMD` captures a "
+                      "command's output)")
+    out = sys.stdout.buffer
+    if args.json:
+        emit_json({"run_id": run.run_id, "lines": [l.decode("utf-8", "replace").rstrip("\n") for l in lines]})
+        return
+    for line in lines:
+        out.write(line)
+    out.flush()
+
+
+def register(commands: Commands) -> None:
+    sp = commands.add("run", cmd_run, "record any command as a run: its code, output, exit code and metrics")
+    sp.add_argument("--name", metavar="NAME", help="the run's name (default: the program's name)")
+    sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                    help="metadata (VALUE as JSON when it parses, else text; a.b=1 nests)")
+    sp.add_argument("--note", metavar="TEXT", help="why this run: a note recorded with it")
+    sp.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command's process group after this long")
+    sp.add_argument("--no-parse", action="store_true", help="do not read metrics from the output")
+    sp.add_argument("--parse", action="append", default=[], metavar="REGEX",
+                    help="also track what this pattern's named groups capture (a group named step is the step)")
+    sp.add_argument("--resume", metavar="RUN", help="continue this run instead of starting a new one")
+    sp.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    sp = commands.add("log", cmd_log, "a run's captured output (runs recorded with `run -- CMD`)")
+    sp.add_argument("run", metavar="RUN")
+    sp.add_argument("--tail", type=count, metavar="N", help="only the last N lines")
+    sp.add_argument("--grep", metavar="REGEX", help="only lines matching REGEX")

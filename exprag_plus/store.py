@@ -281,7 +281,7 @@ class Run:
     def _set_end(self, end: Optional[Dict[str, Any]]) -> None:
         if end is not None:
             end = _checked(end, _END_FIELDS, "run_end", self._bad)
-            if "error" in end and not isinstance(end["error"], dict):
+            if end.get("error") is not None and not isinstance(end["error"], dict):
                 end["error"] = {"type": None, "message": end["error"] if isinstance(end["error"], str)
                                 else records.dumps(records.to_json(end["error"]))}
         self.end = end

@@ -164,3 +164,11 @@ def test_runs_metric_columns_and_n_of_m(runs_dir: Path, loop: List[str]) -> None
     assert run_cli(runs_dir, "runs", "--columns", "ok").stdout.splitlines()[0].split()[6:8] == ["ok", "LATEST"]
     p = run_cli(runs_dir, "runs", "--metric", "val_los")
     assert p.returncode == 2 and "val_loss" in p.stderr
+
+
+def test_a_wrapped_command_that_succeeded_shows_no_error(runs_dir: Path) -> None:
+    """run_end's `"error": null` (the run wrapper writes it) is no error: show printed `error null`."""
+    p = cli("run", "--root", str(runs_dir), "--name", "ok", "--", "true")
+    assert p.returncode == 0, p.stderr
+    out = run_cli(runs_dir, "show", "latest").stdout
+    assert "error" not in out.split("records")[0] and j(run_cli(runs_dir, "show", "latest", "--json").stdout)["error"] is None

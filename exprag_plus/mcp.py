@@ -51,7 +51,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
-from . import __version__, actions, codestate, git, ids, memory, query, records, store
+from . import __version__, actions, codestate, git, ids, memory, progress, query, records, store
 
 PROG = "exprag-plus mcp"
 SERVER_NAME = "exprag-plus"
@@ -320,6 +320,10 @@ def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return codestate.restore(_run(srv, a["run"]), a["into"], checkout=False)
 
 
+def _progress(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    return progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"])
+
+
 def _add_note(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return memory.add_note(ids.resolve(a["run"], srv.root), a["text"], a["kind"])
 
@@ -486,6 +490,16 @@ def _tools() -> Dict[str, Tool]:
                              "server's working directory)")},
              ("run",), _obj({"run_id": _S, "commit": _S, "path": _S, "cwd": _S, "checked_out": _B}),
              _restore_run, read_only=False, destructive=False, idempotent=False),
+        Tool("progress", "Progress across runs",
+             "Runs in start order with each run's best value of METRIC (highest; lowest with `minimize`), the "
+             "best so far, whether it improved on every earlier run, its tags and latest note, and "
+             "`since_improvement`: how many runs since the last improvement.",
+             {"metric": _p(_S, "a metric path, e.g. 'val_loss' (see keys)"),
+              "minimize": _p(_B, "lower is better", default=False),
+              "where": _p(_arr(_S), WHERE_TEXT, default=[])},
+             ("metric",),
+             _obj({"metric": _S, "minimize": _B, "rule": _S, "total": _I, "matched": _I, "with_value": _I,
+                   "improvements": _I, "since_improvement": _I, "best": _NO, "runs": _arr(_O)}), _progress),
         Tool("add_note", "Add a note to a run (writes)",
              "WRITES: append a note record to a run's file (append-only; a correction is a new note). Record "
              "why a run exists and what it showed: kind 'hypothesis' before, 'observation' and 'decision' "

@@ -124,9 +124,13 @@ def _under(path: str, subdir: str) -> str:
 
 
 def replay_command(run: Run, workdir: str) -> List[str]:
-    """The recorded command line, for the current interpreter, with paths mapped into `workdir`'s tree."""
+    """The recorded command line, for the current interpreter, with paths mapped into `workdir`'s tree.
+
+    A run recorded by `exprag-plus run -- CMD` replays as `exprag-plus run -- CMD` again."""
     proc = run.process
-    argv = [str(a) for a in proc.get("argv") or []]
+    command = run.start.get("command")
+    wrapped = isinstance(command, dict) and isinstance(command.get("argv"), list) and command["argv"]
+    argv = [str(a) for a in (command["argv"] if wrapped else proc.get("argv") or [])]
     if not argv or argv[0] in ("-c", "-"):
         raise ValueError(f"run {run.short_id} was started from `python -c` or stdin: its command cannot be replayed")
     hidden = [i for i, a in enumerate(argv) if records.REDACTED in a]
@@ -137,6 +141,8 @@ def replay_command(run: Run, workdir: str) -> List[str]:
     if top:
         argv = [os.path.join(workdir, os.path.relpath(a, top)) if os.path.isabs(a) and
                 (a == top or a.startswith(top.rstrip(os.sep) + os.sep)) else a for a in argv]
+    if wrapped:
+        return [sys.executable, "-m", __package__ or "exprag_plus", "run", "--name", run.name, "--", *argv]
     if proc.get("module"):
         return [sys.executable, "-m", proc["module"], *argv[1:]]
     return [sys.executable, *argv]

@@ -174,6 +174,9 @@ def check_value(where: str, value: Any, schema: Dict[str, Any]) -> Any:
     if "minimum" in schema and isinstance(value, (int, float)) and not isinstance(value, bool) \
             and value < schema["minimum"]:
         raise ArgumentError(f"{where} must be >= {schema['minimum']}, got {_shown(value)}")
+    if "maximum" in schema and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and value > schema["maximum"]:
+        raise ArgumentError(f"{where} must be <= {schema['maximum']}, got {_shown(value)}")
     if isinstance(value, list) and "items" in schema:
         value = [check_value(f"{where}[{i}]", v, schema["items"]) for i, v in enumerate(value)]
     if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
@@ -296,6 +299,26 @@ def _keys(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 def _show_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return codestate.show(_run(srv, a["run"]))
+
+
+def _run_log(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    run = _run(srv, a["run"])
+    try:
+        lines = store.read_log(run, a["tail"], a.get("grep"))
+    except store.LogError as exc:
+        raise ToolFailure(str(exc)) from None
+    if lines is None:
+        raise ToolFailure(f"run {run.short_id} has no captured output (only `exprag-plus run -- CMD` captures it)")
+    texts = [l.decode("utf-8", "replace").rstrip("\r\n") for l in lines]
+    cut = [t[:2000] for t in texts]
+    budget, kept = 20_000, []
+    for t in reversed(cut):
+        budget -= len(t) + 1
+        if budget < 0:
+            break
+        kept.append(t)
+    kept.reverse()
+    return {"run_id": run.run_id, "lines": kept, "truncated": kept != texts}
 
 
 def _best_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -435,7 +458,15 @@ def _tools() -> Dict[str, Tool]:
              {"run": _p(_S, RUN_TEXT)}, ("run",),
              _obj({**RUN_ROW["properties"], "ended": _NS, "duration_s": _NN, "metadata": _O, "process": _O,
                    "host": _O, "git": _NO, "git_error": _NS, "replay_of": _NS, "error": _NO, "summary": _O,
-                   "records": _O, "path": _S, "notes": _arr(_O), "same_code": _NO}), _show_run),
+                   "records": _O, "path": _S, "notes": _arr(_O), "same_code": _NO, "command": _NO, "exit_code": {"type": ["integer", "null"]},
+                   "signal": _NS, "output": _NO}), _show_run),
+        Tool("run_log", "A run's captured output",
+             "What a command recorded with `exprag-plus run -- CMD` printed (stdout and stderr in arrival order): "
+             "the last `tail` lines (default 100, at most 2000), only lines matching the regex `grep` when given. "
+             "Long lines are cut; `truncated` says so. Use it to see why a run failed.",
+             {"run": _p(_S, RUN_TEXT), "tail": _p(_I, "the last N lines", default=100, minimum=1, maximum=2000),
+              "grep": _p(_S, "only lines matching this regular expression")}, ("run",),
+             _obj({"run_id": _S, "lines": _arr(_S), "truncated": _B}), _run_log),
         Tool("best_run", "Best run by a metric",
              "The winning run by METRIC: by each run's best value over its history (highest; lowest with "
              "`minimize`), or by its last value with `final`. Says which rule it used, gives the winner's best "

@@ -54,7 +54,8 @@ with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Expe
 
 One run per idea; the memory holds why, not only numbers. Per experiment:
 1. `exprag-plus note latest "<what and why>" --kind hypothesis` after the run starts (or `run --note`).
-2. `exprag-plus run --name <idea> -- <command>`; read the status and metrics it prints last.
+2. `exprag-plus run --name <idea> -- <command>`; read the status and metrics it prints last (a failed
+   run: `exprag-plus log <run>` shows its output).
 3. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
    `exprag-plus tag <run> keep` (or `discard`). Commit code you keep: `show` then says `same code as
    <commit> on <branch>`.
@@ -196,11 +197,11 @@ exprag-plus show <run> --json
  "host": {"hostname": "gpu1"}, "git": {"commit": "...", "base_commit": "...", "status": [" M train.py"]},
  "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
  "records": {"run_start": 1, "track": 20, "run_end": 1, "note": 2}, "path": ".runs/....jsonl",
+ "command": {"argv": ["python", "train.py", "--lr", "0.01"], "cwd": "..."}, "exit_code": 1, "signal": null,
+ "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]},
  "tags": ["keep"], "latest_note": {"time": "...", "kind": "decision", "text": "keep: lr 0.01 beat 0.1"},
  "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}],
- "same_code": {"commit": "86dff22...", "branch": "research"},
- "command": {"argv": ["python", "train.py"], "cwd": "..."}, "exit_code": 1, "signal": null,
- "output": {"file": "...", "lines": 120, "tail": ["CUDA out of memory"]}}
+ "same_code": {"commit": "86dff22...", "branch": "research"}}
 ```
 
 **A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the

@@ -209,26 +209,31 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     env.setdefault("PYTHONUNBUFFERED", "1")
     tty = _terminal()
     t0 = time.monotonic()
-    interrupted = []
-    try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                preexec_fn=os.setpgrp)
-    except OSError as exc:
-        exp.end("failed", {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"},
-                exit_code=127, signal=None, output=out.summary(exp.root))
-        list(out.finish())
-        return _result(exp, "failed", 127, None, time.monotonic() - t0, out, exp.root)
-    _foreground(tty, proc.pid)
+    interrupted: List[int] = []
+    child: List[int] = []
 
     def forward(signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
             interrupted.append(signum)
-        try:
-            os.killpg(proc.pid, signum)
-        except OSError:
-            pass
+        if child:
+            _killpg(child[0], signum)
 
+    # before the command starts: a signal that comes early must still reach it, never end us alone
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                preexec_fn=os.setpgrp)
+    except OSError as exc:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        exp.end("failed", {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"},
+                exit_code=127, signal=None, output=out.summary(exp.root))
+        list(out.finish())
+        return _result(exp, "failed", 127, None, time.monotonic() - t0, out, exp.root)
+    child.append(proc.pid)
+    if interrupted:
+        _killpg(proc.pid, signal.SIGINT)
+    _foreground(tty, proc.pid)
     joined = os.path.join(folder, JOINED_MARK)
     timed_out = False
     try:

@@ -777,3 +777,25 @@ def test_lone_surrogates_and_deep_nesting_are_answered_in_strict_utf8(raw: Any, 
         line.decode("utf-8")  # strict
         # no JSON escape of a lone surrogate (an escaped backslash before "ud8.." is plain text)
         assert not re.search(rb"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]", line)
+
+
+def test_run_log_returns_a_bounded_tail_of_a_wrapped_runs_output(raw: Any, world: Dict[str, Any], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    env = {**server_env(world), "PYTHONPATH": str(ROOT), "EXPRAG_PLUS_DIR": str(runs)}
+    subprocess.run([sys.executable, "-m", "exprag_plus", "run", "--", "bash", "-c",
+                    "for i in $(seq 1 300); do echo line $i; done; printf 'x%.0s' $(seq 1 5000); echo; "
+                    "echo 'Traceback: boom' >&2; exit 2"], cwd=world["repo"], env=env, capture_output=True, check=False)
+    subprocess.run([sys.executable, "-c", "from exprag_plus import Experiment; print(Experiment('py').run_id)"],
+                   cwd=world["repo"], env=env, capture_output=True, check=True)
+    c = raw(root=runs)
+    c.initialize(MODERN)
+    got = structured(c.request("tools/call", {"name": "run_log", "arguments": {"run": "latest~1", "tail": 3}})["result"])
+    assert got["lines"] == ["line 300", "x" * 2000, "Traceback: boom"] and got["truncated"] is True
+    got = structured(c.request("tools/call", {"name": "run_log", "arguments": {"run": "latest~1", "grep": "^line 29"}})["result"])
+    assert got["lines"] == ["line 29"] + [f"line {i}" for i in range(290, 300)] and got["truncated"] is False
+    too_many = c.request("tools/call", {"name": "run_log", "arguments": {"run": "latest~1", "tail": 5000}})
+    assert "error" in too_many or too_many["result"]["isError"] is True
+    shown = structured(c.request("tools/call", {"name": "show_run", "arguments": {"run": "latest~1"}})["result"])
+    assert shown["exit_code"] == 2 and shown["output"]["tail"][-1] == "Traceback: boom"
+    plain = c.request("tools/call", {"name": "run_log", "arguments": {"run": "latest"}})
+    assert plain["result"]["isError"] is True and "no captured output" in plain["result"]["content"][0]["text"]

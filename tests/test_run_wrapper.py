@@ -1,0 +1,296 @@
+"""`exprag-plus run -- CMD` around real child processes: bash, python, forks, signals, timeouts, big output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import ROOT, cli, git, read_lines
+
+PY = sys.executable
+
+
+def wrap(*args: str, cwd: Path, env: Dict[str, str] = None, timeout: float = 120, stdin: Any = None,
+         input: bytes = None) -> subprocess.CompletedProcess:
+    """The real CLI, bytes in and out."""
+    full = dict(os.environ)
+    full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
+    full.update(env or {})
+    return subprocess.run([PY, "-m", "exprag_plus", *args], cwd=cwd, env=full, capture_output=True, timeout=timeout,
+                          stdin=stdin if input is None else None, input=input)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent (or an init that does not reap) to collect it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def runs_of(repo: Path) -> List[Path]:
+    return sorted((repo / ".runs").glob("*.jsonl"))
+
+
+def only_run(repo: Path) -> List[Dict[str, Any]]:
+    (path,) = runs_of(repo)
+    return read_lines(path)
+
+
+def script(repo: Path, name: str, body: str) -> str:
+    (repo / name).write_text(textwrap.dedent(body))
+    return name
+
+
+def test_exit_code_output_and_metrics_of_a_python_command(repo: Path) -> None:
+    script(repo, "train.py", """
+        import json, sys
+        for i in range(3):
+            print(json.dumps({"step": i, "loss": 1.0 / (i + 1)}))
+        print("warming up", file=sys.stderr)
+        print("---")
+        print("val_bpb:          0.997900")
+        print("training_seconds: 300.1")
+        print("num_steps:        953")
+        sys.exit(3)
+    """)
+    p = wrap("run", "--name", "baseline", "--meta", "lr=0.04", "--meta", "model.depth=8", "--note", "bigger lr",
+             "--", PY, "train.py", cwd=repo)
+    assert p.returncode == 3
+    direct = subprocess.run([PY, "train.py"], cwd=repo, capture_output=True)
+    assert p.stdout == direct.stdout
+    err = p.stderr.decode().splitlines()
+    assert err[0].startswith("run ") and " recording: " in err[0] and err[1] == "warming up"
+    short = err[0].split()[1]
+    assert err[-1] == f"run {short} failed in " + err[-1].split(" in ")[1]
+    assert err[-1].endswith("loss 0.333333, val_bpb 0.9979, training_seconds 300.1, num_steps 953, exit 3")
+    recs = only_run(repo)
+    start, end = recs[0], recs[-1]
+    assert start["name"] == "baseline" and start["metadata"] == {"lr": 0.04, "model": {"depth": 8}}
+    assert start["command"] == {"argv": [PY, "train.py"], "cwd": str(repo)}
+    assert start["process"]["pid"] != end.get("pid", start["process"]["pid"]) or True
+    assert [r["text"] for r in recs if r["type"] == "note"] == ["bigger lr"]
+    tracks = [r["value"] for r in recs if r["type"] == "track"]
+    assert tracks == [{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}, {"step": 2, "loss": 1.0 / 3},
+                      {"val_bpb": 0.9979}, {"training_seconds": 300.1}, {"num_steps": 953}]
+    assert end["status"] == "failed" and end["exit_code"] == 3 and end["signal"] is None
+    assert end["error"] == {"type": "ExitCode", "message": "exited with code 3"}
+    assert end["output"]["lines"] == 8 and set(end["output"]["tail"]) == set(direct.stdout.decode().splitlines()) | {
+        "warming up"}  # the two pipes are read as they come: their relative order is the arrival order
+    log = (repo / ".runs" / start["run_id"] / "output.log").read_bytes()
+    assert log.startswith(b'{"step": 0') and b"warming up\n" in log and len(log) == end["output"]["bytes"]
+
+
+def test_chains_stdin_and_json_summary(repo: Path) -> None:
+    p = wrap("run", "--json", "--", "bash", "-c", "cat; echo 'acc = 0.75'", cwd=repo, input=b"from stdin\n")
+    assert p.returncode == 0
+    out = p.stdout.decode()
+    assert out.startswith("from stdin\nacc = 0.75\n{")
+    res = json.loads(out[len("from stdin\nacc = 0.75\n"):])
+    assert set(res) == {"run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output"}
+    assert res["status"] == "completed" and res["exit_code"] == 0 and res["metrics"] == {"acc": 0.75}
+    assert res["output"]["tail"] == ["from stdin", "acc = 0.75"]
+    chained = subprocess.run(f"{PY} -m exprag_plus run -- false && echo ran", shell=True, cwd=repo, capture_output=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert chained.returncode == 1 and b"ran" not in chained.stdout
+
+
+def test_progress_bars_keep_their_carriage_returns_and_parse_patterns(repo: Path) -> None:
+    script(repo, "bar.py", """
+        import sys, time
+        for i in range(5):
+            sys.stderr.write(f"\\r{i * 25}%|{'#' * i}{' ' * (4 - i)}| {i}/4 [00:0{i}<00:00, 2.00it/s]")
+            sys.stderr.flush()
+        sys.stderr.write("\\n")
+        for e in range(3):
+            print(f"Epoch {e}: epoch={e} val_loss={0.5 - e / 10:.2f}")
+            print(f"step {e * 100} | loss {2.31 - e:.2f}")
+    """)
+    p = wrap("run", "--parse", r"epoch=(?P<epoch>\d+) val_loss=(?P<val_loss>[0-9.]+)",
+             "--parse", r"step (?P<step>\d+) \| loss (?P<loss>[0-9.]+)", "--", PY, "bar.py", cwd=repo)
+    assert p.returncode == 0
+    assert b"\r50%|##  | 2/4" in p.stderr
+    recs = only_run(repo)
+    tracks = [r["value"] for r in recs if r["type"] == "track"]
+    assert tracks == [{"epoch": 0, "val_loss": 0.5}, {"step": 0, "loss": 2.31}, {"epoch": 1, "val_loss": 0.4},
+                      {"step": 100, "loss": 1.31}, {"epoch": 2, "val_loss": 0.3}, {"step": 200, "loss": 0.31}]
+    assert recs[-1]["summary"]["loss"]["last_step"] == 200
+    p = wrap("run", "--no-parse", "--", "bash", "-c", "echo 'loss: 1'; echo '{\"a\": 1}'", cwd=repo)
+    assert [r for r in read_lines(runs_of(repo)[-1]) if r["type"] == "track"] == []
+
+
+def test_a_command_killed_by_sigkill_is_failed_with_the_signal_and_its_output(repo: Path) -> None:
+    p = wrap("run", "--", "bash", "-c", "echo 'allocating 80 GB'; echo 'CUDA out of memory' >&2; kill -9 $$",
+             cwd=repo)
+    assert p.returncode == 128 + 9
+    end = only_run(repo)[-1]
+    assert end["status"] == "failed" and end["signal"] == "SIGKILL" and end["exit_code"] == 137
+    assert end["error"] == {"type": "Signal", "message": "killed by SIGKILL"}
+    assert end["output"]["tail"] == ["allocating 80 GB", "CUDA out of memory"]
+    shown = cli("show", "latest", cwd=repo)
+    assert "exit 137 (SIGKILL)" in shown.stdout and "  CUDA out of memory" in shown.stdout
+
+
+def test_timeout_kills_the_whole_process_group(repo: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    p = wrap("run", "--timeout", "1", "--", "bash", "-c", f"sleep 60 & echo $! > {pidfile}; echo started; wait",
+             cwd=repo, timeout=30)
+    assert p.returncode == 124
+    end = only_run(repo)[-1]
+    assert end["status"] == "failed" and end["error"]["type"] == "Timeout"
+    assert end["output"]["tail"] == ["started"]
+    grandchild = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not alive(grandchild)
+
+
+def test_ctrl_c_reaches_the_command_and_the_run_reads_interrupted(repo: Path) -> None:
+    script(repo, "loop.py", """
+        import time
+        try:
+            print("ready", flush=True)
+            while True:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            print("caught Ctrl-C", flush=True)
+            raise
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([PY, "-m", "exprag_plus", "run", "--", PY, "loop.py"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert out == b"caught Ctrl-C\n"
+    end = only_run(repo)[-1]
+    assert end["status"] == "interrupted" and end["signal"] == "SIGINT"
+
+
+def test_a_python_script_with_its_own_experiment_joins_the_wrapper_run(repo: Path) -> None:
+    script(repo, "exp.py", """
+        import os, sys
+        from exprag_plus import Experiment
+        with Experiment("inner-name", {"lr": 0.3}) as exp:
+            exp.track({"acc": 0.5, "step": 0})
+            pid = os.fork()
+            if pid == 0:
+                exp.track({"worker_acc": 0.25})
+                os._exit(0)
+            os.waitpid(pid, 0)
+            exp.track({"acc": 0.9, "step": 1})
+            print("acc: 123")  # the script tracks for itself: its output is not parsed twice
+            second = Experiment("a second one")  # only the first joins; this is a run of its own
+            second.close()
+            if len(sys.argv) > 1:
+                raise ValueError("diverged")
+    """)
+    p = wrap("run", "--meta", "seed=1", "--", PY, "exp.py", cwd=repo)
+    assert p.returncode == 0, p.stderr
+    first, second = runs_of(repo)
+    recs = read_lines(first)
+    assert [r["type"] for r in recs] == ["run_start", "join", "track", "track", "track", "run_start"][:2] + \
+        [r["type"] for r in recs][2:]
+    assert read_lines(second)[0]["name"] == "a second one"
+    join = recs[1]
+    assert join["name"] == "inner-name" and join["metadata"] == {"lr": 0.3} and join["pid"] != recs[0]["process"]["pid"]
+    end = recs[-1]
+    assert end["status"] == "completed" and end["name"] == "inner-name"
+    assert end["metadata"] == {"seed": 1, "lr": 0.3}
+    assert end["summary"]["acc"]["count"] == 2 and end["summary"]["acc"]["last"] == 0.9
+    assert end["summary"]["worker_acc"]["last"] == 0.25
+    listed = json.loads(cli("runs", "--json", cwd=repo).stdout)["runs"]
+    assert {r["name"] for r in listed} == {"inner-name", "a second one"}
+    assert json.loads(cli("best", "acc", "--json", cwd=repo).stdout)["best"] == 0.9
+    p = wrap("run", "--", PY, "exp.py", "fail", cwd=repo)
+    assert p.returncode == 1
+    end = read_lines(runs_of(repo)[-2])[-1]
+    assert end["status"] == "failed" and end["error"]["type"] == "ValueError" and end["error"]["message"] == "diverged"
+
+
+def test_nested_wrappers_record_once(repo: Path) -> None:
+    p = wrap("run", "--", PY, "-m", "exprag_plus", "run", "--", "bash", "-c", "echo 'loss: 0.5'", cwd=repo)
+    assert p.returncode == 0
+    (path,) = runs_of(repo)
+    assert [r["value"] for r in read_lines(path) if r["type"] == "track"] == [{"loss": 0.5}]
+    assert b"already recording" in p.stderr
+
+
+def test_100_mb_of_output_and_no_final_newline(repo: Path) -> None:
+    p = wrap("run", "--", PY, "-c", "import sys\nb = b'x' * 1023 + b'\\n'\nw = sys.stdout.buffer.write\n"
+             "[w(b) for _ in range(100 * 1024)]\nw(b'val_loss: 0.25')", cwd=repo, timeout=300)
+    assert p.returncode == 0 and len(p.stdout) == 100 * 1024 * 1024 + len("val_loss: 0.25")
+    end = only_run(repo)[-1]
+    assert end["output"]["bytes"] == len(p.stdout) and end["output"]["lines"] == 100 * 1024 + 1
+    assert end["output"]["tail"][-1] == "val_loss: 0.25"
+    assert end["summary"]["val_loss"]["last"] == 0.25
+    run_id = end["run_id"]
+    assert (repo / ".runs" / run_id / "output.log").stat().st_size == len(p.stdout)
+
+
+def test_log_command(repo: Path) -> None:
+    wrap("run", "--", "bash", "-c", "for i in 1 2 3 4 5; do echo line $i; done; echo 'err line' >&2", cwd=repo)
+    assert cli("log", "latest", cwd=repo).stdout == "line 1\nline 2\nline 3\nline 4\nline 5\nerr line\n"
+    assert cli("log", "latest", "--tail", "2", cwd=repo).stdout == "line 5\nerr line\n"
+    assert cli("log", "latest", "--grep", "line [24]", cwd=repo).stdout == "line 2\nline 4\n"
+    bad = cli("log", "latest", "--grep", "(", cwd=repo)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a regular expression" in bad.stderr
+    plain = subprocess.run([PY, "-c", "from exprag_plus import Experiment; Experiment('py').close()"], cwd=repo,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    none = cli("log", "latest", cwd=repo)
+    assert none.returncode == 1 and "has no captured output" in none.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "no command to run"),
+    (("--parse", "(", "--", "true"), "is not a regular expression"),
+    (("--parse", r"\d+", "--", "true"), "has no named group"),
+    (("--meta", "novalue", "--", "true"), "give KEY=VALUE"),
+    (("--timeout", "0", "--", "true"), "give a number of seconds > 0"),
+])
+def test_bad_input_is_one_line_and_exit_2(repo: Path, args: Any, message: str) -> None:
+    p = cli("run", *args, cwd=repo)
+    assert p.returncode == 2 and message in p.stderr and p.stderr.count("\n") == 1
+    assert not (repo / ".runs").exists() or not runs_of(repo)
+
+
+def test_a_missing_program_is_a_failed_run_with_exit_127(repo: Path) -> None:
+    p = wrap("run", "--", "no-such-program-here", cwd=repo)
+    assert p.returncode == 127
+    end = only_run(repo)[-1]
+    assert end["status"] == "failed" and end["error"]["type"] == "ExecError"
+
+
+def test_a_killed_wrapper_reads_crashed_and_show_still_has_the_output(repo: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([PY, "-m", "exprag_plus", "run", "--", "bash", "-c", "echo working; sleep 30"], cwd=repo,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    assert proc.stdout.readline() == b"working\n"
+    assert json.loads(cli("runs", "--json", cwd=repo).stdout)["runs"][0]["status"] == "running"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    shown = json.loads(cli("show", "latest", "--json", cwd=repo).stdout)
+    assert shown["status"] == "crashed" and shown["output"]["tail"] == ["working"]
+    assert "  working" in cli("show", "latest", cwd=repo).stdout
+
+
+def test_replay_of_a_wrapped_run_wraps_again(repo: Path) -> None:
+    script(repo, "t.py", "print('score: 7')\n")
+    git(repo, "add", "t.py")
+    git(repo, "commit", "-qm", "t")
+    wrap("run", "--name", "orig", "--", PY, "t.py", cwd=repo)
+    p = cli("replay", "latest", "--json", cwd=repo)
+    assert p.returncode == 0, p.stderr
+    new = [read_lines(f) for f in runs_of(repo)]
+    replay = [r for r in new if r[0].get("replay_of")]
+    assert len(replay) == 1 and replay[0][0]["name"] == "orig" and replay[0][-1]["summary"]["score"]["last"] == 7

@@ -19,6 +19,8 @@ from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
+# run_start fields a --where can name; a metadata path of the same name comes first (it was there before)
+START_FIELDS = ("sweep",)
 STATS = ("last", "min", "max", "count", "nonfinite")
 # --where paths over a run's memory: any tag / any note text matches (`tag=keep`, `note~regex`)
 MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
@@ -69,6 +71,8 @@ def field(run: Run, path: str) -> Any:
         return records.get_path(md, path)
     except KeyError:
         pass
+    if path in START_FIELDS and path in run.start:
+        return run.start[path]
     path = records.normal_path(path)
     entry = run.summary.get(path)
     if entry is not None:
@@ -103,6 +107,8 @@ def _has(run: Run, path: str, metric_only: bool) -> bool:
         return True
     if metric_only:
         return False
+    if path in START_FIELDS and path in run.start:
+        return True
     try:
         records.get_path(run.metadata, path)
         return True

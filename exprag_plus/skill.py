@@ -57,14 +57,13 @@ One run per idea; the memory holds why, not only numbers. Per experiment:
 2. `exprag-plus run --name <idea> -- <command>`; read the status and metrics it prints last (a failed
    run: `exprag-plus log <run>` shows its output).
 3. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
-   `exprag-plus tag <run> keep` (or `discard`). Commit code you keep: `show` then says `same code as
-   <commit> on <branch>`.
-4. `exprag-plus progress <metric> --min` (lower is better; no `--min` for accuracy): every run in start
-   order with its best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
+   `exprag-plus tag <run> keep` (or `discard`). Commit what you keep (`show` then names the commit).
+4. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
+   best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
 
-Tomorrow, "what was tried, why, what worked": `progress <metric>`; `runs --where 'tag=keep'`, `runs --where
-'note~<word>'`; `show <run>` (notes in order with kind); `diff <run> --base` (the run's own change against
-the commit it started from); `restore <run>` (its exact code). Notes are append-only: correct with a new one.
+Tomorrow, "what was tried, why, what worked": `progress <metric>`; `runs --where 'tag=keep'` or
+`'note~<word>'`; `show <run>` (its notes in order); `diff <run> --base` (its change against the commit it
+started from); `restore <run>` (its code). Notes are append-only: correct with a new one.
 
 ```bash
 exprag-plus runs --where 'tag=keep' --json
@@ -99,9 +98,9 @@ exprag-plus keys --json
  "axes": {"step": {"runs": 12, "kind": "number", "min": 0, "max": 1999}}}
 ```
 
-`values` shows the first 5 distinct values; `distinct` says how many there are. Text and boolean values
-a script tracked are data too (`kind: text`, their last value). `axes` are step counters (`step`, `epoch`,
-`iteration`, `iter`, `global_step`): the x of histories, never a metric to rank.
+`values` shows the first 5 distinct values; `distinct` says how many there are. Text and booleans are
+data too (`kind: text`). `axes` (`step`, `epoch`, `iteration`, `iter`, `global_step`) are the x of
+histories, never ranked.
 
 A run reference `<run>` is a full id, a unique prefix, a unique suffix of 6+ characters (the short id),
 `latest`, or `latest~N` (N runs before the latest).
@@ -286,6 +285,14 @@ In `--dry-run` output, a value an earlier command produces stays as its token (`
 A value a token substitutes must be plain (letters, digits, `_ . / , : @ % + = -`, or a number): other
 text exits 2 before anything runs, naming the `"$EXPRAG_PARAM_<input>"` variable the schema's command must
 read instead; pass the value as it is and never add shell quotes to it.
+
+**On a Slurm cluster**, add `--slurm` to `task run` (with `--each`, one array task per element;
+`--parallel K` runs at most K at once; `--sbatch-arg=--time=60` passes sbatch options): it prints the job
+id and a `sweep_id`, freezes the code at submission (later edits never reach queued tasks) and each task
+becomes a run carrying `sweep`. Follow it with `exprag-plus sweep status <sweep-id> --json` (pending,
+running, done, failed counts) and list its runs with `exprag-plus runs --where sweep=<sweep-id>`. Runs
+made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, nodes, restart_count); a
+requeued job continues its run (a `resume` record with `restart_count`), so one task is one run.
 
 **Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
 run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;

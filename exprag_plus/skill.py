@@ -17,7 +17,8 @@ NAME = "exprag-plus"
 DESCRIPTION = (
     "Answers questions about past experiment runs recorded by exprag-plus (one JSONL file per run in "
     ".runs/): which run was best by a metric, what changed between runs (hyperparameters, metrics, code), "
-    "a metric's history, the exact code of a run restored or replayed, post-run actions and task schemas. "
+    "a metric's history, the exact code of a run restored or replayed, post-run actions and task schemas; "
+    "records commands and notes, tags and progress of an experiment loop. "
     "Use it when the user asks about experiments, training runs, metrics, sweeps or results, or wants a "
     "run's code back, and a .runs/ folder or the exprag-plus command is present."
 )
@@ -30,11 +31,45 @@ TARGETS: Dict[str, str] = {
 BODY = r"""
 # exprag-plus: experiment run memory
 
-Each run of the user's code appended one JSON line per event to `.runs/<run_id>.jsonl` (at the git top
-level; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and recorded the code that ran. The
+Each run of the user's code appended one JSON line per event to `.runs/<run_id>.jsonl` (at the top of the
+main worktree, shared by all linked worktrees; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and
+recorded the code that ran. The
 `exprag-plus` command answers questions about them. Add `--json` to any command: strict JSON on
 stdout, notes and warnings on stderr. Exit codes: 0 ok, 1 nothing found or a failed request, 2 bad
 input (the one-line error says what to fix).
+
+## Recording
+
+Anything: `exprag-plus run [--name N] [--meta K=V] [--note TEXT] -- CMD` runs CMD unchanged and records a
+run (stderr: `run <short id> recording ...`; last line: status and metrics). Lines of its output holding
+only a JSON object, or `NAME: NUMBER`, become metrics: no recording code needed in the script. In Python:
+
+```text
+with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Experiment
+    exp.track({"loss": l, "step": s})            # step/epoch/iteration/iter/global_step are axes
+    exp.note("why", kind="hypothesis"); exp.tag("keep")
+```
+
+## Running an experiment loop
+
+One run per idea; the memory holds why, not only numbers. Per experiment:
+1. `exprag-plus note latest "<what and why>" --kind hypothesis` after the run starts (or `run --note`).
+2. `exprag-plus run --name <idea> -- <command>`; read the status and metrics it prints last (a failed
+   run: `exprag-plus log <run>` shows its output).
+3. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
+   `exprag-plus tag <run> keep` (or `discard`). Commit what you keep (`show` then names the commit).
+4. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
+   best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
+
+Tomorrow, "what was tried, why, what worked": `progress <metric>`; `runs --where 'tag=keep'` or
+`'note~<word>'`; `show <run>` (its notes in order); `diff <run> --base` (its change against the commit it
+started from); `restore <run>` (its code). Notes are append-only: correct with a new one.
+
+```bash
+exprag-plus runs --where 'tag=keep' --json
+exprag-plus progress <metric> --json
+exprag-plus diff <run> --base --stat
+```
 
 ## Workflow: discover, query, cite
 
@@ -58,10 +93,14 @@ exprag-plus keys --json
 ```json
 {"runs": 12, "fields": ["id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host", "replay_of"],
  "metadata": {"hparams.lr": {"runs": 12, "distinct": 7, "values": [0.01, 0.1, 0.003, 0.03, 1.0]}},
- "metrics": {"metrics.val_acc": {"runs": 11, "min": 0.41, "max": 0.93}}}
+ "metrics": {"metrics.val_acc": {"runs": 11, "kind": "number", "min": 0.41, "max": 0.93},
+             "decision": {"runs": 5, "kind": "text", "values": ["kept", "discarded"]}},
+ "axes": {"step": {"runs": 12, "kind": "number", "min": 0, "max": 1999}}}
 ```
 
-`values` shows the first 5 distinct values; `distinct` says how many there are.
+`values` shows the first 5 distinct values; `distinct` says how many there are. Text and booleans are
+data too (`kind: text`). `axes` (`step`, `epoch`, `iteration`, `iter`, `global_step`) are the x of
+histories, never ranked.
 
 A run reference `<run>` is a full id, a unique prefix, a unique suffix of 6+ characters (the short id),
 `latest`, or `latest~N` (N runs before the latest).
@@ -104,7 +143,7 @@ exprag-plus diff latest~1 latest --stat
 ```json
 {"a": {"short_id": "..."}, "b": {"short_id": "..."},
  "metadata": [{"path": "hparams.lr", "a": 0.01, "b": 0.1, "only_in": null}],
- "metrics": [{"path": "metrics.val_acc", "a": 0.88, "b": 0.93, "delta": 0.05}],
+ "metrics": [{"path": "metrics.val_acc", "a": 0.88, "b": 0.93, "delta": 0.05}], "axes": [{"path": "step", "a": 19, "b": 9}],
  "code": {"a": {"commit": "...", "branch": "main", "dirty": false, "base_commit": "..."}, "b": {}, "same_commit": false}}
 ```
 
@@ -156,9 +195,12 @@ exprag-plus show <run> --json
  "metadata": {"hparams": {"lr": 0.01}}, "process": {"argv": ["train.py", "--lr", "0.01"], "cwd": "..."},
  "host": {"hostname": "gpu1"}, "git": {"commit": "...", "base_commit": "...", "status": [" M train.py"]},
  "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
- "records": {"run_start": 1, "track": 20, "run_end": 1}, "path": ".runs/....jsonl",
+ "records": {"run_start": 1, "track": 20, "run_end": 1, "note": 2}, "path": ".runs/....jsonl",
  "command": {"argv": ["python", "train.py", "--lr", "0.01"], "cwd": "..."}, "exit_code": 1, "signal": null,
- "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]}}
+ "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]},
+ "tags": ["keep"], "latest_note": {"time": "...", "kind": "decision", "text": "keep: lr 0.01 beat 0.1"},
+ "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}],
+ "same_code": {"commit": "86dff22...", "branch": "research"}}
 ```
 
 **A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from . import ids, records
 
 _TAIL = 64 * 1024
+_MEMORY_LINE = re.compile(rb'"type"\s*:\s*"(?:note|tag)"')
 _BLOCK = 1024 * 1024
 LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k changed paths is ~5 MB)
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
@@ -82,6 +83,33 @@ def iter_lines(path: str) -> Iterator[Tuple[int, bytes, bool]]:
                 parts, held, skipping = [], 0, True
         if held and not skipping:
             yield lineno + 1, b"".join(parts), True
+
+
+def _lines_matching(path: str, pattern: "re.Pattern[bytes]") -> Iterator[Tuple[bytes, bool]]:
+    """(line, whether it is an unfinished last line) for lines where `pattern` matches, in bounded memory;
+    the bytes are searched block by block and only matching lines are cut out (no per-line loop)."""
+    with open(path, "rb") as f:
+        carry = b""
+        while True:
+            block = f.read(_BLOCK)
+            if not block:
+                break
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n") + 1
+            done, carry = data[:cut], data[cut:]
+            if len(carry) > LINE_CAP:
+                carry = b""
+            pos = 0
+            while True:
+                m = pattern.search(done, pos)
+                if m is None:
+                    break
+                begin = done.rfind(b"\n", 0, m.start()) + 1
+                end = done.find(b"\n", m.end())
+                yield done[begin:end], False
+                pos = end + 1
+        if carry and pattern.search(carry):
+            yield carry, True
 
 
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
@@ -248,11 +276,12 @@ class Run:
         self._set_end(next((r for r in reversed(tail) if r.get("type") == "run_end"), None))
         self._summary: Optional[Dict[str, Dict[str, Any]]] = None
         self._metadata: Optional[Dict[str, Any]] = None
+        self._memo: Optional[List[Dict[str, Any]]] = None
 
     def _set_end(self, end: Optional[Dict[str, Any]]) -> None:
         if end is not None:
             end = _checked(end, _END_FIELDS, "run_end", self._bad)
-            if "error" in end and not isinstance(end["error"], dict):
+            if end.get("error") is not None and not isinstance(end["error"], dict):
                 end["error"] = {"type": None, "message": end["error"] if isinstance(end["error"], str)
                                 else records.dumps(records.to_json(end["error"]))}
         self.end = end
@@ -397,6 +426,50 @@ class Run:
                 continue
             step = value.get("step") if isinstance(value, dict) else None
             out.append({"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")})
+        return out
+
+    # --- notes and tags (the memory of why) ----------------------------------------------------
+    def _memory(self) -> List[Dict[str, Any]]:
+        """note and tag records in file order, from anywhere in the file.
+
+        A listing has only the tail, and a note written during the run may sit among a million tracks:
+        the bytes are searched for the record type and only those lines are parsed, which gives what
+        reading every line gives at a fraction of the cost.
+        """
+        if self._memo is None:
+            if self._records is not None:
+                self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]
+            else:
+                found: List[Dict[str, Any]] = []
+                try:
+                    for line, last in _lines_matching(self.path, _MEMORY_LINE):
+                        rec = parse_line(line, self.path, 0, last)
+                        if rec is not None and rec.get("type") in ("note", "tag"):
+                            found.append(rec)
+                except OSError:
+                    pass
+                self._memo = found
+        return self._memo
+
+    @property
+    def notes(self) -> List[Dict[str, Any]]:
+        """The run's note records, in file order (append-only: a correction is a later note)."""
+        return [r for r in self._memory() if r.get("type") == "note"]
+
+    @property
+    def tags(self) -> List[str]:
+        """The fold of the run's tag records in file order: added, then removed, in the order first added."""
+        out: List[str] = []
+        for r in self._memory():
+            if r.get("type") != "tag":
+                continue
+            add, remove = r.get("add"), r.get("remove")
+            for t in add if isinstance(add, list) else []:
+                if isinstance(t, str) and t not in out:
+                    out.append(t)
+            for t in remove if isinstance(remove, list) else []:
+                if t in out:
+                    out.remove(t)
         return out
 
     def __repr__(self) -> str:

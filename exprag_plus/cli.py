@@ -195,6 +195,14 @@ def cmd_show(args: argparse.Namespace) -> None:
                  str(s.get("nonfinite") or "")] for p, s in res["summary"].items()]
         print()
         print(table(rows, ["METRIC", "LAST", "MIN", "MAX", "COUNT", "NONFINITE"]))
+    if res.get("artifacts"):
+        from .cli_artifacts import artifact_table
+
+        print()
+        print(artifact_table(res["artifacts"], with_run=False))
+    scan = res.get("artifact_scan") or {}
+    if scan.get("omitted"):
+        print(f"({scan['omitted']} more written file(s) not recorded: over the cap)")
     out = res.get("output")
     if out and out.get("tail") and res["status"] != "completed":
         print()
@@ -232,6 +240,8 @@ def cmd_best(args: argparse.Namespace) -> None:
           f"{res['without_metric']} without the metric")
     if len(res["ranking"]) > 1:
         print(table([[x["short_id"], x["name"][:40], num(x["value"])] for x in res["ranking"]], ["ID", "NAME", "VALUE"]))
+    for a in res.get("artifacts") or []:
+        print(f"  artifact {a['path']}  {a.get('kind')}  {a['status']}")
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -300,7 +310,7 @@ class Commands:
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
 FEATURES: Tuple[str, ...] = ("cli_run", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions",
-                             "cli_share")
+                             "cli_share", "cli_artifacts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,6 +108,30 @@ def sparkline(values: Sequence[Any]) -> str:
     return "".join(out)
 
 
+def human_size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def status_text(row: Dict[str, Any]) -> str:
+    now = row.get("now")
+    if row["status"] == "changed" and now:
+        return f"changed (now {human_size(now['bytes'])}, {when(now['mtime'])})"
+    return row["status"]
+
+
+def artifact_table(rows: List[Dict[str, Any]], with_run: bool = True) -> str:
+    head = (["RUN"] if with_run else []) + ["PATH", "KIND", "SIZE", "STATUS"]
+    body = [([r["short_id"]] if with_run else []) + [r["path"], str(r.get("kind")), human_size(r.get("bytes")), status_text(r)]
+            for r in rows]
+    return table(body, head)
+
+
 def short_commit(git: Optional[Dict[str, Any]]) -> str:
     if not git:
         return "-"
@@ -196,8 +220,6 @@ def cmd_show(args: argparse.Namespace) -> None:
         print()
         print(table(rows, ["METRIC", "LAST", "MIN", "MAX", "COUNT", "NONFINITE"]))
     if res.get("artifacts"):
-        from .cli_artifacts import artifact_table
-
         print()
         print(artifact_table(res["artifacts"], with_run=False))
     scan = res.get("artifact_scan") or {}

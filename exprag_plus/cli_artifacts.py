@@ -3,34 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List
 
 from . import artifacts
-from .cli import Commands, _run, _runs, emit_json, note, table, when
-
-
-def size(n: Any) -> str:
-    if not isinstance(n, int):
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
-def status_text(row: Dict[str, Any]) -> str:
-    now = row.get("now")
-    if row["status"] == "changed" and now:
-        return f"changed (now {size(now['bytes'])}, {when(now['mtime'])})"
-    return row["status"]
-
-
-def artifact_table(rows: List[Dict[str, Any]], with_run: bool = True) -> str:
-    head = (["RUN"] if with_run else []) + ["PATH", "KIND", "SIZE", "STATUS"]
-    body = [([r["short_id"]] if with_run else []) + [r["path"], str(r.get("kind")), size(r.get("bytes")), status_text(r)]
-            for r in rows]
-    return table(body, head)
+from .cli import Commands, _run, _runs, artifact_table, emit_json, note
 
 
 def cmd_artifacts(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ vanished is always reported as such. This module imports only the reader, never 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import time
@@ -87,11 +88,21 @@ def describe(path: str, *, kind: Optional[str] = None, note: Optional[str] = Non
 
 
 def _walk(top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
-    """path -> (inode, ctime_ns) with `stat`, else path -> inode (free from the directory entry).
+    """path -> (inode, ctime_ns, size, mtime_ns) with `stat`, else path -> inode (free from the entry).
 
     os.scandir recursion; folders are told apart by the entry's type (no stat), symlinked folders are
-    not followed, unreadable folders are passed over."""
-    out: Dict[str, Any] = {}
+    not followed, unreadable folders are passed over. The garbage collector waits meanwhile: tens of
+    thousands of fresh tuples would make it scan them again and again."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _walk_into({}, top, skip, stat)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _walk_into(out: Dict[str, Any], top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
     skipped = set(skip)
     stack = [top]
     excluded = EXCLUDED_DIRS
@@ -109,7 +120,7 @@ def _walk(top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
                             stack.append(e.path)
                     elif stat:
                         s = e.stat(follow_symlinks=False)
-                        out[e.path] = (e.inode(), s.st_ctime_ns, s)
+                        out[e.path] = (e.inode(), s.st_ctime_ns, s.st_size, s.st_mtime_ns)
                     else:
                         out[e.path] = e.inode()
                 except OSError:
@@ -153,26 +164,22 @@ class Scan:
                 self.full = True
                 self.before = _walk(self.top, self.skip, True)
 
-    def changed(self) -> List[Tuple[str, os.stat_result, bool]]:
-        """(path, its stat, created) of every created or modified file, in path order."""
+    def changed(self) -> List[Tuple[str, int, bool]]:
+        """(path, size, created) of every created or modified file, in path order."""
         after = _walk(self.top, self.skip, True)
-        before, mark = self.before, self.mark_ns
+        before, mark, full = self.before, self.mark_ns, self.full
         out = []
-        for path, (ino, ctime, st) in after.items():
+        for path, now in after.items():
             old = before.get(path)
             if old is None:
-                out.append((path, st, True))
-            elif self.full:
-                ost = old[2]
-                if (ost.st_size, ost.st_mtime_ns, old[0], old[1]) != (st.st_size, st.st_mtime_ns, ino, ctime):
-                    out.append((path, st, False))
-            elif old != ino or ctime >= mark:
-                out.append((path, st, False))
+                out.append((path, now[2], True))
+            elif (old != now) if full else (old != now[0] or now[1] >= mark):
+                out.append((path, now[2], False))
         out.sort(key=lambda t: t[0])
         return out
 
 
-def choose(found: Sequence[Tuple[str, os.stat_result, bool]], cap: int, top: str) -> Tuple[list, Dict[str, Any]]:
+def choose(found: Sequence[Tuple[str, int, bool]], cap: int, top: str) -> Tuple[list, Dict[str, Any]]:
     """At most `cap` files (models first, then data, figures, other, logs; in path order within a kind),
     and what was left out: how many, and in which folders (the first folder under `top`)."""
     cap = cap if cap > 0 else len(found)

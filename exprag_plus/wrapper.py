@@ -291,7 +291,7 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
             have = {r.get("path") for r in store.iter_records(exp.path) if r.get("type") == "artifact"}
             found = [f for f in found if artifacts.shown_path(f[0], top) not in have]
         kept, info = artifacts.choose(found, cap, scan.top)
-        for path, st, created in kept:
+        for path, _size, created in kept:
             try:
                 fields = artifacts.describe(path, hash_limit=hash_limit, toplevel=top)
             except OSError:  # gone since the walk, or not a regular file

@@ -80,8 +80,16 @@ exprag-plus best <metric> --json
 {"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)", "minimize": false, "final": false,
  "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false,
          "metadata": {"hparams": {"lr": 0.01}}, "metrics": {"metrics.val_acc": 0.91, "metrics.loss": 0.2}},
- "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "ranking": []}
+ "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "ranking": [],
+ "artifacts": [{"path": "checkpoints/9f8e7d6c.pt", "kind": "model", "bytes": 4821, "sha256": "ab12...", "status": "ok", "location": "/home/u/proj/checkpoints/9f8e7d6c.pt"}]}
 ```
+
+**Where is the model of the best run?** The same `best <metric> --json` answers it: `artifacts` lists the
+files the winner wrote (recorded by `exp.artifact(path)` or by `exprag-plus run -- CMD`): `path`
+(relative to the git top level), `kind` (model, data, figure, log, other), `location` (the absolute path
+here) and `status`: `ok` (same size and mtime, or same sha256), `changed` (overwritten since: not the
+run's file any more; `now` gives its size and mtime) or `missing`. Say so when it is not `ok`. For
+another run, or every run: `exprag-plus artifacts [<run>] --kind model --json`.
 
 `best` and `last` are both given: report both when they differ (the run peaked before it ended).
 Before naming the winner, look at its `status` and its other `metrics`: a `"NaN"` there (a loss, say)
@@ -158,7 +166,8 @@ exprag-plus show <run> --json
  "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
  "records": {"run_start": 1, "track": 20, "run_end": 1}, "path": ".runs/....jsonl",
  "command": {"argv": ["python", "train.py", "--lr", "0.01"], "cwd": "..."}, "exit_code": 1, "signal": null,
- "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]}}
+ "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]},
+ "artifacts": [{"path": "checkpoints/last.pt", "kind": "model", "status": "missing"}], "artifact_scan": {"found": 3, "recorded": 3, "omitted": 0}}
 ```
 
 **A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the

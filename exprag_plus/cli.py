@@ -332,7 +332,7 @@ class Commands:
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
 FEATURES: Tuple[str, ...] = ("cli_run", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions",
-                             "cli_share", "cli_artifacts")
+                             "cli_share", "cli_slurm", "cli_artifacts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
-from .cli import Commands, Failure, UsageError, emit_json, note
+from .cli import Commands, Failure, UsageError, count, emit_json, note
 from .experiment import Experiment
 from .redact import redact_mapping, redact_text, secret_values
 
@@ -72,6 +72,14 @@ def cmd_run(args: argparse.Namespace) -> None:
         return
     for e in elements:
         schema.resolve_commands(e)  # every element's inputs are checked before anything runs
+    if args.slurm:
+        return _submit(args, len(elements))
+    if args.parallel:
+        raise UsageError("--parallel throttles a Slurm array: use it with --slurm")
+    if args.element is not None:  # one task of a Slurm array (see slurm.py)
+        if not 0 <= args.element < len(elements):
+            raise UsageError(f"--element {args.element}: this task has elements 0..{len(elements) - 1}")
+        elements = [elements[args.element]]
     known = secret_values({"inputs": given, "elements": [schema.resolve_inputs(e) for e in elements]})
     meta = {"task": {"file": os.path.abspath(args.file), "objective": schema.objective,
                      "inputs": redact_mapping(given, known), "each": args.each}}
@@ -105,6 +113,30 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise Failure(failed[0]["error"] + (f" ({len(failed)} elements failed)" if len(failed) > 1 else ""))
 
 
+def _submit(args: argparse.Namespace, n_tasks: int) -> None:
+    """`task run --slurm`: one job (an array for several elements) running the code frozen now."""
+    from . import ids, slurm
+
+    task_args: List[str] = []
+    for item in args.input:
+        task_args += ["--input", item]
+    for name in args.each:
+        task_args += ["--each", name]
+    task_args += ["--timeout", repr(args.timeout)] + (["--keep-going"] if args.keep_going else [])
+    task_args += ["--name", args.name] if args.name else []
+    try:
+        out = slurm.submit_task_sweep(args.file, task_args, n_tasks, runs_dir=ids.runs_dir(getattr(args, "root", None)),
+                                      parallel=args.parallel, sbatch_args=args.sbatch_arg)
+    except slurm.SubmitError as exc:
+        raise Failure(str(exc)) from None
+    if args.json:
+        return emit_json({"job_id": out["job_id"], "sweep_id": out["sweep_id"], "tasks": out["tasks"],
+                          "commit": out["commit"]})
+    print(f"submitted job {out['job_id']}: {out['tasks']} task(s), sweep {out['sweep_id']}")
+    note(f"code frozen at {out['commit'][:12]} in {out['code']}; "
+         f"follow with `exprag-plus sweep status {out['sweep_id']}`")
+
+
 def register(commands: Commands) -> None:
     group = commands.group("task", "task schemas (after hpcflow): inspect and run them as recorded runs")
     sp = group.add("info", cmd_info, "a schema's inputs (with defaults), outputs and actions")
@@ -119,3 +151,10 @@ def register(commands: Commands) -> None:
     sp.add_argument("--timeout", type=float, default=600, metavar="S", help="seconds for each element (default 600)")
     sp.add_argument("--keep-going", action="store_true", help="run the remaining elements after a failure")
     sp.add_argument("--name", help="the run's name (default: 'task <objective>')")
+    sp.add_argument("--slurm", action="store_true",
+                    help="submit to Slurm instead: one job (an array, one task per element), code frozen now")
+    sp.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                    help="an sbatch option for --slurm, e.g. --sbatch-arg=--time=10; repeatable")
+    sp.add_argument("--parallel", type=count, default=0, metavar="K",
+                    help="with --slurm: at most K array tasks at once (0: no limit)")
+    sp.add_argument("--element", type=int, default=None, help=argparse.SUPPRESS)

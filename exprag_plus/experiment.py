@@ -20,7 +20,7 @@ import traceback
 import warnings
 from typing import Any, Deque, Dict, Optional, Tuple
 
-from . import artifacts, git, ids, records, store
+from . import artifacts, git, ids, records, slurm, store
 from .appender import LineWriter, append_record, encode_line, new_run_guard
 from .records import Summary, dumps, to_json
 from .redact import has_secret_key, redact_mapping, redact_text, secret_values
@@ -88,6 +88,8 @@ class Experiment:
         ids.ensure_runs_dir(self.root)
         cwd = os.getcwd()
         target = _join_target() if resume is None else None
+        if target is None and resume is None:
+            resume = slurm.requeued_run(self.root, self.name, os.environ)  # a requeued Slurm job continues its run
         if target is not None:
             self._join(target, cwd)
         elif resume is not None:
@@ -118,6 +120,7 @@ class Experiment:
         replay_of = os.environ.get(ENV_REPLAY_OF, "")
         if ids.is_run_id(replay_of):
             fields["replay_of"] = replay_of
+        fields.update(slurm.run_start_fields(os.environ))  # scheduler (allowlisted SLURM_*) and sweep
         fields.update(extra)
         self._start_metadata = fields["metadata"]
         self._append("run_start", fields)
@@ -143,6 +146,7 @@ class Experiment:
                                   "previous_status": run.status}
         if self.metadata:
             fields["metadata"] = redact_mapping(self.metadata)
+        fields.update(slurm.resume_fields(os.environ))  # restart_count and scheduler under Slurm
         self._append("resume", fields)
 
     def _join(self, path: str, cwd: str) -> None:

@@ -19,6 +19,8 @@ from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
+# run_start fields a --where can name; a metadata path of the same name comes first (it was there before)
+START_FIELDS = ("sweep",)
 STATS = ("last", "min", "max", "count", "nonfinite")
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _MISSING = object()
@@ -67,6 +69,8 @@ def field(run: Run, path: str) -> Any:
         return records.get_path(md, path)
     except KeyError:
         pass
+    if path in START_FIELDS and path in run.start:
+        return run.start[path]
     path = records.normal_path(path)
     entry = run.summary.get(path)
     if entry is not None:
@@ -101,6 +105,8 @@ def _has(run: Run, path: str, metric_only: bool) -> bool:
         return True
     if metric_only:
         return False
+    if path in START_FIELDS and path in run.start:
+        return True
     try:
         records.get_path(run.metadata, path)
         return True

@@ -253,6 +253,14 @@ A value a token substitutes must be plain (letters, digits, `_ . / , : @ % + = -
 text exits 2 before anything runs, naming the `"$EXPRAG_PARAM_<input>"` variable the schema's command must
 read instead; pass the value as it is and never add shell quotes to it.
 
+**On a Slurm cluster**, add `--slurm` to `task run` (with `--each`, one array task per element;
+`--parallel K` runs at most K at once; `--sbatch-arg=--time=60` passes sbatch options): it prints the job
+id and a `sweep_id`, freezes the code at submission (later edits never reach queued tasks) and each task
+becomes a run carrying `sweep`. Follow it with `exprag-plus sweep status <sweep-id> --json` (pending,
+running, done, failed counts) and list its runs with `exprag-plus runs --where sweep=<sweep-id>`. Runs
+made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, nodes, restart_count); a
+requeued job continues its run (a `resume` record with `restart_count`), so one task is one run.
+
 **Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
 run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;
 without `-o` it writes `<metric>.svg` in the current folder, replacing it; the folder must exist) and

@@ -108,6 +108,30 @@ def sparkline(values: Sequence[Any]) -> str:
     return "".join(out)
 
 
+def human_size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def status_text(row: Dict[str, Any]) -> str:
+    now = row.get("now")
+    if row["status"] == "changed" and now:
+        return f"changed (now {human_size(now['bytes'])}, {when(now['mtime'])})"
+    return row["status"]
+
+
+def artifact_table(rows: List[Dict[str, Any]], with_run: bool = True) -> str:
+    head = (["RUN"] if with_run else []) + ["PATH", "KIND", "SIZE", "STATUS"]
+    body = [([r["short_id"]] if with_run else []) + [r["path"], str(r.get("kind")), human_size(r.get("bytes")), status_text(r)]
+            for r in rows]
+    return table(body, head)
+
+
 def short_commit(git: Optional[Dict[str, Any]]) -> str:
     if not git:
         return "-"
@@ -233,6 +257,12 @@ def cmd_show(args: argparse.Namespace) -> None:
                  str(s.get("nonfinite") or "")] for p, s in ordered]
         print()
         print(table(rows, ["METRIC", "LAST", "MIN", "MAX", "COUNT", "NONFINITE"]))
+    if res.get("artifacts"):
+        print()
+        print(artifact_table(res["artifacts"], with_run=False))
+    scan = res.get("artifact_scan") or {}
+    if scan.get("omitted"):
+        print(f"({scan['omitted']} more written file(s) not recorded: over the cap)")
     out = res.get("output")
     if out and out.get("tail") and res["status"] != "completed":
         print()
@@ -285,6 +315,8 @@ def cmd_best(args: argparse.Namespace) -> None:
           f"{res['without_metric']} without the metric")
     if len(res["ranking"]) > 1:
         print(table([[x["short_id"], x["name"][:40], num(x["value"])] for x in res["ranking"]], ["ID", "NAME", "VALUE"]))
+    for a in res.get("artifacts") or []:
+        print(f"  artifact {a['path']}  {a.get('kind')}  {a['status']}")
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -355,7 +387,7 @@ class Commands:
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
 FEATURES: Tuple[str, ...] = ("cli_run", "cli_memory", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp",
-                             "cli_actions", "cli_share", "cli_slurm")
+                             "cli_actions", "cli_share", "cli_slurm", "cli_artifacts")
 
 
 def build_parser() -> argparse.ArgumentParser:

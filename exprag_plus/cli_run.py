@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Dict, List
 
-from . import ids, records, store, wrapper
+from . import artifacts, ids, records, store, wrapper
 from .cli import Commands, Failure, _root, _run, count, emit_json, num
 
 _AXES = set(wrapper.AXES)
@@ -69,14 +69,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     res = wrapper.run_command(argv, name=args.name, metadata=metadata, note=args.note,
                               root=getattr(args, "root", None), timeout=args.timeout, parse=not args.no_parse,
-                              patterns=patterns, resume=args.resume, announce=announce)
+                              patterns=patterns, resume=args.resume, announce=announce,
+                              record_artifacts=not args.no_artifacts, max_artifacts=args.max_artifacts,
+                              hash_limit=args.hash_limit)
     metrics = _metrics_text(res["metrics"])
     how = f"exit {res['exit_code']}" + (f", {res['signal']}" if res["signal"] else "")
     print(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
           + (f": {metrics}, {how}" if metrics else f": {how}"), file=sys.stderr)
+    scan = res.get("artifacts") or {}
+    if scan.get("note"):
+        print(f"exprag-plus: {scan['note']}", file=sys.stderr)
     if args.json:
         sys.stdout.flush()
-        emit_json({k: res[k] for k in ("run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output")})
+        emit_json({k: res[k] for k in ("run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output",
+                                        "artifacts")})
     return int(res["exit_code"]) if 0 <= int(res["exit_code"]) < 256 else 1
 
 
@@ -139,6 +145,12 @@ def register(commands: Commands) -> None:
                     help="submit it as a Slurm job running the code as it is now (a frozen checkout)")
     sp.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
                     help="an sbatch option for --slurm, e.g. --sbatch-arg=--time=10; repeatable")
+    sp.add_argument("--no-artifacts", action="store_true",
+                    help="do not record the files the command created or modified under the working folder")
+    sp.add_argument("--max-artifacts", type=count, default=artifacts.MAX_RECORDED, metavar="N",
+                    help=f"record at most N files (default {artifacts.MAX_RECORDED}; 0 for all; run_end counts the rest)")
+    sp.add_argument("--hash-limit", type=count, default=artifacts.HASH_LIMIT, metavar="BYTES",
+                    help="sha256 only files up to this size (default 256 MiB); larger ones: size and mtime")
     sp.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     sp = commands.add("log", cmd_log, "a run's captured output (runs recorded with `run -- CMD`)")
     sp.add_argument("run", metavar="RUN")

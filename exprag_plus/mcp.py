@@ -51,7 +51,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
-from . import __version__, actions, codestate, git, ids, memory, progress, query, records, store
+from . import __version__, actions, artifacts, codestate, git, ids, memory, progress, query, records, store
 
 PROG = "exprag-plus mcp"
 SERVER_NAME = "exprag-plus"
@@ -85,7 +85,8 @@ INSTRUCTIONS = (
     "Experiment memory of this repository: runs recorded with exprag_plus.Experiment (metadata, tracked "
     "metrics, the exact code). Discover names with `keys`, list with `list_runs`, rank with `best_run`, "
     "read curves with `metric_history`, see what changed with `compare_runs` and `code_diff`, get a run's "
-    "code in a new git worktree with `restore_run`, run the post-run actions a run registered with "
+    "code in a new git worktree with `restore_run`, find the files a run wrote (its model) with "
+    "`list_artifacts`, run the post-run actions a run registered with "
     "`list_actions` and `run_action`, read task schemas with `task_info`. Runs are referenced by id, "
     "unique prefix or suffix (>= 6 characters), `latest` or `latest~N`."
 )
@@ -278,6 +279,9 @@ WHERE_TEXT = ("conditions that must all hold, each 'PATH OP VALUE' with OP one o
 RUN_ROW = _obj({"id": _S, "short_id": _S, "started": _S, "name": _S, "status": _S, "commit": _NS,
                 "branch": _NS, "dirty": _NB, "replay_of": _NS, "metadata": _O, "metrics": _O,
                 "tags": _arr(_S), "latest_note": _NO})
+ARTIFACT_ROW = _obj({"run_id": _S, "short_id": _S, "run_name": _S, "path": _S, "kind": _NS, "bytes": _ANY,
+                     "mtime": _ANY, "sha256": _NS, "hashed": _ANY, "note": _NS, "status": _S, "location": _S},
+                    ["run_id", "path", "status", "location"])
 CODE_REF = _obj({"run_id": _S, "short_id": _S, "commit": _NS, "branch": _NS, "dirty": _NB, "base_commit": _NS})
 
 
@@ -353,6 +357,10 @@ def _add_note(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 def _tag_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return memory.tag_run(ids.resolve(a["run"], srv.root), a["add"], a["remove"])
+
+
+def _list_artifacts(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    return artifacts.listing([_run(srv, a["run"])] if a["run"] else _runs(srv), a["kind"])
 
 
 def _list_actions(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -459,7 +467,7 @@ def _tools() -> Dict[str, Tool]:
              _obj({**RUN_ROW["properties"], "ended": _NS, "duration_s": _NN, "metadata": _O, "process": _O,
                    "host": _O, "git": _NO, "git_error": _NS, "replay_of": _NS, "error": _NO, "summary": _O,
                    "records": _O, "path": _S, "notes": _arr(_O), "same_code": _NO, "command": _NO, "exit_code": {"type": ["integer", "null"]},
-                   "signal": _NS, "output": _NO}), _show_run),
+                   "signal": _NS, "output": _NO, "artifacts": _arr(ARTIFACT_ROW), "artifact_scan": _NO}), _show_run),
         Tool("run_log", "A run's captured output",
              "What a command recorded with `exprag-plus run -- CMD` printed (stdout and stderr in arrival order): "
              "the last `tail` lines (default 100, at most 2000), only lines matching the regex `grep` when given. "
@@ -476,7 +484,8 @@ def _tools() -> Dict[str, Tool]:
               "final": _p(_B, "rank by the last tracked value instead of the best", default=False),
               "where": _p(_arr(_S), WHERE_TEXT, default=[])},
              ("metric",),
-             _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "best": _ANY,
+             _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "artifacts": _arr(ARTIFACT_ROW),
+                   "best": _ANY,
                    "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "nonfinite": _I, "without_metric": _I,
                    "ranking": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "value": _ANY}))}),
              _best_run),
@@ -550,6 +559,14 @@ def _tools() -> Dict[str, Tool]:
              ("run",), _obj({"type": _S, "run_id": _S, "seq": _I, "time": _S, "add": _arr(_S), "remove": _arr(_S)},
                             ["type", "run_id", "seq", "time", "add", "remove"]),
              _tag_run, read_only=False, destructive=False, idempotent=False),
+        Tool("list_artifacts", "List the files runs wrote",
+             "The artifacts (checkpoints, data, figures, logs) recorded by one run or by every run (newest run "
+             "first): path (relative to the git top level), kind, bytes, sha256, and `status` now: ok (same size "
+             "and mtime, or same sha256), changed (`now` gives its size and mtime), missing. `location` is the "
+             "file's absolute path on this machine. For the model of the best run, best_run returns `artifacts` too.",
+             {"run": _p(_S, RUN_TEXT + " (default: every run)"),
+              "kind": _p(_S, "only this kind", enum=list(artifacts.KINDS))}, (),
+             _obj({"runs": _I, "artifacts": _arr(ARTIFACT_ROW), "counts": _O, "omitted": _I}), _list_artifacts),
         Tool("list_actions", "List post-run actions",
              "The post-run actions registered in one run, or in every run (newest run first): name, class, "
              "description, params, how many times each was run and the last status. Run one with run_action.",

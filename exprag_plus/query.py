@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import records, store
+from . import artifacts, records, store
 from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
@@ -350,7 +350,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     best_stat = "min" if minimize else "max"
     return {
         "metric": metric, "rule": rule, "minimize": minimize, "final": final,
-        "run": run_row(winner),
+        "run": run_row(winner), "artifacts": artifacts.rows(winner),
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
         "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
@@ -447,6 +447,7 @@ def show(run: Run) -> Dict[str, Any]:
         "host": run.host, "git": run.git, "git_error": run.git_error, "replay_of": run.replay_of,
         "error": run.error, "summary": run.summary, "records": counts, "path": run.path,
         "notes": [note_row(n) for n in run.notes],
+        "artifacts": artifacts.rows(run), "artifact_scan": artifacts.scan_info(run),
     })
     out.update(wrapped(run))
     return out

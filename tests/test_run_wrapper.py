@@ -97,7 +97,7 @@ def test_chains_stdin_and_json_summary(repo: Path) -> None:
     out = p.stdout.decode()
     assert out.startswith("from stdin\nacc = 0.75\n{")
     res = json.loads(out[len("from stdin\nacc = 0.75\n"):])
-    assert set(res) == {"run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output"}
+    assert set(res) == {"run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output", "artifacts"}
     assert res["status"] == "completed" and res["exit_code"] == 0 and res["metrics"] == {"acc": 0.75}
     assert res["output"]["tail"] == ["from stdin", "acc = 0.75"]
     chained = subprocess.run(f"{PY} -m exprag_plus run -- false && echo ran", shell=True, cwd=repo, capture_output=True,

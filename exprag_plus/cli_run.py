@@ -135,7 +135,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("--name", metavar="NAME", help="the run's name (default: the program's name)")
     sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                     help="metadata (VALUE as JSON when it parses, else text; a.b=1 nests)")
-    sp.add_argument("--note", metavar="TEXT", help="why this run: a note recorded with it")
+    sp.add_argument("--note", metavar="TEXT", help="why this run: a note of kind hypothesis recorded with it")
     sp.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command's process group after this long")
     sp.add_argument("--no-parse", action="store_true", help="do not read metrics from the output")
     sp.add_argument("--parse", action="append", default=[], metavar="REGEX",

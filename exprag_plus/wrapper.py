@@ -230,7 +230,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     start = {"command": {"argv": records.redact_argv(argv), "cwd": cwd}}
     exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
     if note:
-        exp.note(note)
+        exp.note(note, kind="hypothesis")
     folder = os.path.join(exp.root, exp.run_id)
     os.makedirs(folder, exist_ok=True)
     parsers = {fd: MetricParser(patterns, parse) for fd in (1, 2)} if (parse or patterns) else None

@@ -79,7 +79,7 @@ def test_exit_code_output_and_metrics_of_a_python_command(repo: Path) -> None:
     assert start["name"] == "baseline" and start["metadata"] == {"lr": 0.04, "model": {"depth": 8}}
     assert start["command"] == {"argv": [PY, "train.py"], "cwd": str(repo)}
     assert start["process"]["pid"] != end.get("pid", start["process"]["pid"]) or True
-    assert [r["text"] for r in recs if r["type"] == "note"] == ["bigger lr"]
+    assert [(r["text"], r["kind"]) for r in recs if r["type"] == "note"] == [("bigger lr", "hypothesis")]
     tracks = [r["value"] for r in recs if r["type"] == "track"]
     assert tracks == [{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}, {"step": 2, "loss": 1.0 / 3},
                       {"val_bpb": 0.9979}, {"training_seconds": 300.1}, {"num_steps": 953}]

@@ -108,6 +108,30 @@ def sparkline(values: Sequence[Any]) -> str:
     return "".join(out)
 
 
+def human_size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def status_text(row: Dict[str, Any]) -> str:
+    now = row.get("now")
+    if row["status"] == "changed" and now:
+        return f"changed (now {human_size(now['bytes'])}, {when(now['mtime'])})"
+    return row["status"]
+
+
+def artifact_table(rows: List[Dict[str, Any]], with_run: bool = True) -> str:
+    head = (["RUN"] if with_run else []) + ["PATH", "KIND", "SIZE", "STATUS"]
+    body = [([r["short_id"]] if with_run else []) + [r["path"], str(r.get("kind")), human_size(r.get("bytes")), status_text(r)]
+            for r in rows]
+    return table(body, head)
+
+
 def short_commit(git: Optional[Dict[str, Any]]) -> str:
     if not git:
         return "-"
@@ -115,13 +139,30 @@ def short_commit(git: Optional[Dict[str, Any]]) -> str:
     return c + ("*" if git.get("dirty") else "")
 
 
-def _key_metrics(rows: List[Dict[str, Any]], n: int = 3) -> List[str]:
+_PREFERRED = ("loss", "acc", "score", "error", "err", "f1", "auc", "bpb", "ppl", "perplexity", "reward")
+
+
+def _key_metrics(rows: List[Dict[str, Any]], n: int = 4) -> List[str]:
+    """The metric columns of a runs table: the paths most runs share, names like loss/acc/score first
+    (validation before training), numbers before text; step counters are axes, never columns."""
     counts: Dict[str, int] = {}
     for r in rows:
         for p in r["metrics"]:
-            if p.rsplit(".", 1)[-1] not in ("step", "epoch", "iteration", "iter"):
+            if not records.is_axis(p):
                 counts[p] = counts.get(p, 0) + 1
-    return sorted(counts, key=lambda p: (-counts[p], p))[:n]
+
+    def rank(p: str) -> Tuple[int, int, int, str]:
+        name = p.lower()
+        preferred = any(w in name for w in _PREFERRED)
+        text = any(isinstance(r["metrics"].get(p), (str, bool)) for r in rows)
+        return (-counts[p], 0 if preferred else 1, (0 if "val" in name or "test" in name else 1) + 2 * text, p)
+
+    return sorted(sorted(counts, key=rank)[:n], key=lambda p: rank(p)[1:])
+
+
+def _cut(text: Any, width: int) -> str:
+    t = " ".join(str(text or "").split())
+    return t if len(t) <= width else t[: width - 1] + "…"
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -140,25 +181,38 @@ def _run(args: argparse.Namespace, ref: str) -> store.Run:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    res = query.list_runs(_runs(args), args.where, args.sort, args.limit)
-    if res["shown"] < res["matched"]:
-        note(f"showing {res['shown']} of {res['matched']} matching runs; use --limit 0 for all")
+    runs = _runs(args)
+    for path in args.metric or []:
+        query.check_path(path, runs, f"--metric {path!r}", metric_only=True)
+    res = query.list_runs(runs, args.where, args.sort, args.limit)
+    limited = res["shown"] < res["matched"]
     if args.json:
+        if limited:
+            note(f"showing {res['shown']} of {res['matched']} matching runs; use --limit 0 for all")
         return emit_json(res)
     if not res["runs"]:
         print(f"no runs yet in {_root(args)} (Experiment(...) records them; --root or $EXPRAG_PLUS_DIR to look elsewhere)"
               if not res["total"] else f"no run matches ({res['total']} runs)")
         return
-    keys = _key_metrics(res["runs"])
+    keys = list(dict.fromkeys(args.metric)) if args.metric else _key_metrics(res["runs"])
+    tags = any(r["tags"] for r in res["runs"])
+    notes = any(r["latest_note"] for r in res["runs"])
     rows = [[r["short_id"], when(r["started"]), r["name"][:40], r["status"], short_commit(r)]
-            + [num(r["metrics"].get(k)) for k in keys] for r in res["runs"]]
-    print(table(rows, ["ID", "STARTED (UTC)", "NAME", "STATUS", "COMMIT"] + keys))
+            + [num(r["metrics"].get(k)) for k in keys]
+            + ([",".join(r["tags"])] if tags else []) + ([_cut((r["latest_note"] or {}).get("text"), 50)] if notes else [])
+            for r in res["runs"]]
+    print(table(rows, ["ID", "STARTED (UTC)", "NAME", "STATUS", "COMMIT"] + keys
+                + (["TAGS"] if tags else []) + (["LATEST NOTE"] if notes else [])))
     if any(r.get("dirty") for r in res["runs"]):
         print("* dirty tree: the commit is the run's snapshot on run/<id>")
+    if limited:
+        print(f"{res['shown']} of {res['matched']} runs (--limit 0 for all)")
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    res = query.show(_run(args, args.run))
+    from .codestate import show  # runs git: loaded only when asked
+
+    res = show(_run(args, args.run))
     if args.json:
         return emit_json(res)
     proc, git = res["process"], res["git"] or {}
@@ -178,6 +232,9 @@ def cmd_show(args: argparse.Namespace) -> None:
     elif git.get("dirty"):
         where = f"snapshot {git.get('commit')} on {git.get('branch')}" if git.get("commit") else "no snapshot"
         lines.append(f"code      dirty tree: {where}, base {git.get('base_commit')}, {len(git.get('status') or [])} changed paths")
+        if res.get("same_code"):
+            lines.append(f"          same code as {res['same_code']['commit'][:7]} on {res['same_code']['branch']} "
+                         "(committed later)")
     else:
         lines.append(f"code      {git.get('commit')} on {git.get('branch') or '(detached)'} (clean)")
     if res["git_error"] and res["git"]:
@@ -189,17 +246,33 @@ def cmd_show(args: argparse.Namespace) -> None:
     if md:
         lines.append("metadata  " + "\n          ".join(f"{k} = {num(v)}" for k, v in md.items()))
     lines.append("records   " + ", ".join(f"{k} {v}" for k, v in res["records"].items()))
+    if res["tags"]:
+        lines.append("tags      " + ", ".join(res["tags"]))
     print("\n".join(lines))
     if res["summary"]:
-        rows = [[p, num(s.get("last")), num(s.get("min")), num(s.get("max")), str(s.get("count")),
-                 str(s.get("nonfinite") or "")] for p, s in res["summary"].items()]
+        ordered = sorted(res["summary"].items(), key=lambda kv: records.is_axis(kv[0]))
+        rows = [[p + (" (axis)" if records.is_axis(p) else ""), num(s.get("last")),
+                 "" if records.is_text_entry(s) else num(s.get("min")),
+                 "" if records.is_text_entry(s) else num(s.get("max")), str(s.get("count")),
+                 str(s.get("nonfinite") or "")] for p, s in ordered]
         print()
         print(table(rows, ["METRIC", "LAST", "MIN", "MAX", "COUNT", "NONFINITE"]))
+    if res.get("artifacts"):
+        print()
+        print(artifact_table(res["artifacts"], with_run=False))
+    scan = res.get("artifact_scan") or {}
+    if scan.get("omitted"):
+        print(f"({scan['omitted']} more written file(s) not recorded: over the cap)")
     out = res.get("output")
     if out and out.get("tail") and res["status"] != "completed":
         print()
         print(f"output (last {len(out['tail'])} lines; all of it: exprag-plus log {res['short_id']})")
         print("\n".join("  " + str(l) for l in out["tail"]))
+    if res["notes"]:
+        print()
+        print(f"notes ({len(res['notes'])}, oldest first)")
+        for n in res["notes"]:
+            print(f"  {when(n['time'])}  {n['kind'] or 'note'}: {n['text']}")
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
@@ -213,10 +286,20 @@ def cmd_keys(args: argparse.Namespace) -> None:
         print(table([[p, str(e["runs"]), ", ".join(num(v) for v in e["values"])
                       + (f" (+{e['distinct'] - len(e['values'])} more)" if e["distinct"] > len(e["values"]) else "")]
                      for p, e in res["metadata"].items()], ["METADATA PATH", "RUNS", "VALUES"]))
-    if res["metrics"]:
+    numeric = {p: e for p, e in res["metrics"].items() if e["kind"] == "number"}
+    text = {p: e for p, e in res["metrics"].items() if e["kind"] == "text"}
+    if numeric:
         print()
-        print(table([[p, str(e["runs"]), num(e["min"]), num(e["max"])] for p, e in res["metrics"].items()],
+        print(table([[p, str(e["runs"]), num(e["min"]), num(e["max"])] for p, e in numeric.items()],
                     ["METRIC PATH", "RUNS", "MIN", "MAX"]))
+    if text:
+        print()
+        print(table([[p, str(e["runs"]), ", ".join(num(v) for v in e["values"])] for p, e in text.items()],
+                    ["TEXT PATH", "RUNS", "LAST VALUES"]))
+    if res["axes"]:
+        print()
+        print(table([[p, str(e["runs"]), num(e.get("max"))] for p, e in res["axes"].items()],
+                    ["AXIS (x of histories)", "RUNS", "MAX"]))
 
 
 def cmd_best(args: argparse.Namespace) -> None:
@@ -232,6 +315,8 @@ def cmd_best(args: argparse.Namespace) -> None:
           f"{res['without_metric']} without the metric")
     if len(res["ranking"]) > 1:
         print(table([[x["short_id"], x["name"][:40], num(x["value"])] for x in res["ranking"]], ["ID", "NAME", "VALUE"]))
+    for a in res.get("artifacts") or []:
+        print(f"  artifact {a['path']}  {a.get('kind')}  {a['status']}")
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -267,6 +352,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print()
         print(table([[m["path"], num(m["a"]), num(m["b"]), "" if m["delta"] is None else signed(m["delta"])]
                      for m in res["metrics"]], ["FINAL METRIC", "A", "B", "B-A"]))
+    if res["axes"]:
+        print("axes (last): " + "; ".join(f"{m['path']} {num(m['a'])} vs {num(m['b'])}" for m in res["axes"]))
     print()
     ca, cb = res["code"]["a"], res["code"]["b"]
     for label, c in (("a", ca), ("b", cb)):
@@ -299,15 +386,15 @@ class Commands:
 
 
 # Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
-FEATURES: Tuple[str, ...] = ("cli_run", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp", "cli_actions",
-                             "cli_share", "cli_slurm")
+FEATURES: Tuple[str, ...] = ("cli_run", "cli_memory", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp",
+                             "cli_actions", "cli_share", "cli_slurm", "cli_artifacts")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine output (strict JSON) on stdout")
     common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
-                        help="the runs folder (default: $EXPRAG_PLUS_DIR, else .runs at the git top level)")
+                        help="the runs folder (default: $EXPRAG_PLUS_DIR, else .runs at the top of the main worktree)")
     p = _Parser(prog=PROG, description="Query, compare, restore and replay recorded experiment runs.",
                 epilog="RUN is a run id, a unique prefix or suffix (>= 6), latest, latest~N, or a .jsonl path in the runs folder.")
     p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
@@ -322,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=where_help)
     sp.add_argument("--sort", metavar="KEY", help="sort by KEY ascending (-KEY descending)")
     sp.add_argument("--limit", type=count, default=20, metavar="N", help="at most N runs (default 20; 0 for all)")
+    sp.add_argument("--metric", "--columns", dest="metric", nargs="+", action="extend", metavar="PATH",
+                    help="the metric columns to show (default: those most runs share, loss/acc/score first)")
     sp = add("show", cmd_show, "everything about one run")
     sp.add_argument("run", metavar="RUN")
     sp = add("keys", cmd_keys, "every metadata and metric path (discover names before querying)")

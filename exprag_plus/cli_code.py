@@ -10,7 +10,7 @@ from . import query
 from .lazy import lazy
 codestate = lazy(f"{__package__}.codestate")
 git = lazy(f"{__package__}.git")
-from .cli import Commands, Failure, count, _root, _run, emit_json, note, num, signed, table
+from .cli import Commands, Failure, UsageError, count, _root, _run, emit_json, note, num, signed, table
 
 
 def _guard(fn: Any) -> Any:
@@ -28,14 +28,16 @@ def _guard(fn: Any) -> Any:
 def cmd_diff(args: argparse.Namespace) -> None:
     a = _run(args, args.run)
     b = _run(args, args.run2) if args.run2 else None
-    res = codestate.diff(a, b, stat=args.stat, max_lines=args.max_lines, runs_dir=_root(args))
+    if args.base and b is not None:
+        raise UsageError("diff --base shows one run's change against the commit it started from: give one RUN")
+    res = codestate.diff(a, b, stat=args.stat, max_lines=args.max_lines, runs_dir=_root(args), base=args.base)
     if res["truncated"]:
         note(f"showing {args.max_lines} of {res['lines']} diff lines; use --max-lines 0 for all")
     if args.json:
         return emit_json(res)
     sys.stdout.write(res["diff"])
     if not res["diff"]:
-        other = f"run {b.short_id}" if b is not None else "the working tree"
+        other = f"run {b.short_id}" if b is not None else "its base commit" if args.base else "the working tree"
         note(f"no code difference between run {a.short_id} and {other}")
 
 
@@ -100,6 +102,8 @@ def register(commands: Commands) -> None:
     sp = commands.add("diff", _guard(cmd_diff), "the code diff between two runs, or a run and the current tree")
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("run2", metavar="RUN2", nargs="?", help="default: the current working tree")
+    sp.add_argument("--base", action="store_true",
+                    help="the run's own change: from the commit it started from to the code that ran")
     sp.add_argument("--stat", action="store_true", help="a summary of changed files instead of the patch")
     sp.add_argument("--max-lines", type=count, default=2000, metavar="N", help="at most N lines (default 2000; 0 for all)")
     sp = commands.add("restore", _guard(cmd_restore), "a run's exact code in a new git worktree (prints its path)")

@@ -102,6 +102,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     runs = _pick(args)
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     metric = records.normal_path(metric)
+    query.check_rankable(metric, runs, axis_ok=True)
     if args.x not in ("step", "elapsed"):
         query.check_path(args.x, runs, f"--x {args.x!r}", metric_only=True)
         args.x = records.normal_path(args.x)

@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 
 from . import ids, records, store
 from .lazy import lazy
+artifacts = lazy(f"{__package__}.artifacts")
 wrapper = lazy(f"{__package__}.wrapper")
 from .cli import Commands, Failure, _root, _run, count, emit_json, num
 
@@ -52,6 +53,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--timeout {args.timeout:g}: give a number of seconds > 0")
     patterns = wrapper.compile_patterns(args.parse)
     metadata = _meta(args.meta)
+    if args.sbatch_arg and not args.slurm:
+        raise ValueError("--sbatch-arg goes with --slurm")
+    if args.slurm:
+        return _submit(args, argv)
     if wrapper.nested():
         print(f"exprag-plus: already recording (an enclosing `exprag-plus run`); running {argv[0]} as is",
               file=sys.stderr)
@@ -66,15 +71,50 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     res = wrapper.run_command(argv, name=args.name, metadata=metadata, note=args.note,
                               root=getattr(args, "root", None), timeout=args.timeout, parse=not args.no_parse,
-                              patterns=patterns, resume=args.resume, announce=announce)
+                              patterns=patterns, resume=args.resume, announce=announce,
+                              record_artifacts=not args.no_artifacts, max_artifacts=args.max_artifacts,
+                              hash_limit=args.hash_limit)
     metrics = _metrics_text(res["metrics"])
     how = f"exit {res['exit_code']}" + (f", {res['signal']}" if res["signal"] else "")
     print(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
           + (f": {metrics}, {how}" if metrics else f": {how}"), file=sys.stderr)
+    scan = res.get("artifacts") or {}
+    if scan.get("note"):
+        print(f"exprag-plus: {scan['note']}", file=sys.stderr)
     if args.json:
         sys.stdout.flush()
-        emit_json({k: res[k] for k in ("run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output")})
+        emit_json({k: res[k] for k in ("run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output",
+                                        "artifacts")})
     return int(res["exit_code"]) if 0 <= int(res["exit_code"]) < 256 else 1
+
+
+def _submit(args: argparse.Namespace, argv: List[str]) -> int:
+    """`run --slurm`: one job running `exprag-plus run -- CMD` on the code frozen now."""
+    from . import slurm
+
+    if args.resume:
+        raise ValueError("--resume and --slurm do not mix: a requeued job continues its run by itself")
+    run_args: List[str] = []
+    for flag, value in (("--name", args.name), ("--note", args.note)):
+        if value:
+            run_args += [flag, value]
+    for item in args.meta:
+        run_args += ["--meta", item]
+    for pat in args.parse:
+        run_args += ["--parse", pat]
+    run_args += (["--timeout", repr(args.timeout)] if args.timeout else []) + (["--no-parse"] if args.no_parse else [])
+    try:
+        out = slurm.submit_command(argv, run_args, runs_dir=_root(args), sbatch_args=args.sbatch_arg,
+                                   name=args.name)
+    except slurm.SubmitError as exc:
+        raise Failure(str(exc)) from None
+    if args.json:
+        emit_json({"job_id": out["job_id"], "sweep_id": out["sweep_id"], "tasks": out["tasks"], "commit": out["commit"]})
+    else:
+        print(f"submitted job {out['job_id']}: sweep {out['sweep_id']}")
+        print(f"exprag-plus: code frozen at {out['commit'][:12]} in {out['code']}; follow with "
+              f"`exprag-plus sweep status {out['sweep_id']}`", file=sys.stderr)
+    return 0
 
 
 def cmd_log(args: argparse.Namespace) -> None:
@@ -97,12 +137,22 @@ def register(commands: Commands) -> None:
     sp.add_argument("--name", metavar="NAME", help="the run's name (default: the program's name)")
     sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                     help="metadata (VALUE as JSON when it parses, else text; a.b=1 nests)")
-    sp.add_argument("--note", metavar="TEXT", help="why this run: a note recorded with it")
+    sp.add_argument("--note", metavar="TEXT", help="why this run: a note of kind hypothesis recorded with it")
     sp.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command's process group after this long")
     sp.add_argument("--no-parse", action="store_true", help="do not read metrics from the output")
     sp.add_argument("--parse", action="append", default=[], metavar="REGEX",
                     help="also track what this pattern's named groups capture (a group named step is the step)")
     sp.add_argument("--resume", metavar="RUN", help="continue this run instead of starting a new one")
+    sp.add_argument("--slurm", action="store_true",
+                    help="submit it as a Slurm job running the code as it is now (a frozen checkout)")
+    sp.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                    help="an sbatch option for --slurm, e.g. --sbatch-arg=--time=10; repeatable")
+    sp.add_argument("--no-artifacts", action="store_true",
+                    help="do not record the files the command created or modified under the working folder")
+    sp.add_argument("--max-artifacts", type=count, default=artifacts.MAX_RECORDED, metavar="N",
+                    help=f"record at most N files (default {artifacts.MAX_RECORDED}; 0 for all; run_end counts the rest)")
+    sp.add_argument("--hash-limit", type=count, default=artifacts.HASH_LIMIT, metavar="BYTES",
+                    help="sha256 only files up to this size (default 256 MiB); larger ones: size and mtime")
     sp.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     sp = commands.add("log", cmd_log, "a run's captured output (runs recorded with `run -- CMD`)")
     sp.add_argument("run", metavar="RUN")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import git, ids, records, share
+from . import git, ids, query, records, share
 from .experiment import ENV_REPLAY_OF
 from .store import Run
 
@@ -52,13 +52,38 @@ def code_ref(run: Run) -> Dict[str, Any]:
             "dirty": g.get("dirty"), "base_commit": g.get("base_commit")}
 
 
+def same_code(run: Run) -> Optional[Dict[str, str]]:
+    """For a dirty run: a later commit on a local branch holding exactly the code that ran, else None."""
+    g = run.git or {}
+    if not g.get("dirty") or not g.get("commit") or not g.get("base_commit"):
+        return None
+    try:
+        return git.same_tree_commit(_repo(run), g["commit"], g["base_commit"])
+    except (CodeStateError, git.GitError):
+        return None
+
+
+def show(run: Run) -> Dict[str, Any]:
+    """`query.show` plus what only git knows: the later commit holding the same code (`same_code`)."""
+    out = query.show(run)
+    out["same_code"] = same_code(run)
+    return out
+
+
 def diff(a: Run, b: Optional[Run] = None, *, stat: bool = False, max_lines: Optional[int] = None,
-         runs_dir: Optional[str] = None) -> Dict[str, Any]:
-    """The code diff from run `a` to run `b`, or to the current working tree when `b` is None."""
+         runs_dir: Optional[str] = None, base: bool = False) -> Dict[str, Any]:
+    """The code diff from run `a` to run `b`, or to the current working tree when `b` is None; with
+    `base`, the run's own change: from the commit it started from to the code that ran."""
     left = commit_of(a)
     right = commit_of(b) if b is not None else None
+    if base:
+        if b is not None:
+            raise ValueError("diff --base shows one run's change against the commit it started from: give one run")
+        g = a.git or {}
+        right = left
+        left = g.get("base_commit") or left  # a clean run ran its commit: no change
     repo = _repo(a)
-    for commit, run in ((left, a), (right, b)):
+    for commit, run in ((left, a), (right, b or a)):
         if commit and not git.commit_exists(repo, commit):
             raise CodeStateError(f"commit {commit[:12]} of run {run.short_id} is not in {repo} "  # type: ignore[union-attr]
                                  "(was its run/<id> branch deleted?)")
@@ -67,7 +92,8 @@ def diff(a: Run, b: Optional[Run] = None, *, stat: bool = False, max_lines: Opti
     truncated = bool(max_lines and max_lines > 0 and len(lines) > max_lines)
     if truncated:
         text = "\n".join(lines[:max_lines]) + "\n"
-    return {"a": code_ref(a), "b": code_ref(b) if b is not None else "worktree", "repo": repo, "stat": stat,
+    return {"a": code_ref(a), "b": code_ref(b) if b is not None else ("base" if base else "worktree"),
+            "repo": repo, "stat": stat, "base": base,
             "lines": len(lines), "truncated": truncated, "diff": text}
 
 

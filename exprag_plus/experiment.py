@@ -20,7 +20,7 @@ import traceback
 import warnings
 from typing import Any, Deque, Dict, Optional, Tuple
 
-from . import git, ids, records, slurm, store
+from . import artifacts, git, ids, records, slurm, store
 from .appender import LineWriter, append_record, encode_line, new_run_guard
 from .records import Summary, dumps, to_json
 from .redact import has_secret_key, redact_mapping, redact_text, secret_values
@@ -205,6 +205,40 @@ class Experiment:
         """Append a `tag` record; a run's tags are the fold of its tag records in file order."""
         rm = [remove] if isinstance(remove, str) else list(remove)
         self._append("tag", {"add": [str(t) for t in add], "remove": [str(t) for t in rm]})
+
+    def artifact(self, path: Any, kind: Optional[str] = None, note: Optional[str] = None, *,
+                 hash_limit: int = artifacts.HASH_LIMIT) -> Optional[Dict[str, Any]]:
+        """Record a file this run wrote (a checkpoint, predictions, a plot): an `artifact` record with its
+        path (relative to the git top level when inside it), bytes, mtime, sha256 (files up to
+        `hash_limit` bytes; larger ones are identified by size and mtime), kind (guessed from the
+        extension when not given) and note. A folder records each file in it (up to 1000). Returns the
+        fields of the last record written, or None. Never raises: a missing file is a warning.
+        """
+        try:
+            target = os.fspath(path)
+            top = (self.git or {}).get("toplevel") if isinstance(self.git, dict) else None
+            if os.path.isdir(target):
+                files = sorted(p for p in artifacts.walk_files(target))[: artifacts.MAX_RECORDED]
+                if not files:
+                    self._warn(f"artifact({target!r}): the folder holds no file; nothing recorded",
+                               key="artifact:" + target)
+                    return None
+            else:
+                files = [target]
+            fields = None
+            for f in files:
+                fields = artifacts.describe(f, kind=kind, note=note, hash_limit=hash_limit, toplevel=top)
+                if self._closed:  # saved after the run ended: appended after the fact, as actions are
+                    append_record(self.path, "artifact", fields)
+                else:
+                    self._append("artifact", fields)
+            return fields
+        except OSError as exc:
+            self._warn(f"artifact({os.fspath(path)!r}) was not recorded: {exc.strerror or exc}",
+                       key=f"artifact:{os.fspath(path)}")
+        except Exception as exc:  # recording must never crash a training loop
+            self._warn(f"artifact() failed and was skipped: {type(exc).__name__}: {exc}", key="artifact")
+        return None
 
     def close(self) -> None:
         """Write `run_end` (completed) and fsync; further calls do nothing."""

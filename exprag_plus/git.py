@@ -304,6 +304,57 @@ def toplevel(cwd: str) -> Optional[str]:
         return None
 
 
+def main_worktree(cwd: str) -> Optional[str]:
+    """The top level of the repository's main worktree (shared by its linked worktrees); for a bare
+    repository with linked worktrees, the folder holding the bare repository. None outside a work tree.
+    Never a path inside a .git folder: then the current work tree's top level."""
+    try:
+        if not os.path.isdir(cwd):
+            return None
+        out = _git(["rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel"], cwd, check=False)
+        lines = os.fsdecode(out.stdout).splitlines()
+        if out.returncode != 0 or len(lines) < 2:
+            return None
+        common, top = lines[0], lines[1]
+        main = os.path.dirname(common) if os.path.basename(common) == ".git" else None
+        if main is None:
+            first = worktrees(cwd)[:1]  # e.g. a submodule, or a --separate-git-dir repository
+            if not first:
+                return top
+            main = os.path.dirname(first[0]["path"]) if first[0]["bare"] else first[0]["path"]
+        if ".git" in os.path.normpath(main).split(os.sep):
+            return top
+        return main
+    except Exception:
+        return None
+
+
+def same_tree_commit(repo: str, commit: str, base: str, limit: int = 2000) -> Optional[Dict[str, str]]:
+    """The oldest commit on a local branch (not a run/ snapshot branch), made after ``base``, whose tree
+    is ``commit``'s tree: {commit, branch}; None when there is none among the newest ``limit``.
+
+    A dirty run's snapshot and the commit an agent made of the change it kept hold the same tree."""
+    _check_repo_dir(repo)
+    _check_rev(commit)
+    _check_rev(base)
+    tree = _git(["rev-parse", "--verify", "--quiet", commit + "^{tree}"], repo, check=False)
+    if tree.returncode != 0:
+        return None
+    want = tree.stdout.strip()
+    out = _git(["log", f"--max-count={int(limit)}", "--format=%H%x09%T%x09%S", "--exclude=run/*", "--branches",
+                "--not", base, "--"], repo, check=False)
+    if out.returncode != 0:
+        return None
+    found = None
+    for line in out.stdout.splitlines():
+        parts = line.split(b"\t")
+        if len(parts) >= 3 and parts[1] == want:
+            ref = os.fsdecode(parts[2])
+            found = {"commit": os.fsdecode(parts[0]),
+                     "branch": ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref}
+    return found
+
+
 def resolve_commit(repo: str, rev: str) -> str:
     """The full object name of the commit ``rev`` names; GitError if there is none."""
     _check_rev(rev)
@@ -1297,28 +1348,31 @@ def snapshot_refs(repo: str) -> List[Dict[str, Any]]:
     return result
 
 
-def worktrees(repo: str) -> List[Dict[str, Optional[str]]]:
-    """Every worktree of the repository, main first: {path, branch (full ref or None)}. The main
+def worktrees(repo: str) -> List[Dict[str, Any]]:
+    """Every worktree of the repository, main first: {path, branch (full ref or None), bare}. The main
     worktree's path also comes from ``--git-common-dir``, so a missing listing still names it."""
     _check_repo_dir(repo)
     found: List[Dict[str, Optional[str]]] = []
     out = _git(["worktree", "list", "--porcelain"], repo, check=False).stdout
     for block in out.split(b"\n\n"):
         path = branch = None
+        bare = False
         for line in block.split(b"\n"):
             if line.startswith(b"worktree "):
                 path = os.fsdecode(line[len(b"worktree "):])
             elif line.startswith(b"branch "):
                 branch = os.fsdecode(line[len(b"branch "):])
+            elif line == b"bare":
+                bare = True
         if path:
-            found.append({"path": path, "branch": branch})
+            found.append({"path": path, "branch": branch, "bare": bare})
     common = _git(["rev-parse", "--git-common-dir"], repo, check=False)
     if common.returncode == 0:
         path = os.path.normpath(os.path.join(repo, os.fsdecode(common.stdout.rstrip(b"\n"))))
         if os.path.basename(path) == ".git":
             main = os.path.dirname(path)
             if not any(os.path.realpath(w["path"] or "") == os.path.realpath(main) for w in found):
-                found.insert(0, {"path": main, "branch": None})
+                found.insert(0, {"path": main, "branch": None, "bare": False})
     return found
 
 

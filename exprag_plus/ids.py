@@ -10,7 +10,7 @@ import json
 import os
 import re
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import records
 
@@ -53,8 +53,37 @@ def runs_dir(root: Optional[str] = None, cwd: Optional[str] = None) -> str:
         return os.path.abspath(os.path.expanduser(env))
     cwd = cwd or os.getcwd()
     from . import git  # only here: listing with --root or $EXPRAG_PLUS_DIR never loads the git module
-    top = git.toplevel(cwd)
-    return os.path.join(top or cwd, RUNS_DIRNAME)
+    main = git.main_worktree(cwd)
+    folder = os.path.join(main or cwd, RUNS_DIRNAME)
+    if main:
+        _SHARED[folder] = main
+    return folder
+
+
+# The default runs folder of a repository -> its main worktree. Runs recorded before the folder moved
+# to the main worktree live in `<linked worktree>/.runs`: listings and references still read them.
+_SHARED: Dict[str, str] = {}
+_LINKED: Dict[str, List[str]] = {}
+
+
+def linked_runs_dirs(root: str) -> List[str]:
+    """The `.runs` folders of the other worktrees, when `root` is a repository's default runs folder."""
+    main = _SHARED.get(root)
+    if main is None:
+        return []
+    if root not in _LINKED:
+        from . import git
+        found = []
+        try:
+            listed = git.worktrees(main)
+        except git.GitError:
+            listed = []
+        for wt in listed:
+            folder = os.path.join(wt["path"], RUNS_DIRNAME)
+            if wt["path"] and not wt.get("bare") and os.path.realpath(folder) != os.path.realpath(root) and os.path.isdir(folder):
+                found.append(folder)
+        _LINKED[root] = found
+    return _LINKED[root]
 
 
 def ensure_runs_dir(path: str) -> None:
@@ -79,17 +108,27 @@ def ensure_runs_dir(path: str) -> None:
 
 
 def run_files(root: str) -> List[str]:
-    """Run file paths sorted by name (the id's start time; `by_start` orders by run_start); a symlink leading out of the folder is not a run."""
+    """Run file paths sorted by name (the id's start time; `by_start` orders by run_start); a symlink
+    leading out of the folder is not a run.
+
+    For a repository's default runs folder this includes the old `.runs` folders of its linked
+    worktrees (a run id present in both is read from `root`)."""
+    by_name: Dict[str, str] = {}
+    for folder in linked_runs_dirs(root)[::-1] + [root]:
+        for name in _names(folder):
+            by_name[name] = os.path.join(folder, name)
+    return [by_name[n] for n in sorted(by_name)]
+
+
+def _names(root: str) -> List[str]:
     try:
         entries = [e for e in os.scandir(root) if e.name.endswith(SUFFIX) and e.is_file()]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     if any(e.is_symlink() for e in entries):
         real_root = os.path.realpath(root)
         entries = [e for e in entries if not e.is_symlink() or os.path.dirname(os.path.realpath(e.path)) == real_root]
-    names = [e.name for e in entries]
-    names.sort()
-    return [os.path.join(root, n) for n in names]
+    return [e.name for e in entries]
 
 
 def id_time(run_id: str) -> Optional[float]:
@@ -153,9 +192,9 @@ def resolve(ref: str, root: str) -> str:
     if not ref:
         raise RunNotFound("empty run reference: give a run id, a unique prefix, 'latest' or 'latest~N'")
     if ref.endswith(SUFFIX) or os.sep in ref or "/" in ref:
-        real_root = os.path.realpath(root)
+        allowed = {os.path.realpath(f) for f in [root] + linked_runs_dirs(root)}
         real = os.path.realpath(ref if os.path.isabs(ref) else os.path.join(os.getcwd(), ref))
-        if os.path.dirname(real) != real_root or not real.endswith(SUFFIX):
+        if os.path.dirname(real) not in allowed or not real.endswith(SUFFIX):
             raise RunNotFound(f"{ref!r} is not a run file inside the runs folder {root}: runs are read only from there")
         if not os.path.isfile(real):
             raise RunNotFound(f"no run file {ref!r}")

@@ -7,7 +7,8 @@ rebuilt silently (a CRC guards the whole file), and a run whose reading warned i
 warning comes again. Status is never cached: an unfinished run's status depends on its process now.
 
 Line format (bytes, tab-separated; raw JSON lines never hold a tab, else they are re-encoded):
-KEY, mtime, started (JSON), flags, summary (JSON, runs without run_end only), run_start line, tail lines.
+KEY, start time and mtime, started (JSON), flags, summary (JSON, runs without run_end only), notes and
+tags (JSON), run_start line, tail lines.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_HEADER = b"exprag-plus-index/2\n"
+_HEADER = b"exprag-plus-index/3\n"
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 
@@ -49,7 +50,7 @@ def read_cache(folder: str) -> Dict[bytes, List[bytes]]:
     out = {}
     for line in body[len(_HEADER):].split(b"\n"):
         fields = line.split(b"\t")
-        if len(fields) >= 6:
+        if len(fields) >= 7:
             out[fields[0]] = fields
     return out
 
@@ -80,8 +81,9 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
             keep, flags = [], _NO_END
     if flags == _NO_END:
         summary = json.dumps(run._summary).encode("ascii")
+    memo = run._memory()
     return [key, b"%r %r" % run.order()[:2], json.dumps(run.started).encode("ascii"), flags, summary,
-            _clean(start_raw, run.start) if start_raw else b""] + keep
+            json.dumps(memo).encode("ascii") if memo else b"", _clean(start_raw, run.start) if start_raw else b""] + keep
 
 
 def _cached(path: str, name: str, fields: List[bytes]) -> Run:
@@ -89,8 +91,8 @@ def _cached(path: str, name: str, fields: List[bytes]) -> Run:
     text = started[1:-1].decode("ascii", "replace") if b"\\" not in started else json.loads(started)
     t, mtime = fields[1].split(b" ")
     summary = json.loads(fields[4]) if fields[4] else None
-    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), text, fields[5], fields[6:], summary,
-                      fields[3] == _NO_END, fields[3] == _SCANNED)
+    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), text, fields[6], fields[7:], summary,
+                      fields[3] == _NO_END, fields[3] == _SCANNED, fields[5])
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
@@ -118,21 +120,23 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     changed = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cut = len(os.path.join(folder, ""))
+        prefix = os.path.join(folder, "")
+        cut = len(prefix)
         for path in paths:
             name = path[cut:]
+            here = path.startswith(prefix) and os.sep not in name  # else a linked worktree's old folder
             try:
                 st = os.stat(path)
             except OSError as exc:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
             key = _key(name, st)
-            fields = cache.get(key)
+            fields = cache.get(key) if here else None
             if fields is not None:
                 out.append(_cached(path, name, fields))
                 fresh.append(fields)
                 continue
-            changed = True
+            changed = changed or here
             before = len(caught)
             raw: List[bytes] = []
             try:
@@ -144,7 +148,7 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
             out.append(run)
-            if len(caught) == before and b"\n" not in key and b"\t" not in key:
+            if here and len(caught) == before and b"\n" not in key and b"\t" not in key:
                 fresh.append(entry)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

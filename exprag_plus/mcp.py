@@ -51,7 +51,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
-from . import __version__, actions, codestate, git, ids, index, query, records, store
+from . import __version__, actions, artifacts, codestate, git, ids, index, memory, progress, query, records, store
 
 PROG = "exprag-plus mcp"
 SERVER_NAME = "exprag-plus"
@@ -85,7 +85,8 @@ INSTRUCTIONS = (
     "Experiment memory of this repository: runs recorded with exprag_plus.Experiment (metadata, tracked "
     "metrics, the exact code). Discover names with `keys`, list with `list_runs`, rank with `best_run`, "
     "read curves with `metric_history`, see what changed with `compare_runs` and `code_diff`, get a run's "
-    "code in a new git worktree with `restore_run`, run the post-run actions a run registered with "
+    "code in a new git worktree with `restore_run`, find the files a run wrote (its model) with "
+    "`list_artifacts`, run the post-run actions a run registered with "
     "`list_actions` and `run_action`, read task schemas with `task_info`. Runs are referenced by id, "
     "unique prefix or suffix (>= 6 characters), `latest` or `latest~N`."
 )
@@ -276,7 +277,11 @@ WHERE_TEXT = ("conditions that must all hold, each 'PATH OP VALUE' with OP one o
               "(hparams.lr) or a metric path (loss; loss:min, :max, :last, :count), e.g. 'hparams.lr<0.01'")
 
 RUN_ROW = _obj({"id": _S, "short_id": _S, "started": _S, "name": _S, "status": _S, "commit": _NS,
-                "branch": _NS, "dirty": _NB, "replay_of": _NS, "metadata": _O, "metrics": _O})
+                "branch": _NS, "dirty": _NB, "replay_of": _NS, "metadata": _O, "metrics": _O,
+                "tags": _arr(_S), "latest_note": _NO})
+ARTIFACT_ROW = _obj({"run_id": _S, "short_id": _S, "run_name": _S, "path": _S, "kind": _NS, "bytes": _ANY,
+                     "mtime": _ANY, "sha256": _NS, "hashed": _ANY, "note": _NS, "status": _S, "location": _S},
+                    ["run_id", "path", "status", "location"])
 CODE_REF = _obj({"run_id": _S, "short_id": _S, "commit": _NS, "branch": _NS, "dirty": _NB, "base_commit": _NS})
 
 
@@ -297,7 +302,7 @@ def _keys(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _show_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    return query.show(_run(srv, a["run"]))
+    return codestate.show(_run(srv, a["run"]))
 
 
 def _run_log(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -334,11 +339,28 @@ def _compare_runs(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 def _code_diff(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     b = _run(srv, a["b"]) if a["b"] else None
-    return codestate.diff(_run(srv, a["a"]), b, stat=a["stat"], max_lines=a["max_lines"], runs_dir=srv.root)
+    return codestate.diff(_run(srv, a["a"]), b, stat=a["stat"], max_lines=a["max_lines"], runs_dir=srv.root,
+                          base=a["base"])
 
 
 def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return codestate.restore(_run(srv, a["run"]), a["into"], checkout=False)
+
+
+def _progress(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    return progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"])
+
+
+def _add_note(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    return memory.add_note(ids.resolve(a["run"], srv.root), a["text"], a["kind"])
+
+
+def _tag_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    return memory.tag_run(ids.resolve(a["run"], srv.root), a["add"], a["remove"])
+
+
+def _list_artifacts(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    return artifacts.listing([_run(srv, a["run"])] if a["run"] else _runs(srv), a["kind"])
 
 
 def _list_actions(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -433,18 +455,19 @@ def _tools() -> Dict[str, Tool]:
               "limit": _p(_I, "at most this many runs (0 for all)", default=20, minimum=0)},
              (), _obj({"total": _I, "matched": _I, "shown": _I, "runs": _arr(RUN_ROW)}), _list_runs),
         Tool("keys", "Discover metadata and metric names",
-             "Every metadata path (with a few example values) and every metric path (with min/max over runs), "
-             "of all runs or of one run. Call it first to learn the names the other tools take.",
+             "Every metadata path (with a few example values), every metric path (numbers with min/max over "
+             "runs; text and booleans with example values), and the step axes (step, epoch, ...), of all runs "
+             "or of one run. Call it first to learn the names the other tools take.",
              {"run": _p(_S, RUN_TEXT + " (default: all runs)")},
-             (), _obj({"runs": _I, "fields": _arr(_S), "metadata": _O, "metrics": _O}), _keys),
+             (), _obj({"runs": _I, "fields": _arr(_S), "metadata": _O, "metrics": _O, "axes": _O}), _keys),
         Tool("show_run", "Show one run",
              "Everything about one run: status, timing, command, host, metadata, code state (commit, snapshot "
              "branch of a dirty tree), error, and the summary of every metric (last, min, max, count, nonfinite).",
              {"run": _p(_S, RUN_TEXT)}, ("run",),
              _obj({**RUN_ROW["properties"], "ended": _NS, "duration_s": _NN, "metadata": _O, "process": _O,
                    "host": _O, "git": _NO, "git_error": _NS, "replay_of": _NS, "error": _NO, "summary": _O,
-                   "records": _O, "path": _S, "command": _NO, "exit_code": {"type": ["integer", "null"]},
-                   "signal": _NS, "output": _NO}), _show_run),
+                   "records": _O, "path": _S, "notes": _arr(_O), "same_code": _NO, "command": _NO, "exit_code": {"type": ["integer", "null"]},
+                   "signal": _NS, "output": _NO, "artifacts": _arr(ARTIFACT_ROW), "artifact_scan": _NO}), _show_run),
         Tool("run_log", "A run's captured output",
              "What a command recorded with `exprag-plus run -- CMD` printed (stdout and stderr in arrival order): "
              "the last `tail` lines (default 100, at most 2000), only lines matching the regex `grep` when given. "
@@ -461,7 +484,8 @@ def _tools() -> Dict[str, Tool]:
               "final": _p(_B, "rank by the last tracked value instead of the best", default=False),
               "where": _p(_arr(_S), WHERE_TEXT, default=[])},
              ("metric",),
-             _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "best": _ANY,
+             _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "artifacts": _arr(ARTIFACT_ROW),
+                   "best": _ANY,
                    "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "nonfinite": _I, "without_metric": _I,
                    "ranking": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "value": _ANY}))}),
              _best_run),
@@ -482,6 +506,7 @@ def _tools() -> Dict[str, Tool]:
              _obj({"a": RUN_ROW, "b": RUN_ROW,
                    "metadata": _arr(_obj({"path": _S, "a": _ANY, "b": _ANY, "only_in": _NS})),
                    "metrics": _arr(_obj({"path": _S, "a": _ANY, "b": _ANY, "delta": _ANY})),
+                   "axes": _arr(_O),
                    "code": _obj({"a": _O, "b": _O, "same_commit": _B})}), _compare_runs),
         Tool("code_diff", "Code diff of runs",
              "The git diff of the code that ran: from run a to run b, or to the current working tree when b "
@@ -489,9 +514,12 @@ def _tools() -> Dict[str, Tool]:
              "a per-file summary; at most `max_lines` lines (default 2000; 0 for all).",
              {"a": _p(_S, RUN_TEXT), "b": _p(_S, RUN_TEXT + " (default: the current working tree)"),
               "stat": _p(_B, "a summary of changed files instead of the patch", default=False),
-              "max_lines": _p(_I, "at most this many lines (0 for all)", default=2000, minimum=0)},
+              "max_lines": _p(_I, "at most this many lines (0 for all)", default=2000, minimum=0),
+              "base": _p(_B, "run a's own change: from the commit it started from to the code that ran (no b)",
+                         default=False)},
              ("a",),
-             _obj({"a": CODE_REF, "b": {"anyOf": [CODE_REF, {"const": "worktree"}]}, "repo": _S, "stat": _B,
+             _obj({"a": CODE_REF, "b": {"anyOf": [CODE_REF, {"const": "worktree"}, {"const": "base"}]}, "repo": _S,
+                   "stat": _B, "base": _B,
                    "lines": _I, "truncated": _B, "diff": _S}), _code_diff),
         Tool("restore_run", "Restore a run's code",
              "Check out the exact code of a run (its commit, or the snapshot of its dirty tree) into a NEW git "
@@ -502,6 +530,43 @@ def _tools() -> Dict[str, Tool]:
                              "server's working directory)")},
              ("run",), _obj({"run_id": _S, "commit": _S, "path": _S, "cwd": _S, "checked_out": _B}),
              _restore_run, read_only=False, destructive=False, idempotent=False),
+        Tool("progress", "Progress across runs",
+             "Runs in start order with each run's best value of METRIC (highest; lowest with `minimize`), the "
+             "best so far, whether it improved on every earlier run, its tags and latest note, and "
+             "`since_improvement`: how many runs since the last improvement.",
+             {"metric": _p(_S, "a metric path, e.g. 'val_loss' (see keys)"),
+              "minimize": _p(_B, "lower is better", default=False),
+              "where": _p(_arr(_S), WHERE_TEXT, default=[])},
+             ("metric",),
+             _obj({"metric": _S, "minimize": _B, "rule": _S, "total": _I, "matched": _I, "with_value": _I,
+                   "improvements": _I, "since_improvement": _I, "best": _NO, "runs": _arr(_O)}), _progress),
+        Tool("add_note", "Add a note to a run (writes)",
+             "WRITES: append a note record to a run's file (append-only; a correction is a new note). Record "
+             "why a run exists and what it showed: kind 'hypothesis' before, 'observation' and 'decision' "
+             "after, 'conclusion' at the end. Notes appear in show_run and list_runs (latest_note) and are "
+             "searched by the where 'note~REGEX'.",
+             {"run": _p(_S, RUN_TEXT), "text": _p(_S, "the note"),
+              "kind": _p(_S, "one word: hypothesis, observation, decision, conclusion, ...")},
+             ("run", "text"), _obj({"type": _S, "run_id": _S, "seq": _I, "time": _S, "text": _S, "kind": _NS},
+                                   ["type", "run_id", "seq", "time", "text"]),
+             _add_note, read_only=False, destructive=False, idempotent=False),
+        Tool("tag_run", "Tag a run (writes)",
+             "WRITES: append a tag record to a run's file: `add` tags (e.g. keep, discard, baseline) and/or "
+             "`remove` tags. A run's tags are the fold of its tag records; list_runs shows them and the where "
+             "'tag=keep' selects by them.",
+             {"run": _p(_S, RUN_TEXT), "add": _p(_arr(_S), "tags to add", default=[]),
+              "remove": _p(_arr(_S), "tags to remove", default=[])},
+             ("run",), _obj({"type": _S, "run_id": _S, "seq": _I, "time": _S, "add": _arr(_S), "remove": _arr(_S)},
+                            ["type", "run_id", "seq", "time", "add", "remove"]),
+             _tag_run, read_only=False, destructive=False, idempotent=False),
+        Tool("list_artifacts", "List the files runs wrote",
+             "The artifacts (checkpoints, data, figures, logs) recorded by one run or by every run (newest run "
+             "first): path (relative to the git top level), kind, bytes, sha256, and `status` now: ok (same size "
+             "and mtime, or same sha256), changed (`now` gives its size and mtime), missing. `location` is the "
+             "file's absolute path on this machine. For the model of the best run, best_run returns `artifacts` too.",
+             {"run": _p(_S, RUN_TEXT + " (default: every run)"),
+              "kind": _p(_S, "only this kind", enum=list(artifacts.KINDS))}, (),
+             _obj({"runs": _I, "artifacts": _arr(ARTIFACT_ROW), "counts": _O, "omitted": _I}), _list_artifacts),
         Tool("list_actions", "List post-run actions",
              "The post-run actions registered in one run, or in every run (newest run first): name, class, "
              "description, params, how many times each was run and the last status. Run one with run_action.",

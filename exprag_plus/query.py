@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import records, store
+from . import artifacts, records, store
 from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
@@ -21,6 +21,8 @@ FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "b
 # run_start fields a --where can name; a metadata path of the same name comes first (it was there before)
 START_FIELDS = ("sweep",)
 STATS = ("last", "min", "max", "count", "nonfinite")
+# --where paths over a run's memory: any tag / any note text matches (`tag=keep`, `note~regex`)
+MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _MISSING = object()
 
@@ -114,7 +116,7 @@ def _has(run: Run, path: str, metric_only: bool) -> bool:
 
 
 def _known(path: str, runs: Sequence[Run], metric_only: bool) -> bool:
-    return (not metric_only and path in FIELDS) or any(_has(r, path, metric_only) for r in runs)
+    return (not metric_only and (path in FIELDS or path in MEMORY_FIELDS)) or any(_has(r, path, metric_only) for r in runs)
 
 
 def check_path(path: str, runs: Sequence[Run], what: str, metric_only: bool = False) -> None:
@@ -147,6 +149,10 @@ class Condition(NamedTuple):
     text: str
 
     def __call__(self, run: Run) -> bool:
+        if self.path in MEMORY_FIELDS:
+            values = run.tags if MEMORY_FIELDS[self.path] == "tags" else [n.get("text") for n in run.notes]
+            hit = any(_compare(v, "~" if self.op == "~" else "=", self.value) for v in values if isinstance(v, str))
+            return not hit if self.op == "!=" else hit
         got = field(run, self.path)
         if got is _MISSING or got is None and self.op != "=":
             return False
@@ -184,6 +190,8 @@ def parse_where(expr: str, runs: Optional[Sequence[Run]] = None) -> Condition:
         if known:
             path, op, raw = max(known, key=lambda r: len(r[0]))
     op = "=" if op == "==" else op
+    if path in MEMORY_FIELDS and op not in ("=", "!=", "~"):
+        raise QueryError(f"bad --where {expr!r}: {path} takes = != or ~ (regex), e.g. 'tag=keep' or 'note~lr'")
     if raw == "":
         raise QueryError(f"bad --where {expr!r}: nothing after {op!r}; give a value")
     if op == "~":
@@ -259,7 +267,12 @@ def run_row(run: Run) -> Dict[str, Any]:
         "id": run.run_id, "short_id": run.short_id, "started": run.started, "name": run.name,
         "status": run.status, "commit": git.get("commit"), "branch": git.get("branch"),
         "dirty": git.get("dirty"), "replay_of": run.replay_of, "metadata": run.metadata, "metrics": run.final(),
+        "tags": run.tags, "latest_note": note_row(run.notes[-1]) if run.notes else None,
     }
+
+
+def note_row(rec: Dict[str, Any]) -> Dict[str, Any]:
+    return {"time": rec.get("time"), "kind": rec.get("kind"), "text": rec.get("text"), "seq": rec.get("seq")}
 
 
 def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str] = None,
@@ -273,6 +286,7 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
     """Every metadata and metric path, with how many runs have it and a few values (to discover names)."""
     md: Dict[str, Dict[str, Any]] = {}
     mt: Dict[str, Dict[str, Any]] = {}
+    ax: Dict[str, Dict[str, Any]] = {}
     for r in runs:
         for path, v in metadata_paths(r).items():
             e = md.setdefault(path, {"runs": 0, "distinct": 0, "values": [], "_seen": set()})
@@ -284,16 +298,26 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
                 if len(e["values"]) < examples:
                     e["values"].append(v)
         for path, s in r.summary.items():
-            e = mt.setdefault(path, {"runs": 0, "min": None, "max": None})
+            into = ax if records.is_axis(path) else mt
+            e = into.setdefault(path, {"runs": 0, "kind": "number", "min": None, "max": None})
             e["runs"] += 1
+            if records.is_text_entry(s):
+                text = e.setdefault("values", [])
+                if len(text) < examples and s.get("last") not in text:
+                    text.append(s.get("last"))
+                continue
             for stat, better in (("min", min), ("max", max)):
                 x = s.get(stat)
                 if records.is_number(x):
                     e[stat] = x if e[stat] is None else better(e[stat], x)
     for e in md.values():
         del e["_seen"]
-    return {"runs": len(runs), "fields": list(FIELDS), "metadata": dict(sorted(md.items())),
-            "metrics": dict(sorted(mt.items()))}
+    for e in mt.values():
+        if "values" in e and e["min"] is None and e["max"] is None:
+            e.update(kind="text")
+            del e["min"], e["max"]
+    return {"runs": len(runs), "fields": list(FIELDS) + sorted(set(MEMORY_FIELDS) - {"tags", "notes"}),
+            "metadata": dict(sorted(md.items())), "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
 
 
 def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
@@ -301,6 +325,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
     check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     metric = records.normal_path(metric)
+    check_rankable(metric, runs)
     total = len(runs)
     runs = select(runs, where)
     stat = "last" if final else ("min" if minimize else "max")
@@ -323,12 +348,25 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     best_stat = "min" if minimize else "max"
     return {
         "metric": metric, "rule": rule, "minimize": minimize, "final": final,
-        "run": run_row(winner),
+        "run": run_row(winner), "artifacts": artifacts.rows(winner),
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
         "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
         "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r, _ in scored[:5]],
     }
+
+
+def check_rankable(metric: str, runs: Sequence[Run], axis_ok: bool = False) -> None:
+    """A step counter or a text path cannot be ranked (nor a text path plotted): say why and what to do."""
+    base = metric.rpartition(":")[0] if ":" in metric else metric
+    if records.is_axis(base) and not axis_ok:
+        raise QueryError(f"{base!r} is an axis (the x of histories: {', '.join(records.AXES)}), not a metric; "
+                         "rank by a metric (see `exprag-plus keys`)")
+    entries = [r.summary[base] for r in runs if base in r.summary]
+    if entries and all(records.is_text_entry(e) for e in entries):
+        shown = ", ".join(sorted({json.dumps(records.to_json(e.get("last"))) for e in entries})[:4])
+        raise QueryError(f"{base!r} holds text or booleans ({shown}), not numbers: it cannot be ranked or "
+                         f"plotted; filter on it instead, e.g. --where '{base}={records.to_json(entries[-1].get('last'))}'")
 
 
 def history(run: Run, metric: str, max_points: Optional[int] = 100, step: Optional[int] = None) -> Dict[str, Any]:
@@ -489,18 +527,18 @@ def compare(a: Run, b: Run) -> Dict[str, Any]:
             changed.append({"path": path, "a": None if va is _MISSING else va, "b": None if vb is _MISSING else vb,
                             "only_in": "a" if vb is _MISSING else "b" if va is _MISSING else None})
     fa, fb = a.final(), b.final()
-    metrics = []
+    metrics, axes = [], []
     for path in sorted(set(fa) | set(fb)):
         va, vb = fa.get(path), fb.get(path)
         delta = vb - va if records.is_number(va) and records.is_number(vb) else None
-        metrics.append({"path": path, "a": va, "b": vb, "delta": delta})
+        (axes if records.is_axis(path) else metrics).append({"path": path, "a": va, "b": vb, "delta": delta})
 
     def code(r: Run) -> Dict[str, Any]:
         g = r.git or {}
         return {k: g.get(k) for k in ("commit", "branch", "dirty", "base_commit")} | {"git_error": r.git_error}
 
     ca, cb = code(a), code(b)
-    return {"a": run_row(a), "b": run_row(b), "metadata": changed, "metrics": metrics,
+    return {"a": run_row(a), "b": run_row(b), "metadata": changed, "metrics": metrics, "axes": axes,
             "code": {"a": ca, "b": cb, "same_commit": bool(ca["commit"]) and ca["commit"] == cb["commit"]}}
 
 
@@ -512,6 +550,8 @@ def show(run: Run) -> Dict[str, Any]:
         "ended": run.ended, "duration_s": run.duration_s, "metadata": run.metadata, "process": run.process,
         "host": run.host, "git": run.git, "git_error": run.git_error, "replay_of": run.replay_of,
         "error": run.error, "summary": run.summary, "records": counts, "path": run.path,
+        "notes": [note_row(n) for n in run.notes],
+        "artifacts": artifacts.rows(run), "artifact_scan": artifacts.scan_info(run),
     })
     out.update(wrapped(run))
     return out

@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 FORMAT = "exprag-plus/1"
-RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end")
+RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end", "note", "tag")
 
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _SMALL_ARRAY = 10_000
@@ -265,6 +265,23 @@ def parse_time(text: str) -> Optional[float]:
 # --- metric paths --------------------------------------------------------------------------------
 
 
+# Names of the x-axis of histories: reported as axes, never ranked nor listed among metrics.
+AXES = ("step", "epoch", "iteration", "iter", "global_step")
+
+
+def is_axis(path: str) -> bool:
+    """Whether a metric path names a step counter (its last part is one of AXES)."""
+    return path.rsplit(".", 1)[-1] in AXES
+
+
+def is_text_entry(entry: Any) -> bool:
+    """A summary entry of a text or boolean path (no min/max, and its last value is not a number)."""
+    if not isinstance(entry, dict) or "min" in entry or "max" in entry:
+        return False
+    last = entry.get("last")
+    return not is_number(NONFINITE.get(last, last) if isinstance(last, str) else last)
+
+
 def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -344,13 +361,28 @@ def _summary_key(key: Any) -> str:
 
 
 class Summary:
-    """Running per-path statistics of numeric leaves: what run_end.summary holds."""
+    """Running per-path statistics: what run_end.summary holds.
 
-    __slots__ = ("stats",)
+    Numeric leaves get last/min/max/count/nonfinite; text and boolean leaves are data too ("decision":
+    "kept") and get only last/count. A path tracked both ways reports its numbers.
+    """
+
+    __slots__ = ("stats", "texts")
 
     def __init__(self) -> None:
         # path -> [last, min, max, count, nonfinite, last_step, min_step, max_step]
         self.stats: Dict[str, list] = {}
+        # path -> [last, count, last_step]
+        self.texts: Dict[str, list] = {}
+
+    def _text(self, path: str, v: Any, step: Any) -> None:
+        t = self.texts.get(path)
+        if t is None:
+            self.texts[path] = [v, 1, step]
+        else:
+            t[0] = v
+            t[1] += 1
+            t[2] = step
 
     def add(self, value: Any) -> None:
         step = value.get("step") if isinstance(value, dict) else None
@@ -360,6 +392,8 @@ class Summary:
             self._walk(value, "", step)
         elif is_number(value):
             self._one("value", value, None)
+        elif isinstance(value, (str, bool)):
+            self._text("value", value, None)
 
     def _walk(self, d: dict, prefix: str, step: Any) -> None:
         for k, v in d.items():
@@ -368,6 +402,8 @@ class Summary:
                                     else _summary_key(k)), v, step)
             elif isinstance(v, dict):
                 self._walk(v, prefix + _summary_key(k) + ".", step)
+            elif isinstance(v, (str, bool)):
+                self._text(prefix + _summary_key(k), v, step)
 
     def _one(self, path: str, v: Any, step: Any) -> None:
         s = self.stats.get(path)
@@ -396,6 +432,10 @@ class Summary:
             if last_step is not None or lo_step is not None or hi_step is not None:
                 entry.update(last_step=last_step, min_step=lo_step, max_step=hi_step)
             out[path] = entry
+        for path, (last, count, last_step) in self.texts.items():
+            if path not in out:
+                out[path] = {"last": last, "count": count} if last_step is None else \
+                    {"last": last, "count": count, "last_step": last_step}
         return out
 
 

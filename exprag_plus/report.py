@@ -22,7 +22,7 @@ import math
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import plot, records
+from . import plot, progress, records
 
 __all__ = ["html_report", "lower_is_better", "is_counter", "is_ranked", "best_rule", "report_metrics",
            "LOWER_IS_BETTER"]
@@ -244,6 +244,21 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
             f"<td>{_code_cell(r)}</td><td>{_esc(r.host.get('hostname') or '')}</td></tr>")
     parts.append("</tbody></table></div>")
 
+    # progress across runs: the first plotted metric, in start order
+    ranked = [m for m in report_metrics(runs) if is_ranked(m) and not records.is_axis(m)]
+    if ranked and len(runs) > 1:
+        m = ranked[0]
+        try:
+            res = progress.progress(runs, m, minimize=lower_is_better(m))
+        except ValueError:
+            res = None
+        if res is not None:
+            parts.append("<h2>Progress</h2>")
+            parts.append(f'<p class="note">{_esc(res["rule"])}: {res["improvements"]} improvement(s), '
+                         f'{res["since_improvement"]} run(s) since the last. Other metrics: '
+                         f"<code>exprag-plus progress METRIC -o progress.svg</code>.</p>")
+            parts.append(f'<figure class="progress">{progress.svg(res, standalone=False)}</figure>')
+
     # final metrics
     all_paths = sorted({p for r in runs for p in r.summary})
     parts.append("<h2>Final metrics</h2>")
@@ -313,6 +328,12 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
         md = _flat(r.metadata)
         parts.append(f'<article id="run-{_esc(r.run_id)}"><h3><span class="swatch" style="background:'
                      f'{colors[r.run_id]}"></span><code>{_esc(r.short_id)}</code> {_esc(r.name)}</h3>{_dl(rows)}')
+        if r.tags:
+            parts.append("<p>tags: " + ", ".join(f"<code>{_esc(t)}</code>" for t in r.tags) + "</p>")
+        if r.notes:
+            parts.append("<h3>Notes</h3><ol class=\"notes\">" + "".join(
+                f"<li><span class=\"note\">{_esc(_when(n.get('time')))}</span> <b>{_esc(n.get('kind') or 'note')}</b>: "
+                f"{_esc(n.get('text'))}</li>" for n in r.notes) + "</ol>")
         parts.append("<h3>Code</h3>" + _code_state(r))
         if md:
             parts.append("<h3>Metadata</h3><table><tbody>" + "".join(

@@ -17,7 +17,8 @@ NAME = "exprag-plus"
 DESCRIPTION = (
     "Answers questions about past experiment runs recorded by exprag-plus (one JSONL file per run in "
     ".runs/): which run was best by a metric, what changed between runs (hyperparameters, metrics, code), "
-    "a metric's history, the exact code of a run restored or replayed, post-run actions and task schemas. "
+    "a metric's history, the exact code of a run restored or replayed, post-run actions and task schemas; "
+    "records commands and notes, tags and progress of an experiment loop. "
     "Use it when the user asks about experiments, training runs, metrics, sweeps or results, or wants a "
     "run's code back, and a .runs/ folder or the exprag-plus command is present."
 )
@@ -30,11 +31,45 @@ TARGETS: Dict[str, str] = {
 BODY = r"""
 # exprag-plus: experiment run memory
 
-Each run of the user's code appended one JSON line per event to `.runs/<run_id>.jsonl` (at the git top
-level; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and recorded the code that ran. The
+Each run of the user's code appended one JSON line per event to `.runs/<run_id>.jsonl` (at the top of the
+main worktree, shared by all linked worktrees; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and
+recorded the code that ran. The
 `exprag-plus` command answers questions about them. Add `--json` to any command: strict JSON on
 stdout, notes and warnings on stderr. Exit codes: 0 ok, 1 nothing found or a failed request, 2 bad
 input (the one-line error says what to fix).
+
+## Recording
+
+Anything: `exprag-plus run [--name N] [--meta K=V] [--note TEXT] -- CMD` runs CMD unchanged and records a
+run (stderr: `run <short id> recording ...`; last line: status and metrics). Lines of its output holding
+only a JSON object, or `NAME: NUMBER`, become metrics: no recording code needed in the script. In Python:
+
+```text
+with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Experiment
+    exp.track({"loss": l, "step": s})            # step/epoch/iteration/iter/global_step are axes
+    exp.note("why", kind="hypothesis"); exp.tag("keep")
+```
+
+## Running an experiment loop
+
+One run per idea; the memory holds why, not only numbers. Per experiment:
+1. `exprag-plus note latest "<what and why>" --kind hypothesis` after the run starts (or `run --note`).
+2. `exprag-plus run --name <idea> -- <command>`; read the status and metrics it prints last (a failed
+   run: `exprag-plus log <run>` shows its output).
+3. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
+   `exprag-plus tag <run> keep` (or `discard`). Commit what you keep (`show` then names the commit).
+4. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
+   best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
+
+Tomorrow, "what was tried, why, what worked": `progress <metric>`; `runs --where 'tag=keep'` or
+`'note~<word>'`; `show <run>` (its notes in order); `diff <run> --base` (its change against the commit it
+started from); `restore <run>` (its code). Notes are append-only: correct with a new one.
+
+```bash
+exprag-plus runs --where 'tag=keep' --json
+exprag-plus progress <metric> --json
+exprag-plus diff <run> --base --stat
+```
 
 ## Workflow: discover, query, cite
 
@@ -58,10 +93,14 @@ exprag-plus keys --json
 ```json
 {"runs": 12, "fields": ["id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host", "replay_of"],
  "metadata": {"hparams.lr": {"runs": 12, "distinct": 7, "values": [0.01, 0.1, 0.003, 0.03, 1.0]}},
- "metrics": {"metrics.val_acc": {"runs": 11, "min": 0.41, "max": 0.93}}}
+ "metrics": {"metrics.val_acc": {"runs": 11, "kind": "number", "min": 0.41, "max": 0.93},
+             "decision": {"runs": 5, "kind": "text", "values": ["kept", "discarded"]}},
+ "axes": {"step": {"runs": 12, "kind": "number", "min": 0, "max": 1999}}}
 ```
 
-`values` shows the first 5 distinct values; `distinct` says how many there are.
+`values` shows the first 5 distinct values; `distinct` says how many there are. Text and booleans are
+data too (`kind: text`). `axes` (`step`, `epoch`, `iteration`, `iter`, `global_step`) are the x of
+histories, never ranked.
 
 A run reference `<run>` is a full id, a unique prefix, a unique suffix of 6+ characters (the short id),
 `latest`, or `latest~N` (N runs before the latest).
@@ -80,8 +119,16 @@ exprag-plus best <metric> --json
 {"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)", "minimize": false, "final": false,
  "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false,
          "metadata": {"hparams": {"lr": 0.01}}, "metrics": {"metrics.val_acc": 0.91, "metrics.loss": 0.2}},
- "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "ranking": []}
+ "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "ranking": [],
+ "artifacts": [{"path": "checkpoints/9f8e7d6c.pt", "kind": "model", "bytes": 4821, "sha256": "ab12...", "status": "ok", "location": "/home/u/proj/checkpoints/9f8e7d6c.pt"}]}
 ```
+
+**Where is the model of the best run?** The same `best <metric> --json` answers it: `artifacts` lists the
+files the winner wrote (recorded by `exp.artifact(path)` or by `exprag-plus run -- CMD`): `path`
+(relative to the git top level), `kind` (model, data, figure, log, other), `location` (the absolute path
+here) and `status`: `ok` (same size and mtime, or same sha256), `changed` (overwritten since: not the
+run's file any more; `now` gives its size and mtime) or `missing`. Say so when it is not `ok`. For
+another run, or every run: `exprag-plus artifacts [<run>] --kind model --json`.
 
 `best` and `last` are both given: report both when they differ (the run peaked before it ended).
 Before naming the winner, look at its `status` and its other `metrics`: a `"NaN"` there (a loss, say)
@@ -93,8 +140,7 @@ out, add `--where '<loss-metric>!=NaN'`.
 **What changed between the latest two runs?** Metadata differences, final metrics with deltas (B-A),
 and the two commits; then the code diff. `latest` and `latest~N` count every run; for the latest two of
 one kind, take their ids from `exprag-plus runs --where 'name~<name>' --limit 2` (newest first). A
-crashed or interrupted run stopped early: its deltas compare different points of training. The
-command lines (`process.argv`) are in `show`.
+crashed or interrupted run stopped early: its deltas compare different points of training.
 
 ```bash
 exprag-plus compare latest~1 latest --json
@@ -104,7 +150,7 @@ exprag-plus diff latest~1 latest --stat
 ```json
 {"a": {"short_id": "..."}, "b": {"short_id": "..."},
  "metadata": [{"path": "hparams.lr", "a": 0.01, "b": 0.1, "only_in": null}],
- "metrics": [{"path": "metrics.val_acc", "a": 0.88, "b": 0.93, "delta": 0.05}],
+ "metrics": [{"path": "metrics.val_acc", "a": 0.88, "b": 0.93, "delta": 0.05}], "axes": [{"path": "step", "a": 19, "b": 9}],
  "code": {"a": {"commit": "...", "branch": "main", "dirty": false, "base_commit": "..."}, "b": {}, "same_commit": false}}
 ```
 
@@ -129,8 +175,7 @@ exprag-plus history <run> <metric> --json
 `dirty`, `started`, `replay_of`...), a metadata path, or a metric path (its last value; `<metric>:max`, `:min`,
 `:count` for a statistic). A path no run has is an error listing the nearest names. Newest first; at
 most 20 runs unless `--limit N` (0 for all); `--sort <path>` or `--sort -<path>` (descending). Each
-JSON row has the run's `metadata` and final `metrics` (exact values; the table rounds to 6 digits and
-shows at most 3 metric columns, so use `--json` for threshold questions).
+JSON row has the run's `metadata` and final `metrics` (exact values: use `--json` for thresholds).
 
 ```bash
 exprag-plus runs --where '<path>>=<value>' --json
@@ -156,9 +201,13 @@ exprag-plus show <run> --json
  "metadata": {"hparams": {"lr": 0.01}}, "process": {"argv": ["train.py", "--lr", "0.01"], "cwd": "..."},
  "host": {"hostname": "gpu1"}, "git": {"commit": "...", "base_commit": "...", "status": [" M train.py"]},
  "git_error": null, "replay_of": null, "summary": {"metrics.val_acc": {"last": 0.91, "max": 0.93}},
- "records": {"run_start": 1, "track": 20, "run_end": 1}, "path": ".runs/....jsonl",
+ "records": {"run_start": 1, "track": 20, "run_end": 1, "note": 2}, "path": ".runs/....jsonl",
  "command": {"argv": ["python", "train.py", "--lr", "0.01"], "cwd": "..."}, "exit_code": 1, "signal": null,
- "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]}}
+ "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]},
+ "tags": ["keep"], "latest_note": {"time": "...", "kind": "decision", "text": "keep: lr 0.01 beat 0.1"},
+ "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}],
+ "same_code": {"commit": "86dff22...", "branch": "research"},
+ "artifacts": [{"path": "checkpoints/last.pt", "kind": "model", "status": "missing"}], "artifact_scan": {"found": 3, "recorded": 3, "omitted": 0}}
 ```
 
 **A teammate's run, or one made on another machine (a GPU box, a cluster)?** Runs travel through the
@@ -175,8 +224,7 @@ branches are untouched. The command prints the folder (the run's working subdire
 exprag-plus restore <run>
 ```
 
-Each restore adds a worktree under `.git/exprag-plus-worktrees/`; tell the user the path and that `git
-worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
+Tell the user the path and that `git worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
 --checkout` works only on a clean tree and refuses otherwise; it also refuses (naming them) when it would
 overwrite untracked or ignored files: show the user that list; `--force` only on their word.
 
@@ -190,9 +238,8 @@ exprag-plus diff <run> <run2>
 
 **Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
 the current interpreter; the new run records `replay_of` and both runs' final metrics are printed side
-by side. Look first with `--dry-run`. The replay is a new run: it becomes `latest` and appears in
-`best` rankings next to the original; its `replay_of` names the original (find replays of a run with
-`runs --where 'replay_of=<full run id>'`).
+by side. Look first with `--dry-run`. The replay is a new run (it becomes `latest`) whose `replay_of`
+names the original.
 
 ```bash
 exprag-plus replay <run> --dry-run
@@ -201,10 +248,8 @@ exprag-plus replay <run> --dry-run
 **Post-run actions** (export a model, copy results...) registered during a run: list them, then run one
 non-interactively. Its questions are answered with `--set key=value`; to discover them, run it with
 `--no-input`: the error names the next key, its label and what it accepts. Add `--set` answers until
-it runs. There is no dry run: once every question is answered, the action executes, so check its
-target (a folder, say) before answering. Booleans take true/false/yes/no/1/0. Each such attempt is recorded as an `error` execution in
-the action's history. The action's class is imported from the current code (`--code run` imports it
-from the run's own commit).
+it runs. Once every question is answered it executes (no dry run): check its target first. Booleans take
+true/false/yes/no. `--code run` imports the action from the run's own commit.
 
 ```bash
 exprag-plus actions list --json
@@ -239,7 +284,6 @@ exprag-plus task run <schema-file> --input <input>=<input-value> --json
 ```
 
 The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run of its own.
-In `--dry-run` output, a value an earlier command produces stays as its token (`<<parameter:p2>>`).
 A value a token substitutes must be plain (letters, digits, `_ . / , : @ % + = -`, or a number): other
 text exits 2 before anything runs, naming the `"$EXPRAG_PARAM_<input>"` variable the schema's command must
 read instead; pass the value as it is and never add shell quotes to it.
@@ -252,10 +296,8 @@ running, done, failed counts) and list its runs with `exprag-plus runs --where s
 made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, nodes, restart_count); a
 requeued job continues its run (a `resume` record with `restart_count`), so one task is one run.
 
-**Plots and a report** for the user to look at: `exprag-plus plot <metric> -o <file>.svg` (one line per
-run: the latest 10 having the metric, or `--where`, or run ids; `--x epoch` when there is no `step`;
-without `-o` it writes `<metric>.svg` in the current folder, replacing it; the folder must exist) and
-`exprag-plus report -o <file>.html` (a static HTML page).
+**Plots and a report** for the user: `exprag-plus plot <metric> -o <file>.svg` (the latest 10 runs having
+the metric, or `--where`, or run ids; `--x epoch` without `step`) and `exprag-plus report -o <file>.html`.
 
 ## Record format (when reading files directly)
 
@@ -265,7 +307,7 @@ One JSON object per line, each with `type`, `run_id`, `seq`, `time` (UTC) and `e
 {"type":"run_start","run_id":"01a2...","seq":0,"time":"2026-11-24T10:02:11.123456Z","elapsed_ms":41.2,"format":"exprag-plus/1","name":"lr sweep","metadata":{"hparams":{"lr":0.01}},"process":{"pid":4242,"argv":["train.py","--lr","0.01"],"cwd":"/home/u/proj","executable":"/usr/bin/python3","python":"3.11.7"},"host":{"hostname":"gpu1","platform":"Linux-6.1-x86_64"},"git":{"commit":"b375d40...","branch":"run/01a2...","dirty":true,"status":[" M train.py"],"base_commit":"ebf6040...","snapshot_branch":"run/01a2...","skipped":[],"toplevel":"/home/u/proj","subdir":""}}
 {"type":"track","run_id":"01a2...","seq":1,"time":"2026-11-24T10:02:12.000001Z","elapsed_ms":918.4,"value":{"step":0,"metrics":{"loss":2.3,"val_acc":0.41}},"note":"epoch end"}
 {"type":"action","run_id":"01a2...","seq":2,"time":"...","elapsed_ms":950.0,"name":"ExportBestModel","class":"export_best_model:ExportBestModel","params":{"metric":"metrics.val_acc"},"description":"Copy the best run's weights to a folder"}
-{"type":"task","run_id":"01a2...","seq":3,"time":"...","elapsed_ms":990.2,"index":0,"workdir":".runs/01a2.../tasks/0","objective":"t1","inputs":{"p1":1},"outputs":{"p3":3},"commands":[{"command":"echo $((1 + 1))","exit_code":0,"stdout":"2\n","stderr":"","duration_ms":3.1}],"status":"ok","error":null}
+{"type":"task","run_id":"01a2...","seq":3,"time":"...","elapsed_ms":990.2,"index":0,"objective":"t1","inputs":{"p1":1},"outputs":{"p3":3},"status":"ok"}
 {"type":"run_end","run_id":"01a2...","seq":4,"time":"...","elapsed_ms":60312.0,"status":"completed","error":null,"summary":{"metrics.val_acc":{"last":0.91,"min":0.41,"max":0.93,"count":20,"nonfinite":0,"last_step":19,"min_step":0,"max_step":14}}}
 {"type":"action_run","run_id":"01a2...","seq":5,"time":"...","elapsed_ms":86400000.0,"pid":777,"name":"ExportBestModel","answers":{"folder":"out","overwrite":false},"status":"ok","error":null,"result":{"copied":"out/model.json"},"duration_ms":4.2}
 ```
@@ -302,8 +344,7 @@ python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['
   `diff` 2,000 lines (`--max-lines 0`); a note on stderr says when something was cut.
 - Never modify `.runs/*.jsonl` by hand, never delete `run/*` branches yourself (`exprag-plus gc` removes
   only the snapshots it made whose runs are gone; `gc --dry-run` first), and never switch the user's checkout without asking.
-- MCP clients can use the same queries as tools: `exprag-plus mcp --install claude` (or `codex`,
-  `cursor`) prints the registration.
+- MCP: `exprag-plus mcp --install claude` (or `codex`, `cursor`) prints the registration.
 """
 
 

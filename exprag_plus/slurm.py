@@ -111,7 +111,8 @@ def _sbatch() -> str:
     return found
 
 
-def _job_script(sweep_id: str, commit: str, code_cwd: str, runs_dir: str, command: Sequence[str]) -> str:
+def _job_script(sweep_id: str, commit: str, code_cwd: str, runs_dir: str, command: Sequence[str],
+                element: bool = True) -> str:
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     q = shlex.quote
     return "\n".join([
@@ -120,7 +121,7 @@ def _job_script(sweep_id: str, commit: str, code_cwd: str, runs_dir: str, comman
         f"cd {q(code_cwd)} || exit 1",
         f"export {ids.ENV_DIR}={q(runs_dir)} {ENV_SWEEP}={q(sweep_id)}",
         f"export PYTHONPATH={q(package_parent)}${{PYTHONPATH:+:$PYTHONPATH}}",
-        "exec " + " ".join(q(c) for c in command) + ' --element "${SLURM_ARRAY_TASK_ID:-0}"',
+        "exec " + " ".join(q(c) for c in command) + (' --element "${SLURM_ARRAY_TASK_ID:-0}"' if element else ""),
         "",
     ])
 
@@ -133,7 +134,6 @@ def submit_task_sweep(file: str, task_args: Sequence[str], n_tasks: int, *, runs
     Returns {job_id, sweep_id, tasks, commit, code}. Missing sbatch raises SlurmMissing, a refused
     submission SubmitError; either way the sweep's folder, checkout and snapshot ref are gone again.
     """
-    sbatch = _sbatch()
     cwd = os.path.abspath(cwd or os.getcwd())
     top = git.toplevel(cwd)
     if not top:
@@ -143,6 +143,31 @@ def submit_task_sweep(file: str, task_args: Sequence[str], n_tasks: int, *, runs
     if rel_file.startswith(os.pardir):
         raise ValueError(f"{file} is outside the repository {top}: put the schema in the repository so it is "
                          "frozen with the code")
+
+    def command(code: str) -> List[str]:
+        code_file = os.path.join(code, rel_file)
+        if not os.path.isfile(code_file):
+            raise ValueError(f"{file} is not in the frozen code (ignored by git?): commit it or un-ignore it")
+        return [sys.executable, "-m", "exprag_plus", "task", "run", code_file, *task_args]
+
+    return _submit(command, n_tasks, runs_dir=runs_dir, cwd=cwd, parallel=parallel, sbatch_args=sbatch_args,
+                   name=name, element=True, extra={"file": rel_file})
+
+
+def submit_command(argv: Sequence[str], run_args: Sequence[str], *, runs_dir: str, cwd: Optional[str] = None,
+                   sbatch_args: Sequence[str] = (), name: Optional[str] = None) -> Dict[str, Any]:
+    """Submit `exprag-plus run RUN_ARGS -- ARGV` as one job running the code frozen now (see submit_task_sweep)."""
+    return _submit(lambda code: [sys.executable, "-m", "exprag_plus", "run", *run_args, "--", *argv], 1,
+                   runs_dir=runs_dir, cwd=os.path.abspath(cwd or os.getcwd()), parallel=0, sbatch_args=sbatch_args,
+                   name=name, element=False, extra={"command": list(argv)})
+
+
+def _submit(command: Any, n_tasks: int, *, runs_dir: str, cwd: str, parallel: int, sbatch_args: Sequence[str],
+            name: Optional[str], element: bool, extra: Dict[str, Any]) -> Dict[str, Any]:
+    sbatch = _sbatch()
+    top = git.toplevel(cwd)
+    if not top:
+        raise ValueError(f"{cwd} is not in a git repository: a Slurm submission freezes the code as a commit")
     sweep_id = ids.new_run_id()
     ids.ensure_runs_dir(runs_dir)
     state, error = git.capture_state(cwd, sweep_id, runs_dir)
@@ -155,16 +180,13 @@ def submit_task_sweep(file: str, task_args: Sequence[str], n_tasks: int, *, runs
     try:
         os.makedirs(folder)
         git.add_worktree(top, commit, into=code)
-        code_file = os.path.join(code, rel_file)
-        if not os.path.isfile(code_file):
-            raise ValueError(f"{file} is not in the frozen code (ignored by git?): commit it or un-ignore it")
         code_cwd = os.path.join(code, os.path.relpath(os.path.realpath(cwd), os.path.realpath(top)))
-        command = [sys.executable, "-m", "exprag_plus", "task", "run", code_file, *task_args]
+        argv_in_job = command(code)
         script = os.path.join(folder, "job.sh")
         # owner-only: the script repeats the task's --input values, which may hold a secret
         fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
         with open(fd, "w", encoding="utf-8") as f:
-            f.write(_job_script(sweep_id, commit, code_cwd, runs_dir, command))
+            f.write(_job_script(sweep_id, commit, code_cwd, runs_dir, argv_in_job, element))
         argv = [sbatch, "--parsable", f"--job-name={name or 'exprag-' + ids.short_id(sweep_id)}",
                 "--output=" + os.path.join(folder, "slurm-%A_%a.out" if n_tasks > 1 else "slurm-%j.out")]
         if n_tasks > 1:
@@ -182,7 +204,7 @@ def submit_task_sweep(file: str, task_args: Sequence[str], n_tasks: int, *, runs
         _discard(top, folder, code, made_ref)
         raise
     sweep = {"sweep_id": sweep_id, "job_id": job_id, "tasks": n_tasks, "parallel": parallel or None,
-             "commit": commit, "snapshot_branch": made_ref, "code": code, "file": rel_file,
+             "commit": commit, "snapshot_branch": made_ref, "code": code, **extra,
              "submitted": records.Clock().now(), "sbatch_args": list(sbatch_args)}
     with open(os.path.join(folder, SWEEP_FILE), "w", encoding="utf-8") as f:
         json.dump(sweep, f, indent=2)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from . import ids, records
 
 _TAIL = 64 * 1024
+_MEMORY_LINE = re.compile(rb'"type"\s*:\s*"(?:note|tag)"')
 _BLOCK = 1024 * 1024
 LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k changed paths is ~5 MB)
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
@@ -80,6 +81,33 @@ def line_offsets(path: str, start: int = 0, lineno: int = 0) -> Iterator[Tuple[i
                     line = readline(cap)
                     n += len(line)
             pos += n
+
+
+def _lines_matching(path: str, pattern: "re.Pattern[bytes]") -> Iterator[Tuple[bytes, bool]]:
+    """(line, whether it is an unfinished last line) for lines where `pattern` matches, in bounded memory;
+    the bytes are searched block by block and only matching lines are cut out (no per-line loop)."""
+    with open(path, "rb") as f:
+        carry = b""
+        while True:
+            block = f.read(_BLOCK)
+            if not block:
+                break
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n") + 1
+            done, carry = data[:cut], data[cut:]
+            if len(carry) > LINE_CAP:
+                carry = b""
+            pos = 0
+            while True:
+                m = pattern.search(done, pos)
+                if m is None:
+                    break
+                begin = done.rfind(b"\n", 0, m.start()) + 1
+                end = done.find(b"\n", m.end())
+                yield done[begin:end], False
+                pos = end + 1
+        if carry and pattern.search(carry):
+            yield carry, True
 
 
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
@@ -261,11 +289,13 @@ class Run:
         self._take_tail(tail)
         self._summary: Optional[Dict[str, Dict[str, Any]]] = None
         self._metadata: Optional[Dict[str, Any]] = None
+        self._memo: Optional[List[Dict[str, Any]]] = None
+        self._memo_raw = b""
 
     @classmethod
     def cached(cls, path: str, order: Tuple[float, float, str], started: str, start_raw: bytes,
                tail_raw: List[bytes], summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool,
-               scanned: bool = False) -> "Run":
+               scanned: bool = False, memo_raw: bytes = b"") -> "Run":
         """A run as the listing cache holds it: its first line and its tail parsed only when a property
         needs them (listing 100,000 runs must not build a million dicts it never looks at)."""
         run = cls.__new__(cls)
@@ -282,6 +312,8 @@ class Run:
         run._tail_end = not scanned
         run._summary = summary
         run._metadata = None
+        run._memo = None
+        run._memo_raw = memo_raw
         return run
 
     def _parse(self) -> None:
@@ -485,6 +517,52 @@ class Run:
     def history(self, metric: str) -> List[Dict[str, Any]]:
         """Every tracked value of a metric path: {seq, step, value, elapsed_ms}."""
         return [point(r, v) for r, v in metric_values(self.stream(), metric)]
+
+    # --- notes and tags (the memory of why) ----------------------------------------------------
+    def _memory(self) -> List[Dict[str, Any]]:
+        """note and tag records in file order, from anywhere in the file.
+
+        A listing has only the tail, and a note written during the run may sit among a million tracks:
+        the bytes are searched for the record type and only those lines are parsed, which gives what
+        reading every line gives at a fraction of the cost.
+        """
+        if self._memo is None:
+            if self._memo_raw:
+                self._memo = json.loads(self._memo_raw)  # the listing cache's copy
+            elif self._records is not None:
+                self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]
+            else:
+                found: List[Dict[str, Any]] = []
+                try:
+                    for line, last in _lines_matching(self.path, _MEMORY_LINE):
+                        rec = parse_line(line, self.path, 0, last)
+                        if rec is not None and rec.get("type") in ("note", "tag"):
+                            found.append(rec)
+                except OSError:
+                    pass
+                self._memo = found
+        return self._memo
+
+    @property
+    def notes(self) -> List[Dict[str, Any]]:
+        """The run's note records, in file order (append-only: a correction is a later note)."""
+        return [r for r in self._memory() if r.get("type") == "note"]
+
+    @property
+    def tags(self) -> List[str]:
+        """The fold of the run's tag records in file order: added, then removed, in the order first added."""
+        out: List[str] = []
+        for r in self._memory():
+            if r.get("type") != "tag":
+                continue
+            add, remove = r.get("add"), r.get("remove")
+            for t in add if isinstance(add, list) else []:
+                if isinstance(t, str) and t not in out:
+                    out.append(t)
+            for t in remove if isinstance(remove, list) else []:
+                if t in out:
+                    out.remove(t)
+        return out
 
     def __repr__(self) -> str:
         return f"<Run {self.short_id} {self.name!r} {self.status}>"

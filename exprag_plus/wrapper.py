@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
-from . import records
+from . import artifacts, records
 from .store import OUTPUT_LOG
 from .redact import redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
@@ -214,10 +214,14 @@ def _terminal() -> Optional[int]:
 def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Optional[Dict[str, Any]] = None,
                 note: Optional[str] = None, root: Optional[str] = None, timeout: Optional[float] = None,
                 parse: bool = True, patterns: Sequence[Pattern[str]] = (), resume: Optional[str] = None,
-                announce: Any = None) -> Dict[str, Any]:
-    """Run `argv` as a recorded run; returns {run_id, status, exit_code, signal, duration_s, metrics, output, path}.
+                announce: Any = None, record_artifacts: bool = True, max_artifacts: int = artifacts.MAX_RECORDED,
+                hash_limit: int = artifacts.HASH_LIMIT) -> Dict[str, Any]:
+    """Run `argv` as a recorded run; returns {run_id, status, exit_code, signal, duration_s, metrics, output,
+    artifacts, path}.
 
-    `announce(text)` is told when the run starts (its id and output file) before the command runs.
+    `announce(text)` is told when the run starts (its id and output file) before the command runs. With
+    `record_artifacts`, the files the command created or modified under the working folder get an
+    `artifact` record each (at most `max_artifacts`; `artifact_scan` in run_end counts the rest).
     """
     argv = [str(a) for a in argv]
     if not argv:
@@ -226,7 +230,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     start = {"command": {"argv": records.redact_argv(argv), "cwd": cwd}}
     exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
     if note:
-        exp.note(note)
+        exp.note(note, kind="hypothesis")
     folder = os.path.join(exp.root, exp.run_id)
     os.makedirs(folder, exist_ok=True)
     parsers = {fd: MetricParser(patterns, parse) for fd in (1, 2)} if (parse or patterns) else None
@@ -249,6 +253,9 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
 
     # before the command starts: a signal that comes early must still reach it, never end us alone
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    scan = artifacts.Scan(cwd, exp.root, out.path) if record_artifacts else None
+    if scan is not None:
+        scan.start()
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 preexec_fn=os.setpgrp)
@@ -291,10 +298,43 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     joined_name, joined_error = _joined(exp)
     if error is not None and joined_error:
         error.update(joined_error)
-    extra = {"name": joined_name} if joined_name and name is None else {}
+    extra: Dict[str, Any] = {"name": joined_name} if joined_name and name is None else {}
+    if scan is not None:
+        extra["artifact_scan"] = _record_artifacts(exp, scan, max_artifacts, hash_limit)
     exp.end(status, error, **extra, exit_code=exit_code, signal=signal.Signals(sig).name if sig else None,
             output=out.summary(exp.root))
     return _result(exp, status, exit_code, signal.Signals(sig).name if sig else None, duration, out, exp.root)
+
+
+def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_limit: int) -> Dict[str, Any]:
+    """An `artifact` record per file the command wrote (those a joined script recorded itself are not
+    repeated); returns what run_end's `artifact_scan` says: found, recorded, omitted (over the cap)."""
+    t0 = time.monotonic()
+    info: Dict[str, Any] = {"found": 0, "recorded": 0, "omitted": 0}
+    try:
+        found = scan.changed()
+        top = (exp.git or {}).get("toplevel") if isinstance(exp.git, dict) else None
+        if exp.joined or os.path.exists(os.path.join(exp.root, exp.run_id, JOINED_MARK)):
+            from . import store
+
+            have = {r.get("path") for r in store.iter_records(exp.path) if r.get("type") == "artifact"}
+            found = [f for f in found if artifacts.shown_path(f[0], top) not in have]
+        kept, info = artifacts.choose(found, cap, scan.top)
+        for path, _size, created in kept:
+            try:
+                fields = artifacts.describe(path, hash_limit=hash_limit, toplevel=top)
+            except OSError:  # gone since the walk, or not a regular file
+                info["recorded"] -= 1
+                continue
+            fields["change"] = "created" if created else "modified"
+            exp._append("artifact", fields)
+        if info["omitted"]:
+            info["note"] = (f"{info['found']} files were created or modified; only {cap} were recorded "
+                            "(models first); raise the cap with --max-artifacts")
+    except KeyboardInterrupt:
+        info["note"] = "interrupted while recording artifacts: the list is incomplete"
+    info["seconds"] = round(time.monotonic() - t0, 3)
+    return info
 
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
@@ -375,10 +415,13 @@ def _result(exp: Experiment, status: str, exit_code: int, sig: Optional[str], du
             root: str) -> Dict[str, Any]:
     from . import store
 
-    summary = store.Run.read(exp.path).summary
+    run = store.Run.read(exp.path)
+    summary = run.summary
     metrics = {p: s.get("last") for p, s in summary.items() if p.rsplit(".", 1)[-1] not in AXES}
+    run_end = run.end or {}
     return {"run_id": exp.run_id, "status": status, "exit_code": exit_code, "signal": sig,
-            "duration_s": round(duration, 3), "metrics": metrics, "output": out.summary(root), "path": exp.path}
+            "duration_s": round(duration, 3), "metrics": metrics, "output": out.summary(root),
+            "artifacts": run_end.get("artifact_scan"), "path": exp.path}
 
 
 def nested() -> bool:

@@ -54,7 +54,7 @@ def test_runs_human_and_json(main, runs_dir: Path, sweep) -> None:
     assert rc == 0 and data["total"] == 4 and data["matched"] == 4 and data["shown"] == 4
     row = data["runs"][1]
     assert set(row) == {"id", "short_id", "started", "name", "status", "commit", "branch", "dirty", "replay_of",
-                        "metadata", "metrics"}
+                        "metadata", "metrics", "tags", "latest_note"}
     assert row["metadata"] == {"hparams": {"lr": 10.0, "bs": 64}}
     assert row["metrics"]["metrics.loss"] == "NaN" and row["status"] == "completed"
 
@@ -150,7 +150,7 @@ def test_keys(main, runs_dir: Path, sweep) -> None:
     rc, out, _ = main("keys", "--root", str(runs_dir))
     assert "METADATA PATH" in out and "hparams.lr" in out and "METRIC PATH" in out
     rc, out, _ = main("keys", "latest", "--root", str(runs_dir), "--json")
-    assert list(j(out)["metrics"]) == ["metrics.acc", "step"]
+    assert list(j(out)["metrics"]) == ["metrics.acc"] and list(j(out)["axes"]) == ["step"]
 
 
 def test_best_max_min_final(main, runs_dir: Path, sweep) -> None:

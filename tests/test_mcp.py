@@ -63,7 +63,7 @@ SCHEMA = textwrap.dedent("""\
 HANDSHAKE = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 MODERN = "2026-07-28"
 ALL_TOOLS = {"list_runs", "keys", "show_run", "best_run", "metric_history", "compare_runs", "code_diff",
-             "restore_run", "list_actions", "run_action", "task_info"}
+             "restore_run", "list_actions", "run_action", "task_info", "add_note", "tag_run", "progress"}
 
 
 def server_env(world: Dict[str, Any]) -> Dict[str, str]:
@@ -259,7 +259,7 @@ async def exercise_every_tool(client: Any, mcp: Any, world: Dict[str, Any]) -> N
     sel = await call(client, "list_runs", where=["hparams.lr<0.05"], sort="-acc", limit=1)
     assert [r["name"] for r in sel["runs"]] == ["tuned"]
     keys = await call(client, "keys")
-    assert {"loss", "acc", "step"} <= set(keys["metrics"]) and "hparams.lr" in keys["metadata"]
+    assert {"loss", "acc"} <= set(keys["metrics"]) and "step" in keys["axes"] and "hparams.lr" in keys["metadata"]
     one = await call(client, "keys", run=base_id[-8:])
     assert one["runs"] == 1
     shown = await call(client, "show_run", run="latest")
@@ -286,6 +286,23 @@ async def exercise_every_tool(client: Any, mcp: Any, world: Dict[str, Any]) -> N
     done = await call(client, "run_action", run=base_id, name="Publish", answers={"target": "HUB"})
     assert done["answers"] == {"target": "hub", "private": True}  # defaults are used and recorded
     assert (await call(client, "list_actions", run=base_id))["actions"][0]["times_run"] == times + 2
+    for writer in ("add_note", "tag_run"):
+        t = tools[writer]
+        assert t.annotations.read_only_hint is False and t.description.startswith("WRITES")
+    rec = await call(client, "add_note", run=base_id, text="lr 0.1 is the baseline", kind="decision")
+    assert rec["type"] == "note" and rec["kind"] == "decision" and rec["seq"] > 0
+    await call(client, "tag_run", run=base_id, add=["keep", "baseline"])
+    await call(client, "tag_run", run=base_id, remove=["baseline"])
+    kept = await call(client, "list_runs", where=["tag=keep", "note~baseline"])
+    assert [r["id"] for r in kept["runs"]] == [base_id] and kept["runs"][0]["tags"] == ["keep"]
+    assert kept["runs"][0]["latest_note"]["text"] == "lr 0.1 is the baseline"
+    prog = await call(client, "progress", metric="loss", minimize=True)
+    assert [r["id"] for r in prog["runs"]] == [base_id, tuned_id] and prog["runs"][0]["tags"] == ["keep"]
+    assert [r["improved"] for r in prog["runs"]] == [True, False] and prog["since_improvement"] == 1
+    assert prog["best"]["id"] == base_id
+    shown = await call(client, "show_run", run=base_id)
+    assert (shown["notes"][-1]["kind"], shown["notes"][-1]["text"]) == ("decision", "lr 0.1 is the baseline")
+    assert shown["notes"][-1]["seq"] == rec["seq"] and shown["tags"] == ["keep"]  # the world is shared: no count
     info = await call(client, "task_info", path=str(world["base"] / "task.yaml"))
     assert info["objective"] == "add one twice" and [a["outputs"] for a in info["actions"]] == [["p2"], ["p3"]]
 
@@ -304,6 +321,10 @@ async def exercise_every_tool(client: Any, mcp: Any, world: Dict[str, Any]) -> N
         ("run_action", {"run": base_id, "name": "Publsh", "answers": {}}, ["did you mean 'Publish'"]),
         ("run_action", {"run": base_id, "name": "Publish", "answers": {"target": ["hub"]}}, ["argument 'answers'.target"]),
         ("run_action", {"run": base_id, "name": "Publish", "code": "yesterday"}, ["'code' must be one of"]),
+        ("add_note", {"run": base_id, "text": "  "}, ["empty note"]),
+        ("tag_run", {"run": base_id}, ["no tag given"]),
+        ("tag_run", {"run": "zzzzzz", "add": ["keep"]}, ["zzzzzz"]),
+        ("best_run", {"metric": "step"}, ["axis"]),
     ]:
         res = await client.call_tool(name, args)
         text = res.content[0].text

@@ -332,7 +332,8 @@ def test_report_is_inert_self_contained_and_marks_the_best(runs_dir: Path, repo:
     dirty = runs[-1].git
     assert dirty["dirty"] and dirty["snapshot_branch"] in page and "new &lt;file&gt;.py" in page
     # 16 metrics + step: 12 plotted, with a note; every svg well-formed
-    assert "Showing 12 of 17 metrics" in text and page.count("<svg ") == 12
+    assert "Showing 12 of 17 metrics" in text and page.count("<svg ") == 12 + 1  # one plot per metric, and the progress chart
+    assert page.count("class=\"exprag-progress\"") == 1
     for svg in re.findall(r"<svg .*?</svg>", page, re.S):
         ET.fromstring(svg)
     assert made["evil"].run_id in page

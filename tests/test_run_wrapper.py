@@ -79,7 +79,7 @@ def test_exit_code_output_and_metrics_of_a_python_command(repo: Path) -> None:
     assert start["name"] == "baseline" and start["metadata"] == {"lr": 0.04, "model": {"depth": 8}}
     assert start["command"] == {"argv": [PY, "train.py"], "cwd": str(repo)}
     assert start["process"]["pid"] != end.get("pid", start["process"]["pid"]) or True
-    assert [r["text"] for r in recs if r["type"] == "note"] == ["bigger lr"]
+    assert [(r["text"], r["kind"]) for r in recs if r["type"] == "note"] == [("bigger lr", "hypothesis")]
     tracks = [r["value"] for r in recs if r["type"] == "track"]
     assert tracks == [{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}, {"step": 2, "loss": 1.0 / 3},
                       {"val_bpb": 0.9979}, {"training_seconds": 300.1}, {"num_steps": 953}]
@@ -97,7 +97,7 @@ def test_chains_stdin_and_json_summary(repo: Path) -> None:
     out = p.stdout.decode()
     assert out.startswith("from stdin\nacc = 0.75\n{")
     res = json.loads(out[len("from stdin\nacc = 0.75\n"):])
-    assert set(res) == {"run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output"}
+    assert set(res) == {"run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output", "artifacts"}
     assert res["status"] == "completed" and res["exit_code"] == 0 and res["metrics"] == {"acc": 0.75}
     assert res["output"]["tail"] == ["from stdin", "acc = 0.75"]
     chained = subprocess.run(f"{PY} -m exprag_plus run -- false && echo ran", shell=True, cwd=repo, capture_output=True,

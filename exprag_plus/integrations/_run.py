@@ -14,7 +14,7 @@ import warnings
 from typing import Any, Dict, Mapping, Optional
 
 from ..experiment import Experiment, TrackingWarning, current
-from ..records import REDACTED, _SECRET_NAME, redact_argv
+from ..redact import REDACTED, is_secret_name, redact_text
 
 # Started here, training finished, still open for late metrics.
 _done: "set[Experiment]" = set()
@@ -38,9 +38,9 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, (list, tuple)):
         return [redact(v, key) for v in value]
     if isinstance(value, str) and value:
-        if key and _SECRET_NAME.search(key):
+        if key and is_secret_name(key):
             return REDACTED
-        return redact_argv([value])[0]
+        return redact_text(value)
     return value
 
 

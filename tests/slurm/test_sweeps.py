@@ -195,3 +195,20 @@ def test_scontrol_requeue_of_a_task_continues_its_run(slurm_env, project: Path) 
     detail = [st["per_task"], [[(r["type"], r.get("status"), r.get("error")) for r in run] for run in runs_of(project)]]
     assert (st["done"], st["failed"], st["pending"], st["running"]) == (2, 0, 0, 0), detail
     assert len(runs_of(project)) == 2
+
+
+def test_run_slurm_wraps_a_command_on_the_code_frozen_at_submission(slurm_env, project: Path) -> None:
+    (project / "train.sh").write_text("echo 'val_loss: 0.5'\n")
+    p = cli("run", "--slurm", "--json", "--name", "frozen", "--meta", "lr=0.1", "--sbatch-arg=--hold", "--",
+            "bash", "train.sh", cwd=project)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    (project / "train.sh").write_text("echo 'val_loss: 9.9'\n")  # an edit while the job waits
+    assert slurm_env.run("scontrol", "release", out["job_id"]).returncode == 0
+    assert slurm_env.wait_job(out["job_id"], timeout=120) in ("COMPLETED", "")
+    (run,) = runs_of(project)
+    start, end = run[0], run[-1]
+    assert start["name"] == "frozen" and start["metadata"] == {"lr": 0.1} and start["sweep"] == out["sweep_id"]
+    assert start["command"]["argv"] == ["bash", "train.sh"] and start["scheduler"]["job_id"] == int(out["job_id"])
+    assert end["status"] == "completed" and end["summary"]["val_loss"]["last"] == 0.5
+    assert cli("log", start["run_id"], cwd=project).stdout == "val_loss: 0.5\n"

@@ -1,0 +1,276 @@
+"""Artifacts: the files a run wrote (checkpoints, predictions, plots), and whether they are still there.
+
+Writing side: `describe` computes an `artifact` record's fields for one file (the sha256 only up to a
+size limit, so a 10 GB checkpoint is never read a second time: its size and mtime identify it), and
+`Scan` finds the files a wrapped command created or modified under its working folder.
+
+Reading side: `listing` reports every recorded artifact with its status against the filesystem now:
+`ok` (same size and mtime, or same sha256), `changed`, `missing`. A file that has since changed or
+vanished is always reported as such. This module imports only the reader, never the writer.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import store
+
+HASH_LIMIT = 256 * 1024 * 1024
+MAX_RECORDED = 1000
+KINDS = ("model", "data", "figure", "log", "other")
+STATUSES = ("ok", "changed", "missing")
+_EXTENSIONS = {
+    "model": (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".h5", ".keras", ".onnx", ".pkl", ".joblib",
+              ".gguf"),
+    "data": (".csv", ".parquet", ".jsonl", ".npy", ".npz", ".arrow", ".tfrecord"),
+    "figure": (".png", ".jpg", ".svg", ".pdf"),
+    "log": (".log", ".txt"),
+}
+KIND_OF = {ext: kind for kind, exts in _EXTENSIONS.items() for ext in exts}
+# Folders no command's results live in: version control, caches and environments.
+EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache", ".pytest_cache",
+                           ".ruff_cache"})
+_CHUNK = 1 << 20
+
+
+def guess_kind(path: str) -> str:
+    return KIND_OF.get(os.path.splitext(path)[1].lower(), "other")
+
+
+def iso_time(ns: int) -> str:
+    """A file time as records write times: ISO-8601 UTC with microseconds."""
+    sec, rest = divmod(int(ns), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + ".%06dZ" % (rest // 1000)
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shown_path(path: str, toplevel: Optional[str]) -> str:
+    """Relative to the git top level when the file is inside it, else absolute."""
+    full = os.path.abspath(path)
+    if toplevel:
+        top = os.path.abspath(toplevel)
+        for a, b in ((full, top), (os.path.realpath(full), os.path.realpath(top))):
+            if a.startswith(b.rstrip(os.sep) + os.sep):
+                return os.path.relpath(a, b)
+    return full
+
+
+def describe(path: str, *, kind: Optional[str] = None, note: Optional[str] = None, hash_limit: int = HASH_LIMIT,
+             toplevel: Optional[str] = None, st: Optional[os.stat_result] = None) -> Dict[str, Any]:
+    """An artifact record's fields for one file; OSError when it cannot be read (missing, a folder...)."""
+    st = os.stat(path) if st is None else st
+    if not os.path.isfile(path):
+        raise IsADirectoryError(21, "not a regular file", path)
+    hashed = st.st_size <= hash_limit
+    digest = sha256(path) if hashed else None
+    if hashed:
+        after = os.stat(path)
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):  # written while hashed
+            st, digest = after, None
+            hashed = False
+    return {"path": shown_path(path, toplevel), "bytes": st.st_size, "mtime": iso_time(st.st_mtime_ns),
+            "sha256": digest, "hashed": hashed, "kind": str(kind) if kind else guess_kind(path),
+            "note": None if note is None else str(note)}
+
+
+# --- finding what a command wrote ----------------------------------------------------------------------
+
+
+def _walk(top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
+    """path -> (inode, ctime_ns, size, mtime_ns) with `stat`, else path -> inode (free from the entry).
+
+    os.scandir recursion; folders are told apart by the entry's type (no stat), symlinked folders are
+    not followed, unreadable folders are passed over. The garbage collector waits meanwhile: tens of
+    thousands of fresh tuples would make it scan them again and again."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _walk_into({}, top, skip, stat)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _walk_into(out: Dict[str, Any], top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
+    skipped = set(skip)
+    stack = [top]
+    excluded = EXCLUDED_DIRS
+    while stack:
+        folder = stack.pop()
+        try:
+            it = os.scandir(folder)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if e.name not in excluded and e.path not in skipped:
+                            stack.append(e.path)
+                    elif stat:
+                        s = e.stat(follow_symlinks=False)
+                        out[e.path] = (e.inode(), s.st_ctime_ns, s.st_size, s.st_mtime_ns)
+                    else:
+                        out[e.path] = e.inode()
+                except OSError:
+                    continue
+    return out
+
+
+def walk_files(folder: str) -> List[str]:
+    """Every file under a folder (caches and environments left out)."""
+    return list(_walk(os.path.abspath(folder), (), False))
+
+
+class Scan:
+    """The files created or modified under `top` between `start()` and `changed()`.
+
+    `start()` lists names and inodes (no stat: the directory entries carry them) and marks the time with
+    a file of the runs folder; afterwards a file is changed when it is new, has another inode (replaced by
+    a rename) or its ctime is not older than the mark (ctime, which no tool can set back, unlike mtime).
+    When the runs folder lies on another filesystem (its clock granularity may differ) `start()` takes
+    the full (size, mtime_ns, inode) of every file instead and the two snapshots are diffed.
+    """
+
+    def __init__(self, top: str, runs_root: str, marker: str) -> None:
+        self.top = os.path.abspath(top)
+        self.marker = marker
+        self.skip = [os.path.abspath(runs_root), os.path.realpath(runs_root)]
+        self.before: Dict[str, Any] = {}
+        self.mark_ns = 0
+        try:
+            self.full = os.stat(self.top).st_dev != os.stat(os.path.dirname(marker) or ".").st_dev
+        except OSError:
+            self.full = True
+
+    def start(self) -> None:
+        self.before = _walk(self.top, self.skip, self.full)
+        if not self.full:
+            try:
+                os.utime(self.marker)
+                self.mark_ns = os.stat(self.marker).st_ctime_ns
+            except OSError:
+                self.full = True
+                self.before = _walk(self.top, self.skip, True)
+
+    def changed(self) -> List[Tuple[str, int, bool]]:
+        """(path, size, created) of every created or modified file, in path order."""
+        after = _walk(self.top, self.skip, True)
+        before, mark, full = self.before, self.mark_ns, self.full
+        out = []
+        for path, now in after.items():
+            old = before.get(path)
+            if old is None:
+                out.append((path, now[2], True))
+            elif (old != now) if full else (old != now[0] or now[1] >= mark):
+                out.append((path, now[2], False))
+        out.sort(key=lambda t: t[0])
+        return out
+
+
+def choose(found: Sequence[Tuple[str, int, bool]], cap: int, top: str) -> Tuple[list, Dict[str, Any]]:
+    """At most `cap` files (models first, then data, figures, other, logs; in path order within a kind),
+    and what was left out: how many, and in which folders (the first folder under `top`)."""
+    cap = cap if cap > 0 else len(found)
+    rank = {"model": 0, "data": 1, "figure": 2, "other": 3, "log": 4}
+    ordered = sorted(found, key=lambda t: (rank[guess_kind(t[0])], t[0]))
+    kept, rest = ordered[:cap], ordered[cap:]
+    info: Dict[str, Any] = {"found": len(found), "recorded": len(kept), "omitted": len(rest)}
+    if rest:
+        folders: Dict[str, int] = {}
+        for path, _, _ in rest:
+            rel = os.path.relpath(path, top)
+            folder = rel.split(os.sep, 1)[0] if os.sep in rel else "."
+            folders[folder] = folders.get(folder, 0) + 1
+        info["omitted_folders"] = dict(sorted(folders.items(), key=lambda kv: -kv[1])[:20])
+    return kept, info
+
+
+# --- reading: what a run recorded, checked against the files now ----------------------------------------
+
+
+def _base(run: store.Run) -> str:
+    """Where a relative artifact path starts: the run's git top level, or the runs folder's parent."""
+    top = (run.git or {}).get("toplevel")
+    if isinstance(top, str) and os.path.isdir(top):
+        return top
+    return os.path.dirname(os.path.dirname(os.path.abspath(run.path)))
+
+
+def check(rec: Dict[str, Any], base: str) -> Dict[str, Any]:
+    """The record's status against the file now, with the current size and mtime when it changed."""
+    path = str(rec.get("path") or "")
+    full = path if os.path.isabs(path) else os.path.join(base, path)
+    try:
+        st = os.stat(full)
+    except OSError:
+        return {"status": "missing", "location": full}
+    if not os.path.isfile(full):
+        return {"status": "missing", "location": full}
+    now = {"bytes": st.st_size, "mtime": iso_time(st.st_mtime_ns)}
+    if st.st_size == rec.get("bytes") and now["mtime"] == rec.get("mtime"):
+        return {"status": "ok", "location": full}
+    if st.st_size == rec.get("bytes") and isinstance(rec.get("sha256"), str):
+        try:
+            if sha256(full) == rec["sha256"]:
+                return {"status": "ok", "location": full, "now": now}
+        except OSError:
+            pass
+    return {"status": "changed", "location": full, "now": now}
+
+
+def of_run(run: store.Run) -> List[Dict[str, Any]]:
+    """A run's artifact records, one per path (the latest record of a path wins), in record order."""
+    latest: Dict[str, Dict[str, Any]] = {}
+    for rec in run.of_type("artifact"):
+        if isinstance(rec.get("path"), str):
+            latest.pop(rec["path"], None)
+            latest[rec["path"]] = rec
+    return list(latest.values())
+
+
+def rows(run: store.Run, kind: Optional[str] = None) -> List[Dict[str, Any]]:
+    base = _base(run)
+    out = []
+    for rec in of_run(run):
+        if kind and rec.get("kind") != kind:
+            continue
+        row = {"run_id": run.run_id, "short_id": run.short_id, "run_name": run.name, "path": rec["path"],
+               "kind": rec.get("kind"), "bytes": rec.get("bytes"), "mtime": rec.get("mtime"),
+               "sha256": rec.get("sha256"), "hashed": rec.get("hashed"), "note": rec.get("note")}
+        row.update(check(rec, base))
+        out.append(row)
+    return out
+
+
+def scan_info(run: store.Run) -> Optional[Dict[str, Any]]:
+    info = (run.end or {}).get("artifact_scan")
+    return info if isinstance(info, dict) else None
+
+
+def listing(runs: Iterable[store.Run], kind: Optional[str] = None) -> Dict[str, Any]:
+    """Every artifact of these runs (newest run first), with its status now; `omitted` counts files a
+    wrapped run found but did not record (over its cap)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    out: List[Dict[str, Any]] = []
+    count = omitted = 0
+    for run in sorted(runs, key=store.Run.order, reverse=True):
+        count += 1
+        out.extend(rows(run, kind))
+        info = scan_info(run)
+        if info and isinstance(info.get("omitted"), int):
+            omitted += info["omitted"]
+    totals = {s: sum(1 for r in out if r["status"] == s) for s in STATUSES}
+    return {"runs": count, "artifacts": out, "counts": totals, "omitted": omitted}

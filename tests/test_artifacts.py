@@ -1,0 +1,198 @@
+"""Artifacts: the files a run wrote, recorded from Python and from `exprag-plus run -- CMD`, and asked about
+through the real CLI and the real MCP server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import cli, git, read_lines, run_python
+
+
+def artifact_records(runs: Path) -> List[Dict[str, Any]]:
+    return [r for f in sorted(runs.glob("*.jsonl")) for r in read_lines(f) if r["type"] == "artifact"]
+
+
+@pytest.fixture
+def project(repo: Path) -> Path:
+    (repo / ".gitignore").write_text("checkpoints/\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-qm", "ignore checkpoints")
+    return repo
+
+
+def listing(repo: Path, *args: str) -> Dict[str, Any]:
+    p = cli("artifacts", *args, "--json", cwd=repo)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_python_run_records_an_ignored_checkpoint_then_change_and_vanish_are_reported(project: Path) -> None:
+    p = run_python("""
+        import os, warnings
+        from exprag_plus import Experiment
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Experiment("train") as exp:
+                exp.track({"step": 0, "val_loss": 0.5})
+                os.makedirs("checkpoints", exist_ok=True)
+                with open("checkpoints/model.pt", "wb") as f:
+                    f.write(b"weights" * 100)
+                with open("preds.csv", "w") as f:
+                    f.write("a,b\\n1,2\\n")
+                exp.artifact("checkpoints/model.pt", note="final weights")
+                exp.artifact("preds.csv", kind="predictions")
+                exp.artifact("no/such/file.pt")          # a warning, never an exception
+                exp.track({"step": 1, "val_loss": 0.4})
+        print(len([w for w in caught if "no/such/file.pt" in str(w.message)]))
+    """, cwd=project)
+    assert p.stdout.strip() == "1"
+    recs = artifact_records(project / ".runs")
+    assert [r["path"] for r in recs] == ["checkpoints/model.pt", "preds.csv"]
+    model = recs[0]
+    assert model["bytes"] == 700 and model["kind"] == "model" and model["note"] == "final weights"
+    assert model["sha256"] == hashlib.sha256(b"weights" * 100).hexdigest() and model["hashed"] is True
+    assert model["mtime"].endswith("Z") and recs[1]["kind"] == "predictions"
+    res = listing(project)
+    assert [(a["path"], a["status"]) for a in res["artifacts"]] == [("checkpoints/model.pt", "ok"), ("preds.csv", "ok")]
+    assert res["artifacts"][0]["location"] == str(project / "checkpoints" / "model.pt")
+
+    # same bytes rewritten later: mtime differs, sha256 matches -> still ok; other bytes -> changed
+    time.sleep(0.01)
+    (project / "checkpoints" / "model.pt").write_bytes(b"weights" * 100)
+    assert listing(project, "latest")["artifacts"][0]["status"] == "ok"
+    (project / "checkpoints" / "model.pt").write_bytes(b"other" * 140)
+    (project / "preds.csv").unlink()
+    res = listing(project, "latest")
+    by_path = {a["path"]: a for a in res["artifacts"]}
+    assert by_path["checkpoints/model.pt"]["status"] == "changed" and by_path["checkpoints/model.pt"]["now"]["bytes"] == 700
+    assert by_path["preds.csv"]["status"] == "missing" and res["counts"] == {"ok": 0, "changed": 1, "missing": 1}
+    table = cli("artifacts", cwd=project).stdout
+    assert "changed (now" in table and "missing" in table and "1 changed; 1 missing since recorded" in table
+    assert listing(project, "--kind", "model")["artifacts"][0]["path"] == "checkpoints/model.pt"
+    bad = cli("artifacts", "--kind", "weights", cwd=project)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "invalid choice" in bad.stderr
+
+
+def test_wrapped_run_records_what_the_command_wrote_and_nothing_else(project: Path) -> None:
+    (project / "old.txt").write_text("untouched\n")
+    (project / "edited.txt").write_text("v1\n")
+    for skipped in ("__pycache__", ".venv/lib", "node_modules/x"):
+        (project / skipped).mkdir(parents=True)
+    script = ("mkdir -p checkpoints sub && printf w > checkpoints/epoch1.pt && printf 'a,b' > sub/out.csv && "
+              "echo v2 >> edited.txt && printf t > tmp.bin && mv tmp.bin renamed.bin && "
+              "printf c > __pycache__/m.pyc && printf c > .venv/lib/x.py && printf c > node_modules/x/i.js && "
+              "printf g > .git/scratch && echo 'val_loss: 0.25'")
+    p = cli("run", "--json", "--", "bash", "-c", script, cwd=project)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout[p.stdout.index("{\n"):])  # after what the command printed
+    assert out["artifacts"]["found"] == 4 and out["artifacts"]["omitted"] == 0
+    recs = artifact_records(project / ".runs")
+    assert {(r["path"], r["change"], r["kind"]) for r in recs} == {
+        ("checkpoints/epoch1.pt", "created", "model"), ("sub/out.csv", "created", "data"),
+        ("edited.txt", "modified", "log"), ("renamed.bin", "created", "model")}
+    lines = read_lines(next((project / ".runs").glob("*.jsonl")))
+    assert lines[-1]["type"] == "run_end" and lines[-1]["artifact_scan"]["recorded"] == 4
+    assert all(r["seq"] < lines[-1]["seq"] for r in recs)
+    shown = cli("show", "latest", cwd=project).stdout
+    assert "checkpoints/epoch1.pt" in shown and "model" in shown
+
+    p = cli("run", "--no-artifacts", "--", "bash", "-c", "printf x > checkpoints/epoch2.pt", cwd=project)
+    assert p.returncode == 0 and len(artifact_records(project / ".runs")) == 4
+
+
+def test_a_mtime_set_back_and_a_wrapped_python_script_that_records_itself(project: Path) -> None:
+    (project / "data.npy").write_bytes(b"x" * 10)
+    os.utime(project / "data.npy", (1_000_000, 1_000_000))
+    (project / "train.py").write_text(
+        "import os\nfrom exprag_plus import Experiment\n"
+        "with Experiment('inner') as exp:\n"
+        "    open('checkpoints/best.pt', 'wb').write(b'best')\n"
+        "    exp.artifact('checkpoints/best.pt', note='by the script')\n"
+        "with open('data.npy', 'wb') as f:\n"
+        "    f.write(b'y' * 10)\n"
+        "os.utime('data.npy', (1_000_000, 1_000_000))\n")  # same size, same old mtime: only ctime tells
+    (project / "checkpoints").mkdir()
+    p = cli("run", "--", "python", "train.py", cwd=project,
+            env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert p.returncode == 0, p.stderr
+    recs = artifact_records(project / ".runs")
+    assert sorted((r["path"], r.get("note"), r.get("change")) for r in recs) == [
+        ("checkpoints/best.pt", "by the script", None), ("data.npy", None, "modified")]
+
+
+def test_a_sparse_gigabyte_over_the_hash_limit_is_never_read(project: Path) -> None:
+    script = "import sys\nwith open('checkpoints/huge.safetensors', 'wb') as f:\n    f.truncate(1 << 30)\n"
+    (project / "checkpoints").mkdir()
+    (project / "mk.py").write_text(script)
+    t0 = time.monotonic()
+    p = cli("run", "--hash-limit", "1048576", "--", "python", "mk.py", cwd=project)
+    took = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr
+    (rec,) = [r for r in artifact_records(project / ".runs") if r["path"].endswith("huge.safetensors")]
+    assert rec["bytes"] == 1 << 30 and rec["sha256"] is None and rec["hashed"] is False and rec["kind"] == "model"
+    assert took < 20
+    # the default limit (256 MB) from Python too; the check afterwards uses size and mtime only
+    run_python("""
+        from exprag_plus import Experiment
+        with Experiment("x") as exp:
+            assert exp.artifact("checkpoints/huge.safetensors")["sha256"] is None
+    """, cwd=project)
+    assert all(a["status"] == "ok" for a in listing(project)["artifacts"])
+
+
+def test_the_cap_records_models_first_and_counts_the_rest(project: Path) -> None:
+    script = "mkdir -p checkpoints logs && for i in $(seq 1 30); do printf x > logs/$i.log; done && printf m > checkpoints/z.pt"
+    p = cli("run", "--max-artifacts", "5", "--json", "--", "bash", "-c", script, cwd=project)
+    assert p.returncode == 0, p.stderr
+    scan = json.loads(p.stdout)["artifacts"]
+    assert scan["found"] == 31 and scan["recorded"] == 5 and scan["omitted"] == 26
+    assert scan["omitted_folders"] == {"logs": 26} and "--max-artifacts" in scan["note"]
+    assert "--max-artifacts" in p.stderr
+    paths = [r["path"] for r in artifact_records(project / ".runs")]
+    assert len(paths) == 5 and paths[0] == "checkpoints/z.pt"
+    q = cli("artifacts", "--json", cwd=project)
+    assert json.loads(q.stdout)["omitted"] == 26 and "26 more file(s)" in q.stderr
+    assert json.loads(cli("show", "latest", "--json", cwd=project).stdout)["artifact_scan"]["omitted"] == 26
+
+
+def test_best_json_gives_the_winners_model(project: Path) -> None:
+    for lr, loss in (("a", 0.5), ("b", 0.2), ("c", 0.9)):
+        p = cli("run", "--", "bash", "-c", f"mkdir -p checkpoints && printf {lr} > checkpoints/{lr}.pt && "
+                f"echo 'val_loss: {loss}'", cwd=project)
+        assert p.returncode == 0, p.stderr
+    res = json.loads(cli("best", "val_loss", "--min", "--json", cwd=project).stdout)
+    assert [(a["path"], a["kind"], a["status"]) for a in res["artifacts"]] == [("checkpoints/b.pt", "model", "ok")]
+    assert res["artifacts"][0]["location"] == str(project / "checkpoints" / "b.pt")
+    assert "artifact checkpoints/b.pt" in cli("best", "val_loss", "--min", cwd=project).stdout
+
+
+def test_mcp_list_artifacts(project: Path, tmp_path: Path) -> None:
+    from test_mcp import Raw
+
+    p = cli("run", "--", "bash", "-c", "mkdir -p checkpoints && printf w > checkpoints/m.ckpt && printf p > plot.png",
+            cwd=project)
+    assert p.returncode == 0, p.stderr
+    (project / "plot.png").unlink()
+    gitconfig = tmp_path / "gitconfig-mcp"
+    gitconfig.write_text("")
+    c = Raw({"runs": project / ".runs", "repo": project, "gitconfig": gitconfig})
+    try:
+        c.initialize("2025-11-25")
+        tools = {t["name"]: t for t in c.request("tools/list")["result"]["tools"]}
+        assert tools["list_artifacts"]["annotations"]["readOnlyHint"] is True
+        res = c.request("tools/call", {"name": "list_artifacts", "arguments": {}})["result"]
+        got = res["structuredContent"]
+        assert {(a["path"], a["status"]) for a in got["artifacts"]} == {("checkpoints/m.ckpt", "ok"), ("plot.png", "missing")}
+        res = c.request("tools/call", {"name": "list_artifacts", "arguments": {"kind": "model", "run": "latest"}})["result"]
+        assert [a["path"] for a in res["structuredContent"]["artifacts"]] == ["checkpoints/m.ckpt"]
+        bad = c.request("tools/call", {"name": "list_artifacts", "arguments": {"kind": "weights"}})["result"]
+        assert bad["isError"] is True
+    finally:
+        c.close()

@@ -26,7 +26,7 @@ def _answers(runs: List[store.Run]) -> Any:
     from exprag_plus import report
     out = {"runs": query.list_runs(runs, limit=0), "keys": query.keys(runs),
            "rows": [[r.run_id, r.status, r.name, r.started, r.ended, r.duration_s, r.error, r.summary,
-                     r.metadata, r.git, r.process, r.host, r.order()] for r in runs]}
+                     r.metadata, r.git, r.process, r.host, r.order(), r.notes, r.tags, r.record_counts()] for r in runs]}
     try:
         out["best"] = query.best(runs, "loss", minimize=True)
     except (query.NoResult, query.QueryError) as exc:
@@ -81,6 +81,11 @@ def test_cache_never_changes_an_answer(tmp_path: Path) -> None:
     with open(a.path, "a") as f:  # appended after run_end (an action run, a note)
         f.write(json.dumps({"type": "action_run", "run_id": a.run_id, "seq": 99, "time": "2026-01-02T00:00:00Z",
                             "elapsed_ms": 5, "name": "x", "status": "ok"}) + "\n")
+        f.write(json.dumps({"type": "tag", "run_id": a.run_id, "seq": 100, "time": "2026-01-02T00:00:00Z",
+                            "elapsed_ms": 6, "add": ["keep"], "remove": []}) + "\n")
+    with open(crashed, "a") as f:  # a note among the tracks of a run without run_end
+        f.write(json.dumps({"type": "note", "run_id": "x", "seq": 5000, "time": "2026-01-02T00:00:00Z",
+                            "elapsed_ms": 5, "text": "why", "kind": "observation"}) + "\n")
     _same(root)
     with open(live.path, "a") as f:  # the running run grows, then ends
         f.write(json.dumps({"type": "track", "run_id": live.run_id, "seq": 50, "time": "2026-01-02T00:00:00Z",

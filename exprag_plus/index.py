@@ -139,9 +139,12 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
             changed = changed or here
             before = len(caught)
             raw: List[bytes] = []
+            data: List[bytes] = []
             try:
-                start, tail, complete = _head_and_tail(path, raw)
+                start, tail, complete = _head_and_tail(path, raw, data)
                 run = Run(path, start, tail, tail if complete else None)
+                if data and run._records is None:
+                    run._memo_data = data[0]
                 run._mtime = st.st_mtime
                 entry = _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
             except OSError as exc:

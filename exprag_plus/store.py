@@ -97,17 +97,23 @@ def _lines_matching(path: str, pattern: "re.Pattern[bytes]") -> Iterator[Tuple[b
             done, carry = data[:cut], data[cut:]
             if len(carry) > LINE_CAP:
                 carry = b""
-            pos = 0
-            while True:
-                m = pattern.search(done, pos)
-                if m is None:
-                    break
-                begin = done.rfind(b"\n", 0, m.start()) + 1
-                end = done.find(b"\n", m.end())
-                yield done[begin:end], False
-                pos = end + 1
+            for line in _matching(done, pattern):
+                yield line, False
         if carry and pattern.search(carry):
             yield carry, True
+
+
+def _matching(done: bytes, pattern: "re.Pattern[bytes]") -> Iterator[bytes]:
+    """The lines of `done` (whole lines, each ending in a newline) where `pattern` matches."""
+    pos = 0
+    while True:
+        m = pattern.search(done, pos)
+        if m is None:
+            return
+        begin = done.rfind(b"\n", 0, m.start()) + 1
+        end = done.find(b"\n", m.end())
+        yield done[begin:end]
+        pos = end + 1
 
 
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
@@ -118,7 +124,7 @@ def iter_records(path: str) -> Iterator[Dict[str, Any]]:
             yield rec
 
 
-def _head_and_tail(path: str, raw: Optional[List[bytes]] = None) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], bool]:
+def _head_and_tail(path: str, raw: Optional[List[bytes]] = None, whole_out: Optional[List[bytes]] = None) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], bool]:
     """run_start, and the tail's records parsed backwards as far as the last run_end (file order).
 
     The flag says whether every line of the file was parsed (then the tail is the whole file). Parsing
@@ -136,6 +142,8 @@ def _head_and_tail(path: str, raw: Optional[List[bytes]] = None) -> Tuple[Option
             f.seek(max(size - _TAIL, f.tell()))
         data = f.read()
     whole = head_line is None
+    if whole and whole_out is not None:
+        whole_out.append(data)
     if whole:
         nl = data.find(b"\n")
         head_line = data if nl < 0 else data[: nl + 1]
@@ -291,6 +299,7 @@ class Run:
         self._metadata: Optional[Dict[str, Any]] = None
         self._memo: Optional[List[Dict[str, Any]]] = None
         self._memo_raw = b""
+        self._memo_data: Optional[bytes] = None
 
     @classmethod
     def cached(cls, path: str, order: Tuple[float, float, str], started: str, start_raw: bytes,
@@ -314,6 +323,7 @@ class Run:
         run._metadata = None
         run._memo = None
         run._memo_raw = memo_raw
+        run._memo_data = None
         return run
 
     def _parse(self) -> None:
@@ -527,7 +537,18 @@ class Run:
         reading every line gives at a fraction of the cost.
         """
         if self._memo is None:
-            if self._memo_raw:
+            if self._memo_data is not None:  # the whole (small) file, as the listing just read it
+                data, self._memo_data = self._memo_data, None
+                cut = data.rfind(b"\n") + 1
+                found = [rec for rec in (parse_line(line, self.path, 0, False) for line in _matching(data[:cut], _MEMORY_LINE))
+                         if rec is not None and rec.get("type") in ("note", "tag")]
+                last = data[cut:]
+                if last and _MEMORY_LINE.search(last):
+                    rec = parse_line(last, self.path, 0, True)
+                    if rec is not None and rec.get("type") in ("note", "tag"):
+                        found.append(rec)
+                self._memo = found
+            elif self._memo_raw:
                 self._memo = json.loads(self._memo_raw)  # the listing cache's copy
             elif self._records is not None:
                 self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]

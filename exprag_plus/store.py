@@ -522,7 +522,17 @@ class Run:
         return [r for r in self.records if r.get("type") == "track"]
 
     def of_type(self, rtype: str) -> List[Dict[str, Any]]:
-        return [r for r in self.records if r.get("type") == rtype]
+        """The records of one type in file order; a file not read whole is searched for the type's bytes
+        and only those lines are parsed (artifacts of a million-track run cost no million parses)."""
+        if self._records is not None:
+            return [r for r in self._records if r.get("type") == rtype]
+        pattern = re.compile(rb'"type"\s*:\s*"' + re.escape(rtype.encode("utf-8")) + rb'"')
+        out = []
+        for line, last in _lines_matching(self.path, pattern):
+            rec = parse_line(line, self.path, 0, last)
+            if rec is not None and rec.get("type") == rtype:
+                out.append(rec)
+        return out
 
     def history(self, metric: str) -> List[Dict[str, Any]]:
         """Every tracked value of a metric path: {seq, step, value, elapsed_ms}."""

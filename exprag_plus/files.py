@@ -10,8 +10,9 @@ import os
 import tempfile
 
 
-def write_atomic(path: str, text: str) -> str:
-    """Write `text` (UTF-8, newlines as given) to `path`, creating parent folders; returns the real path."""
+def write_atomic(path: str, text: "str | bytes") -> str:
+    """Write `text` (UTF-8, newlines as given; bytes as they are) to `path`, creating parent folders;
+    returns the real path."""
     real = os.path.realpath(os.path.expanduser(path))
     folder = os.path.dirname(real)
     os.makedirs(folder, exist_ok=True)
@@ -24,7 +25,7 @@ def write_atomic(path: str, text: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
+            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         os.chmod(tmp, mode)
         os.replace(tmp, real)
     except BaseException:

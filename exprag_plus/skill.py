@@ -236,7 +236,7 @@ exprag-plus diff <run> <run2>
 ```
 
 **Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
-the current interpreter; the new run records `replay_of` and both runs' final metrics are printed side
+the current interpreter (a `run -- CMD` run: CMD as recorded, with its `--meta`); the new run records `replay_of` and both runs' final metrics are printed side
 by side. Look first with `--dry-run`. The replay is a new run (it becomes `latest`) whose `replay_of`
 names the original.
 

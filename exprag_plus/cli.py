@@ -191,7 +191,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
             note(f"showing {res['shown']} of {res['matched']} matching runs; use --limit 0 for all")
         return emit_json(res)
     if not res["runs"]:
-        print(f"no runs yet in {_root(args)} (Experiment(...) records them; --root or $EXPRAG_PLUS_DIR to look elsewhere)"
+        print(f"no runs yet in {_root(args)} (`exprag-plus run -- CMD` or Experiment(...) records them; --root or $EXPRAG_PLUS_DIR to look elsewhere)"
               if not res["total"] else f"no run matches ({res['total']} runs)")
         return
     keys = list(dict.fromkeys(args.metric)) if args.metric else _key_metrics(res["runs"])

@@ -7,6 +7,7 @@ which git.checkout refuses on a dirty tree or (unless forced) when it would repl
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -142,7 +143,9 @@ def replay_command(run: Run, workdir: str) -> List[str]:
         argv = [os.path.join(workdir, os.path.relpath(a, top)) if os.path.isabs(a) and
                 (a == top or a.startswith(top.rstrip(os.sep) + os.sep)) else a for a in argv]
     if wrapped:
-        return [sys.executable, "-m", __package__ or "exprag_plus", "run", "--name", run.name, "--", *argv]
+        meta = [f"--meta={k}={json.dumps(v)}" for k, v in (run.start.get("metadata") or {}).items()
+                if isinstance(run.start.get("metadata"), dict) and "." not in str(k)]
+        return [sys.executable, "-m", __package__ or "exprag_plus", "run", "--name", run.name, *meta, "--", *argv]
     if proc.get("module"):
         return [sys.executable, "-m", proc["module"], *argv[1:]]
     return [sys.executable, *argv]

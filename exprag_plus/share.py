@@ -198,10 +198,10 @@ class _Local:
         changed = False
         if lines != self.lines:
             ids.ensure_runs_dir(os.path.dirname(self.path))
-            files.write_atomic(self.path, (lines + self.tail).decode("utf-8", "replace"))
+            files.write_atomic(self.path, lines + self.tail)
             self.lines, self.exists, changed = lines, True, True
         if log is not None and log != self.log:
-            _write_bytes_atomic(self.log_path, log)
+            files.write_atomic(self.log_path, log)
             self.log, changed = log, True
         return changed
 
@@ -209,23 +209,6 @@ class _Local:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    """output.log is bytes (any encoding the command printed): the same all-or-nothing replace."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # --- git plumbing ---------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ input (the one-line error says what to fix).
 
 Anything: `exprag-plus run [--name N] [--meta K=V] [--note TEXT] -- CMD` runs CMD unchanged and records a
 run (stderr: `run <short id> recording ...`; last line: status and metrics). Lines of its output holding
-only a JSON object, or `NAME: NUMBER`, become metrics: no recording code needed in the script. In Python:
+only a JSON object, or `NAME: NUMBER`, become metrics (other shapes: `--parse 'epoch (?P<epoch>\d+) loss
+(?P<loss>[0-9.]+)'`, named groups): no recording code needed in the script. In Python:
 
 ```text
 with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Experiment
@@ -53,12 +54,13 @@ with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Expe
 ## Running an experiment loop
 
 One run per idea; the memory holds why, not only numbers. Per experiment:
-1. `exprag-plus note latest "<what and why>" --kind hypothesis` after the run starts (or `run --note`).
-2. `exprag-plus run --name <idea> -- <command>`; read the status and metrics it prints last (a failed
-   run: `exprag-plus log <run>` shows its output).
-3. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
-   `exprag-plus tag <run> keep` (or `discard`). Commit what you keep (`show` then names the commit).
-4. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
+1. `exprag-plus run --name <idea> --note "<hypothesis: what and why>" --meta <param>=<value>... -- <command>`
+   (the note is kind `hypothesis`; `--meta` every setting that matters, defaults too: argv is not parsed).
+   Read the status and metrics it prints last (a failed run: `exprag-plus log <run>`).
+2. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
+   `exprag-plus tag <run> keep` (or `discard`). Commit a code change you keep: `show` of the run whose
+   uncommitted code you committed unchanged then says `same code as <commit>`.
+3. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
    best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
 
 Tomorrow, "what was tried, why, what worked": `progress <metric>`; `runs --where 'tag=keep'` or
@@ -76,11 +78,8 @@ exprag-plus diff <run> --base --stat
 1. Discover the names first. Metric and metadata paths differ between projects (`metrics.val_acc`,
    `loss`, `hparams.lr`...). Never guess one: take it from `keys`. When `keys` lists several names for
    one idea (`val.accuracy` and `metrics.val_acc`), they come from different scripts: answer for each
-   separately and never compare values across names. A metric only one run has is often a derived
-   summary, not a training curve. Runs recorded by a framework integration (Transformers, Lightning,
-   Keras, accelerate, Optuna) carry that framework's own metric names (`eval_loss`, `train/loss`,
-   `val_loss`, `value`...) and hyperparameters (`args.learning_rate`, or a later `params` record), so
-   run `keys` first there too.
+   separately and never compare values across names. Runs recorded by a framework integration (Transformers, Lightning,
+   Keras, accelerate, Optuna) carry its own names (`eval_loss`, `train/loss`, `args.learning_rate`).
 2. Ask with the one command listed below for the question, filling the placeholders `<run>`,
    `<metric>`, `<path>` with names from `keys` and ids from `runs`.
 3. Answer with the run's short id (the last 8 hex digits, as tables show them) and its name, say which
@@ -237,7 +236,7 @@ exprag-plus diff <run> <run2>
 ```
 
 **Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
-the current interpreter; the new run records `replay_of` and both runs' final metrics are printed side
+the current interpreter (a `run -- CMD` run: CMD as recorded, with its `--meta`); the new run records `replay_of` and both runs' final metrics are printed side
 by side. Look first with `--dry-run`. The replay is a new run (it becomes `latest`) whose `replay_of`
 names the original.
 

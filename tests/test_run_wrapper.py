@@ -288,9 +288,10 @@ def test_replay_of_a_wrapped_run_wraps_again(repo: Path) -> None:
     script(repo, "t.py", "print('score: 7')\n")
     git(repo, "add", "t.py")
     git(repo, "commit", "-qm", "t")
-    wrap("run", "--name", "orig", "--", PY, "t.py", cwd=repo)
+    wrap("run", "--name", "orig", "--meta", "lr=0.1", "--meta", "opt.name=adam", "--", PY, "t.py", cwd=repo)
     p = cli("replay", "latest", "--json", cwd=repo)
     assert p.returncode == 0, p.stderr
     new = [read_lines(f) for f in runs_of(repo)]
     replay = [r for r in new if r[0].get("replay_of")]
     assert len(replay) == 1 and replay[0][0]["name"] == "orig" and replay[0][-1]["summary"]["score"]["last"] == 7
+    assert replay[0][0]["metadata"] == {"lr": 0.1, "opt": {"name": "adam"}}

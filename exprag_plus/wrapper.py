@@ -343,6 +343,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
     sel = selectors.DefaultSelector()
     targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
     for fd in targets:
+        _grow_pipe(fd)
         sel.register(fd, selectors.EVENT_READ)
     timed_out = False
     kill_at: Optional[float] = None
@@ -365,7 +366,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 wait = kill_at - now
         for key, _ in sel.select(wait):
             fd = key.fd
-            data = os.read(fd, 1 << 16)
+            data = os.read(fd, _READ)
             if not data:
                 sel.unregister(fd)
                 del targets[fd]
@@ -382,6 +383,20 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
         except subprocess.TimeoutExpired:
             _killpg(proc.pid, signal.SIGKILL)
     return timed_out
+
+
+_READ = 1 << 20
+_F_SETPIPE_SZ = 1031  # Linux
+
+
+def _grow_pipe(fd: int) -> None:
+    """A 1 MiB pipe: a command printing hundreds of MB is copied in 16x fewer reads and writes."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _READ)
+    except (ImportError, OSError):
+        pass
 
 
 def _killpg(pgid: int, sig: int) -> None:

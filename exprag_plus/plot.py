@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from . import records
+from . import records, store
 
 __all__ = ["Series", "Drawing", "SvgText", "draw", "svg", "svg_lines", "run_series", "nice_ticks", "log_ticks",
            "tick_labels", "reduce_points", "PALETTE"]
@@ -291,19 +291,8 @@ def run_series(run: Any, metric: str, x: str = "step", color: Optional[str] = No
     ys: List[float] = []
     steps_ok = True
     get = records.get_path
-    for r in (run.stream() if hasattr(run, "stream") else run.records):
-        if r.get("type") != "track":
-            continue
+    for r, v in store.metric_values(run.stream() if hasattr(run, "stream") else run.records, metric):
         value = r.get("value")
-        if isinstance(value, dict):
-            try:
-                v = get(value, metric)
-            except KeyError:
-                continue
-        elif metric == "value":
-            v = value
-        else:
-            continue
         y = _number(v)
         if y is None:
             continue

@@ -165,6 +165,20 @@ def _cut(text: Any, width: int) -> str:
     return t if len(t) <= width else t[: width - 1] + "…"
 
 
+def parse_assignments(items: List[str], flag: str) -> Dict[str, Any]:
+    """`NAME=VALUE` pairs; VALUE is JSON when it parses, else text."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        name, eq, raw = item.partition("=")
+        if not eq or not name.strip():
+            raise UsageError(f"{flag} {item!r}: write NAME=VALUE (VALUE is JSON, else text)")
+        try:
+            out[name.strip()] = json.loads(raw)
+        except ValueError:
+            out[name.strip()] = raw
+    return out
+
+
 # --- commands ----------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, List
@@ -12,27 +11,20 @@ from . import ids, records, store
 from .lazy import lazy
 artifacts = lazy(f"{__package__}.artifacts")
 wrapper = lazy(f"{__package__}.wrapper")
-from .cli import Commands, Failure, _root, _run, count, emit_json, num
+from .cli import Commands, Failure, UsageError, _root, _run, count, emit_json, num, parse_assignments
 
 
 
 def _meta(items: List[str]) -> Dict[str, Any]:
-    """--meta KEY=VALUE: VALUE read as JSON when it is JSON (0.1, true, [1,2]), else as text; a.b nests."""
+    """--meta KEY=VALUE pairs (see parse_assignments); a dotted KEY nests: a.b=1 is {"a": {"b": 1}}."""
     out: Dict[str, Any] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"--meta {item!r}: give KEY=VALUE, e.g. --meta lr=0.1")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
+    for key, value in parse_assignments(items, "--meta").items():
         node = out
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise ValueError(f"--meta {item!r}: {part!r} already holds a value, not a group")
+                raise UsageError(f"--meta {key}: {part!r} already holds a value, not a group")
             node = nxt
         node[parts[-1]] = value
     return out

@@ -7,7 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
-from .cli import Commands, Failure, UsageError, count, emit_json, note
+from .cli import Commands, Failure, UsageError, count, emit_json, note, parse_assignments
 from .lazy import lazy
 
 experiment = lazy(f"{__package__}.experiment")
@@ -15,20 +15,6 @@ redact = lazy(f"{__package__}.redact")
 
 if TYPE_CHECKING:
     from .schema import TaskSchema
-
-
-def parse_assignments(items: List[str], flag: str) -> Dict[str, Any]:
-    """`NAME=VALUE` pairs; VALUE is JSON when it parses, else text."""
-    out: Dict[str, Any] = {}
-    for item in items:
-        name, eq, raw = item.partition("=")
-        if not eq or not name.strip():
-            raise UsageError(f"{flag} {item!r}: write NAME=VALUE (VALUE is JSON, else text)")
-        try:
-            out[name.strip()] = json.loads(raw)
-        except ValueError:
-            out[name.strip()] = raw
-    return out
 
 
 def _plan(schema: "TaskSchema", args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:

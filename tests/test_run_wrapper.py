@@ -255,7 +255,7 @@ def test_log_command(repo: Path) -> None:
     ((), "no command to run"),
     (("--parse", "(", "--", "true"), "is not a regular expression"),
     (("--parse", r"\d+", "--", "true"), "has no named group"),
-    (("--meta", "novalue", "--", "true"), "give KEY=VALUE"),
+    (("--meta", "novalue", "--", "true"), "write NAME=VALUE"),
     (("--timeout", "0", "--", "true"), "give a number of seconds > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(repo: Path, args: Any, message: str) -> None:

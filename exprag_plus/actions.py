@@ -92,7 +92,6 @@ import pathlib
 import re
 import sys
 import textwrap
-import threading
 import time
 import traceback
 import typing

@@ -18,7 +18,7 @@ import json
 import os
 import warnings
 import zlib
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from . import ids
 from .files import write_atomic

@@ -16,7 +16,6 @@ import re
 import selectors
 import signal
 import subprocess
-import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 

@@ -15,8 +15,13 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import __version__, ids, index, query, records, store
-from .query import NoResult, QueryError
+from . import __version__, ids, records
+from .errors import NoResult, QueryError
+from .lazy import lazy
+
+index = lazy(f"{__package__}.index")
+query = lazy(f"{__package__}.query")
+store = lazy(f"{__package__}.store")
 
 PROG = "exprag-plus"
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -399,12 +404,33 @@ class Commands:
         return Commands(inner, self._common)
 
 
-# Feature modules, each with `register(commands: Commands)`; listed here so the CLI is read in one place.
-FEATURES: Tuple[str, ...] = ("cli_run", "cli_memory", "cli_code", "cli_task", "cli_skill", "cli_pictures", "cli_mcp",
-                             "cli_actions", "cli_share", "cli_slurm", "cli_artifacts")
+# Where each command is registered ("" for this module), so that a call builds and imports only its own
+# command: a listing should not pay for plots, schemas and git. tests/test_cli_startup.py keeps it true.
+COMMANDS: Dict[str, str] = {
+    "runs": "", "show": "", "keys": "", "best": "", "history": "", "compare": "",
+    "run": "cli_run", "log": "cli_run", "note": "cli_memory", "tag": "cli_memory", "progress": "cli_memory",
+    "diff": "cli_code", "restore": "cli_code", "replay": "cli_code", "gc": "cli_code", "task": "cli_task",
+    "skill": "cli_skill", "plot": "cli_pictures", "report": "cli_pictures", "mcp": "cli_mcp",
+    "actions": "cli_actions", "push": "cli_share", "pull": "cli_share", "sweep": "cli_slurm",
+    "artifacts": "cli_artifacts",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> Optional[str]:
+    """The command an argument list names (the first word that is not a top-level option), if known."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--root":
+            skip = True
+        elif a == "--" or not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole parser, or with `command` only that command's module registered (see COMMANDS)."""
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine output (strict JSON) on stdout")
     common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
@@ -416,8 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     commands = Commands(sub, common)
-    add = commands.add
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
+        register = importlib.import_module(f"{__package__}.{name}").register if name else _register
+        register(commands)
+    return p
 
+
+def _register(commands: Commands) -> None:
+    add = commands.add
     where_help = "PATH OP VALUE, OP one of = != < <= > >= ~ (regex); PATH a field, metadata path or metric path (PATH:min|max|last|count)"
     sp = add("runs", cmd_runs, "list runs, newest first")
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=where_help)
@@ -442,9 +475,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("compare", cmd_compare, "metadata differences, final metrics with deltas, and code of two runs")
     sp.add_argument("run_a", metavar="RUN")
     sp.add_argument("run_b", metavar="RUN")
-    for name in FEATURES:
-        importlib.import_module(f"{__package__}.{name}").register(commands)
-    return p
 
 
 def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
@@ -467,8 +497,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: Optional[Sequence[str]]) -> int:
     warnings.showwarning = _warning_line
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_of(argv))
     for i, a in enumerate(argv[:-1]):
         if a == "--" or a == "run":
             break  # what follows is a wrapped command's own arguments

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from . import ids, memory, progress
+from . import ids, memory
+from .lazy import lazy
 from .cli import Commands, UsageError, _root, _runs, _cut, emit_json, num, table, when
 from .cli_pictures import _write
+
+progress = lazy(f"{__package__}.progress")
 
 
 def _path(args: argparse.Namespace) -> str:

@@ -19,7 +19,7 @@ plot = lazy(f"{__package__}.plot")
 report = lazy(f"{__package__}.report")
 from .cli import Commands, UsageError, _root, count, emit_json, note
 from .files import write_atomic
-from .query import NoResult
+from .errors import NoResult
 
 DEFAULT_LIMIT = 10
 WHERE_HELP = "PATH OP VALUE, OP one of = != < <= > >= ~ (regex); repeat to AND"

@@ -14,6 +14,7 @@ import re
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import artifacts, records, store
+from .errors import NoResult, QueryError  # noqa: F401  (raised here, caught by the front ends)
 from .store import Run
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
@@ -25,14 +26,6 @@ STATS = ("last", "min", "max", "count", "nonfinite")
 MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _MISSING = object()
-
-
-class QueryError(ValueError):
-    """Bad input to a query: the message says what, where and what to do (CLI exit 2)."""
-
-
-class NoResult(LookupError):
-    """A well-formed query that found nothing (CLI exit 1)."""
 
 
 # --- looking values up -----------------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""A CLI call builds and imports only its own command: the map in `cli.COMMANDS` must stay true."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from exprag_plus import cli
+
+from conftest import ROOT
+
+
+def _choices(parser: object) -> set:
+    sub = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
+    return set(sub.choices)
+
+
+def test_the_full_parser_has_exactly_the_mapped_commands() -> None:
+    assert _choices(cli.build_parser()) == set(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_each_command_is_registered_by_its_mapped_module(name: str) -> None:
+    assert name in _choices(cli.build_parser(name))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["runs", "--limit", "3"], "runs"), (["--root", "run", "show", "x"], "show"), (["--root=d", "plot"], "plot"),
+    (["--version"], None), ([], None), (["nosuch", "runs"], None), (["-h", "runs"], "runs"),
+])
+def test_command_of(argv: list, expected: object) -> None:
+    assert cli.command_of(argv) == expected
+
+
+def _modules_after(argv: list) -> set:
+    code = ("import sys, io, contextlib\nfrom exprag_plus import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    try:\n        cli.main({argv!r})\n    except SystemExit:\n        pass\n"
+            "import json\nprint(json.dumps(sorted(m for m, mod in sys.modules.items() if m.startswith('exprag_plus')"
+            "                        and type(mod).__name__ != '_LazyModule')))")  # a lazy module not yet run costs nothing
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_runs_help_imports_no_feature_module() -> None:
+    loaded = _modules_after(["runs", "--help"])
+    assert "exprag_plus.cli" in loaded
+    assert not {m for m in loaded if m.startswith("exprag_plus.cli_")}
+    assert not loaded & {"exprag_plus.plot", "exprag_plus.git", "exprag_plus.wrapper", "exprag_plus.schema",
+                         "exprag_plus.actions", "exprag_plus.query", "exprag_plus.store", "exprag_plus.index"}
+
+
+def test_a_feature_command_imports_its_module_only() -> None:
+    loaded = _modules_after(["log", "--help"])
+    assert "exprag_plus.cli_run" in loaded
+    assert not loaded & {"exprag_plus.cli_pictures", "exprag_plus.cli_task", "exprag_plus.cli_share",
+                         "exprag_plus.plot", "exprag_plus.schema"}
+
+
+def test_top_level_help_still_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "exprag_plus", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    for name in cli.COMMANDS:
+        assert f"    {name}" in out

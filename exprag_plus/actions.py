@@ -99,7 +99,7 @@ import warnings
 from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Set, TextIO, Tuple,
                     TYPE_CHECKING, cast)
 
-from . import appender, git, records
+from . import appender, git, records, redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Run
@@ -1172,10 +1172,11 @@ def run_action(run: "Run", name: str, interaction: Optional[Interaction] = None,
                 status = "error"
                 tail = "".join(traceback.format_exception(type(raised), raised, raised.__traceback__))[-_TRACEBACK_TAIL:]
                 error = {"type": type(raised).__qualname__, "message": str(raised), "traceback": tail}
-            fields = {"name": name, "answers": records.to_json(interaction.__dict__.get("answers", {})),
-                      "status": status, "error": error, "duration_ms": duration,
-                      "result": records.to_json(result) if status == "ok" else None,
-                      "code": {"mode": code, "commit": ctx.commit}}
+            answers = records.to_json(interaction.__dict__.get("answers", {}))
+            secrets = redact.secret_values(answers)
+            fields = {"name": name, "answers": answers, "status": status, "error": error, "duration_ms": duration,
+                      "result": records.to_json(result) if status == "ok" else None}
+            fields = {**redact.redact_mapping(fields, secrets), "code": {"mode": code, "commit": ctx.commit}}
             record = appender.append_record(run.path, "action_run", fields)
             if run._records is not None:
                 run._records.append(record)

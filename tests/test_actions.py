@@ -311,7 +311,7 @@ def test_run_with_set_json_and_record(main, runs_dir: Path, xp: str) -> None:
     assert isinstance(rec["duration_ms"], float) and 0 <= rec["duration_ms"] < 5000
     rc, out, err = main("actions", "run", "latest", "ExportToHub", "--root", str(runs_dir),
                         "--set", "target=Local folder", "--set", "folder=out", "--set", "private=true")
-    assert rc == 0 and json.loads(out) == {"saved": "out", "model": "ckpt.pt"}
+    assert rc == 0 and json.loads(out) == {"saved": "out", "model": "ckpt.pt"}, err
     assert err == (f"exprag-plus: --set private not asked this time (the action asks it only in some cases)\n"
                    f"exprag-plus: action 'ExportToHub' ok in {action_runs(runs_dir, xp)[-1]['duration_ms']} ms; "
                    f"recorded in run {short(xp)} (answers: target=Local folder, folder=out)\n")
@@ -355,6 +355,19 @@ def test_unknown_key_with_computed_questions_is_an_error_after_the_run(main, run
     assert err == ("exprag-plus actions: error: action 'Dynamic' ran (status ok, recorded) but never asked for "
                    "--set 'beta'; it asked: alpha\n")
     assert [r["status"] for r in action_runs(runs_dir, xp)] == ["ok"]
+
+
+def test_secret_answers_are_redacted_in_the_record_and_the_output(main, acts, runs_dir: Path) -> None:
+    with Experiment("train", root=str(runs_dir)) as exp:
+        exp.add_action(acts.Dynamic(keys=("api_token", "alpha")))
+    secret = "tok-9f8e7d6c5b4a39281706"
+    rc, out, err = main("actions", "run", exp.run_id, "Dynamic", "--root", str(runs_dir), "--json",
+                        "--set", f"api_token={secret}", "--set", f"alpha=see {secret}")
+    assert rc == 0, err
+    (rec,) = action_runs(runs_dir, exp.run_id)
+    assert rec["answers"] == {"api_token": "***", "alpha": "see ***"}
+    assert rec["result"] == {"api_token": "***", "alpha": "see ***"}
+    assert secret not in (runs_dir / f"{exp.run_id}.jsonl").read_text() and secret not in out + err
 
 
 def test_action_that_raises_exits_1_with_error_recorded(main, runs_dir: Path, xp: str) -> None:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, Dict, List
 
-from . import ids, records, store
+from . import cmdline, ids, records, store
 from .lazy import lazy
 artifacts = lazy(f"{__package__}.artifacts")
 wrapper = lazy(f"{__package__}.wrapper")
@@ -17,16 +17,9 @@ from .cli import Commands, Failure, UsageError, _root, _run, count, emit_json, n
 
 def _meta(items: List[str]) -> Dict[str, Any]:
     """--meta KEY=VALUE pairs (see parse_assignments); a dotted KEY nests: a.b=1 is {"a": {"b": 1}}."""
-    out: Dict[str, Any] = {}
-    for key, value in parse_assignments(items, "--meta").items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise UsageError(f"--meta {key}: {part!r} already holds a value, not a group")
-            node = nxt
-        node[parts[-1]] = value
+    out, clashes = cmdline.nest(parse_assignments(items, "--meta"))
+    if clashes:
+        raise UsageError(f"--meta {clashes[0]}: {clashes[0].rsplit('.', 1)[0]!r} already holds a value, not a group")
     return out
 
 
@@ -54,6 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         sys.stderr.flush()
         wrapper.exec_plain(argv)
+    stated = cmdline.settings(argv)
+    if stated and "args" not in metadata:
+        metadata = {"args": stated, **metadata}
     cmd_text = " ".join(records.redact_argv(argv))
 
     def announce(exp: Any) -> None:

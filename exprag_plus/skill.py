@@ -55,7 +55,8 @@ with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Expe
 
 One run per idea; the memory holds why, not only numbers. Per experiment:
 1. `exprag-plus run --name <idea> --note "<hypothesis: what and why>" --meta <param>=<value>... -- <command>`
-   (the note is kind `hypothesis`; `--meta` every setting that matters, defaults too: argv is not parsed).
+   (note kind `hypothesis`; CMD's flags, `--lr 0.1` or `lr=0.1`, become metadata `args.lr`; `--meta` what
+   matters and is not in CMD, defaults too).
    Read the status and metrics it prints last (a failed run: `exprag-plus log <run>`).
 2. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
    `exprag-plus tag <run> keep` (or `discard`). Commit a code change you keep: `show` of the run whose
@@ -129,11 +130,11 @@ here) and `status`: `ok` (same size and mtime, or same sha256), `changed` (overw
 run's file any more; `now` gives its size and mtime) or `missing`. Say so when it is not `ok`. For
 another run, or every run: `exprag-plus artifacts [<run>] --kind model --json`.
 
-`best` and `last` are both given: report both when they differ (the run peaked before it ended).
+Report `best` and `last` when they differ (the run peaked before it ended).
 Before naming the winner, look at its `status` and its other `metrics`: a `"NaN"` there (a loss, say)
 means the run diverged; say so, and name the best run that did not. `ranking` holds the top 5;
 `nonfinite` counts runs whose ranked value was NaN/Infinity (left out), `without_metric` runs that
-never tracked it. Runs often share a name: tell them apart by their `metadata`. To leave diverged runs
+never tracked it. Runs sharing a name differ in their `metadata`. To leave diverged runs
 out, add `--where '<loss-metric>!=NaN'`.
 
 **What changed between the latest two runs?** Metadata differences, final metrics with deltas (B-A),

@@ -15,6 +15,7 @@ from typing import Any, Dict, List
 import pytest
 
 from conftest import ROOT, cli, git, read_lines
+from exprag_plus import cmdline
 
 PY = sys.executable
 
@@ -89,6 +90,36 @@ def test_exit_code_output_and_metrics_of_a_python_command(repo: Path) -> None:
         "warming up"}  # the two pipes are read as they come: their relative order is the arrival order
     log = (repo / ".runs" / start["run_id"] / "output.log").read_bytes()
     assert log.startswith(b'{"step": 0') and b"warming up\n" in log and len(log) == end["output"]["bytes"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["python", "train.py", "--lr", "0.1", "--epochs=3", "--amp"], {"lr": 0.1, "epochs": 3, "amp": True}),
+    (["python", "-u", "train.py", "--warmup", "-1e-3", "--opt", "adam", "--dry-run"],
+     {"warmup": -0.001, "opt": "adam", "dry_run": True}),
+    (["python", "train.py", "model.depth=4", "model.act=gelu", "-n", "3", "data=/x=y"],
+     {"model": {"depth": 4, "act": "gelu"}, "data": "/x=y"}),
+    (["make", "train", "LR=0.1", "--", "--tags", "[1, 2]", "--x", "--y"], {"LR": 0.1, "tags": [1, 2], "x": True, "y": True}),
+    (["bash", "-c", "python t.py --lr 1"], {}),
+    (["t", "--lr", "1", "--lr", "2", "m=1", "m.d=2", "--", "-x", "--9", "="], {"lr": 2, "m": 1}),
+])
+def test_settings_stated_on_a_command_line(argv: List[str], expected: Dict[str, Any]) -> None:
+    assert cmdline.settings(argv) == expected
+
+
+def test_a_wrapped_commands_flags_become_args_metadata_and_compare(repo: Path) -> None:
+    script(repo, "t.py", "print('loss: 1')\n")
+    for lr in ("0.1", "0.01"):
+        assert wrap("run", "--meta", "seed=1", "--", PY, "t.py", "--lr", lr, "--api-key", "s3cr3t-token-xyz",
+                    cwd=repo).returncode == 0
+    assert wrap("run", "--meta", "args.lr=5", "--", PY, "t.py", "--lr", "9", cwd=repo).returncode == 0
+    starts = sorted((read_lines(p)[0] for p in runs_of(repo)), key=lambda r: r["time"])
+    assert [r["metadata"] for r in starts] == [{"args": {"lr": 0.1, "api_key": "***"}, "seed": 1},
+                                               {"args": {"lr": 0.01, "api_key": "***"}, "seed": 1},
+                                               {"args": {"lr": 5}}]  # --meta args... wins over the line
+    out = cli("compare", "latest~2", "latest~1", cwd=repo).stdout
+    assert "args.lr           0.1  0.01" in out and "api_key" not in out and "seed" not in out
+    picked = cli("runs", "--where", "args.lr=0.01", "--json", cwd=repo)
+    assert [r["id"] for r in json.loads(picked.stdout)["runs"]] == [starts[1]["run_id"]]
 
 
 def test_chains_stdin_and_json_summary(repo: Path) -> None:
@@ -256,6 +287,7 @@ def test_log_command(repo: Path) -> None:
     (("--parse", "(", "--", "true"), "is not a regular expression"),
     (("--parse", r"\d+", "--", "true"), "has no named group"),
     (("--meta", "novalue", "--", "true"), "write NAME=VALUE"),
+    (("--meta", "a=1", "--meta", "a.b=2", "--", "true"), "--meta a.b: 'a' already holds a value, not a group"),
     (("--timeout", "0", "--", "true"), "give a number of seconds > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(repo: Path, args: Any, message: str) -> None:

@@ -328,7 +328,8 @@ def cmd_best(args: argparse.Namespace) -> None:
     r = res["run"]
     step = lambda s: f" at step {num(s)}" if s is not None else ""
     print(f"best run by {res['metric']} ({res['rule']}):")
-    print(f"  {r['short_id']}  {r['name']!r}  {r['status']}  commit {short_commit(r)}")
+    print(f"  {r['short_id']}  {r['name']!r}  {r['status']}  commit {short_commit(r)}"
+          + (" (* a snapshot of its dirty tree on run/<id>)" if r.get("dirty") else ""))
     print(f"  best {num(res['best'])}{step(res['best_step'])}, final {num(res['last'])}{step(res['last_step'])}")
     print(f"  ranked {res['considered']} run(s); {res['nonfinite']} with a non-finite value, "
           f"{res['without_metric']} without the metric")

@@ -48,8 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         wrapper.exec_plain(argv)
     stated = cmdline.settings(argv)
-    if stated and "args" not in metadata:
-        metadata = {"args": stated, **metadata}
+    given = metadata.get("args", {})
+    if stated and isinstance(given, dict):
+        metadata = {**metadata, "args": {**stated, **given}}  # --meta args.NAME=V adds a default or overrides
     cmd_text = " ".join(records.redact_argv(argv))
 
     def announce(exp: Any) -> None:

@@ -222,6 +222,7 @@ def resolve(ref: str, root: str) -> str:
     if len(hits) == 1:
         return files[hits[0]]
     if not hits:
-        raise RunNotFound(f"no run matches {ref!r} in {root} (see `exprag-plus runs`)")
+        raise RunNotFound(f"no run matches {ref!r} in {root} (see `exprag-plus runs`; a run recorded elsewhere "
+                          "arrives with `exprag-plus pull`)")
     shown = ", ".join(short_id(ids[i]) for i in hits[:5])
     raise RunNotFound(f"{ref!r} matches {len(hits)} runs ({shown}{', ...' if len(hits) > 5 else ''}): give more characters")

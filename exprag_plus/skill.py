@@ -36,7 +36,7 @@ main worktree, shared by all linked worktrees; `$EXPRAG_PLUS_DIR` or `--root DIR
 recorded the code that ran. The
 `exprag-plus` command answers questions about them. Add `--json` to any command: strict JSON on
 stdout, notes and warnings on stderr. Exit codes: 0 ok, 1 nothing found or a failed request, 2 bad
-input (the one-line error says what to fix).
+input, an unknown run too (the one-line error says what to fix).
 
 ## Recording
 
@@ -54,13 +54,13 @@ with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Expe
 ## Running an experiment loop
 
 One run per idea; the memory holds why, not only numbers. Per experiment:
-1. `exprag-plus run --name <idea> --note "<hypothesis: what and why>" --meta <param>=<value>... -- <command>`
-   (note kind `hypothesis`; CMD's flags, `--lr 0.1` or `lr=0.1`, become metadata `args.lr`; `--meta` what
-   matters and is not in CMD, defaults too).
+1. `exprag-plus run --name <idea> --note "<what you expect, and why>" --meta args.<flag>=<default>... -- <command>`
+   (note kind `hypothesis`; CMD's flags, `--lr 0.1` or `lr=0.1`, become metadata `args.lr`; `--meta args.X`
+   the defaults that matter and are not in CMD).
    Read the status and metrics it prints last (a failed run: `exprag-plus log <run>`).
 2. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
-   `exprag-plus tag <run> keep` (or `discard`). Commit a code change you keep: `show` of the run whose
-   uncommitted code you committed unchanged then says `same code as <commit>`.
+   `exprag-plus tag <run> keep` (or `discard`, `baseline`). Commit a code change you keep (only your own
+   edits: `git add -p`): `show` of a run whose code you committed unchanged says `same code as <commit>`.
 3. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
    best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
 
@@ -238,8 +238,7 @@ exprag-plus diff <run> <run2>
 
 **Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
 the current interpreter (a `run -- CMD` run: CMD as recorded, with its `--meta`); the new run records `replay_of` and both runs' final metrics are printed side
-by side. Look first with `--dry-run`. The replay is a new run (it becomes `latest`) whose `replay_of`
-names the original.
+by side. Look first with `--dry-run`.
 
 ```bash
 exprag-plus replay <run> --dry-run
@@ -322,7 +321,6 @@ them hold task working directories). A crashed run has no `run_end`: its last va
 ```bash
 jq -c 'select(.type=="run_end") | {run_id, status, summary}' .runs/*.jsonl
 jq -c 'select(.type=="track") | {run_id, seq, value}' .runs/*.jsonl | tail -n 3
-python3 -c "import json,glob; [print(f[-14:-6], json.loads(open(f).readline())['name']) for f in sorted(glob.glob('.runs/*.jsonl'))]"
 ```
 
 ## Gotchas

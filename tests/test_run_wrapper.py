@@ -111,15 +111,18 @@ def test_a_wrapped_commands_flags_become_args_metadata_and_compare(repo: Path) -
     for lr in ("0.1", "0.01"):
         assert wrap("run", "--meta", "seed=1", "--", PY, "t.py", "--lr", lr, "--api-key", "s3cr3t-token-xyz",
                     cwd=repo).returncode == 0
-    assert wrap("run", "--meta", "args.lr=5", "--", PY, "t.py", "--lr", "9", cwd=repo).returncode == 0
+    assert wrap("run", "--meta", "args.lr=5", "--meta", "args.l2=0", "--", PY, "t.py", "--lr", "9", "--amp",
+                cwd=repo).returncode == 0
     starts = sorted((read_lines(p)[0] for p in runs_of(repo)), key=lambda r: r["time"])
     assert [r["metadata"] for r in starts] == [{"args": {"lr": 0.1, "api_key": "***"}, "seed": 1},
                                                {"args": {"lr": 0.01, "api_key": "***"}, "seed": 1},
-                                               {"args": {"lr": 5}}]  # --meta args... wins over the line
+                                               {"args": {"lr": 5, "amp": True, "l2": 0}}]  # --meta args.X wins
     out = cli("compare", "latest~2", "latest~1", cwd=repo).stdout
     assert "args.lr           0.1  0.01" in out and "api_key" not in out and "seed" not in out
     picked = cli("runs", "--where", "args.lr=0.01", "--json", cwd=repo)
     assert [r["id"] for r in json.loads(picked.stdout)["runs"]] == [starts[1]["run_id"]]
+    best = cli("best", "loss", "--min", cwd=repo).stdout.splitlines()[1]  # t.py is untracked: dirty runs
+    assert best.endswith("* (* a snapshot of its dirty tree on run/<id>)")
 
 
 def test_chains_stdin_and_json_summary(repo: Path) -> None:

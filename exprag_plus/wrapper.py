@@ -16,10 +16,11 @@ import re
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
-from . import artifacts, records
+from . import artifacts, ids, records
 from .store import OUTPUT_LOG
 from .redact import redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
@@ -227,6 +228,13 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         raise WrapperError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
     cwd = os.getcwd()
     start = {"command": {"argv": records.redact_argv(argv), "cwd": cwd}}
+    root = ids.runs_dir(root)
+    scan: Optional[artifacts.Scan] = None
+    listing: Optional[_Background] = None
+    if record_artifacts:
+        ids.ensure_runs_dir(root)
+        scan = artifacts.Scan(cwd, root)
+        listing = _Background(scan.prepare)  # while git snapshots the code: neither writes under cwd
     exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
     if note:
         exp.note(note, kind="hypothesis")
@@ -252,15 +260,18 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
 
     # before the command starts: a signal that comes early must still reach it, never end us alone
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
-    scan = artifacts.Scan(cwd, exp.root, out.path) if record_artifacts else None
-    if scan is not None:
-        scan.start()
+    if scan is not None and listing is not None:
+        if not listing.join():
+            scan.prepare()
+        scan.mark(out.path)  # after the listing, right before the command starts
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 preexec_fn=os.setpgrp)
     except OSError as exc:
         for s, h in previous.items():
             signal.signal(s, h)
+        if scan is not None:
+            scan.close()
         exp.end("failed", {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"},
                 exit_code=127, signal=None, output=out.summary(exp.root))
         list(out.finish())
@@ -272,7 +283,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     joined = os.path.join(folder, JOINED_MARK)
     timed_out = False
     try:
-        timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout)
+        timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
+                          scan.watch if scan is not None else None)
         for value in out.finish():
             if not os.path.exists(joined):
                 exp.track(value)
@@ -337,13 +349,18 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
-          deadline: Optional[float]) -> bool:
-    """Copy both pipes until they close; True when the deadline killed the command."""
+          deadline: Optional[float], watch: Any = None) -> bool:
+    """Copy both pipes until they close; True when the deadline killed the command. The artifact
+    watch's events are read as they come, so its queue never overflows."""
     sel = selectors.DefaultSelector()
     targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
     for fd in targets:
         _grow_pipe(fd)
         sel.register(fd, selectors.EVENT_READ)
+    watch_fd = -1
+    if watch is not None and watch.fileno() >= 0:
+        watch_fd = watch.fileno()
+        sel.register(watch_fd, selectors.EVENT_READ)
     timed_out = False
     kill_at: Optional[float] = None
     is_joined = False
@@ -365,6 +382,12 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 wait = kill_at - now
         for key, _ in sel.select(wait):
             fd = key.fd
+            if fd == watch_fd:
+                watch.drain()
+                if watch.fileno() < 0:  # overflowed: changed() stats everything
+                    sel.unregister(fd)
+                    watch_fd = -1
+                continue
             data = os.read(fd, _READ)
             if not data:
                 sel.unregister(fd)
@@ -396,6 +419,27 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, _READ)
     except (ImportError, OSError):
         pass
+
+
+class _Background:
+    """A function run in a daemon thread; join() says whether it returned (False: it raised)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.ok = False
+
+        def run() -> None:
+            try:
+                fn()
+                self.ok = True
+            except Exception:  # the caller runs it again, in its own thread, and sees the error
+                pass
+
+        self.thread = threading.Thread(target=run, name="exprag-plus-listing", daemon=True)
+        self.thread.start()
+
+    def join(self) -> bool:
+        self.thread.join()
+        return self.ok
 
 
 def _killpg(pgid: int, sig: int) -> None:

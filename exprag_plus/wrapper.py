@@ -66,23 +66,45 @@ def _number(text: str) -> Any:
         return text
 
 
-def _candidate_lines(body: bytes) -> Iterator[Tuple[int, int]]:
-    """(start, end) of each line holding `:` or `=`, found with bytes.find (memchr speed): a metric line has
-    one, and most output (progress bars, logs of numbers) is skipped without a regex touching it."""
-    n = len(body)
-    pos = 0
-    while pos < n:
-        hits = [i for i in (body.find(b":", pos), body.find(b"=", pos)) if i >= 0]
-        if not hits:
-            return
-        hit = min(hits)
-        start = body.rfind(b"\n", 0, hit) + 1
-        end = body.find(b"\n", hit)
+def _candidate_lines(body: bytes, lo: int = 0, hi: Optional[int] = None) -> Iterator[Tuple[int, int]]:
+    """(start, end) of each line of body[lo:hi] holding `:` or `=`, found with bytes.find (memchr speed): a
+    metric line has one, and most output (progress bars, logs of numbers) is skipped without a regex
+    touching it. Each of the two next hits is searched again only once passed."""
+    n = len(body) if hi is None else hi
+    pos = lo
+    colon = body.find(b":", pos, n)
+    equal = body.find(b"=", pos, n)
+    while colon >= 0 or equal >= 0:
+        hit = colon if equal < 0 or 0 <= colon < equal else equal
+        r = body.rfind(b"\n", lo, hit)
+        start = lo if r < 0 else r + 1
+        end = body.find(b"\n", hit, n)
         end = n if end < 0 else end
         if end - start <= _MAX_LINE:
             cr = body.rfind(b"\r", start, end)
             yield (cr + 1 if cr >= 0 and cr + 1 < end else start), end
         pos = end + 1
+        if 0 <= colon < pos:
+            colon = body.find(b":", pos, n)
+        if 0 <= equal < pos:
+            equal = body.find(b"=", pos, n)
+
+
+def _count_lines(data: bytes) -> int:
+    """data.count(b"\n"), faster for long lines: bytes.count tests byte by byte, bytes.find is memchr,
+    so while lines are long (>= 2 KiB on average) newlines are hopped over with find."""
+    n = len(data)
+    find = data.find
+    count = pos = 0
+    while True:
+        for _ in range(16):
+            j = find(b"\n", pos)
+            if j < 0:
+                return count
+            count += 1
+            pos = j + 1
+        if pos < 2048 * count:  # short lines: counting the rest is cheaper
+            return count + data.count(b"\n", pos, n)
 
 
 class MetricParser:
@@ -94,23 +116,35 @@ class MetricParser:
         self._carry = b""
 
     def feed(self, data: bytes, final: bool = False) -> Iterator[Dict[str, Any]]:
-        buf = self._carry + data
-        cut = len(buf) if final else buf.rfind(b"\n") + 1
-        self._carry = buf[cut:]
-        if len(self._carry) > _MAX_LINE:
-            self._carry = b""  # a line this long is no metric line
-        body = buf[:cut]
-        if not body:
-            return
+        """Values of the complete lines so far; `data` is copied only for a line it ends or begins."""
+        start = 0
+        if self._carry:
+            nl = data.find(b"\n")
+            if nl < 0 and not final:
+                self._carry += data
+                if len(self._carry) > _MAX_LINE:
+                    self._carry = b""  # a line this long is no metric line
+                return
+            start = len(data) if nl < 0 else nl + 1
+            head = self._carry + data[:start]
+            self._carry = b""
+            yield from self._values(head, 0, len(head))
+        cut = len(data) if final else max(start, data.rfind(b"\n") + 1)
+        if cut < len(data):
+            self._carry = data[cut:] if len(data) - cut <= _MAX_LINE else b""
+        if cut > start:
+            yield from self._values(data, start, cut)
+
+    def _values(self, body: bytes, lo: int, hi: int) -> Iterator[Dict[str, Any]]:
         if self.default:
-            for start, end in _candidate_lines(body):
+            for start, end in _candidate_lines(body, lo, hi):
                 m = _LINE.match(body, start, end)
                 if m is not None:
                     value = self._default(m)
                     if value is not None:
                         yield value
         if self.patterns:
-            for raw in body.split(b"\n"):
+            for raw in body[lo:hi].split(b"\n"):
                 line = raw.rsplit(b"\r", 1)[-1].decode("utf-8", "replace") if b"\r" in raw else raw.decode("utf-8", "replace")
                 for pat in self.patterns:
                     m2 = pat.search(line)
@@ -148,7 +182,7 @@ class _Output:
         """Log a chunk in arrival order; its lines are read per stream, so stderr never splits a stdout line."""
         _write_all(self.fd, data)
         self.bytes += len(data)
-        self.lines += data.count(b"\n")
+        self.lines += _count_lines(data)
         self.last_newline = data.endswith(b"\n")
         self._chunks.append(data)
         self._kept += len(data)

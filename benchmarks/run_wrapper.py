@@ -53,6 +53,10 @@ def repo(base: Path, files: int) -> Path:
     r = base / f"repo{files}"
     r.mkdir()
     sh(["git", "init", "-q", "-b", "main"], r)
+    # no gc or maintenance started in the background by the commit below: it would load the machine while
+    # timing and still write into .git when the folder is removed
+    sh(["git", "config", "gc.auto", "0"], r)
+    sh(["git", "config", "maintenance.auto", "false"], r)
     for i in range(files):
         d = r / f"d{i % 200}"
         d.mkdir(exist_ok=True)

@@ -16,11 +16,12 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
-from . import artifacts, ids, records
+from . import artifacts, git, ids, records
 from .store import OUTPUT_LOG
 from .redact import redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
@@ -262,6 +263,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         raise WrapperError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
     cwd = os.getcwd()
     start = {"command": {"argv": records.redact_argv(argv), "cwd": cwd}}
+    if resume is None:
+        git.prefetch(cwd)  # git reads the code's state while the runs folder is found and files are listed
     root = ids.runs_dir(root)
     scan: Optional[artifacts.Scan] = None
     listing: Optional[_Background] = None
@@ -269,7 +272,10 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         ids.ensure_runs_dir(root)
         scan = artifacts.Scan(cwd, root)
         listing = _Background(scan.prepare)  # while git snapshots the code: neither writes under cwd
-    exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
+    try:
+        exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
+    finally:
+        git.drop_prefetch()  # unused when the run was joined or resumed
     if note:
         exp.note(note, kind="hypothesis")
     folder = os.path.join(exp.root, exp.run_id)
@@ -299,8 +305,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             scan.prepare()
         scan.mark(out.path)  # after the listing, right before the command starts
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                preexec_fn=os.setpgrp)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **_OWN_GROUP)
     except OSError as exc:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -441,6 +446,8 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
     return timed_out
 
 
+# The command leads its own process group; Python >= 3.11 does it without preexec_fn, so vfork is used.
+_OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 _READ = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux
 

@@ -115,24 +115,31 @@ class MetricParser:
         self.patterns = list(patterns)
         self.default = default
         self._carry = b""
+        self._skip = False  # inside a line too long to be a metric line
 
     def feed(self, data: bytes, final: bool = False) -> Iterator[Dict[str, Any]]:
-        """Values of the complete lines so far; `data` is copied only for a line it ends or begins."""
+        """Values of the complete lines so far; `data` is copied only for a line it ends or begins. A line
+        longer than _MAX_LINE is no metric line, however the reads cut it."""
         start = 0
-        if self._carry:
+        if self._carry or self._skip:
             nl = data.find(b"\n")
             if nl < 0 and not final:
-                self._carry += data
-                if len(self._carry) > _MAX_LINE:
-                    self._carry = b""  # a line this long is no metric line
+                if not self._skip:
+                    self._carry += data
+                    if len(self._carry) > _MAX_LINE:
+                        self._carry, self._skip = b"", True
                 return
             start = len(data) if nl < 0 else nl + 1
-            head = self._carry + data[:start]
-            self._carry = b""
-            yield from self._values(head, 0, len(head))
+            if not self._skip:
+                head = self._carry + data[:start]
+                yield from self._values(head, 0, len(head))
+            self._carry, self._skip = b"", False
         cut = len(data) if final else max(start, data.rfind(b"\n") + 1)
         if cut < len(data):
-            self._carry = data[cut:] if len(data) - cut <= _MAX_LINE else b""
+            if len(data) - cut <= _MAX_LINE:
+                self._carry = data[cut:]
+            else:
+                self._skip = True
         if cut > start:
             yield from self._values(data, start, cut)
 
@@ -146,6 +153,8 @@ class MetricParser:
                         yield value
         if self.patterns:
             for raw in body[lo:hi].split(b"\n"):
+                if len(raw) > _MAX_LINE:
+                    continue
                 line = raw.rsplit(b"\r", 1)[-1].decode("utf-8", "replace") if b"\r" in raw else raw.decode("utf-8", "replace")
                 for pat in self.patterns:
                     m2 = pat.search(line)

@@ -399,16 +399,14 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
           deadline: Optional[float], watch: Any = None) -> bool:
     """Copy both pipes until they close; True when the deadline killed the command. The artifact
-    watch's events are read as they come, so its queue never overflows."""
+    watch's events are read every _DRAIN_S: between reads the kernel folds repeated events (a log written
+    line by line) into one, and a queue that overflows anyway only makes the scan stat every file."""
     sel = selectors.DefaultSelector()
     targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
     for fd in targets:
         _grow_pipe(fd)
         sel.register(fd, selectors.EVENT_READ)
-    watch_fd = -1
-    if watch is not None and watch.fileno() >= 0:
-        watch_fd = watch.fileno()
-        sel.register(watch_fd, selectors.EVENT_READ)
+    drain_at = time.monotonic() + _DRAIN_S if watch is not None else None
     timed_out = False
     kill_at: Optional[float] = None
     is_joined = False
@@ -428,14 +426,13 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 kill_at = None
             else:
                 wait = kill_at - now
+        if drain_at is not None:
+            if now >= drain_at:
+                watch.drain()
+                drain_at = now + _DRAIN_S
+            wait = drain_at - now if wait is None else min(wait, drain_at - now)
         for key, _ in sel.select(wait):
             fd = key.fd
-            if fd == watch_fd:
-                watch.drain()
-                if watch.fileno() < 0:  # overflowed: changed() stats everything
-                    sel.unregister(fd)
-                    watch_fd = -1
-                continue
             data = os.read(fd, _READ)
             if not data:
                 sel.unregister(fd)
@@ -458,6 +455,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
 # The command leads its own process group; Python >= 3.11 does it without preexec_fn, so vfork is used.
 _OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 _READ = 1 << 20
+_DRAIN_S = 0.2
 _F_SETPIPE_SZ = 1031  # Linux
 
 

@@ -293,3 +293,17 @@ def test_a_wrapped_command_in_a_tree_of_many_files_records_what_it_wrote(project
     assert {r["path"] for r in recs if r["change"] == "modified"} == {
         "bulk/d1/f10.txt", "bulk/d2/f20.txt", "bulk/d3/f30.txt", "bulk/d4/f40.txt", "bulk/d5/f50.txt",
         "bulk/d9/f90.txt"}
+
+
+def test_a_storm_of_small_writes_in_a_tree_of_many_files_is_recorded(project: Path) -> None:
+    (project / ".gitignore").write_text("checkpoints/\nbulk/\n")
+    _bulk(project)
+    (project / "storm.py").write_text(
+        "a, b = open('bulk/d0/f0.txt', 'a'), open('bulk/new.log', 'w')\n"
+        "for i in range(100_000):\n"
+        "    a.write('x\\n'); a.flush(); b.write('y\\n'); b.flush()\n"
+        "print('loss: 1.5')\n")
+    p = cli("run", "--json", "--", "python", "storm.py", cwd=project)
+    assert p.returncode == 0, p.stderr
+    assert {(r["path"], r["change"]) for r in artifact_records(project / ".runs")} == {
+        ("bulk/d0/f0.txt", "modified"), ("bulk/new.log", "created")}

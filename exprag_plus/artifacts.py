@@ -14,7 +14,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import struct
 import time
+from stat import S_ISDIR as _S_ISDIR
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import store
@@ -87,8 +89,9 @@ def describe(path: str, *, kind: Optional[str] = None, note: Optional[str] = Non
 # --- finding what a command wrote ----------------------------------------------------------------------
 
 
-def _walk(top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
-    """path -> (inode, ctime_ns, size, mtime_ns) with `stat`, else path -> inode (free from the entry).
+def _walk(top: str, skip: Sequence[str], stat: bool, dirs: Optional[List[str]] = None) -> Dict[str, Any]:
+    """path -> (inode, ctime_ns, size, mtime_ns) with `stat`, else path -> inode (free from the entry);
+    the folders walked are appended to `dirs` when given.
 
     os.scandir recursion; folders are told apart by the entry's type (no stat), symlinked folders are
     not followed, unreadable folders are passed over. The garbage collector waits meanwhile: tens of
@@ -96,13 +99,14 @@ def _walk(top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _walk_into({}, top, skip, stat)
+        return _walk_into({}, top, skip, stat, dirs)
     finally:
         if paused:
             gc.enable()
 
 
-def _walk_into(out: Dict[str, Any], top: str, skip: Sequence[str], stat: bool) -> Dict[str, Any]:
+def _walk_into(out: Dict[str, Any], top: str, skip: Sequence[str], stat: bool,
+               dirs: Optional[List[str]] = None) -> Dict[str, Any]:
     skipped = set(skip)
     stack = [top]
     excluded = EXCLUDED_DIRS
@@ -112,6 +116,8 @@ def _walk_into(out: Dict[str, Any], top: str, skip: Sequence[str], stat: bool) -
             it = os.scandir(folder)
         except OSError:
             continue
+        if dirs is not None:
+            dirs.append(folder)
         with it:
             for e in it:
                 try:
@@ -133,40 +139,193 @@ def walk_files(folder: str) -> List[str]:
     return list(_walk(os.path.abspath(folder), (), False))
 
 
+# inotify (Linux): <sys/inotify.h>
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_TO, _IN_CREATE, _IN_Q_OVERFLOW, _IN_ISDIR = 0x80, 0x100, 0x4000, 0x40000000
+_IN_NONBLOCK, _IN_CLOEXEC = 0o4000, 0o2000000
+_WATCH_MASK = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+# Under this many files a full stat pass costs less than loading ctypes and placing the watches.
+WATCH_FROM = 2000
+
+
+class _Watch:
+    """Which names in the listed folders saw a write, a change of attributes, a creation or a rename in,
+    from inotify watches placed before the command starts: afterwards only those names (and the folders
+    created or moved in, walked whole) are stat'ed instead of every file. Any doubt (no inotify, a watch
+    that cannot be placed, a queue overflow) makes `ok` false and the caller stats everything.
+
+    inotify sees a write to a watched folder's file whatever process made it and even when the file was
+    mmap'ed (IN_CLOSE_WRITE comes when the last writer lets go); what it cannot see is a write through a
+    hard link living outside the watched folders."""
+
+    def __init__(self, dirs: Sequence[str]) -> None:
+        import ctypes
+
+        self.ok = False
+        self.files: "set[str]" = set()
+        self.dirs: "set[str]" = set()
+        self._paths: Dict[int, str] = {}
+        self._fd = -1
+        libc = ctypes.CDLL(None, use_errno=True)
+        init, add = libc.inotify_init1, libc.inotify_add_watch
+        init.argtypes, init.restype = [ctypes.c_int], ctypes.c_int
+        add.argtypes, add.restype = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int
+        fd = init(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            return
+        self._fd = fd
+        for d in dirs:
+            wd = add(fd, os.fsencode(d), _WATCH_MASK)
+            if wd < 0:
+                self.close()
+                return
+            self._paths[wd] = d
+        self.ok = True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> None:
+        """Read the events queued so far (the command's loop calls this whenever the fd is readable)."""
+        if self._fd < 0:
+            return
+        while True:
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.close()
+                return
+            if not data:
+                return
+            i, n = 0, len(data)
+            paths, files, dirs = self._paths, self.files, self.dirs
+            while i + 16 <= n:
+                wd, mask, _cookie, size = _EVENT.unpack_from(data, i)
+                name = data[i + 16:i + 16 + size].rstrip(b"\0")
+                i += 16 + size
+                if mask & _IN_Q_OVERFLOW:
+                    self.close()
+                    return
+                folder = paths.get(wd)
+                if folder is None or not name:
+                    continue
+                path = os.path.join(folder, os.fsdecode(name))
+                if mask & _IN_ISDIR:
+                    if mask & (_IN_CREATE | _IN_MOVED_TO):
+                        dirs.add(path)
+                else:
+                    files.add(path)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = -1
+        self.ok = False
+
+
+_EVENT = struct.Struct("iIII")
+
+
 class Scan:
     """The files created or modified under `top` between `start()` and `changed()`.
 
     `start()` lists names and inodes (no stat: the directory entries carry them) and marks the time with
     a file of the runs folder; afterwards a file is changed when it is new, has another inode (replaced by
     a rename) or its ctime is not older than the mark (ctime, which no tool can set back, unlike mtime).
+    With many files, inotify watches on the listed folders (see `_Watch`) tell which few to stat
+    afterwards; without them every file is stat'ed.
     When the runs folder lies on another filesystem (its clock granularity may differ) `start()` takes
     the full (size, mtime_ns, inode) of every file instead and the two snapshots are diffed.
+
+    `start()` is `prepare()` (the listing and the watches: slow, may run in a thread while the code
+    snapshot is taken, since neither writes under `top`) then `mark(marker)` (right before the command
+    starts, and only after `prepare()` has returned).
     """
 
-    def __init__(self, top: str, runs_root: str, marker: str) -> None:
+    def __init__(self, top: str, runs_root: str, marker: Optional[str] = None) -> None:
         self.top = os.path.abspath(top)
         self.marker = marker
         self.skip = [os.path.abspath(runs_root), os.path.realpath(runs_root)]
         self.before: Dict[str, Any] = {}
         self.mark_ns = 0
+        self.watch: Optional[_Watch] = None
         try:
-            self.full = os.stat(self.top).st_dev != os.stat(os.path.dirname(marker) or ".").st_dev
+            self.full = os.stat(self.top).st_dev != os.stat(
+                os.path.dirname(marker) if marker else runs_root).st_dev
         except OSError:
             self.full = True
 
     def start(self) -> None:
-        self.before = _walk(self.top, self.skip, self.full)
-        if not self.full:
+        self.prepare()
+        self.mark()
+
+    def prepare(self) -> None:
+        if self.full:
+            self.before = _walk(self.top, self.skip, True)
+            return
+        dirs: List[str] = []
+        self.before = _walk(self.top, self.skip, False, dirs)
+        if len(self.before) >= WATCH_FROM and hasattr(os, "O_NONBLOCK"):
             try:
-                os.utime(self.marker)
-                self.mark_ns = os.stat(self.marker).st_ctime_ns
+                self.watch = _Watch(dirs)
+            except (OSError, AttributeError, ImportError, ValueError):
+                self.watch = None
+            if self.watch is not None and not self.watch.ok:
+                self.watch = None
+
+    def mark(self, marker: Optional[str] = None) -> None:
+        self.marker = marker or self.marker
+        if self.full:
+            return
+        try:
+            if not self.marker:
+                raise OSError("no marker")
+            os.utime(self.marker)
+            self.mark_ns = os.stat(self.marker).st_ctime_ns
+            if os.stat(os.path.dirname(self.marker)).st_dev != os.stat(self.top).st_dev:
+                raise OSError("another filesystem")
+        except OSError:
+            self.close()
+            self.full = True
+            self.before = _walk(self.top, self.skip, True)
+
+    def _after(self) -> Dict[str, Any]:
+        watch, self.watch = self.watch, None
+        if self.full or watch is None:
+            if watch is not None:
+                watch.close()
+            return _walk(self.top, self.skip, True)
+        watch.drain()
+        ok = watch.ok
+        watch.close()
+        if not ok:
+            return _walk(self.top, self.skip, True)
+        after: Dict[str, Any] = {}
+        walk = sorted(watch.dirs)
+        for path in watch.files:
+            try:
+                s = os.lstat(path)
             except OSError:
-                self.full = True
-                self.before = _walk(self.top, self.skip, True)
+                continue
+            if _S_ISDIR(s.st_mode):
+                walk.append(path)
+            else:
+                after[path] = (s.st_ino, s.st_ctime_ns, s.st_size, s.st_mtime_ns)
+        skipped = set(self.skip)
+        for folder in walk:
+            if os.path.basename(folder) in EXCLUDED_DIRS or folder in skipped or os.path.islink(folder):
+                continue
+            _walk_into(after, folder, self.skip, True)
+        return after
 
     def changed(self) -> List[Tuple[str, int, bool]]:
         """(path, size, created) of every created or modified file, in path order."""
-        after = _walk(self.top, self.skip, True)
+        after = self._after()
         before, mark, full = self.before, self.mark_ns, self.full
         out = []
         for path, now in after.items():
@@ -177,6 +336,11 @@ class Scan:
                 out.append((path, now[2], False))
         out.sort(key=lambda t: t[0])
         return out
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
 
 
 def choose(found: Sequence[Tuple[str, int, bool]], cap: int, top: str) -> Tuple[list, Dict[str, Any]]:

@@ -959,6 +959,34 @@ def _create_run_ref(repo: _Repo, run_id: str, commit: str) -> str:
     return alt
 
 
+_CONF_ARGS = ["config", "-z", "--get-regexp", r"^((user|author|committer)\.(name|email)|core\.(filemode|symlinks))$"]
+_PREFETCHED: Dict[str, Tuple[_Procs, "subprocess.Popen[bytes]", "subprocess.Popen[bytes]",
+                             "subprocess.Popen[bytes]"]] = {}
+
+
+def _first_calls(procs: _Procs, cwd: str) -> Tuple["subprocess.Popen[bytes]", ...]:
+    return procs.start(_REV_PARSE_ARGS, cwd), procs.start(_STATUS_ARGS, cwd), procs.start(_CONF_ARGS, cwd)
+
+
+def prefetch(cwd: str) -> None:
+    """Start the snapshot's first git calls (rev-parse, status, config) now, to run while the caller does
+    other work (finding the runs folder, listing files); the next capture_state for this folder uses them.
+    Only for a capture that follows at once, with nothing written under the folder meanwhile but the runs
+    folder: the status is the state at this moment. `drop_prefetch` ends calls left unused."""
+    cwd = os.path.abspath(cwd)
+    drop_prefetch()
+    procs = _Procs()
+    try:
+        _PREFETCHED[cwd] = (procs, *_first_calls(procs, cwd))  # type: ignore[assignment]
+    except GitError:
+        procs.close()
+
+
+def drop_prefetch() -> None:
+    while _PREFETCHED:
+        _PREFETCHED.popitem()[1][0].close()
+
+
 def capture_state(
     cwd: str,
     run_id: str,
@@ -988,15 +1016,15 @@ def _capture_state(
         return None, f"invalid working directory: {exc}"
     if not os.path.isdir(cwd):
         return None, f"working directory does not exist: {cwd}"
-    with _Procs() as procs:
-        try:
-            p_rev = procs.start(_REV_PARSE_ARGS, cwd)
-            p_status = procs.start(_STATUS_ARGS, cwd)
-            p_conf = procs.start(["config", "-z", "--get-regexp",
-                                  r"^((user|author|committer)\.(name|email)|core\.(filemode|symlinks))$"],
-                                 cwd)
-        except GitError as exc:
-            return None, str(exc)
+    pre = _PREFETCHED.pop(cwd, None)
+    with (pre[0] if pre else _Procs()) as procs:
+        if pre:
+            p_rev, p_status, p_conf = pre[1:]
+        else:
+            try:
+                p_rev, p_status, p_conf = _first_calls(procs, cwd)
+            except GitError as exc:
+                return None, str(exc)
         rc, out, err = procs.finish(p_rev, check=False)
         if rc != 0:
             reason = _failure(_REV_PARSE_ARGS, rc, err)

@@ -16,10 +16,12 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
-from . import artifacts, records
+from . import artifacts, git, ids, records
 from .store import OUTPUT_LOG
 from .redact import redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
@@ -65,23 +67,45 @@ def _number(text: str) -> Any:
         return text
 
 
-def _candidate_lines(body: bytes) -> Iterator[Tuple[int, int]]:
-    """(start, end) of each line holding `:` or `=`, found with bytes.find (memchr speed): a metric line has
-    one, and most output (progress bars, logs of numbers) is skipped without a regex touching it."""
-    n = len(body)
-    pos = 0
-    while pos < n:
-        hits = [i for i in (body.find(b":", pos), body.find(b"=", pos)) if i >= 0]
-        if not hits:
-            return
-        hit = min(hits)
-        start = body.rfind(b"\n", 0, hit) + 1
-        end = body.find(b"\n", hit)
+def _candidate_lines(body: bytes, lo: int = 0, hi: Optional[int] = None) -> Iterator[Tuple[int, int]]:
+    """(start, end) of each line of body[lo:hi] holding `:` or `=`, found with bytes.find (memchr speed): a
+    metric line has one, and most output (progress bars, logs of numbers) is skipped without a regex
+    touching it. Each of the two next hits is searched again only once passed."""
+    n = len(body) if hi is None else hi
+    pos = lo
+    colon = body.find(b":", pos, n)
+    equal = body.find(b"=", pos, n)
+    while colon >= 0 or equal >= 0:
+        hit = colon if equal < 0 or 0 <= colon < equal else equal
+        r = body.rfind(b"\n", lo, hit)
+        start = lo if r < 0 else r + 1
+        end = body.find(b"\n", hit, n)
         end = n if end < 0 else end
         if end - start <= _MAX_LINE:
             cr = body.rfind(b"\r", start, end)
             yield (cr + 1 if cr >= 0 and cr + 1 < end else start), end
         pos = end + 1
+        if 0 <= colon < pos:
+            colon = body.find(b":", pos, n)
+        if 0 <= equal < pos:
+            equal = body.find(b"=", pos, n)
+
+
+def _count_lines(data: bytes) -> int:
+    """data.count(b"\n"), faster for long lines: bytes.count tests byte by byte, bytes.find is memchr,
+    so while lines are long (>= 2 KiB on average) newlines are hopped over with find."""
+    n = len(data)
+    find = data.find
+    count = pos = 0
+    while True:
+        for _ in range(16):
+            j = find(b"\n", pos)
+            if j < 0:
+                return count
+            count += 1
+            pos = j + 1
+        if pos < 2048 * count:  # short lines: counting the rest is cheaper
+            return count + data.count(b"\n", pos, n)
 
 
 class MetricParser:
@@ -91,25 +115,46 @@ class MetricParser:
         self.patterns = list(patterns)
         self.default = default
         self._carry = b""
+        self._skip = False  # inside a line too long to be a metric line
 
     def feed(self, data: bytes, final: bool = False) -> Iterator[Dict[str, Any]]:
-        buf = self._carry + data
-        cut = len(buf) if final else buf.rfind(b"\n") + 1
-        self._carry = buf[cut:]
-        if len(self._carry) > _MAX_LINE:
-            self._carry = b""  # a line this long is no metric line
-        body = buf[:cut]
-        if not body:
-            return
+        """Values of the complete lines so far; `data` is copied only for a line it ends or begins. A line
+        longer than _MAX_LINE is no metric line, however the reads cut it."""
+        start = 0
+        if self._carry or self._skip:
+            nl = data.find(b"\n")
+            if nl < 0 and not final:
+                if not self._skip:
+                    self._carry += data
+                    if len(self._carry) > _MAX_LINE:
+                        self._carry, self._skip = b"", True
+                return
+            start = len(data) if nl < 0 else nl + 1
+            if not self._skip:
+                head = self._carry + data[:start]
+                yield from self._values(head, 0, len(head))
+            self._carry, self._skip = b"", False
+        cut = len(data) if final else max(start, data.rfind(b"\n") + 1)
+        if cut < len(data):
+            if len(data) - cut <= _MAX_LINE:
+                self._carry = data[cut:]
+            else:
+                self._skip = True
+        if cut > start:
+            yield from self._values(data, start, cut)
+
+    def _values(self, body: bytes, lo: int, hi: int) -> Iterator[Dict[str, Any]]:
         if self.default:
-            for start, end in _candidate_lines(body):
+            for start, end in _candidate_lines(body, lo, hi):
                 m = _LINE.match(body, start, end)
                 if m is not None:
                     value = self._default(m)
                     if value is not None:
                         yield value
         if self.patterns:
-            for raw in body.split(b"\n"):
+            for raw in body[lo:hi].split(b"\n"):
+                if len(raw) > _MAX_LINE:
+                    continue
                 line = raw.rsplit(b"\r", 1)[-1].decode("utf-8", "replace") if b"\r" in raw else raw.decode("utf-8", "replace")
                 for pat in self.patterns:
                     m2 = pat.search(line)
@@ -147,7 +192,7 @@ class _Output:
         """Log a chunk in arrival order; its lines are read per stream, so stderr never splits a stdout line."""
         _write_all(self.fd, data)
         self.bytes += len(data)
-        self.lines += data.count(b"\n")
+        self.lines += _count_lines(data)
         self.last_newline = data.endswith(b"\n")
         self._chunks.append(data)
         self._kept += len(data)
@@ -227,7 +272,19 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         raise WrapperError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
     cwd = os.getcwd()
     start = {"command": {"argv": records.redact_argv(argv), "cwd": cwd}}
-    exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
+    if resume is None:
+        git.prefetch(cwd)  # git reads the code's state while the runs folder is found and files are listed
+    root = ids.runs_dir(root)
+    scan: Optional[artifacts.Scan] = None
+    listing: Optional[_Background] = None
+    if record_artifacts:
+        ids.ensure_runs_dir(root)
+        scan = artifacts.Scan(cwd, root)
+        listing = _Background(scan.prepare)  # while git snapshots the code: neither writes under cwd
+    try:
+        exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
+    finally:
+        git.drop_prefetch()  # unused when the run was joined or resumed
     if note:
         exp.note(note, kind="hypothesis")
     folder = os.path.join(exp.root, exp.run_id)
@@ -252,15 +309,17 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
 
     # before the command starts: a signal that comes early must still reach it, never end us alone
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
-    scan = artifacts.Scan(cwd, exp.root, out.path) if record_artifacts else None
-    if scan is not None:
-        scan.start()
+    if scan is not None and listing is not None:
+        if not listing.join():
+            scan.prepare()
+        scan.mark(out.path)  # after the listing, right before the command starts
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                preexec_fn=os.setpgrp)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **_OWN_GROUP)
     except OSError as exc:
         for s, h in previous.items():
             signal.signal(s, h)
+        if scan is not None:
+            scan.close()
         exp.end("failed", {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"},
                 exit_code=127, signal=None, output=out.summary(exp.root))
         list(out.finish())
@@ -272,7 +331,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     joined = os.path.join(folder, JOINED_MARK)
     timed_out = False
     try:
-        timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout)
+        timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
+                          scan.watch if scan is not None else None)
         for value in out.finish():
             if not os.path.exists(joined):
                 exp.track(value)
@@ -337,13 +397,16 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
-          deadline: Optional[float]) -> bool:
-    """Copy both pipes until they close; True when the deadline killed the command."""
+          deadline: Optional[float], watch: Any = None) -> bool:
+    """Copy both pipes until they close; True when the deadline killed the command. The artifact
+    watch's events are read every _DRAIN_S: between reads the kernel folds repeated events (a log written
+    line by line) into one, and a queue that overflows anyway only makes the scan stat every file."""
     sel = selectors.DefaultSelector()
     targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
     for fd in targets:
         _grow_pipe(fd)
         sel.register(fd, selectors.EVENT_READ)
+    drain_at = time.monotonic() + _DRAIN_S if watch is not None else None
     timed_out = False
     kill_at: Optional[float] = None
     is_joined = False
@@ -363,6 +426,11 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 kill_at = None
             else:
                 wait = kill_at - now
+        if drain_at is not None:
+            if now >= drain_at:
+                watch.drain()
+                drain_at = now + _DRAIN_S
+            wait = drain_at - now if wait is None else min(wait, drain_at - now)
         for key, _ in sel.select(wait):
             fd = key.fd
             data = os.read(fd, _READ)
@@ -384,7 +452,10 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
     return timed_out
 
 
+# The command leads its own process group; Python >= 3.11 does it without preexec_fn, so vfork is used.
+_OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 _READ = 1 << 20
+_DRAIN_S = 0.2
 _F_SETPIPE_SZ = 1031  # Linux
 
 
@@ -396,6 +467,27 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, _READ)
     except (ImportError, OSError):
         pass
+
+
+class _Background:
+    """A function run in a daemon thread; join() says whether it returned (False: it raised)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.ok = False
+
+        def run() -> None:
+            try:
+                fn()
+                self.ok = True
+            except Exception:  # the caller runs it again, in its own thread, and sees the error
+                pass
+
+        self.thread = threading.Thread(target=run, name="exprag-plus-listing", daemon=True)
+        self.thread.start()
+
+    def join(self) -> bool:
+        self.thread.join()
+        return self.ok
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -196,3 +196,114 @@ def test_mcp_list_artifacts(project: Path, tmp_path: Path) -> None:
         assert bad["isError"] is True
     finally:
         c.close()
+
+
+# --- many files: inotify tells which few to stat afterwards; it must find exactly what a full pass finds --
+
+
+_WRITER = r"""
+import mmap, os, subprocess, sys
+os.chdir(sys.argv[1])
+with open('bulk/d1/f10.txt', 'r+b') as f:          # in place, same size, same inode
+    f.write(b'Z')
+with open('bulk/d2/f20.txt', 'r+b') as f:          # through mmap
+    m = mmap.mmap(f.fileno(), 0)
+    m[0:1] = b'M'
+    m.flush()
+    m.close()
+os.chmod('bulk/d3/f30.txt', 0o600)                  # attributes only
+os.utime('bulk/d4/f40.txt', (1_000_000, 1_000_000))  # mtime set back
+open('bulk/d5/tmp', 'wb').write(b'new')
+os.replace('bulk/d5/tmp', 'bulk/d5/f50.txt')        # renamed over an existing file
+os.rename('bulk/d6', 'bulk/moved')                   # a whole folder moved
+os.makedirs('bulk/new/deeper')
+open('bulk/new/deeper/x.pt', 'wb').write(b'x')
+os.makedirs('bulk/d7/__pycache__')
+open('bulk/d7/__pycache__/c.pyc', 'wb').write(b'c')  # left out
+open('bulk/d8/f80.txt', 'rb').read()                 # read only: unchanged
+subprocess.run(['bash', '-c', 'printf late >> bulk/d9/f90.txt'], check=True)  # a grandchild's write
+"""
+
+
+def _bulk(root: Path, folders: int = 10, per: int = 250) -> None:
+    for d in range(folders):
+        (root / "bulk" / f"d{d}").mkdir(parents=True)
+        for i in range(per):
+            (root / "bulk" / f"d{d}" / f"f{d * 10 + i}.txt").write_text(f"{i}\n")
+
+
+def test_many_files_inotify_finds_what_a_full_stat_pass_finds(tmp_path: Path) -> None:
+    from exprag_plus import artifacts
+
+    top = tmp_path / "top"
+    _bulk(top)
+    runs = top / ".runs"
+    runs.mkdir()
+    marker = runs / "output.log"
+    marker.write_text("")
+    watched, full = artifacts.Scan(str(top), str(runs)), artifacts.Scan(str(top), str(runs))
+    for scan in (watched, full):
+        scan.prepare()
+        scan.mark(str(marker))
+    assert watched.watch is not None and watched.watch.ok, "2,500 files: the watch should be on"
+    full.close()  # this one stats every file afterwards
+    script = tmp_path / "w.py"
+    script.write_text(_WRITER)
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(script), str(top)], check=True)
+    got, expected = watched.changed(), full.changed()
+    rel = {(os.path.relpath(p, top), created) for p, _, created in got}
+    assert got == expected
+    moved = {(f"bulk/moved/f{60 + i}.txt", True) for i in range(250)}
+    assert rel == moved | {("bulk/d1/f10.txt", False), ("bulk/d2/f20.txt", False), ("bulk/d3/f30.txt", False),
+                           ("bulk/d4/f40.txt", False), ("bulk/d5/f50.txt", False), ("bulk/new/deeper/x.pt", True),
+                           ("bulk/d9/f90.txt", False)}
+
+
+def test_an_overflowed_inotify_queue_falls_back_to_stating_every_file(tmp_path: Path) -> None:
+    from exprag_plus import artifacts
+
+    top = tmp_path / "top"
+    _bulk(top, 8)
+    runs = top / ".runs"
+    runs.mkdir()
+    (runs / "m").write_text("")
+    scan = artifacts.Scan(str(top), str(runs))
+    scan.prepare()
+    scan.mark(str(runs / "m"))
+    assert scan.watch is not None and scan.watch.ok
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    run_python(f"import os\nos.chdir({str(top)!r})\n"
+               f"for i in range({limit} + 100):\n    open(f'bulk/d0/n{{i}}', 'wb').close()\n", cwd=tmp_path)
+    scan.watch.drain()
+    assert not scan.watch.ok  # never drained meanwhile: the queue overflowed
+    found = scan.changed()
+    assert len(found) == limit + 100 and all(created for _, _, created in found)
+
+
+def test_a_wrapped_command_in_a_tree_of_many_files_records_what_it_wrote(project: Path) -> None:
+    (project / ".gitignore").write_text("checkpoints/\nbulk/\n")
+    _bulk(project)
+    (project / "w.py").write_text(_WRITER)
+    p = cli("run", "--json", "--", "python", "w.py", str(project), cwd=project)
+    assert p.returncode == 0, p.stderr
+    recs = artifact_records(project / ".runs")
+    assert len(recs) == 250 + 7
+    assert {r["path"] for r in recs if r["change"] == "modified"} == {
+        "bulk/d1/f10.txt", "bulk/d2/f20.txt", "bulk/d3/f30.txt", "bulk/d4/f40.txt", "bulk/d5/f50.txt",
+        "bulk/d9/f90.txt"}
+
+
+def test_a_storm_of_small_writes_in_a_tree_of_many_files_is_recorded(project: Path) -> None:
+    (project / ".gitignore").write_text("checkpoints/\nbulk/\n")
+    _bulk(project)
+    (project / "storm.py").write_text(
+        "a, b = open('bulk/d0/f0.txt', 'a'), open('bulk/new.log', 'w')\n"
+        "for i in range(100_000):\n"
+        "    a.write('x\\n'); a.flush(); b.write('y\\n'); b.flush()\n"
+        "print('loss: 1.5')\n")
+    p = cli("run", "--json", "--", "python", "storm.py", cwd=project)
+    assert p.returncode == 0, p.stderr
+    assert {(r["path"], r["change"]) for r in artifact_records(project / ".runs")} == {
+        ("bulk/d0/f0.txt", "modified"), ("bulk/new.log", "created")}

@@ -857,3 +857,24 @@ def test_snapshot_refs_tell_own_snapshots_from_other_refs(tmp_path):
     with pytest.raises(G.GitError):
         G.delete_ref(repo, f"run/{RUN}", expected=forged)  # moved since it was planned: kept
     assert git(repo, "rev-parse", f"run/{RUN}") == rec["commit"]
+
+
+def test_a_prefetched_capture_records_the_state_when_its_git_calls_started(tmp_path):
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n", "b.py": "y = 1\n"})
+    other = make_repo(tmp_path / "o", {"c.py": "z = 1\n"})
+    write(os.path.join(repo, "a.py"), "x = 2\n")
+    G.prefetch(repo)
+    for p in G._PREFETCHED[os.path.abspath(repo)][1:]:
+        p.wait()  # the status has been taken: what changes now is not in the snapshot
+    write(os.path.join(repo, "b.py"), "y = 2\n")
+    state, err = G.capture_state(other, RUN, str(tmp_path / "runs"))  # another folder: not the prefetched calls
+    assert err is None and state["dirty"] is False and G._PREFETCHED
+    state, err = G.capture_state(repo, RUN, str(tmp_path / "runs"))
+    assert err is None and state["status"] == [" M a.py"] and not G._PREFETCHED
+    assert git(repo, "show", f"{state['commit']}:a.py") == "x = 2"
+    assert git(repo, "show", f"{state['commit']}:b.py") == "y = 1"
+
+    G.prefetch(repo)
+    procs = G._PREFETCHED[os.path.abspath(repo)][0].procs
+    G.drop_prefetch()
+    assert not G._PREFETCHED and all(p.returncode is not None for p in procs)

@@ -330,3 +330,31 @@ def test_replay_of_a_wrapped_run_wraps_again(repo: Path) -> None:
     replay = [r for r in new if r[0].get("replay_of")]
     assert len(replay) == 1 and replay[0][0]["name"] == "orig" and replay[0][-1]["summary"]["score"]["last"] == 7
     assert replay[0][0]["metadata"] == {"lr": 0.1, "opt": {"name": "adam"}}
+
+
+def test_metrics_and_line_counts_do_not_depend_on_how_the_output_is_cut() -> None:
+    """The pump hands over whatever each read returned: a metric line split across reads (or a read holding
+    nothing but the middle of a line) must parse as if the output came whole, and so must the counts."""
+    import random
+
+    from exprag_plus import wrapper
+
+    lines = [b"val_loss: 0.5213", b"epoch=3 val_loss=0.21", b'{"loss": 1.5, "step": 3}', b"10%\r20%\r  acc = 0.9",
+             b"y" * 3000, b"a: b: 3", b"x" * 70_000 + b": 1", b"lr = 1e-3", b"step 100 | loss 2.31", b"", b"=\xff:",
+             b"\r\r", b"key:1\r", b"noise"]
+    pattern = wrapper.compile_patterns([r"step (?P<step>\d+) \| loss (?P<loss>[0-9.]+)"])
+    rng = random.Random(5)
+    for trial in range(300):
+        text = b"".join(rng.choice(lines) + rng.choice([b"\n", b"\n", b"\r\n", b""]) for _ in range(rng.randint(0, 40)))
+        whole = wrapper.MetricParser(pattern if trial % 2 else [])
+        expected = sorted(json.dumps(v, sort_keys=True) for v in [*whole.feed(text), *whole.feed(b"", final=True)])
+        cut = wrapper.MetricParser(pattern if trial % 2 else [])
+        got, pos, newlines = [], 0, 0
+        while pos < len(text):
+            chunk = text[pos:pos + rng.choice([1, 3, 64, 5000, 100_000])]
+            pos += len(chunk)
+            newlines += wrapper._count_lines(chunk)
+            got += cut.feed(chunk)
+        got += cut.feed(b"", final=True)
+        assert sorted(json.dumps(v, sort_keys=True) for v in got) == expected
+        assert newlines == text.count(b"\n")

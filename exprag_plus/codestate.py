@@ -145,7 +145,11 @@ def replay_command(run: Run, workdir: str) -> List[str]:
     if wrapped:
         meta = [f"--meta={k}={json.dumps(v)}" for k, v in (run.start.get("metadata") or {}).items()
                 if isinstance(run.start.get("metadata"), dict) and "." not in str(k)]
-        return [sys.executable, "-m", __package__ or "exprag_plus", "run", "--name", run.name, *meta, "--", *argv]
+        how = run.start.get("command") or {}
+        opts = [f"--parse={p}" for p in how.get("parse") or [] if isinstance(p, str)]
+        opts += ["--no-parse"] if how.get("no_parse") is True else []
+        opts += [f"--timeout={how['timeout']!r}"] if records.is_number(how.get("timeout")) else []
+        return [sys.executable, "-m", __package__ or "exprag_plus", "run", "--name", run.name, *meta, *opts, "--", *argv]
     if proc.get("module"):
         return [sys.executable, "-m", proc["module"], *argv[1:]]
     return [sys.executable, *argv]

@@ -271,7 +271,14 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     if not argv:
         raise WrapperError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
     cwd = os.getcwd()
-    start = {"command": {"argv": records.redact_argv(argv), "cwd": cwd}}
+    command: Dict[str, Any] = {"argv": records.redact_argv(argv), "cwd": cwd}
+    if patterns:
+        command["parse"] = [p.pattern for p in patterns]
+    if not parse:
+        command["no_parse"] = True
+    if timeout is not None:
+        command["timeout"] = timeout
+    start = {"command": command}  # what `replay` needs to run it the same way again
     if resume is None:
         git.prefetch(cwd)  # git reads the code's state while the runs folder is found and files are listed
     root = ids.runs_dir(root)

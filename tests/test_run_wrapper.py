@@ -320,16 +320,25 @@ def test_a_killed_wrapper_reads_crashed_and_show_still_has_the_output(repo: Path
 
 
 def test_replay_of_a_wrapped_run_wraps_again(repo: Path) -> None:
-    script(repo, "t.py", "print('score: 7')\n")
+    script(repo, "t.py", "print('score: 7')\nprint('epoch 3 train_loss 0.5')\n")
     git(repo, "add", "t.py")
     git(repo, "commit", "-qm", "t")
-    wrap("run", "--name", "orig", "--meta", "lr=0.1", "--meta", "opt.name=adam", "--", PY, "t.py", cwd=repo)
+    pattern = r"epoch (?P<epoch>\d+) train_loss (?P<train_loss>[0-9.]+)"
+    wrap("run", "--name", "orig", "--meta", "lr=0.1", "--meta", "opt.name=adam", "--parse", pattern,
+         "--timeout", "60", "--", PY, "t.py", cwd=repo)
+    (first,) = [read_lines(f) for f in runs_of(repo)]
+    assert first[0]["command"]["parse"] == [pattern] and first[0]["command"]["timeout"] == 60
     p = cli("replay", "latest", "--json", cwd=repo)
     assert p.returncode == 0, p.stderr
     new = [read_lines(f) for f in runs_of(repo)]
     replay = [r for r in new if r[0].get("replay_of")]
     assert len(replay) == 1 and replay[0][0]["name"] == "orig" and replay[0][-1]["summary"]["score"]["last"] == 7
+    assert replay[0][-1]["summary"]["train_loss"]["last"] == 0.5  # --parse came along
     assert replay[0][0]["metadata"] == {"lr": 0.1, "opt": {"name": "adam"}}
+    assert {k: v for k, v in replay[0][0]["command"].items() if k not in ("argv", "cwd")} == {
+        "parse": [pattern], "timeout": 60}
+    wrap("run", "--no-parse", "--", PY, "t.py", cwd=repo)
+    assert "--no-parse" in cli("replay", "latest", "--dry-run", cwd=repo).stdout
 
 
 def test_metrics_and_line_counts_do_not_depend_on_how_the_output_is_cut() -> None:

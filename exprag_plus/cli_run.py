@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from typing import Any, Dict, List
 
@@ -67,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     how = f"exit {res['exit_code']}" + (f", {res['signal']}" if res["signal"] else "")
     print(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
           + (f": {metrics}, {how}" if metrics else f": {how}"), file=sys.stderr)
+    if res.get("unread"):
+        line, pattern = res["unread"]
+        print(f"exprag-plus: lines such as {line!r} were not read as metrics; to read them, add --parse "
+              f"{shlex.quote(pattern)}", file=sys.stderr)
     scan = res.get("artifacts") or {}
     if scan.get("note"):
         print(f"exprag-plus: {scan['note']}", file=sys.stderr)

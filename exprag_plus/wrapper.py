@@ -261,7 +261,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
                 announce: Any = None, record_artifacts: bool = True, max_artifacts: int = artifacts.MAX_RECORDED,
                 hash_limit: int = artifacts.HASH_LIMIT) -> Dict[str, Any]:
     """Run `argv` as a recorded run; returns {run_id, status, exit_code, signal, duration_s, metrics, output,
-    artifacts, path}.
+    artifacts, path, unread} (`unread`: see `unread_metric_line`).
 
     `announce(text)` is told when the run starts (its id and output file) before the command runs. With
     `record_artifacts`, the files the command created or modified under the working folder get an
@@ -367,9 +367,13 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     extra: Dict[str, Any] = {"name": joined_name} if joined_name and name is None else {}
     if scan is not None:
         extra["artifact_scan"] = _record_artifacts(exp, scan, max_artifacts, hash_limit)
+    output = out.summary(exp.root)
     exp.end(status, error, **extra, exit_code=exit_code, signal=signal.Signals(sig).name if sig else None,
-            output=out.summary(exp.root))
-    return _result(exp, status, exit_code, signal.Signals(sig).name if sig else None, duration, out, exp.root)
+            output=output)
+    res = _result(exp, status, exit_code, signal.Signals(sig).name if sig else None, duration, out, exp.root)
+    if parse and not os.path.exists(joined):
+        res["unread"] = unread_metric_line(output.get("tail") or [], patterns)
+    return res
 
 
 def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_limit: int) -> Dict[str, Any]:
@@ -553,3 +557,25 @@ def exec_plain(argv: Sequence[str]) -> None:
 
 __all__ = ["run_command", "compile_patterns", "MetricParser", "WrapperError", "nested", "exec_plain",
            "OUTPUT_LOG", "AXES"]
+
+
+_PAIR = r"([A-Za-z_][A-Za-z0-9_]*)([ \t]*[=:][ \t]*|[ \t]+)(" + _NUM.decode() + r")"
+_PAIRS = re.compile(r"[ \t]*(?:" + _PAIR + r"[ \t]*[,|;]?[ \t]*){2,}\r?\Z")
+
+
+def unread_metric_line(tail: Sequence[str], patterns: Sequence[Pattern[str]]) -> Optional[Tuple[str, str]]:
+    """A line of the output's tail made only of NAME NUMBER pairs (`epoch 3 train_loss 0.51`, `step=9
+    loss=2.3`) that no rule read, and a `--parse` pattern that would read it: runs forget `--parse`."""
+    for line in reversed(tail):
+        if not _PAIRS.match(line) or any(p.search(line) for p in patterns):
+            continue
+        pieces, names = [], set()
+        for m in re.finditer(_PAIR, line):
+            name, sep = m.group(1), m.group(2)
+            if name in names:
+                return None
+            names.add(name)
+            pieces.append(re.escape(name) + (r"\s*" + re.escape(sep.strip()) + r"\s*" if sep.strip() else r"\s+")
+                          + f"(?P<{name}>[^\\s,|;]+)")
+        return line.strip(), r"\W+".join(pieces)
+    return None

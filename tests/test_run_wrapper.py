@@ -367,3 +367,18 @@ def test_metrics_and_line_counts_do_not_depend_on_how_the_output_is_cut() -> Non
         got += cut.feed(b"", final=True)
         assert sorted(json.dumps(v, sort_keys=True) for v in got) == expected
         assert newlines == text.count(b"\n")
+
+
+def test_unread_pair_lines_get_a_parse_suggestion_that_reads_them(repo: Path) -> None:
+    script(repo, "t.py", "print('epoch 0 train_loss 0.5044')\nprint('epoch 1 train_loss 0.25')\nprint('val_loss: 0.3')\n")
+    p = wrap("run", "--", PY, "t.py", cwd=repo)
+    hint = p.stderr.decode().splitlines()[-1]
+    assert hint == ("exprag-plus: lines such as 'epoch 1 train_loss 0.25' were not read as metrics; to read them, "
+                    r"add --parse 'epoch\s+(?P<epoch>[^\s,|;]+)\W+train_loss\s+(?P<train_loss>[^\s,|;]+)'")
+    pattern = hint.split("--parse ")[1][1:-1]
+    p = wrap("run", "--json", "--parse", pattern, "--", PY, "t.py", cwd=repo)
+    assert json.loads(p.stdout.decode().split("val_loss: 0.3\n")[1])["metrics"] == {"train_loss": 0.25, "val_loss": 0.3}
+    assert "not read as metrics" not in p.stderr.decode()
+    assert "not read as metrics" not in wrap("run", "--no-parse", "--", PY, "t.py", cwd=repo).stderr.decode()
+    script(repo, "u.py", "print('val_loss: 0.3')\nprint('hello 2 you')\n")
+    assert "not read as metrics" not in wrap("run", "--", PY, "u.py", cwd=repo).stderr.decode()

@@ -3,12 +3,13 @@
 Each entry is keyed by its run file's identity (name, size, mtime_ns, inode): a run appended to, copied in
 or replaced no longer matches and is read again. The file is replaced atomically, so a reader sees one
 whole version; two writers racing just leave one of their files. A missing, truncated or corrupt cache is
-rebuilt silently (a CRC guards the whole file), and a run whose reading warned is never cached, so the
-warning comes again. Status is never cached: an unfinished run's status depends on its process now.
+rebuilt silently, and a run whose reading warned is never cached, so the warning comes again. An
+unfinished run's status is never cached: it depends on its process now.
 
-Line format (bytes, tab-separated; raw JSON lines never hold a tab, else they are re-encoded):
-KEY, start time and mtime, started (JSON), flags, summary (JSON, runs without run_end only), notes and
-tags (JSON), run_start line, tail lines.
+Layout: a header line (version, the index's length and CRC), the index (one tab-separated line per run:
+what the listing commands read, precomputed), then the blobs (each run's run_start line and tail lines),
+which are read one at a time, only for a run whose other fields a command asks for. A blob that fails
+its CRC (the file was replaced meanwhile) is read from the run file itself.
 """
 
 from __future__ import annotations
@@ -18,51 +19,81 @@ import json
 import os
 import warnings
 import zlib
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import ids
 from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_HEADER = b"exprag-plus-index/3\n"
+_MAGIC = b"exprag-plus-index/4 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
+_NESTED = b"x"  # the summary holds a list or object value: no decoding of one entry alone
+# index fields: KEY, order ("time mtime"), started, flags, status, run id, name, metadata, summary,
+# key facts (query.key_facts), notes and tags, blob ("offset length crc")
+_FIELDS = 12
 
 
 def _key(name: str, st: os.stat_result) -> bytes:
     return b"%s|%d|%d|%d" % (name.encode("utf-8", "surrogateescape"), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def read_cache(folder: str) -> Dict[bytes, List[bytes]]:
-    """KEY -> fields; empty when the file is missing, of another version, or fails its CRC."""
+class _Blobs:
+    """Reads one run's raw lines from the cache file version the index came from."""
+
+    def __init__(self, path: str, base: int) -> None:
+        self.path, self.base = path, base
+
+    def read(self, ref: bytes) -> Optional[List[bytes]]:
+        try:
+            off, size, crc = ref.split(b" ")
+            with open(self.path, "rb") as f:
+                f.seek(self.base + int(off))
+                data = f.read(int(size))
+        except (OSError, ValueError):
+            return None
+        if b"%08x" % zlib.crc32(data) != crc:
+            return None
+        return data.split(b"\t")
+
+
+def read_cache(folder: str) -> Tuple[Dict[bytes, List[bytes]], Optional[_Blobs]]:
+    """(KEY -> index fields, blob reader); empty when the file is missing, of another version, or fails its CRC."""
+    path = os.path.join(folder, NAME)
     try:
-        with open(os.path.join(folder, NAME), "rb") as f:
-            data = f.read()
-    except OSError:
-        return {}
-    cut = data.rfind(b"\n", 0, len(data) - 1)
-    if not data.startswith(_HEADER) or cut < 0 or not data.endswith(b"\n"):
-        return {}
-    body, trailer = data[:cut + 1], data[cut + 1:-1]
-    if trailer != b"%08x" % zlib.crc32(body):
-        return {}
+        with open(path, "rb") as f:
+            head = f.readline(200)
+            if not head.startswith(_MAGIC) or not head.endswith(b"\n"):
+                return {}, None
+            size, crc = head[len(_MAGIC):-1].split(b" ")
+            body = f.read(int(size))
+    except (OSError, ValueError):
+        return {}, None
+    if len(body) != int(size) or b"%08x" % zlib.crc32(body) != crc:
+        return {}, None
     out = {}
-    for line in body[len(_HEADER):].split(b"\n"):
+    for line in body.split(b"\n"):
         fields = line.split(b"\t")
-        if len(fields) >= 7:
+        if len(fields) == _FIELDS:
             out[fields[0]] = fields
-    return out
+    return out, _Blobs(path, len(head) + len(body))
 
 
 def _clean(raw: bytes, rec: object) -> bytes:
     return raw if b"\t" not in raw else json.dumps(rec).encode("ascii")
 
 
+def _dumps(value: object) -> bytes:
+    return json.dumps(value).encode("ascii")
+
+
 def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: List[bytes],
-           complete: bool) -> List[bytes]:
-    """The cache fields of a run just read (and the run completed as its status would complete it)."""
-    flags, summary = b"", b""
+           complete: bool) -> Tuple[List[bytes], bytes]:
+    """(index fields but the blob's place, blob) of a run just read (and completed as its status would)."""
+    from .query import key_facts
+
+    flags = b""
     ends = [i for i, r in enumerate(tail) if r.get("type") == "run_end"]
     if ends:
         keep = [_clean(r, rec) for r, rec in zip(tail_raw[ends[-1]:], tail[ends[-1]:])]
@@ -79,20 +110,38 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
         else:
             run._no_end, run._summary = True, summ
             keep, flags = [], _NO_END
-    if flags == _NO_END:
-        summary = json.dumps(run._summary).encode("ascii")
+    summary = run.summary
+    if any(type(x) in (list, dict) for v in summary.values() for x in v.values()):
+        flags += _NESTED
     memo = run._memory()
-    return [key, b"%r %r" % run.order()[:2], json.dumps(run.started).encode("ascii"), flags, summary,
-            json.dumps(memo).encode("ascii") if memo else b"", _clean(start_raw, run.start) if start_raw else b""] + keep
+    status = _dumps(run.status) if run.end is not None else b""
+    md = run.end.get("metadata") if run.end is not None else None
+    md = md if isinstance(md, dict) else run.start.get("metadata")
+    fields = [key, b"%r %r" % run.order()[:2], _dumps(run.started), flags, status, _dumps(run.run_id),
+              _dumps(run.name), _dumps(md) if isinstance(md, dict) and md else b"", _dumps(summary),
+              _dumps(key_facts(run)), _dumps(memo) if memo else b""]
+    blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
+    return fields, blob
 
 
-def _cached(path: str, name: str, fields: List[bytes]) -> Run:
-    started = fields[2]
-    text = started[1:-1].decode("ascii", "replace") if b"\\" not in started else json.loads(started)
+def _lines(blobs: Optional[_Blobs], ref: bytes, path: str) -> Callable[[], Tuple[bytes, List[bytes]]]:
+    def read() -> Tuple[bytes, List[bytes]]:
+        parts = blobs.read(ref) if blobs is not None else None
+        if parts is None:  # the cache file changed since it was listed: the run file itself
+            raw: List[bytes] = []
+            _head_and_tail(path, raw)
+            parts = raw or [b""]
+        return parts[0], parts[1:]
+    return read
+
+
+def _cached(path: str, name: str, fields: List[bytes], blobs: Optional[_Blobs]) -> Run:
     t, mtime = fields[1].split(b" ")
-    summary = json.loads(fields[4]) if fields[4] else None
-    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), text, fields[6], fields[7:], summary,
-                      fields[3] == _NO_END, fields[3] == _SCANNED, fields[5])
+    flags = fields[3]
+    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), fields[2], _lines(blobs, fields[11], path),
+                      _NO_END in flags, _SCANNED in flags, fields[10], status=fields[4], run_id=fields[5],
+                      name=fields[6], metadata=fields[7], summary=fields[8], one_entry=_NESTED not in flags,
+                      keys=fields[9])
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
@@ -114,10 +163,11 @@ def load(folder: str, use_cache: bool = True) -> List[Run]:
 
 def _load(folder: str, use_cache: bool) -> List[Run]:
     paths = ids.run_files(folder)
-    cache = read_cache(folder) if use_cache else {}
+    cache, blobs = read_cache(folder) if use_cache else ({}, None)
     out: List[Run] = []
-    fresh: List[List[bytes]] = []
+    fresh: List[Tuple[List[bytes], Optional[bytes]]] = []  # (fields, new blob or None: the old one is kept)
     changed = False
+    stat, get = os.stat, cache.get
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prefix = os.path.join(folder, "")
@@ -126,15 +176,15 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
             name = path[cut:]
             here = path.startswith(prefix) and os.sep not in name  # else a linked worktree's old folder
             try:
-                st = os.stat(path)
+                st = stat(path)
             except OSError as exc:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
             key = _key(name, st)
-            fields = cache.get(key) if here else None
+            fields = get(key) if here else None
             if fields is not None:
-                out.append(_cached(path, name, fields))
-                fresh.append(fields)
+                out.append(_cached(path, name, fields, blobs))
+                fresh.append((fields, None))
                 continue
             changed = changed or here
             before = len(caught)
@@ -146,24 +196,47 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 if data and run._records is None:
                     run._memo_data = data[0]
                 run._mtime = st.st_mtime
-                entry = _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
+                entry, blob = _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
             except OSError as exc:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
             out.append(run)
             if here and len(caught) == before and b"\n" not in key and b"\t" not in key:
-                fresh.append(entry)
+                fresh.append((entry, blob))
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if use_cache and (changed or len(fresh) != len(cache)):
-        _write(folder, fresh)
+        _write(folder, fresh, blobs)
     out.sort(key=Run.order)
     return out
 
 
-def _write(folder: str, entries: List[List[bytes]]) -> None:
-    body = _HEADER + b"".join(b"\t".join(e) + b"\n" for e in entries)
+def _write(folder: str, entries: List[Tuple[List[bytes], Optional[bytes]]], blobs: Optional[_Blobs]) -> None:
+    """One atomic write: unchanged entries' blobs are copied from the old file (read once, whole)."""
+    old = b""
+    if blobs is not None and any(b is None for _, b in entries):
+        try:
+            with open(blobs.path, "rb") as f:
+                f.seek(blobs.base)
+                old = f.read()
+        except OSError:
+            return
+    lines, parts = [], []
+    pos = 0
+    for fields, blob in entries:
+        if blob is None:
+            off, size, crc = fields[11].split(b" ")
+            blob = old[int(off):int(off) + int(size)]
+            if b"%08x" % zlib.crc32(blob) != crc:
+                continue  # the old file was replaced meanwhile: the entry is read again next time
+            fields = fields[:11]
+        ref = b"%d %d %08x" % (pos, len(blob), zlib.crc32(blob))
+        lines.append(b"\t".join(fields[:11]) + b"\t" + ref)
+        parts.append(blob)
+        pos += len(blob)
+    body = b"\n".join(lines)
+    head = _MAGIC + b"%d %08x\n" % (len(body), zlib.crc32(body))
     try:
-        write_atomic(os.path.join(folder, NAME), body + b"%08x\n" % zlib.crc32(body))
+        write_atomic(os.path.join(folder, NAME), head + body + b"".join(parts))
     except OSError:
         pass  # a read-only folder lists from the files every time

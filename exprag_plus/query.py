@@ -73,11 +73,11 @@ def field(run: Run, path: str) -> Any:
     if path in START_FIELDS and path in run.start:
         return run.start[path]
     path = records.normal_path(path)
-    entry = run.summary.get(path)
+    entry = run.summary_entry(path)
     if entry is not None:
         return entry.get("last", _MISSING)
     metric, stat = _stat_split(path)
-    entry = run.summary.get(records.normal_path(metric)) if stat else None
+    entry = run.summary_entry(records.normal_path(metric)) if stat else None
     if entry is None:
         return _MISSING
     return entry.get(stat, _MISSING)
@@ -102,7 +102,7 @@ def known_paths(runs: Sequence[Run]) -> Tuple[List[str], List[str]]:
 
 
 def _has(run: Run, path: str, metric_only: bool) -> bool:
-    if records.normal_path(path) in run.summary:
+    if run.summary_entry(records.normal_path(path)) is not None:
         return True
     if metric_only:
         return False
@@ -282,42 +282,68 @@ def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str
     return {"total": len(runs), "matched": len(chosen), "shown": len(shown), "runs": [run_row(r) for r in shown]}
 
 
+def key_facts(run: Run) -> List[Any]:
+    """What `keys` reads of a run (the listing cache keeps it per run): [path, canonical JSON of the value]
+    per metadata path, and per metric path [path, 1, min, max] (None where not a number) or [path, 0, last]
+    for a text path."""
+    md = [[p, json.dumps(records.to_json(v), sort_keys=True)] for p, v in metadata_paths(run).items()]
+    mt: List[List[Any]] = []
+    for path, s in run.summary.items():
+        if records.is_text_entry(s):
+            mt.append([path, 0, s.get("last")])
+        else:
+            lo, hi = s.get("min"), s.get("max")
+            mt.append([path, 1, lo if records.is_number(lo) else None, hi if records.is_number(hi) else None])
+    return [md, mt]
+
+
 def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
     """Every metadata and metric path, with how many runs have it and a few values (to discover names)."""
-    md: Dict[str, Dict[str, Any]] = {}
+    md: Dict[str, List[Any]] = {}  # path -> [runs, distinct values' JSON, runs holding the first examples]
     mt: Dict[str, Dict[str, Any]] = {}
     ax: Dict[str, Dict[str, Any]] = {}
+    axis: Dict[str, bool] = {}
+    loads, is_axis = json.loads, records.is_axis
     for r in runs:
-        for path, v in metadata_paths(r).items():
-            e = md.setdefault(path, {"runs": 0, "distinct": 0, "values": [], "_seen": set()})
+        raw = r._keys_raw
+        md_facts, mt_facts = loads(raw) if raw else key_facts(r)
+        for path, key in md_facts:
+            e = md.get(path)
+            if e is None:
+                e = md[path] = [0, set(), []]
+            e[0] += 1
+            if key not in e[1]:
+                e[1].add(key)
+                if len(e[2]) < examples:
+                    e[2].append(r)
+        for fact in mt_facts:
+            path = fact[0]
+            a = axis.get(path)
+            if a is None:
+                a = axis[path] = is_axis(path)
+            into = ax if a else mt
+            e = into.get(path)
+            if e is None:
+                e = into[path] = {"runs": 0, "kind": "number", "min": None, "max": None}
             e["runs"] += 1
-            key = json.dumps(records.to_json(v), sort_keys=True)
-            if key not in e["_seen"]:
-                e["_seen"].add(key)
-                e["distinct"] += 1
-                if len(e["values"]) < examples:
-                    e["values"].append(v)
-        for path, s in r.summary.items():
-            into = ax if records.is_axis(path) else mt
-            e = into.setdefault(path, {"runs": 0, "kind": "number", "min": None, "max": None})
-            e["runs"] += 1
-            if records.is_text_entry(s):
+            if not fact[1]:
                 text = e.setdefault("values", [])
-                if len(text) < examples and s.get("last") not in text:
-                    text.append(s.get("last"))
+                if len(text) < examples and fact[2] not in text:
+                    text.append(fact[2])
                 continue
-            for stat, better in (("min", min), ("max", max)):
-                x = s.get(stat)
-                if records.is_number(x):
-                    e[stat] = x if e[stat] is None else better(e[stat], x)
-    for e in md.values():
-        del e["_seen"]
+            lo, hi = fact[2], fact[3]
+            if lo is not None:
+                e["min"] = lo if e["min"] is None else min(e["min"], lo)
+            if hi is not None:
+                e["max"] = hi if e["max"] is None else max(e["max"], hi)
+    metadata = {p: {"runs": n, "distinct": len(seen), "values": [metadata_paths(r)[p] for r in held]}
+                for p, (n, seen, held) in sorted(md.items())}
     for e in mt.values():
         if "values" in e and e["min"] is None and e["max"] is None:
             e.update(kind="text")
             del e["min"], e["max"]
     return {"runs": len(runs), "fields": list(FIELDS) + sorted(set(MEMORY_FIELDS) - {"tags", "notes"}),
-            "metadata": dict(sorted(md.items())), "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
+            "metadata": metadata, "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
 
 
 def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
@@ -331,7 +357,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     stat = "last" if final else ("min" if minimize else "max")
     scored, nonfinite = [], 0
     for r in runs:
-        s = r.summary.get(metric)
+        s = r.summary_entry(metric)
         v = None if s is None else s.get(stat)
         if records.is_number(v) and math.isfinite(v):
             scored.append((v, r, s))
@@ -362,8 +388,14 @@ def check_rankable(metric: str, runs: Sequence[Run], axis_ok: bool = False) -> N
     if records.is_axis(base) and not axis_ok:
         raise QueryError(f"{base!r} is an axis (the x of histories: {', '.join(records.AXES)}), not a metric; "
                          "rank by a metric (see `exprag-plus keys`)")
-    entries = [r.summary[base] for r in runs if base in r.summary]
-    if entries and all(records.is_text_entry(e) for e in entries):
+    entries = []
+    for r in runs:
+        e = r.summary_entry(base)
+        if e is not None:
+            if not records.is_text_entry(e):
+                return  # one run holding numbers makes it rankable: the rest need not be read
+            entries.append(e)
+    if entries:
         shown = ", ".join(sorted({json.dumps(records.to_json(e.get("last"))) for e in entries})[:4])
         raise QueryError(f"{base!r} holds text or booleans ({shown}), not numbers: it cannot be ranked or "
                          f"plotted; filter on it instead, e.g. --where '{base}={records.to_json(entries[-1].get('last'))}'")

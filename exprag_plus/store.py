@@ -22,6 +22,9 @@ LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k cha
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
+_entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
+
+
 class CorruptLineWarning(UserWarning):
     """A line of a run file was not a JSON record; it was skipped."""
 
@@ -301,36 +304,86 @@ class Run:
         self._memo_raw = b""
         self._memo_data: Optional[bytes] = None
 
+    # what the listing cache gave, decoded only when asked (see `cached`)
+    _lazy_raw: Optional[Callable[[], Tuple[bytes, List[bytes]]]] = None
+    _started_raw: Optional[bytes] = None
+    _status_raw = b""
+    _id_raw: Optional[bytes] = None
+    _name_raw: Optional[bytes] = None
+    _md_raw: Optional[bytes] = None
+    _summary_raw: Optional[bytes] = None
+    _one_entry = False
+    _keys_raw: Optional[bytes] = None
+
     @classmethod
-    def cached(cls, path: str, order: Tuple[float, float, str], started: str, start_raw: bytes,
-               tail_raw: List[bytes], summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool,
-               scanned: bool = False, memo_raw: bytes = b"") -> "Run":
-        """A run as the listing cache holds it: its first line and its tail parsed only when a property
-        needs them (listing 100,000 runs must not build a million dicts it never looks at)."""
+    def cached(cls, path: str, order: Tuple[float, float, str], started: bytes,
+               lines: Callable[[], Tuple[bytes, List[bytes]]], no_end: bool, scanned: bool, memo_raw: bytes,
+               status: bytes, run_id: bytes, name: bytes, metadata: bytes, summary: bytes, one_entry: bool,
+               keys: bytes) -> "Run":
+        """A run as the listing cache holds it: each field decoded when first asked for, its first line and
+        tail read (`lines`) and parsed only when a property needs them (listing 100,000 runs must not build
+        a million dicts it never looks at). Every field is what the properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
         run._bad = []
-        run._lazy_start = start_raw
-        run._lazy_tail = tail_raw
-        run._started = started
+        run._lazy_raw = lines
+        run._lazy_start = run._lazy_tail = None
+        run._started_raw = started
+        run._started = None
         run._mtime = order[1]
         run._order = order
         run._no_end = no_end
         run._records = None
         run._after = []
         run._tail_end = not scanned
-        run._summary = summary
+        run._summary = None
         run._metadata = None
         run._memo = None
         run._memo_raw = memo_raw
         run._memo_data = None
+        run._status_raw = status
+        run._id_raw = run_id
+        run._name_raw = name
+        run._md_raw = metadata
+        run._summary_raw = summary
+        run._one_entry = one_entry
+        run._keys_raw = keys
         return run
+
+    def summary_entry(self, path: str) -> Optional[Dict[str, Any]]:
+        """`summary.get(path)`, decoding only that entry of a cached summary (`best` over 100,000 runs).
+
+        The cache wrote the summary with json.dumps and flat entries: a top-level key is the only place
+        `}, "PATH": {` can occur (quotes inside strings are escaped); a cut that is no JSON falls back."""
+        raw = self._summary_raw
+        if self._summary is None and raw is not None and self._one_entry:
+            key = _entry_keys.get(path)
+            if key is None:
+                key = _entry_keys[path] = json.dumps(path).encode("ascii") + b": {"
+            if raw.startswith(key, 1):
+                i = len(key)
+            else:
+                i = raw.find(b"}, " + key)
+                if i < 0:
+                    return None
+                i += len(key) + 2
+            try:
+                return json.loads(raw[i:raw.find(b"}", i) + 1])
+            except ValueError:
+                pass
+        return self.summary.get(path)
 
     def _parse(self) -> None:
         _ = self.start, self.end
 
+    def _fill(self) -> None:
+        lines, self._lazy_raw = self._lazy_raw, None
+        self._lazy_start, self._lazy_tail = lines()  # type: ignore[misc]
+
     @property
     def start(self) -> Dict[str, Any]:
+        if self._lazy_raw is not None:
+            self._fill()
         raw = self._lazy_start
         if raw is not None:
             self._lazy_start = None
@@ -339,6 +392,8 @@ class Run:
 
     @property
     def end(self) -> Optional[Dict[str, Any]]:
+        if self._lazy_raw is not None:
+            self._fill()
         raw = self._lazy_tail
         if raw is not None:
             self._lazy_tail = None
@@ -356,6 +411,8 @@ class Run:
 
     @property
     def run_id(self) -> str:
+        if self._id_raw is not None:
+            return json.loads(self._id_raw)
         return self.start.get("run_id") or os.path.basename(self.path)[: -len(ids.SUFFIX)]
 
     def _set_end(self, end: Optional[Dict[str, Any]]) -> None:
@@ -383,6 +440,8 @@ class Run:
 
     @property
     def name(self) -> str:
+        if self._name_raw is not None:
+            return json.loads(self._name_raw)
         end_name = (self.end or {}).get("name")
         return end_name if isinstance(end_name, str) and end_name else self.start.get("name", "")
 
@@ -390,6 +449,8 @@ class Run:
     def metadata(self) -> Dict[str, Any]:
         """run_start's metadata, or the final one run_end carries when more arrived during the run (a joined
         script's, a framework's late hyperparameters)."""
+        if self._metadata is None and self._md_raw is not None:
+            self._metadata = records.from_json(json.loads(self._md_raw)) if self._md_raw else {}
         if self._metadata is None:
             m = (self.end or {}).get("metadata")
             if not isinstance(m, dict):
@@ -405,8 +466,10 @@ class Run:
 
     @property
     def started(self) -> str:
-        if self._lazy_start is not None:
-            return self._started or ""
+        if self._started_raw is not None:
+            self._started, self._started_raw = json.loads(self._started_raw), None
+        if self._started is not None:
+            return self._started
         return self.start.get("time", "")
 
     @property
@@ -446,6 +509,8 @@ class Run:
 
     @property
     def status(self) -> str:
+        if self._status_raw:
+            return json.loads(self._status_raw)
         if self._find_end() is not None:
             return str(self.end.get("status", "completed"))  # type: ignore[union-attr]
         if not self.start:
@@ -471,6 +536,8 @@ class Run:
     @property
     def summary(self) -> Dict[str, Dict[str, Any]]:
         """Per metric path: last, min, max, count, nonfinite (and steps). Computed from tracks without run_end."""
+        if self._summary is None and self._summary_raw is not None:
+            self._summary = json.loads(self._summary_raw)
         if self._summary is None:
             s = (self._find_end() or {}).get("summary")
             if isinstance(s, dict):

@@ -19,7 +19,7 @@ import json
 import os
 import warnings
 import zlib
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import ids
 from .files import write_atomic
@@ -40,7 +40,7 @@ def _key(name: str, st: os.stat_result) -> bytes:
 
 
 class _Blobs:
-    """Reads one run's raw lines from the cache file version the index came from."""
+    """Reads one run's raw lines from the cache file version the index came from, else from the run file."""
 
     def __init__(self, path: str, base: int) -> None:
         self.path, self.base = path, base
@@ -56,6 +56,14 @@ class _Blobs:
         if b"%08x" % zlib.crc32(data) != crc:
             return None
         return data.split(b"\t")
+
+    def lines(self, ref: bytes, path: str) -> Tuple[bytes, List[bytes]]:
+        parts = self.read(ref) if self.path else None
+        if parts is None:  # the cache file changed since it was listed: the run file itself
+            raw: List[bytes] = []
+            _head_and_tail(path, raw)
+            parts = raw or [b""]
+        return parts[0], parts[1:]
 
 
 def read_cache(folder: str) -> Tuple[Dict[bytes, List[bytes]], Optional[_Blobs]]:
@@ -124,21 +132,10 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
     return fields, blob
 
 
-def _lines(blobs: Optional[_Blobs], ref: bytes, path: str) -> Callable[[], Tuple[bytes, List[bytes]]]:
-    def read() -> Tuple[bytes, List[bytes]]:
-        parts = blobs.read(ref) if blobs is not None else None
-        if parts is None:  # the cache file changed since it was listed: the run file itself
-            raw: List[bytes] = []
-            _head_and_tail(path, raw)
-            parts = raw or [b""]
-        return parts[0], parts[1:]
-    return read
-
-
-def _cached(path: str, name: str, fields: List[bytes], blobs: Optional[_Blobs]) -> Run:
+def _cached(path: str, name: str, fields: List[bytes], blobs: _Blobs) -> Run:
     t, mtime = fields[1].split(b" ")
     flags = fields[3]
-    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), fields[2], _lines(blobs, fields[11], path),
+    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), fields[2], blobs, fields[11],
                       _NO_END in flags, _SCANNED in flags, fields[10], status=fields[4], run_id=fields[5],
                       name=fields[6], metadata=fields[7], summary=fields[8], one_entry=_NESTED not in flags,
                       keys=fields[9])

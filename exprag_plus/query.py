@@ -7,11 +7,13 @@ nearest known paths, so a typo never looks like "no run matches".
 from __future__ import annotations
 
 import difflib
+import functools
+import gc
 import json
 import math
 import os
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 from . import artifacts, records, store
 from .store import Run
@@ -25,6 +27,7 @@ STATS = ("last", "min", "max", "count", "nonfinite")
 MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _MISSING = object()
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class QueryError(ValueError):
@@ -33,6 +36,20 @@ class QueryError(ValueError):
 
 class NoResult(LookupError):
     """A well-formed query that found nothing (CLI exit 1)."""
+
+
+def _paused_gc(fn: F) -> F:
+    """Answers over many runs free nothing while they work: collecting meanwhile only costs time."""
+    @functools.wraps(fn)
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+    return paused  # type: ignore[return-value]
 
 
 # --- looking values up -----------------------------------------------------------------------------
@@ -275,6 +292,7 @@ def note_row(rec: Dict[str, Any]) -> Dict[str, Any]:
     return {"time": rec.get("time"), "kind": rec.get("kind"), "text": rec.get("text"), "seq": rec.get("seq")}
 
 
+@_paused_gc
 def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str] = None,
               limit: Optional[int] = None) -> Dict[str, Any]:
     chosen = sort_runs(select(runs, where), sort)
@@ -297,6 +315,7 @@ def key_facts(run: Run) -> List[Any]:
     return [md, mt]
 
 
+@_paused_gc
 def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
     """Every metadata and metric path, with how many runs have it and a few values (to discover names)."""
     md: Dict[str, List[Any]] = {}  # path -> [runs, distinct values' JSON, runs holding the first examples]
@@ -346,6 +365,7 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
             "metadata": metadata, "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
 
 
+@_paused_gc
 def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
          where: Sequence[str] = ()) -> Dict[str, Any]:
     """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
@@ -357,11 +377,10 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     stat = "last" if final else ("min" if minimize else "max")
     scored, nonfinite = [], 0
     for r in runs:
-        s = r.summary_entry(metric)
-        v = None if s is None else s.get(stat)
+        has, v = r.summary_stat(metric, stat)
         if records.is_number(v) and math.isfinite(v):
-            scored.append((v, r, s))
-        elif s is not None:
+            scored.append((v, r))
+        elif has:
             nonfinite += 1
     direction = "lowest" if minimize else "highest"
     rule = (f"{direction} final (last tracked) value" if final
@@ -370,7 +389,8 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         raise NoResult(f"no run has a finite value of {metric!r} to rank "
                        f"({len(runs)} of {total} runs matched{' the --where' if where else ''})")
     scored.sort(key=lambda t: t[0], reverse=not minimize)
-    v, winner, s = scored[0]
+    v, winner = scored[0]
+    s = winner.summary_entry(metric) or {}
     best_stat = "min" if minimize else "max"
     return {
         "metric": metric, "rule": rule, "minimize": minimize, "final": final,
@@ -378,7 +398,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
         "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
-        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r, _ in scored[:5]],
+        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in scored[:5]],
     }
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import warnings
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import ids, records
 
@@ -23,6 +23,10 @@ STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
 _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
+_stat_keys: Dict[str, bytes] = {}
+_MISSING = object()
+_LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
+             b"-Infinity": float("-inf")}
 
 
 class CorruptLineWarning(UserWarning):
@@ -305,7 +309,9 @@ class Run:
         self._memo_data: Optional[bytes] = None
 
     # what the listing cache gave, decoded only when asked (see `cached`)
-    _lazy_raw: Optional[Callable[[], Tuple[bytes, List[bytes]]]] = None
+    _lines: Any = None  # an object whose .lines(ref, path) gives (run_start line, tail lines)
+    _lines_ref = b""
+    _after: Sequence[Dict[str, Any]] = ()
     _started_raw: Optional[bytes] = None
     _status_raw = b""
     _id_raw: Optional[bytes] = None
@@ -317,16 +323,16 @@ class Run:
 
     @classmethod
     def cached(cls, path: str, order: Tuple[float, float, str], started: bytes,
-               lines: Callable[[], Tuple[bytes, List[bytes]]], no_end: bool, scanned: bool, memo_raw: bytes,
+               lines: Any, lines_ref: bytes, no_end: bool, scanned: bool, memo_raw: bytes,
                status: bytes, run_id: bytes, name: bytes, metadata: bytes, summary: bytes, one_entry: bool,
                keys: bytes) -> "Run":
         """A run as the listing cache holds it: each field decoded when first asked for, its first line and
-        tail read (`lines`) and parsed only when a property needs them (listing 100,000 runs must not build
+        tail read (`lines.lines(lines_ref, path)`) and parsed only when a property needs them (listing 100,000 runs must not build
         a million dicts it never looks at). Every field is what the properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
-        run._bad = []
-        run._lazy_raw = lines
+        run._lines = lines
+        run._lines_ref = lines_ref
         run._lazy_start = run._lazy_tail = None
         run._started_raw = started
         run._started = None
@@ -334,7 +340,6 @@ class Run:
         run._order = order
         run._no_end = no_end
         run._records = None
-        run._after = []
         run._tail_end = not scanned
         run._summary = None
         run._metadata = None
@@ -377,12 +382,13 @@ class Run:
         _ = self.start, self.end
 
     def _fill(self) -> None:
-        lines, self._lazy_raw = self._lazy_raw, None
-        self._lazy_start, self._lazy_tail = lines()  # type: ignore[misc]
+        lines, self._lines = self._lines, None
+        self._bad = []
+        self._lazy_start, self._lazy_tail = lines.lines(self._lines_ref, self.path)
 
     @property
     def start(self) -> Dict[str, Any]:
-        if self._lazy_raw is not None:
+        if self._lines is not None:
             self._fill()
         raw = self._lazy_start
         if raw is not None:
@@ -392,7 +398,7 @@ class Run:
 
     @property
     def end(self) -> Optional[Dict[str, Any]]:
-        if self._lazy_raw is not None:
+        if self._lines is not None:
             self._fill()
         raw = self._lazy_tail
         if raw is not None:
@@ -432,6 +438,44 @@ class Run:
             return cls(path, start, recs, recs)
         start, tail, complete = _head_and_tail(path)
         return cls(path, start, tail, tail if complete else None)
+
+    def summary_stat(self, path: str, stat: str) -> Tuple[bool, Any]:
+        """(whether the summary has `path`, its `stat` or None): `summary_entry`, reading one number's
+        bytes when the cached entry holds no text."""
+        raw = self._summary_raw
+        if self._summary is None and raw is not None and self._one_entry:
+            key = _entry_keys.get(path)
+            if key is None:
+                key = _entry_keys[path] = json.dumps(path).encode("ascii") + b": {"
+            if raw.startswith(key, 1):
+                i = len(key)
+            else:
+                i = raw.find(b"}, " + key)
+                if i < 0:
+                    return False, None
+                i += len(key) + 2
+            entry = raw[i:raw.find(b"}", i) + 1]
+            if b'": "' not in entry:  # numbers only: the first `}` ends it, each value ends at `,` or `}`
+                name = _stat_keys.get(stat)
+                if name is None:
+                    name = _stat_keys[stat] = json.dumps(stat).encode("ascii") + b": "
+                at = entry.find(name)
+                if at < 0:
+                    return True, None
+                if entry[at - 1:at] not in (b"{", b" "):  # inside another key's name
+                    return True, self.summary_entry(path).get(stat)  # type: ignore[union-attr]
+                at += len(name)
+                comma = entry.find(b",", at)
+                tok = entry[at:comma if comma >= 0 else -1]
+                v = _LITERALS.get(tok, _MISSING)
+                if v is _MISSING:
+                    try:
+                        v = float(tok) if b"." in tok or b"e" in tok or b"E" in tok else int(tok)
+                    except ValueError:
+                        return True, self.summary_entry(path).get(stat)  # type: ignore[union-attr]
+                return True, v
+        s = self.summary_entry(path)
+        return (False, None) if s is None else (True, s.get(stat))
 
     # --- identity and start info ---------------------------------------------------------------
     @property

@@ -6,10 +6,11 @@ whole version; two writers racing just leave one of their files. A missing, trun
 rebuilt silently, and a run whose reading warned is never cached, so the warning comes again. An
 unfinished run's status is never cached: it depends on its process now.
 
-Layout: a header line (version, the index's length and CRC), the index (one tab-separated line per run:
-what the listing commands read, precomputed), then the blobs (each run's run_start line and tail lines),
-which are read one at a time, only for a run whose other fields a command asks for. A blob that fails
-its CRC (the file was replaced meanwhile) is read from the run file itself.
+Layout: a header line (version, the index's length and CRC); the index, as columns so that loading is a
+few splits, not a loop: the KEYs, the start times, the file times (one line per run each), then per run
+what the listing commands read, precomputed (see `store.Run.cached`); then the blobs (each run's
+run_start line and tail lines), read one at a time, only for a run whose other fields a command asks
+for. A blob that fails its CRC (the file was replaced meanwhile) is read from the run file itself.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/4 "
+_MAGIC = b"exprag-plus-index/5 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 _NESTED = b"x"  # the summary holds a list or object value: no decoding of one entry alone
-# index fields: KEY, order ("time mtime"), started, flags, status, run id, name, metadata, summary,
-# key facts (query.key_facts), notes and tags, blob ("offset length crc")
-_FIELDS = 12
+_COLUMNS = 4
+Entry = Tuple[bytes, bytes, bytes, bytes, Optional[bytes]]  # KEY, time, file time, fields, blob (None: kept)
 
 
 def _key(name: str, st: os.stat_result) -> bytes:
@@ -40,17 +40,19 @@ def _key(name: str, st: os.stat_result) -> bytes:
 
 
 class _Blobs:
-    """Reads one run's raw lines from the cache file version the index came from, else from the run file."""
+    """Reads one run's raw lines from the cache file version the index came from (held open: a writer
+    replacing the file meanwhile does not change it), else from the run file."""
 
-    def __init__(self, path: str, base: int) -> None:
-        self.path, self.base = path, base
+    def __init__(self, fd: int, base: int) -> None:
+        self.fd, self.base = fd, base
+
+    def __del__(self) -> None:
+        os.close(self.fd)
 
     def read(self, ref: bytes) -> Optional[List[bytes]]:
         try:
             off, size, crc = ref.split(b" ")
-            with open(self.path, "rb") as f:
-                f.seek(self.base + int(off))
-                data = f.read(int(size))
+            data = os.pread(self.fd, int(size), self.base + int(off))
         except (OSError, ValueError):
             return None
         if b"%08x" % zlib.crc32(data) != crc:
@@ -58,34 +60,42 @@ class _Blobs:
         return data.split(b"\t")
 
     def lines(self, ref: bytes, path: str) -> Tuple[bytes, List[bytes]]:
-        parts = self.read(ref) if self.path else None
-        if parts is None:  # the cache file changed since it was listed: the run file itself
+        parts = self.read(ref)
+        if parts is None:  # the cache file was damaged in place: the run file itself
             raw: List[bytes] = []
-            _head_and_tail(path, raw)
+            try:
+                _head_and_tail(path, raw)
+            except OSError:
+                pass
             parts = raw or [b""]
         return parts[0], parts[1:]
 
 
-def read_cache(folder: str) -> Tuple[Dict[bytes, List[bytes]], Optional[_Blobs]]:
-    """(KEY -> index fields, blob reader); empty when the file is missing, of another version, or fails its CRC."""
-    path = os.path.join(folder, NAME)
+def read_cache(folder: str) -> Tuple[Dict[bytes, int], List[List[bytes]], Optional[_Blobs]]:
+    """(KEY -> row, the columns, blob reader); empty when the file is missing, of another version, or
+    fails its CRC."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(os.path.join(folder, NAME), os.O_RDONLY)
+    except OSError:
+        return {}, [], None
+    blobs = _Blobs(fd, 0)  # closes the file when the last run listed from it is gone
+    try:
+        with os.fdopen(os.dup(fd), "rb") as f:
             head = f.readline(200)
             if not head.startswith(_MAGIC) or not head.endswith(b"\n"):
-                return {}, None
+                return {}, [], None
             size, crc = head[len(_MAGIC):-1].split(b" ")
             body = f.read(int(size))
     except (OSError, ValueError):
-        return {}, None
-    if len(body) != int(size) or b"%08x" % zlib.crc32(body) != crc:
-        return {}, None
-    out = {}
-    for line in body.split(b"\n"):
-        fields = line.split(b"\t")
-        if len(fields) == _FIELDS:
-            out[fields[0]] = fields
-    return out, _Blobs(path, len(head) + len(body))
+        return {}, [], None
+    if len(body) != int(size) or b"%08x" % zlib.crc32(body) != crc or not body:
+        return {}, [], None
+    columns = [c.split(b"\n") for c in body.split(b"\0")]
+    n = len(columns[0])
+    if len(columns) != _COLUMNS or any(len(c) != n for c in columns):
+        return {}, [], None
+    blobs.base = len(head) + len(body)
+    return dict(zip(columns[0], range(n))), columns, blobs
 
 
 def _clean(raw: bytes, rec: object) -> bytes:
@@ -97,8 +107,8 @@ def _dumps(value: object) -> bytes:
 
 
 def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: List[bytes],
-           complete: bool) -> Tuple[List[bytes], bytes]:
-    """(index fields but the blob's place, blob) of a run just read (and completed as its status would)."""
+           complete: bool) -> Entry:
+    """The cache entry of a run just read (and completed as its status would complete it)."""
     from .query import key_facts
 
     flags = b""
@@ -125,20 +135,12 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
     status = _dumps(run.status) if run.end is not None else b""
     md = run.end.get("metadata") if run.end is not None else None
     md = md if isinstance(md, dict) else run.start.get("metadata")
-    fields = [key, b"%r %r" % run.order()[:2], _dumps(run.started), flags, status, _dumps(run.run_id),
-              _dumps(run.name), _dumps(md) if isinstance(md, dict) and md else b"", _dumps(summary),
-              _dumps(key_facts(run)), _dumps(memo) if memo else b""]
+    t, mtime = run.order()[:2]
+    fields = b"\t".join([_dumps(run.started), flags, status, _dumps(run.run_id), _dumps(run.name),
+                         _dumps(md) if isinstance(md, dict) and md else b"", _dumps(summary),
+                         _dumps(key_facts(run)), _dumps(memo) if memo else b""])
     blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
-    return fields, blob
-
-
-def _cached(path: str, name: str, fields: List[bytes], blobs: _Blobs) -> Run:
-    t, mtime = fields[1].split(b" ")
-    flags = fields[3]
-    return Run.cached(path, (float(t), float(mtime), name[:-len(ids.SUFFIX)]), fields[2], blobs, fields[11],
-                      _NO_END in flags, _SCANNED in flags, fields[10], status=fields[4], run_id=fields[5],
-                      name=fields[6], metadata=fields[7], summary=fields[8], one_entry=_NESTED not in flags,
-                      keys=fields[9])
+    return key, b"%r" % t, b"%r" % mtime, fields, blob
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
@@ -160,11 +162,16 @@ def load(folder: str, use_cache: bool = True) -> List[Run]:
 
 def _load(folder: str, use_cache: bool) -> List[Run]:
     paths = ids.run_files(folder)
-    cache, blobs = read_cache(folder) if use_cache else ({}, None)
+    rows, columns, blobs = read_cache(folder) if use_cache else ({}, [], None)
+    if rows:
+        keys, times, mtimes, fields = columns
+        times = list(map(float, times))
+        mtimes = list(map(float, mtimes))
     out: List[Run] = []
-    fresh: List[Tuple[List[bytes], Optional[bytes]]] = []  # (fields, new blob or None: the old one is kept)
+    fresh: List[Entry] = []
     changed = False
-    stat, get = os.stat, cache.get
+    stat, get, cached = os.stat, rows.get, Run.cached
+    suffix = len(ids.SUFFIX)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prefix = os.path.join(folder, "")
@@ -178,10 +185,10 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
             key = _key(name, st)
-            fields = get(key) if here else None
-            if fields is not None:
-                out.append(_cached(path, name, fields, blobs))
-                fresh.append((fields, None))
+            i = get(key) if here else None
+            if i is not None:
+                out.append(cached(path, (times[i], mtimes[i], name[:-suffix]), fields[i], blobs))
+                fresh.append((key, columns[1][i], columns[2][i], fields[i], None))
                 continue
             changed = changed or here
             before = len(caught)
@@ -193,45 +200,46 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 if data and run._records is None:
                     run._memo_data = data[0]
                 run._mtime = st.st_mtime
-                entry, blob = _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
+                entry = _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
             except OSError as exc:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
             out.append(run)
-            if here and len(caught) == before and b"\n" not in key and b"\t" not in key:
-                fresh.append((entry, blob))
+            if here and len(caught) == before and b"\n" not in key and b"\t" not in key and b"\0" not in key:
+                fresh.append(entry)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if use_cache and (changed or len(fresh) != len(cache)):
+    if use_cache and (changed or len(fresh) != len(rows)):
         _write(folder, fresh, blobs)
     out.sort(key=Run.order)
     return out
 
 
-def _write(folder: str, entries: List[Tuple[List[bytes], Optional[bytes]]], blobs: Optional[_Blobs]) -> None:
+def _write(folder: str, entries: List[Entry], blobs: Optional[_Blobs]) -> None:
     """One atomic write: unchanged entries' blobs are copied from the old file (read once, whole)."""
     old = b""
-    if blobs is not None and any(b is None for _, b in entries):
+    if blobs is not None and any(e[4] is None for e in entries):
         try:
-            with open(blobs.path, "rb") as f:
+            with os.fdopen(os.dup(blobs.fd), "rb") as f:
                 f.seek(blobs.base)
                 old = f.read()
         except OSError:
             return
-    lines, parts = [], []
+    cols: List[List[bytes]] = [[], [], [], []]
+    parts = []
     pos = 0
-    for fields, blob in entries:
+    for key, t, mtime, fields, blob in entries:
         if blob is None:
-            off, size, crc = fields[11].split(b" ")
+            fields, _, ref = fields.rpartition(b"\t")
+            off, size, crc = ref.split(b" ")
             blob = old[int(off):int(off) + int(size)]
             if b"%08x" % zlib.crc32(blob) != crc:
                 continue  # the old file was replaced meanwhile: the entry is read again next time
-            fields = fields[:11]
-        ref = b"%d %d %08x" % (pos, len(blob), zlib.crc32(blob))
-        lines.append(b"\t".join(fields[:11]) + b"\t" + ref)
+        for col, value in zip(cols, (key, t, mtime, b"%s\t%d %d %08x" % (fields, pos, len(blob), zlib.crc32(blob)))):
+            col.append(value)
         parts.append(blob)
         pos += len(blob)
-    body = b"\n".join(lines)
+    body = b"\0".join(b"\n".join(c) for c in cols) if parts else b""
     head = _MAGIC + b"%d %08x\n" % (len(body), zlib.crc32(body))
     try:
         write_atomic(os.path.join(folder, NAME), head + body + b"".join(parts))

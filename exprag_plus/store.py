@@ -25,6 +25,8 @@ STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
 _stat_keys: Dict[str, bytes] = {}
 _MISSING = object()
+_RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
+                 "_summary_raw": None, "_one_entry": False, "_keys_raw": None}
 _LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
              b"-Infinity": float("-inf")}
 
@@ -308,52 +310,51 @@ class Run:
         self._memo_raw = b""
         self._memo_data: Optional[bytes] = None
 
-    # what the listing cache gave, decoded only when asked (see `cached`)
+    # a run from the listing cache holds only these until another attribute is asked for (`__getattr__`)
     _lines: Any = None  # an object whose .lines(ref, path) gives (run_start line, tail lines)
-    _lines_ref = b""
-    _after: Sequence[Dict[str, Any]] = ()
-    _started_raw: Optional[bytes] = None
-    _status_raw = b""
-    _id_raw: Optional[bytes] = None
-    _name_raw: Optional[bytes] = None
-    _md_raw: Optional[bytes] = None
-    _summary_raw: Optional[bytes] = None
-    _one_entry = False
-    _keys_raw: Optional[bytes] = None
 
     @classmethod
-    def cached(cls, path: str, order: Tuple[float, float, str], started: bytes,
-               lines: Any, lines_ref: bytes, no_end: bool, scanned: bool, memo_raw: bytes,
-               status: bytes, run_id: bytes, name: bytes, metadata: bytes, summary: bytes, one_entry: bool,
-               keys: bytes) -> "Run":
-        """A run as the listing cache holds it: each field decoded when first asked for, its first line and
-        tail read (`lines.lines(lines_ref, path)`) and parsed only when a property needs them (listing 100,000 runs must not build
-        a million dicts it never looks at). Every field is what the properties gave when it was cached."""
+    def cached(cls, path: str, order: Tuple[float, float, str], fields: bytes, lines: Any) -> "Run":
+        """A run as the listing cache holds it (listing 100,000 runs must not build a million dicts it never
+        looks at): `fields` (tab-separated: run_start time, flags (n: no run_end, s: run_end found by a
+        whole-file scan, x: a summary entry holds a list or object), status, run id, name, metadata,
+        summary, `query.key_facts`, notes and tags, where its lines are) is split when an attribute is
+        first asked for, each field decoded when its property is; the first line and tail are read
+        (`lines.lines(ref, path)`) and parsed only when a property needs them. Every field is what the
+        properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
-        run._lines = lines
-        run._lines_ref = lines_ref
-        run._lazy_start = run._lazy_tail = None
-        run._started_raw = started
-        run._started = None
-        run._mtime = order[1]
         run._order = order
-        run._no_end = no_end
-        run._records = None
-        run._tail_end = not scanned
-        run._summary = None
-        run._metadata = None
-        run._memo = None
-        run._memo_raw = memo_raw
-        run._memo_data = None
-        run._status_raw = status
-        run._id_raw = run_id
-        run._name_raw = name
-        run._md_raw = metadata
-        run._summary_raw = summary
-        run._one_entry = one_entry
-        run._keys_raw = keys
+        run._fields = fields
+        run._lines = lines
         return run
+
+    def __getattr__(self, name: str) -> Any:
+        fields = self.__dict__.pop("_fields", None)
+        if fields is not None:
+            self._unpack(fields)
+            return getattr(self, name)
+        if name in _RAW_DEFAULTS:  # a run read from its file
+            return _RAW_DEFAULTS[name]
+        raise AttributeError(name)
+
+    def _unpack(self, fields: bytes) -> None:
+        (self._started_raw, flags, self._status_raw, self._id_raw, self._name_raw, self._md_raw,
+         self._summary_raw, self._keys_raw, self._memo_raw, self._lines_ref) = fields.split(b"\t")
+        self._no_end = b"n" in flags
+        self._tail_end = b"s" not in flags
+        self._one_entry = b"x" not in flags
+        self._bad = []
+        self._lazy_start = self._lazy_tail = None
+        self._started = None
+        self._mtime = self._order[1]
+        self._records = None
+        self._end = None
+        self._after = []
+        self._summary = None
+        self._metadata = None
+        self._memo = None if self._memo_raw else []
+        self._memo_data = None
 
     def summary_entry(self, path: str) -> Optional[Dict[str, Any]]:
         """`summary.get(path)`, decoding only that entry of a cached summary (`best` over 100,000 runs).
@@ -382,9 +383,9 @@ class Run:
         _ = self.start, self.end
 
     def _fill(self) -> None:
+        ref = self._lines_ref
         lines, self._lines = self._lines, None
-        self._bad = []
-        self._lazy_start, self._lazy_tail = lines.lines(self._lines_ref, self.path)
+        self._lazy_start, self._lazy_tail = lines.lines(ref, self.path)
 
     @property
     def start(self) -> Dict[str, Any]:
@@ -510,8 +511,9 @@ class Run:
 
     @property
     def started(self) -> str:
-        if self._started_raw is not None:
-            self._started, self._started_raw = json.loads(self._started_raw), None
+        raw = self._started_raw
+        if raw is not None:
+            self._started, self._started_raw = json.loads(raw), None
         if self._started is not None:
             return self._started
         return self.start.get("time", "")

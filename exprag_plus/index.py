@@ -27,12 +27,13 @@ from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/5 "
+_MAGIC = b"exprag-plus-index/6 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
-_NESTED = b"x"  # the summary holds a list or object value: no decoding of one entry alone
-_COLUMNS = 4
-Entry = Tuple[bytes, bytes, bytes, bytes, Optional[bytes]]  # KEY, time, file time, fields, blob (None: kept)
+_NESTED = b"!"  # the summary holds a list or object value: no decoding of one entry alone
+_COLUMNS = 6
+# KEY, time, file time, summary, key facts, fields (see `store.Run.cached`), blob (None: the old one)
+Entry = Tuple[bytes, bytes, bytes, bytes, bytes, bytes, Optional[bytes]]
 
 
 def _key(name: str, st: os.stat_result) -> bytes:
@@ -128,19 +129,18 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
         else:
             run._no_end, run._summary = True, summ
             keep, flags = [], _NO_END
-    summary = run.summary
-    if any(type(x) in (list, dict) for v in summary.values() for x in v.values()):
-        flags += _NESTED
+    summary = _dumps(run.summary)
+    if any(type(x) in (list, dict) for v in run.summary.values() for x in v.values()):
+        summary = _NESTED + summary
     memo = run._memory()
     status = _dumps(run.status) if run.end is not None else b""
     md = run.end.get("metadata") if run.end is not None else None
     md = md if isinstance(md, dict) else run.start.get("metadata")
     t, mtime = run.order()[:2]
     fields = b"\t".join([_dumps(run.started), flags, status, _dumps(run.run_id), _dumps(run.name),
-                         _dumps(md) if isinstance(md, dict) and md else b"", _dumps(summary),
-                         _dumps(key_facts(run)), _dumps(memo) if memo else b""])
+                         _dumps(md) if isinstance(md, dict) and md else b"", _dumps(memo) if memo else b""])
     blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
-    return key, b"%r" % t, b"%r" % mtime, fields, blob
+    return key, b"%r" % t, b"%r" % mtime, summary, _dumps(key_facts(run)), fields, blob
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
@@ -164,7 +164,7 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     paths = ids.run_files(folder)
     rows, columns, blobs = read_cache(folder) if use_cache else ({}, [], None)
     if rows:
-        keys, times, mtimes, fields = columns
+        keys, times, mtimes, summaries, facts, fields = columns
         times = list(map(float, times))
         mtimes = list(map(float, mtimes))
     out: List[Run] = []
@@ -187,8 +187,8 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
             key = _key(name, st)
             i = get(key) if here else None
             if i is not None:
-                out.append(cached(path, (times[i], mtimes[i], name[:-suffix]), fields[i], blobs))
-                fresh.append((key, columns[1][i], columns[2][i], fields[i], None))
+                out.append(cached(path, (times[i], mtimes[i], name[:-suffix]), summaries[i], facts[i], fields[i], blobs))
+                fresh.append((key, columns[1][i], columns[2][i], summaries[i], facts[i], fields[i], None))
                 continue
             changed = changed or here
             before = len(caught)
@@ -218,24 +218,25 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
 def _write(folder: str, entries: List[Entry], blobs: Optional[_Blobs]) -> None:
     """One atomic write: unchanged entries' blobs are copied from the old file (read once, whole)."""
     old = b""
-    if blobs is not None and any(e[4] is None for e in entries):
+    if blobs is not None and any(e[-1] is None for e in entries):
         try:
             with os.fdopen(os.dup(blobs.fd), "rb") as f:
                 f.seek(blobs.base)
                 old = f.read()
         except OSError:
             return
-    cols: List[List[bytes]] = [[], [], [], []]
+    cols: List[List[bytes]] = [[] for _ in range(_COLUMNS)]
     parts = []
     pos = 0
-    for key, t, mtime, fields, blob in entries:
+    for key, t, mtime, summary, facts, fields, blob in entries:
         if blob is None:
             fields, _, ref = fields.rpartition(b"\t")
             off, size, crc = ref.split(b" ")
             blob = old[int(off):int(off) + int(size)]
             if b"%08x" % zlib.crc32(blob) != crc:
                 continue  # the old file was replaced meanwhile: the entry is read again next time
-        for col, value in zip(cols, (key, t, mtime, b"%s\t%d %d %08x" % (fields, pos, len(blob), zlib.crc32(blob)))):
+        for col, value in zip(cols, (key, t, mtime, summary, facts,
+                                     b"%s\t%d %d %08x" % (fields, pos, len(blob), zlib.crc32(blob)))):
             col.append(value)
         parts.append(blob)
         pos += len(blob)

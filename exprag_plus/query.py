@@ -322,10 +322,11 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
     mt: Dict[str, Dict[str, Any]] = {}
     ax: Dict[str, Dict[str, Any]] = {}
     axis: Dict[str, bool] = {}
-    loads, is_axis = json.loads, records.is_axis
-    for r in runs:
-        raw = r._keys_raw
-        md_facts, mt_facts = loads(raw) if raw else key_facts(r)
+    is_axis = records.is_axis
+    raws = [r._keys_raw for r in runs]
+    facts = (json.loads(b"[" + b",".join(raws) + b"]") if all(raws)  # one call: 100,000 small ones cost more
+             else [json.loads(raw) if raw else key_facts(r) for r, raw in zip(runs, raws)])
+    for r, (md_facts, mt_facts) in zip(runs, facts):
         for path, key in md_facts:
             e = md.get(path)
             if e is None:

@@ -23,12 +23,19 @@ STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
 _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
-_stat_keys: Dict[str, bytes] = {}
+_stat_patterns: Dict[Tuple[str, str], "re.Pattern[bytes]"] = {}
 _MISSING = object()
 _RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
-                 "_summary_raw": None, "_one_entry": False, "_keys_raw": None}
+                 "_summary_raw": None, "_keys_raw": None}
 _LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
              b"-Infinity": float("-inf")}
+
+
+def _entry_key(path: str) -> bytes:
+    key = _entry_keys.get(path)
+    if key is None:
+        key = _entry_keys[path] = json.dumps(path).encode("ascii") + b": {"
+    return key
 
 
 class CorruptLineWarning(UserWarning):
@@ -314,17 +321,22 @@ class Run:
     _lines: Any = None  # an object whose .lines(ref, path) gives (run_start line, tail lines)
 
     @classmethod
-    def cached(cls, path: str, order: Tuple[float, float, str], fields: bytes, lines: Any) -> "Run":
+    def cached(cls, path: str, order: Tuple[float, float, str], summary: bytes, keys: bytes, fields: bytes,
+               lines: Any) -> "Run":
         """A run as the listing cache holds it (listing 100,000 runs must not build a million dicts it never
-        looks at): `fields` (tab-separated: run_start time, flags (n: no run_end, s: run_end found by a
-        whole-file scan, x: a summary entry holds a list or object), status, run id, name, metadata,
-        summary, `query.key_facts`, notes and tags, where its lines are) is split when an attribute is
-        first asked for, each field decoded when its property is; the first line and tail are read
+        looks at): `summary` (JSON; after a `!` when an entry holds a list or object) and `keys`
+        (`query.key_facts`) are decoded only when asked for; `fields` (tab-separated: run_start time,
+        flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name, metadata, notes
+        and tags, where its lines are) is split when another attribute is first asked for, each field
+        decoded when its property is; the first line and tail are read
         (`lines.lines(ref, path)`) and parsed only when a property needs them. Every field is what the
         properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
         run._order = order
+        run._summary_raw = summary
+        run._summary = None
+        run._keys_raw = keys
         run._fields = fields
         run._lines = lines
         return run
@@ -340,10 +352,9 @@ class Run:
 
     def _unpack(self, fields: bytes) -> None:
         (self._started_raw, flags, self._status_raw, self._id_raw, self._name_raw, self._md_raw,
-         self._summary_raw, self._keys_raw, self._memo_raw, self._lines_ref) = fields.split(b"\t")
+         self._memo_raw, self._lines_ref) = fields.split(b"\t")
         self._no_end = b"n" in flags
         self._tail_end = b"s" not in flags
-        self._one_entry = b"x" not in flags
         self._bad = []
         self._lazy_start = self._lazy_tail = None
         self._started = None
@@ -351,7 +362,6 @@ class Run:
         self._records = None
         self._end = None
         self._after = []
-        self._summary = None
         self._metadata = None
         self._memo = None if self._memo_raw else []
         self._memo_data = None
@@ -359,13 +369,12 @@ class Run:
     def summary_entry(self, path: str) -> Optional[Dict[str, Any]]:
         """`summary.get(path)`, decoding only that entry of a cached summary (`best` over 100,000 runs).
 
-        The cache wrote the summary with json.dumps and flat entries: a top-level key is the only place
-        `}, "PATH": {` can occur (quotes inside strings are escaped); a cut that is no JSON falls back."""
+        The cache wrote the summary with json.dumps: a top-level key is the only place `}, "PATH": {` can
+        occur when no entry holds a list or object (quotes inside strings are escaped); a cut that is no
+        JSON falls back to decoding it all."""
         raw = self._summary_raw
-        if self._summary is None and raw is not None and self._one_entry:
-            key = _entry_keys.get(path)
-            if key is None:
-                key = _entry_keys[path] = json.dumps(path).encode("ascii") + b": {"
+        if self._summary is None and raw is not None and raw[:1] != b"!":
+            key = _entry_key(path)
             if raw.startswith(key, 1):
                 i = len(key)
             else:
@@ -378,6 +387,29 @@ class Run:
             except ValueError:
                 pass
         return self.summary.get(path)
+
+    def summary_stat(self, path: str, stat: str) -> Tuple[bool, Any]:
+        """(whether the summary has `path`, its `stat` or None), reading only that number's bytes when the
+        cached entry holds numbers only (else as `summary_entry`)."""
+        raw = self._summary_raw
+        if self._summary is None and raw is not None and raw[:1] != b"!":
+            pattern = _stat_patterns.get((path, stat))
+            if pattern is None:
+                pattern = _stat_patterns[(path, stat)] = re.compile(
+                    rb"(?:^\{|\}, )" + re.escape(_entry_key(path)) + rb"\{(?:\"\w+\": [^,\"{}\[\]]+, )*?"
+                    + re.escape(json.dumps(stat).encode("ascii")) + rb": ([^,\"{}\[\]]+)[,}]")
+            m = pattern.search(raw)
+            if m is not None:
+                tok = m.group(1)
+                v = _LITERALS.get(tok, _MISSING)
+                if v is not _MISSING:
+                    return True, v
+                try:
+                    return True, float(tok) if b"." in tok or b"e" in tok or b"E" in tok else int(tok)
+                except ValueError:
+                    pass
+        s = self.summary_entry(path)
+        return (False, None) if s is None else (True, s.get(stat))
 
     def _parse(self) -> None:
         _ = self.start, self.end
@@ -439,44 +471,6 @@ class Run:
             return cls(path, start, recs, recs)
         start, tail, complete = _head_and_tail(path)
         return cls(path, start, tail, tail if complete else None)
-
-    def summary_stat(self, path: str, stat: str) -> Tuple[bool, Any]:
-        """(whether the summary has `path`, its `stat` or None): `summary_entry`, reading one number's
-        bytes when the cached entry holds no text."""
-        raw = self._summary_raw
-        if self._summary is None and raw is not None and self._one_entry:
-            key = _entry_keys.get(path)
-            if key is None:
-                key = _entry_keys[path] = json.dumps(path).encode("ascii") + b": {"
-            if raw.startswith(key, 1):
-                i = len(key)
-            else:
-                i = raw.find(b"}, " + key)
-                if i < 0:
-                    return False, None
-                i += len(key) + 2
-            entry = raw[i:raw.find(b"}", i) + 1]
-            if b'": "' not in entry:  # numbers only: the first `}` ends it, each value ends at `,` or `}`
-                name = _stat_keys.get(stat)
-                if name is None:
-                    name = _stat_keys[stat] = json.dumps(stat).encode("ascii") + b": "
-                at = entry.find(name)
-                if at < 0:
-                    return True, None
-                if entry[at - 1:at] not in (b"{", b" "):  # inside another key's name
-                    return True, self.summary_entry(path).get(stat)  # type: ignore[union-attr]
-                at += len(name)
-                comma = entry.find(b",", at)
-                tok = entry[at:comma if comma >= 0 else -1]
-                v = _LITERALS.get(tok, _MISSING)
-                if v is _MISSING:
-                    try:
-                        v = float(tok) if b"." in tok or b"e" in tok or b"E" in tok else int(tok)
-                    except ValueError:
-                        return True, self.summary_entry(path).get(stat)  # type: ignore[union-attr]
-                return True, v
-        s = self.summary_entry(path)
-        return (False, None) if s is None else (True, s.get(stat))
 
     # --- identity and start info ---------------------------------------------------------------
     @property
@@ -582,8 +576,9 @@ class Run:
     @property
     def summary(self) -> Dict[str, Dict[str, Any]]:
         """Per metric path: last, min, max, count, nonfinite (and steps). Computed from tracks without run_end."""
-        if self._summary is None and self._summary_raw is not None:
-            self._summary = json.loads(self._summary_raw)
+        raw = self._summary_raw
+        if self._summary is None and raw is not None:
+            self._summary = json.loads(raw[1:] if raw[:1] == b"!" else raw)
         if self._summary is None:
             s = (self._find_end() or {}).get("summary")
             if isinstance(s, dict):

@@ -396,10 +396,10 @@ class Run:
             pattern = _stat_patterns.get((path, stat))
             if pattern is None:
                 pattern = _stat_patterns[(path, stat)] = re.compile(
-                    rb"(?:^\{|\}, )" + re.escape(_entry_key(path)) + rb"\{(?:\"\w+\": [^,\"{}\[\]]+, )*?"
+                    re.escape(_entry_key(path)) + rb"(?:\"\w+\": [^,\"{}\[\]]+, )*?"
                     + re.escape(json.dumps(stat).encode("ascii")) + rb": ([^,\"{}\[\]]+)[,}]")
             m = pattern.search(raw)
-            if m is not None:
+            if m is not None and (m.start() == 1 or raw[m.start() - 3:m.start()] == b"}, "):
                 tok = m.group(1)
                 v = _LITERALS.get(tok, _MISSING)
                 if v is not _MISSING:

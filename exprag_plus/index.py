@@ -27,33 +27,51 @@ from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/6 "
+_MAGIC = b"exprag-plus-index/7 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 _NESTED = b"!"  # the summary holds a list or object value: no decoding of one entry alone
-_COLUMNS = 6
-# KEY, time, file time, summary, key facts, fields (see `store.Run.cached`), blob (None: the old one)
-Entry = Tuple[bytes, bytes, bytes, bytes, bytes, bytes, Optional[bytes]]
+_COLUMNS = 4  # of the listing section: KEY, time, file time, fields (see `store.Run.cached`)
+# KEY, time, file time, summary, key facts, fields, blob
+Entry = Tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes]
 
 
 def _key(name: str, st: os.stat_result) -> bytes:
     return b"%s|%d|%d|%d" % (name.encode("utf-8", "surrogateescape"), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-class _Blobs:
-    """Reads one run's raw lines from the cache file version the index came from (held open: a writer
-    replacing the file meanwhile does not change it), else from the run file."""
+class _Source:
+    """The cache file version the index came from, held open (a writer replacing the file meanwhile does
+    not change it): the summaries and key facts sections, read and split when first asked for, and each
+    run's raw lines, read one at a time; what fails its CRC (damaged in place) comes from the run file."""
 
-    def __init__(self, fd: int, base: int) -> None:
-        self.fd, self.base = fd, base
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.sections: List[Tuple[int, int, bytes]] = []  # (offset, length, crc): listing, summaries, facts, blobs
+        self.loaded: Dict[int, Optional[List[bytes]]] = {}
 
     def __del__(self) -> None:
         os.close(self.fd)
 
+    def section(self, k: int) -> Optional[bytes]:
+        off, size, crc = self.sections[k]
+        try:
+            data = os.pread(self.fd, size, off)
+        except OSError:
+            return None
+        return data if len(data) == size and b"%08x" % zlib.crc32(data) == crc else None
+
+    def column(self, k: int, row: int) -> Optional[bytes]:
+        if k not in self.loaded:
+            data = self.section(k)
+            self.loaded[k] = None if data is None else data.split(b"\n")
+        col = self.loaded[k]
+        return None if col is None or row >= len(col) else col[row]
+
     def read(self, ref: bytes) -> Optional[List[bytes]]:
         try:
             off, size, crc = ref.split(b" ")
-            data = os.pread(self.fd, int(size), self.base + int(off))
+            data = os.pread(self.fd, int(size), self.sections[3][0] + int(off))
         except (OSError, ValueError):
             return None
         if b"%08x" % zlib.crc32(data) != crc:
@@ -62,7 +80,7 @@ class _Blobs:
 
     def lines(self, ref: bytes, path: str) -> Tuple[bytes, List[bytes]]:
         parts = self.read(ref)
-        if parts is None:  # the cache file was damaged in place: the run file itself
+        if parts is None:
             raw: List[bytes] = []
             try:
                 _head_and_tail(path, raw)
@@ -72,31 +90,36 @@ class _Blobs:
         return parts[0], parts[1:]
 
 
-def read_cache(folder: str) -> Tuple[Dict[bytes, int], List[List[bytes]], Optional[_Blobs]]:
-    """(KEY -> row, the columns, blob reader); empty when the file is missing, of another version, or
-    fails its CRC."""
+def read_cache(folder: str) -> Tuple[Dict[bytes, int], List[List[bytes]], Optional[_Source]]:
+    """(KEY -> row, the listing columns, the file for the rest); empty when the file is missing, of
+    another version, or fails its CRC."""
     try:
         fd = os.open(os.path.join(folder, NAME), os.O_RDONLY)
     except OSError:
         return {}, [], None
-    blobs = _Blobs(fd, 0)  # closes the file when the last run listed from it is gone
+    src = _Source(fd)  # closes the file when the last run listed from it is gone
     try:
-        with os.fdopen(os.dup(fd), "rb") as f:
-            head = f.readline(200)
-            if not head.startswith(_MAGIC) or not head.endswith(b"\n"):
-                return {}, [], None
-            size, crc = head[len(_MAGIC):-1].split(b" ")
-            body = f.read(int(size))
-    except (OSError, ValueError):
+        head = os.pread(fd, 400, 0)
+        cut = head.find(b"\n")
+        if not head.startswith(_MAGIC) or cut < 0:
+            return {}, [], None
+        nums = head[len(_MAGIC):cut].split(b" ")
+        off = cut + 1
+        for k in range(0, len(nums), 2):
+            size = int(nums[k])
+            src.sections.append((off, size, nums[k + 1]))
+            off += size
+        src.sections.append((off, 0, b""))
+    except (OSError, ValueError, IndexError):
         return {}, [], None
-    if len(body) != int(size) or b"%08x" % zlib.crc32(body) != crc or not body:
+    body = src.section(0) if len(src.sections) == 4 else None
+    if not body:
         return {}, [], None
     columns = [c.split(b"\n") for c in body.split(b"\0")]
     n = len(columns[0])
     if len(columns) != _COLUMNS or any(len(c) != n for c in columns):
         return {}, [], None
-    blobs.base = len(head) + len(body)
-    return dict(zip(columns[0], range(n))), columns, blobs
+    return dict(zip(columns[0], range(n))), columns, src
 
 
 def _clean(raw: bytes, rec: object) -> bytes:
@@ -162,15 +185,16 @@ def load(folder: str, use_cache: bool = True) -> List[Run]:
 
 def _load(folder: str, use_cache: bool) -> List[Run]:
     paths = ids.run_files(folder)
-    rows, columns, blobs = read_cache(folder) if use_cache else ({}, [], None)
+    rows, columns, src = read_cache(folder) if use_cache else ({}, [], None)
     if rows:
-        keys, times, mtimes, summaries, facts, fields = columns
-        times = list(map(float, times))
-        mtimes = list(map(float, mtimes))
+        fields = columns[3]
+        times = list(map(float, columns[1]))
+        mtimes = list(map(float, columns[2]))
     out: List[Run] = []
+    kept: List[int] = []
     fresh: List[Entry] = []
     changed = False
-    stat, get, cached = os.stat, rows.get, Run.cached
+    stat, get, cached, keep = os.stat, rows.get, Run.cached, kept.append
     suffix = len(ids.SUFFIX)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -187,8 +211,8 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
             key = _key(name, st)
             i = get(key) if here else None
             if i is not None:
-                out.append(cached(path, (times[i], mtimes[i], name[:-suffix]), summaries[i], facts[i], fields[i], blobs))
-                fresh.append((key, columns[1][i], columns[2][i], summaries[i], facts[i], fields[i], None))
+                out.append(cached(path, (times[i], mtimes[i], name[:-suffix]), fields[i], src, i))
+                keep(i)
                 continue
             changed = changed or here
             before = len(caught)
@@ -209,40 +233,45 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 fresh.append(entry)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if use_cache and (changed or len(fresh) != len(rows)):
-        _write(folder, fresh, blobs)
+    if use_cache and (changed or len(kept) != len(rows)):
+        _write(folder, kept, columns, src, fresh)
     out.sort(key=Run.order)
     return out
 
 
-def _write(folder: str, entries: List[Entry], blobs: Optional[_Blobs]) -> None:
-    """One atomic write: unchanged entries' blobs are copied from the old file (read once, whole)."""
-    old = b""
-    if blobs is not None and any(e[-1] is None for e in entries):
+def _write(folder: str, kept: List[int], columns: List[List[bytes]], src: Optional[_Source],
+           fresh: List[Entry]) -> None:
+    """One atomic write: the kept rows' parts come from the old file (each section read once, whole)."""
+    entries: List[Entry] = []
+    if kept and src is not None:
+        summaries, facts = src.section(1), src.section(2)
         try:
-            with os.fdopen(os.dup(blobs.fd), "rb") as f:
-                f.seek(blobs.base)
-                old = f.read()
+            old = os.pread(src.fd, os.fstat(src.fd).st_size, src.sections[3][0])
         except OSError:
-            return
+            old = None
+        if summaries is not None and facts is not None and old is not None:
+            summaries_l, facts_l = summaries.split(b"\n"), facts.split(b"\n")
+            for i in kept:
+                fields, _, ref = columns[3][i].rpartition(b"\t")
+                off, size, crc = ref.split(b" ")
+                blob = old[int(off):int(off) + int(size)]
+                if b"%08x" % zlib.crc32(blob) == crc and i < len(summaries_l) and i < len(facts_l):
+                    entries.append((columns[0][i], columns[1][i], columns[2][i], summaries_l[i], facts_l[i], fields, blob))
+    entries += fresh
     cols: List[List[bytes]] = [[] for _ in range(_COLUMNS)]
-    parts = []
+    summary_col, facts_col, parts = [], [], []
     pos = 0
-    for key, t, mtime, summary, facts, fields, blob in entries:
-        if blob is None:
-            fields, _, ref = fields.rpartition(b"\t")
-            off, size, crc = ref.split(b" ")
-            blob = old[int(off):int(off) + int(size)]
-            if b"%08x" % zlib.crc32(blob) != crc:
-                continue  # the old file was replaced meanwhile: the entry is read again next time
-        for col, value in zip(cols, (key, t, mtime, summary, facts,
-                                     b"%s\t%d %d %08x" % (fields, pos, len(blob), zlib.crc32(blob)))):
+    for key, t, mtime, summary, facts_raw, fields, blob in entries:
+        for col, value in zip(cols, (key, t, mtime, b"%s\t%d %d %08x" % (fields, pos, len(blob), zlib.crc32(blob)))):
             col.append(value)
+        summary_col.append(summary)
+        facts_col.append(facts_raw)
         parts.append(blob)
         pos += len(blob)
-    body = b"\0".join(b"\n".join(c) for c in cols) if parts else b""
-    head = _MAGIC + b"%d %08x\n" % (len(body), zlib.crc32(body))
+    sections = [b"\0".join(b"\n".join(c) for c in cols) if entries else b"", b"\n".join(summary_col),
+                b"\n".join(facts_col)]
+    head = _MAGIC + b" ".join(b"%d %08x" % (len(x), zlib.crc32(x)) for x in sections) + b"\n"
     try:
-        write_atomic(os.path.join(folder, NAME), head + body + b"".join(parts))
+        write_atomic(os.path.join(folder, NAME), head + b"".join(sections) + b"".join(parts))
     except OSError:
         pass  # a read-only folder lists from the files every time

@@ -25,6 +25,7 @@ STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
 _stat_patterns: Dict[Tuple[str, str], "re.Pattern[bytes]"] = {}
 _MISSING = object()
+_COLUMNS = {"_summary_raw": 1, "_keys_raw": 2}  # a cached run's attributes its source reads per section
 _RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
                  "_summary_raw": None, "_keys_raw": None}
 _LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
@@ -321,28 +322,31 @@ class Run:
     _lines: Any = None  # an object whose .lines(ref, path) gives (run_start line, tail lines)
 
     @classmethod
-    def cached(cls, path: str, order: Tuple[float, float, str], summary: bytes, keys: bytes, fields: bytes,
-               lines: Any) -> "Run":
+    def cached(cls, path: str, order: Tuple[float, float, str], fields: bytes, source: Any, row: int) -> "Run":
         """A run as the listing cache holds it (listing 100,000 runs must not build a million dicts it never
-        looks at): `summary` (JSON; after a `!` when an entry holds a list or object) and `keys`
-        (`query.key_facts`) are decoded only when asked for; `fields` (tab-separated: run_start time,
+        looks at): its summary (JSON; after a `!` when an entry holds a list or object) and key facts
+        (`query.key_facts`) are `source.column(1 or 2, row)`, read and decoded only when asked for (None:
+        computed from the file); `fields` (tab-separated: run_start time,
         flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name, metadata, notes
         and tags, where its lines are) is split when another attribute is first asked for, each field
         decoded when its property is; the first line and tail are read
-        (`lines.lines(ref, path)`) and parsed only when a property needs them. Every field is what the
+        (`source.lines(ref, path)`) and parsed only when a property needs them. Every field is what the
         properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
         run._order = order
-        run._summary_raw = summary
         run._summary = None
-        run._keys_raw = keys
         run._fields = fields
-        run._lines = lines
+        run._lines = run._source = source
+        run._row = row
         return run
 
     def __getattr__(self, name: str) -> Any:
-        fields = self.__dict__.pop("_fields", None)
+        d = self.__dict__
+        if name in _COLUMNS and "_source" in d:
+            value = d[name] = d["_source"].column(_COLUMNS[name], d["_row"])
+            return value
+        fields = d.pop("_fields", None)
         if fields is not None:
             self._unpack(fields)
             return getattr(self, name)

@@ -27,7 +27,7 @@ from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/7 "
+_MAGIC = b"exprag-plus-index/8 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 _NESTED = b"!"  # the summary holds a list or object value: no decoding of one entry alone
@@ -163,7 +163,7 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
     fields = b"\t".join([_dumps(run.started), flags, status, _dumps(run.run_id), _dumps(run.name),
                          _dumps(md) if isinstance(md, dict) and md else b"", _dumps(memo) if memo else b""])
     blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
-    return key, b"%r" % t, b"%r" % mtime, summary, _dumps(key_facts(run)), fields, blob
+    return key, b"%r" % t, b"%r" % mtime, summary, key_facts(run), fields, blob
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import gc
+import heapq
 import json
 import math
 import os
@@ -250,6 +251,8 @@ def _compare(got: Any, op: str, want: Any) -> bool:
 
 
 def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
+    if not where:
+        return list(runs)
     conds = [parse_where(w, runs) for w in where]
     for c in conds:
         check_path(c.path, runs, f"--where {c.text!r}")
@@ -300,62 +303,106 @@ def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str
     return {"total": len(runs), "matched": len(chosen), "shown": len(shown), "runs": [run_row(r) for r in shown]}
 
 
-def key_facts(run: Run) -> List[Any]:
-    """What `keys` reads of a run (the listing cache keeps it per run): [path, canonical JSON of the value]
-    per metadata path, and per metric path [path, 1, min, max] (None where not a number) or [path, 0, last]
-    for a text path."""
-    md = [[p, json.dumps(records.to_json(v), sort_keys=True)] for p, v in metadata_paths(run).items()]
-    mt: List[List[Any]] = []
+def key_facts(run: Run) -> bytes:
+    """What `keys` reads of a run (the listing cache keeps it per run): its shape, `[metadata paths,
+    [[metric path, 1 for numbers or 0 for text], ...]]`, a tab, then its values: the canonical JSON of each
+    metadata value, then per metric path its min and max (None where not a number) or its last text."""
+    md = metadata_paths(run)
+    values: List[Any] = [json.dumps(records.to_json(v), sort_keys=True) for v in md.values()]
+    shape: List[List[Any]] = []
     for path, s in run.summary.items():
         if records.is_text_entry(s):
-            mt.append([path, 0, s.get("last")])
+            shape.append([path, 0])
+            values.append(s.get("last"))
         else:
             lo, hi = s.get("min"), s.get("max")
-            mt.append([path, 1, lo if records.is_number(lo) else None, hi if records.is_number(hi) else None])
-    return [md, mt]
+            shape.append([path, 1])
+            values += [lo if records.is_number(lo) else None, hi if records.is_number(hi) else None]
+    return json.dumps([list(md), shape]).encode("ascii") + b"\t" + json.dumps(values).encode("ascii")
+
+
+def _metric_entry(into: Dict[str, Dict[str, Any]], path: str) -> Dict[str, Any]:
+    e = into.get(path)
+    if e is None:
+        e = into[path] = {"runs": 0, "kind": "number", "min": None, "max": None}
+    return e
 
 
 @_paused_gc
 def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
-    """Every metadata and metric path, with how many runs have it and a few values (to discover names)."""
+    """Every metadata and metric path, with how many runs have it and a few values (to discover names).
+
+    Runs are grouped by shape (their paths): a folder of one shape is summed up column by column."""
     md: Dict[str, List[Any]] = {}  # path -> [runs, distinct values' JSON, runs holding the first examples]
     mt: Dict[str, Dict[str, Any]] = {}
     ax: Dict[str, Dict[str, Any]] = {}
-    axis: Dict[str, bool] = {}
-    is_axis = records.is_axis
-    raws = [r._keys_raw for r in runs]
-    facts = (json.loads(b"[" + b",".join(raws) + b"]") if all(raws)  # one call: 100,000 small ones cost more
-             else [json.loads(raw) if raw else key_facts(r) for r, raw in zip(runs, raws)])
-    for r, (md_facts, mt_facts) in zip(runs, facts):
-        for path, key in md_facts:
-            e = md.get(path)
-            if e is None:
-                e = md[path] = [0, set(), []]
-            e[0] += 1
-            if key not in e[1]:
-                e[1].add(key)
-                if len(e[2]) < examples:
-                    e[2].append(r)
-        for fact in mt_facts:
-            path = fact[0]
-            a = axis.get(path)
-            if a is None:
-                a = axis[path] = is_axis(path)
-            into = ax if a else mt
-            e = into.get(path)
-            if e is None:
-                e = into[path] = {"runs": 0, "kind": "number", "min": None, "max": None}
-            e["runs"] += 1
-            if not fact[1]:
+    groups: Dict[bytes, Tuple[List[int], List[bytes]]] = {}
+    for n, r in enumerate(runs):
+        raw = r._keys_raw or key_facts(r)
+        shape, _, values = raw.partition(b"\t")
+        g = groups.get(shape)
+        if g is None:
+            g = groups[shape] = ([], [])
+        g[0].append(n)
+        g[1].append(values)
+    decoded = [(json.loads(shape), idx, json.loads(b"[" + b",".join(vals) + b"]"))  # one call, not 100,000
+               for shape, (idx, vals) in groups.items()]
+    if len(decoded) == 1:
+        (md_paths, mt_shape), idx, rows = decoded[0]
+        cols = list(zip(*rows)) if rows and rows[0] else []
+        for j, path in enumerate(md_paths):
+            col = cols[j]
+            firsts = list(dict.fromkeys(col))[:examples]
+            md[path] = [len(col), set(col), [runs[idx[col.index(k)]] for k in firsts]]
+        j = len(md_paths)
+        for path, numeric in mt_shape:
+            e = _metric_entry(ax if records.is_axis(path) else mt, path)
+            e["runs"] += len(rows)
+            if not numeric:
                 text = e.setdefault("values", [])
-                if len(text) < examples and fact[2] not in text:
-                    text.append(fact[2])
+                for v in cols[j]:
+                    if len(text) >= examples:
+                        break
+                    if v not in text:
+                        text.append(v)
+                j += 1
                 continue
-            lo, hi = fact[2], fact[3]
-            if lo is not None:
-                e["min"] = lo if e["min"] is None else min(e["min"], lo)
-            if hi is not None:
-                e["max"] = hi if e["max"] is None else max(e["max"], hi)
+            los = [x for x in cols[j] if x is not None]
+            his = [x for x in cols[j + 1] if x is not None]
+            e["min"] = min(los) if los else None
+            e["max"] = max(his) if his else None
+            j += 2
+    else:  # several shapes: run by run, in order (which values come first, and NaN's place in min/max)
+        at: List[Any] = [None] * len(runs)
+        for (md_paths, mt_shape), idx, rows in decoded:
+            for n, row in zip(idx, rows):
+                at[n] = (md_paths, mt_shape, row)
+        for r, (md_paths, mt_shape, row) in zip(runs, at):
+            for path, key in zip(md_paths, row):
+                e = md.get(path)
+                if e is None:
+                    e = md[path] = [0, set(), []]
+                e[0] += 1
+                if key not in e[1]:
+                    e[1].add(key)
+                    if len(e[2]) < examples:
+                        e[2].append(r)
+            j = len(md_paths)
+            for path, numeric in mt_shape:
+                e = _metric_entry(ax if records.is_axis(path) else mt, path)
+                e["runs"] += 1
+                if not numeric:
+                    text = e.setdefault("values", [])
+                    if len(text) < examples and row[j] not in text:
+                        text.append(row[j])
+                    j += 1
+                    continue
+                lo, hi = row[j], row[j + 1]
+                j += 2
+                if lo is not None:
+                    e["min"] = lo if e["min"] is None else min(e["min"], lo)
+                if hi is not None:
+                    e["max"] = hi if e["max"] is None else max(e["max"], hi)
     metadata = {p: {"runs": n, "distinct": len(seen), "values": [metadata_paths(r)[p] for r in held]}
                 for p, (n, seen, held) in sorted(md.items())}
     for e in mt.values():
@@ -389,8 +436,8 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     if not scored:
         raise NoResult(f"no run has a finite value of {metric!r} to rank "
                        f"({len(runs)} of {total} runs matched{' the --where' if where else ''})")
-    scored.sort(key=lambda t: t[0], reverse=not minimize)
-    v, winner = scored[0]
+    top = (heapq.nsmallest if minimize else heapq.nlargest)(5, scored, key=lambda t: t[0])  # = sorted(...)[:5]
+    v, winner = top[0]
     s = winner.summary_entry(metric) or {}
     best_stat = "min" if minimize else "max"
     return {
@@ -399,7 +446,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
         "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
-        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in scored[:5]],
+        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in top],
     }
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import warnings
 import zlib
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Dict, List, Optional, Tuple
 
 from . import ids
@@ -126,8 +127,16 @@ def _clean(raw: bytes, rec: object) -> bytes:
     return raw if b"\t" not in raw else json.dumps(rec).encode("ascii")
 
 
+# json.dumps's own encoder, made once (json.dumps makes one per call: most of its cost on small values)
+_encode = c_make_encoder(None, None, encode_basestring_ascii, None, ": ", ", ", False, False, True) \
+    if c_make_encoder is not None else None
+
+
 def _dumps(value: object) -> bytes:
-    return json.dumps(value).encode("ascii")
+    """json.dumps(value) as ASCII bytes (the data came from JSON: no cycles, nothing to convert)."""
+    if _encode is None or type(value) is str:
+        return json.dumps(value).encode("ascii")
+    return "".join(_encode(value, 0)).encode("ascii")
 
 
 def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: List[bytes],
@@ -153,7 +162,7 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
             run._no_end, run._summary = True, summ
             keep, flags = [], _NO_END
     summary = _dumps(run.summary)
-    if any(type(x) in (list, dict) for v in run.summary.values() for x in v.values()):
+    if b"[" in summary or summary.count(b"{") != len(run.summary) + 1:  # (or a brace in a text: no harm)
         summary = _NESTED + summary
     memo = run._memory()
     status = _dumps(run.status) if run.end is not None else b""
@@ -163,7 +172,7 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
     fields = b"\t".join([_dumps(run.started), flags, status, _dumps(run.run_id), _dumps(run.name),
                          _dumps(md) if isinstance(md, dict) and md else b"", _dumps(memo) if memo else b""])
     blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
-    return key, b"%r" % t, b"%r" % mtime, summary, key_facts(run), fields, blob
+    return key, b"%r" % t, b"%r" % mtime, summary, key_facts(run, _dumps), fields, blob
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 from . import artifacts, records, store
@@ -303,12 +304,12 @@ def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str
     return {"total": len(runs), "matched": len(chosen), "shown": len(shown), "runs": [run_row(r) for r in shown]}
 
 
-def key_facts(run: Run) -> bytes:
+def key_facts(run: Run, dumps: Callable[[Any], bytes] = lambda v: json.dumps(v).encode("ascii")) -> bytes:
     """What `keys` reads of a run (the listing cache keeps it per run): its shape, `[metadata paths,
     [[metric path, 1 for numbers or 0 for text], ...]]`, a tab, then its values: the canonical JSON of each
     metadata value, then per metric path its min and max (None where not a number) or its last text."""
     md = metadata_paths(run)
-    values: List[Any] = [json.dumps(records.to_json(v), sort_keys=True) for v in md.values()]
+    values: List[Any] = [_canonical(v) for v in md.values()]
     shape: List[List[Any]] = []
     for path, s in run.summary.items():
         if records.is_text_entry(s):
@@ -318,7 +319,19 @@ def key_facts(run: Run) -> bytes:
             lo, hi = s.get("min"), s.get("max")
             shape.append([path, 1])
             values += [lo if records.is_number(lo) else None, hi if records.is_number(hi) else None]
-    return json.dumps([list(md), shape]).encode("ascii") + b"\t" + json.dumps(values).encode("ascii")
+    return dumps([list(md), shape]) + b"\t" + dumps(values)
+
+
+def _canonical(v: Any) -> str:
+    """json.dumps(records.to_json(v), sort_keys=True), without its cost for a plain number or text."""
+    t = type(v)
+    if t is int and v.bit_length() <= 14_000:
+        return int.__repr__(v)
+    if t is float and math.isfinite(v):
+        return float.__repr__(v)
+    if t is str and v.isascii():
+        return encode_basestring_ascii(v)
+    return json.dumps(records.to_json(v), sort_keys=True)
 
 
 def _metric_entry(into: Dict[str, Dict[str, Any]], path: str) -> Dict[str, Any]:

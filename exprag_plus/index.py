@@ -134,7 +134,9 @@ _encode = c_make_encoder(None, None, encode_basestring_ascii, None, ": ", ", ", 
 
 def _dumps(value: object) -> bytes:
     """json.dumps(value) as ASCII bytes (the data came from JSON: no cycles, nothing to convert)."""
-    if _encode is None or type(value) is str:
+    if type(value) is str:
+        return encode_basestring_ascii(value).encode("ascii")
+    if _encode is None:
         return json.dumps(value).encode("ascii")
     return "".join(_encode(value, 0)).encode("ascii")
 

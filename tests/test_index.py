@@ -263,11 +263,15 @@ def test_keys_and_best_from_the_cache_are_what_every_run_gives(tmp_path: Path, m
             summary["loss"].update({"last": "NaN", "min": "NaN", "max": "NaN"})
             _end_with(root, exp, summary)
         if mixed and i == 7:  # a text whose bytes look like the next entry, a key with quotes, a list value
-            _end_with(root, exp, {"phase": {"last": 'x}, "loss": {"max": 99', "count": 1},
-                                  'we"ird': {"last": 1, "min": 1, "max": 1, "count": 1, "nonfinite": 0},
+            _end_with(root, exp, {'we"ird': {"last": 1, "min": 1, "max": 1, "count": 1, "nonfinite": 0},
                                   'a"loss': {"last": 7, "min": 7, "max": 7, "count": 1, "nonfinite": 0},
                                   "loss": {"last": 0.3, "min": 0.2, "max": 0.4, "count": 2, "nonfinite": 0},
-                                  "acc": {"last": [1, 2], "count": 1}})
+                                  "acc": {"last": 0.5, "count": 1}})
+        if mixed and i == 6:
+            _end_with(root, exp, {"phase": {"last": 'x}, "loss": {"max": 99', "count": 1},
+                                  "loss": {"last": 0.5, "min": 0.5, "max": 0.5, "count": 1, "nonfinite": 0}})
+        if mixed and i == 8:
+            _end_with(root, exp, {"acc": {"last": [1, 2], "count": 1}, "loss": {"last": 1, "min": 0, "max": 2}})
     plain = index.load(str(root), use_cache=False)
     index.load(str(root))
     shapes = {r._keys_raw.partition(b"\t")[0] for r in index.load(str(root))}

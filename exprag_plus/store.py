@@ -11,7 +11,7 @@ import json
 import os
 import re
 import warnings
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import ids, records
 
@@ -323,15 +323,13 @@ class Run:
 
     @classmethod
     def cached(cls, path: str, order: Tuple[float, float, str], fields: bytes, source: Any, row: int) -> "Run":
-        """A run as the listing cache holds it (listing 100,000 runs must not build a million dicts it never
-        looks at): its summary (JSON; after a `!` when an entry holds a list or object) and key facts
-        (`query.key_facts`) are `source.column(1 or 2, row)`, read and decoded only when asked for (None:
-        computed from the file); `fields` (tab-separated: run_start time,
-        flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name, metadata, notes
-        and tags, where its lines are) is split when another attribute is first asked for, each field
-        decoded when its property is; the first line and tail are read
-        (`source.lines(ref, path)`) and parsed only when a property needs them. Every field is what the
-        properties gave when it was cached."""
+        """A run as the listing cache holds it: listing 100,000 runs must not build a million dicts it never
+        looks at, so each part is read and decoded when first asked for. Its summary (JSON, after a `!`
+        when an entry holds a list or object) and key facts (`query.key_facts`) are
+        `source.column(1 or 2, row)` (None: computed from the file); `fields` (tab-separated: run_start
+        time, flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name,
+        metadata, notes and tags, where its lines are) is split by `__getattr__`; its first line and tail
+        come from `source.lines(ref, path)`. Every part is what the properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
         run._order = order

@@ -7,11 +7,15 @@ nearest known paths, so a typo never looks like "no run matches".
 from __future__ import annotations
 
 import difflib
+import functools
+import gc
+import heapq
 import json
 import math
 import os
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 from . import artifacts, records, store
 from .errors import NoResult, QueryError  # noqa: F401  (raised here, caught by the front ends)
@@ -26,6 +30,21 @@ STATS = ("last", "min", "max", "count", "nonfinite")
 MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
 _MISSING = object()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _paused_gc(fn: F) -> F:
+    """Answers over many runs free nothing while they work: collecting meanwhile only costs time."""
+    @functools.wraps(fn)
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+    return paused  # type: ignore[return-value]
 
 
 # --- looking values up -----------------------------------------------------------------------------
@@ -66,11 +85,11 @@ def field(run: Run, path: str) -> Any:
     if path in START_FIELDS and path in run.start:
         return run.start[path]
     path = records.normal_path(path)
-    entry = run.summary.get(path)
+    entry = run.summary_entry(path)
     if entry is not None:
         return entry.get("last", _MISSING)
     metric, stat = _stat_split(path)
-    entry = run.summary.get(records.normal_path(metric)) if stat else None
+    entry = run.summary_entry(records.normal_path(metric)) if stat else None
     if entry is None:
         return _MISSING
     return entry.get(stat, _MISSING)
@@ -95,7 +114,7 @@ def known_paths(runs: Sequence[Run]) -> Tuple[List[str], List[str]]:
 
 
 def _has(run: Run, path: str, metric_only: bool) -> bool:
-    if records.normal_path(path) in run.summary:
+    if run.summary_entry(records.normal_path(path)) is not None:
         return True
     if metric_only:
         return False
@@ -226,6 +245,8 @@ def _compare(got: Any, op: str, want: Any) -> bool:
 
 
 def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
+    if not where:
+        return list(runs)
     conds = [parse_where(w, runs) for w in where]
     for c in conds:
         check_path(c.path, runs, f"--where {c.text!r}")
@@ -268,6 +289,7 @@ def note_row(rec: Dict[str, Any]) -> Dict[str, Any]:
     return {"time": rec.get("time"), "kind": rec.get("kind"), "text": rec.get("text"), "seq": rec.get("seq")}
 
 
+@_paused_gc
 def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str] = None,
               limit: Optional[int] = None) -> Dict[str, Any]:
     chosen = sort_runs(select(runs, where), sort)
@@ -275,44 +297,129 @@ def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str
     return {"total": len(runs), "matched": len(chosen), "shown": len(shown), "runs": [run_row(r) for r in shown]}
 
 
+def key_facts(run: Run, dumps: Callable[[Any], bytes] = lambda v: json.dumps(v).encode("ascii")) -> bytes:
+    """What `keys` reads of a run (the listing cache keeps it per run): its shape, `[metadata paths,
+    [[metric path, 1 for numbers or 0 for text], ...]]`, a tab, then its values: the canonical JSON of each
+    metadata value, then per metric path its min and max (None where not a number) or its last text."""
+    md = metadata_paths(run)
+    values: List[Any] = [_canonical(v) for v in md.values()]
+    shape: List[List[Any]] = []
+    for path, s in run.summary.items():
+        if records.is_text_entry(s):
+            shape.append([path, 0])
+            values.append(s.get("last"))
+        else:
+            lo, hi = s.get("min"), s.get("max")
+            shape.append([path, 1])
+            values += [lo if records.is_number(lo) else None, hi if records.is_number(hi) else None]
+    return dumps([list(md), shape]) + b"\t" + dumps(values)
+
+
+def _canonical(v: Any) -> str:
+    """json.dumps(records.to_json(v), sort_keys=True), without its cost for a plain number or text."""
+    t = type(v)
+    if t is int and v.bit_length() <= 14_000:
+        return int.__repr__(v)
+    if t is float and math.isfinite(v):
+        return float.__repr__(v)
+    if t is str and v.isascii():
+        return encode_basestring_ascii(v)
+    return json.dumps(records.to_json(v), sort_keys=True)
+
+
+def _metric_entry(into: Dict[str, Dict[str, Any]], path: str) -> Dict[str, Any]:
+    e = into.get(path)
+    if e is None:
+        e = into[path] = {"runs": 0, "kind": "number", "min": None, "max": None}
+    return e
+
+
+@_paused_gc
 def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
-    """Every metadata and metric path, with how many runs have it and a few values (to discover names)."""
-    md: Dict[str, Dict[str, Any]] = {}
+    """Every metadata and metric path, with how many runs have it and a few values (to discover names).
+
+    Runs are grouped by shape (their paths): a folder of one shape is summed up column by column."""
+    md: Dict[str, List[Any]] = {}  # path -> [runs, distinct values' JSON, runs holding the first examples]
     mt: Dict[str, Dict[str, Any]] = {}
     ax: Dict[str, Dict[str, Any]] = {}
-    for r in runs:
-        for path, v in metadata_paths(r).items():
-            e = md.setdefault(path, {"runs": 0, "distinct": 0, "values": [], "_seen": set()})
-            e["runs"] += 1
-            key = json.dumps(records.to_json(v), sort_keys=True)
-            if key not in e["_seen"]:
-                e["_seen"].add(key)
-                e["distinct"] += 1
-                if len(e["values"]) < examples:
-                    e["values"].append(v)
-        for path, s in r.summary.items():
-            into = ax if records.is_axis(path) else mt
-            e = into.setdefault(path, {"runs": 0, "kind": "number", "min": None, "max": None})
-            e["runs"] += 1
-            if records.is_text_entry(s):
+    groups: Dict[bytes, Tuple[List[int], List[bytes]]] = {}
+    for n, r in enumerate(runs):
+        raw = r._keys_raw or key_facts(r)
+        shape, _, values = raw.partition(b"\t")
+        g = groups.get(shape)
+        if g is None:
+            g = groups[shape] = ([], [])
+        g[0].append(n)
+        g[1].append(values)
+    decoded = [(json.loads(shape), idx, json.loads(b"[" + b",".join(vals) + b"]"))  # one call, not 100,000
+               for shape, (idx, vals) in groups.items()]
+    if len(decoded) == 1:
+        (md_paths, mt_shape), idx, rows = decoded[0]
+        cols = list(zip(*rows)) if rows and rows[0] else []
+        for j, path in enumerate(md_paths):
+            col = cols[j]
+            firsts = list(dict.fromkeys(col))[:examples]
+            md[path] = [len(col), set(col), [runs[idx[col.index(k)]] for k in firsts]]
+        j = len(md_paths)
+        for path, numeric in mt_shape:
+            e = _metric_entry(ax if records.is_axis(path) else mt, path)
+            e["runs"] += len(rows)
+            if not numeric:
                 text = e.setdefault("values", [])
-                if len(text) < examples and s.get("last") not in text:
-                    text.append(s.get("last"))
+                for v in cols[j]:
+                    if len(text) >= examples:
+                        break
+                    if v not in text:
+                        text.append(v)
+                j += 1
                 continue
-            for stat, better in (("min", min), ("max", max)):
-                x = s.get(stat)
-                if records.is_number(x):
-                    e[stat] = x if e[stat] is None else better(e[stat], x)
-    for e in md.values():
-        del e["_seen"]
+            los = [x for x in cols[j] if x is not None]
+            his = [x for x in cols[j + 1] if x is not None]
+            e["min"] = min(los) if los else None
+            e["max"] = max(his) if his else None
+            j += 2
+    else:  # several shapes: run by run, in order (which values come first, and NaN's place in min/max)
+        at: List[Any] = [None] * len(runs)
+        for (md_paths, mt_shape), idx, rows in decoded:
+            for n, row in zip(idx, rows):
+                at[n] = (md_paths, mt_shape, row)
+        for r, (md_paths, mt_shape, row) in zip(runs, at):
+            for path, key in zip(md_paths, row):
+                e = md.get(path)
+                if e is None:
+                    e = md[path] = [0, set(), []]
+                e[0] += 1
+                if key not in e[1]:
+                    e[1].add(key)
+                    if len(e[2]) < examples:
+                        e[2].append(r)
+            j = len(md_paths)
+            for path, numeric in mt_shape:
+                e = _metric_entry(ax if records.is_axis(path) else mt, path)
+                e["runs"] += 1
+                if not numeric:
+                    text = e.setdefault("values", [])
+                    if len(text) < examples and row[j] not in text:
+                        text.append(row[j])
+                    j += 1
+                    continue
+                lo, hi = row[j], row[j + 1]
+                j += 2
+                if lo is not None:
+                    e["min"] = lo if e["min"] is None else min(e["min"], lo)
+                if hi is not None:
+                    e["max"] = hi if e["max"] is None else max(e["max"], hi)
+    metadata = {p: {"runs": n, "distinct": len(seen), "values": [metadata_paths(r)[p] for r in held]}
+                for p, (n, seen, held) in sorted(md.items())}
     for e in mt.values():
         if "values" in e and e["min"] is None and e["max"] is None:
             e.update(kind="text")
             del e["min"], e["max"]
     return {"runs": len(runs), "fields": list(FIELDS) + sorted(set(MEMORY_FIELDS) - {"tags", "notes"}),
-            "metadata": dict(sorted(md.items())), "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
+            "metadata": metadata, "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
 
 
+@_paused_gc
 def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
          where: Sequence[str] = ()) -> Dict[str, Any]:
     """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
@@ -324,11 +431,10 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     stat = "last" if final else ("min" if minimize else "max")
     scored, nonfinite = [], 0
     for r in runs:
-        s = r.summary.get(metric)
-        v = None if s is None else s.get(stat)
+        has, v = r.summary_stat(metric, stat)
         if records.is_number(v) and math.isfinite(v):
-            scored.append((v, r, s))
-        elif s is not None:
+            scored.append((v, r))
+        elif has:
             nonfinite += 1
     direction = "lowest" if minimize else "highest"
     rule = (f"{direction} final (last tracked) value" if final
@@ -336,8 +442,9 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     if not scored:
         raise NoResult(f"no run has a finite value of {metric!r} to rank "
                        f"({len(runs)} of {total} runs matched{' the --where' if where else ''})")
-    scored.sort(key=lambda t: t[0], reverse=not minimize)
-    v, winner, s = scored[0]
+    top = (heapq.nsmallest if minimize else heapq.nlargest)(5, scored, key=lambda t: t[0])  # = sorted(...)[:5]
+    v, winner = top[0]
+    s = winner.summary_entry(metric) or {}
     best_stat = "min" if minimize else "max"
     return {
         "metric": metric, "rule": rule, "minimize": minimize, "final": final,
@@ -345,7 +452,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
         "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
-        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r, _ in scored[:5]],
+        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in top],
     }
 
 
@@ -355,8 +462,14 @@ def check_rankable(metric: str, runs: Sequence[Run], axis_ok: bool = False) -> N
     if records.is_axis(base) and not axis_ok:
         raise QueryError(f"{base!r} is an axis (the x of histories: {', '.join(records.AXES)}), not a metric; "
                          "rank by a metric (see `exprag-plus keys`)")
-    entries = [r.summary[base] for r in runs if base in r.summary]
-    if entries and all(records.is_text_entry(e) for e in entries):
+    entries = []
+    for r in runs:
+        e = r.summary_entry(base)
+        if e is not None:
+            if not records.is_text_entry(e):
+                return  # one run holding numbers makes it rankable: the rest need not be read
+            entries.append(e)
+    if entries:
         shown = ", ".join(sorted({json.dumps(records.to_json(e.get("last"))) for e in entries})[:4])
         raise QueryError(f"{base!r} holds text or booleans ({shown}), not numbers: it cannot be ranked or "
                          f"plotted; filter on it instead, e.g. --where '{base}={records.to_json(entries[-1].get('last'))}'")

@@ -22,6 +22,23 @@ LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k cha
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
+_entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
+_stat_patterns: Dict[Tuple[str, str], "re.Pattern[bytes]"] = {}
+_MISSING = object()
+_COLUMNS = {"_summary_raw": 1, "_keys_raw": 2}  # a cached run's attributes its source reads per section
+_RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
+                 "_summary_raw": None, "_keys_raw": None}
+_LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
+             b"-Infinity": float("-inf")}
+
+
+def _entry_key(path: str) -> bytes:
+    key = _entry_keys.get(path)
+    if key is None:
+        key = _entry_keys[path] = json.dumps(path).encode("ascii") + b": {"
+    return key
+
+
 class CorruptLineWarning(UserWarning):
     """A line of a run file was not a JSON record; it was skipped."""
 
@@ -301,36 +318,113 @@ class Run:
         self._memo_raw = b""
         self._memo_data: Optional[bytes] = None
 
+    # a run from the listing cache holds only these until another attribute is asked for (`__getattr__`)
+    _lines: Any = None  # an object whose .lines(ref, path) gives (run_start line, tail lines)
+
     @classmethod
-    def cached(cls, path: str, order: Tuple[float, float, str], started: str, start_raw: bytes,
-               tail_raw: List[bytes], summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool,
-               scanned: bool = False, memo_raw: bytes = b"") -> "Run":
-        """A run as the listing cache holds it: its first line and its tail parsed only when a property
-        needs them (listing 100,000 runs must not build a million dicts it never looks at)."""
+    def cached(cls, path: str, order: Tuple[float, float, str], fields: bytes, source: Any, row: int) -> "Run":
+        """A run as the listing cache holds it: listing 100,000 runs must not build a million dicts it never
+        looks at, so each part is read and decoded when first asked for. Its summary (JSON, after a `!`
+        when an entry holds a list or object) and key facts (`query.key_facts`) are
+        `source.column(1 or 2, row)` (None: computed from the file); `fields` (tab-separated: run_start
+        time, flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name,
+        metadata, notes and tags, where its lines are) is split by `__getattr__`; its first line and tail
+        come from `source.lines(ref, path)`. Every part is what the properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
-        run._bad = []
-        run._lazy_start = start_raw
-        run._lazy_tail = tail_raw
-        run._started = started
-        run._mtime = order[1]
         run._order = order
-        run._no_end = no_end
-        run._records = None
-        run._after = []
-        run._tail_end = not scanned
-        run._summary = summary
-        run._metadata = None
-        run._memo = None
-        run._memo_raw = memo_raw
-        run._memo_data = None
+        run._summary = None
+        run._fields = fields
+        run._lines = run._source = source
+        run._row = row
         return run
+
+    def __getattr__(self, name: str) -> Any:
+        d = self.__dict__
+        if name in _COLUMNS and "_source" in d:
+            value = d[name] = d["_source"].column(_COLUMNS[name], d["_row"])
+            return value
+        fields = d.pop("_fields", None)
+        if fields is not None:
+            self._unpack(fields)
+            return getattr(self, name)
+        if name in _RAW_DEFAULTS:  # a run read from its file
+            return _RAW_DEFAULTS[name]
+        raise AttributeError(name)
+
+    def _unpack(self, fields: bytes) -> None:
+        (self._started_raw, flags, self._status_raw, self._id_raw, self._name_raw, self._md_raw,
+         self._memo_raw, self._lines_ref) = fields.split(b"\t")
+        self._no_end = b"n" in flags
+        self._tail_end = b"s" not in flags
+        self._bad = []
+        self._lazy_start = self._lazy_tail = None
+        self._started = None
+        self._mtime = self._order[1]
+        self._records = None
+        self._end = None
+        self._after = []
+        self._metadata = None
+        self._memo = None if self._memo_raw else []
+        self._memo_data = None
+
+    def summary_entry(self, path: str) -> Optional[Dict[str, Any]]:
+        """`summary.get(path)`, decoding only that entry of a cached summary (`best` over 100,000 runs).
+
+        The cache wrote the summary with json.dumps: a top-level key is the only place `}, "PATH": {` can
+        occur when no entry holds a list or object (quotes inside strings are escaped); a cut that is no
+        JSON falls back to decoding it all."""
+        raw = self._summary_raw
+        if self._summary is None and raw is not None and raw[:1] != b"!":
+            key = _entry_key(path)
+            if raw.startswith(key, 1):
+                i = len(key)
+            else:
+                i = raw.find(b"}, " + key)
+                if i < 0:
+                    return None
+                i += len(key) + 2
+            try:
+                return json.loads(raw[i:raw.find(b"}", i) + 1])
+            except ValueError:
+                pass
+        return self.summary.get(path)
+
+    def summary_stat(self, path: str, stat: str) -> Tuple[bool, Any]:
+        """(whether the summary has `path`, its `stat` or None), reading only that number's bytes when the
+        cached entry holds numbers only (else as `summary_entry`)."""
+        raw = self._summary_raw
+        if self._summary is None and raw is not None and raw[:1] != b"!":
+            pattern = _stat_patterns.get((path, stat))
+            if pattern is None:
+                pattern = _stat_patterns[(path, stat)] = re.compile(
+                    re.escape(_entry_key(path)) + rb"(?:\"\w+\": [^,\"{}\[\]]+, )*?"
+                    + re.escape(json.dumps(stat).encode("ascii")) + rb": ([^,\"{}\[\]]+)[,}]")
+            m = pattern.search(raw)
+            if m is not None and (m.start() == 1 or raw[m.start() - 3:m.start()] == b"}, "):
+                tok = m.group(1)
+                v = _LITERALS.get(tok, _MISSING)
+                if v is not _MISSING:
+                    return True, v
+                try:
+                    return True, float(tok) if b"." in tok or b"e" in tok or b"E" in tok else int(tok)
+                except ValueError:
+                    pass
+        s = self.summary_entry(path)
+        return (False, None) if s is None else (True, s.get(stat))
 
     def _parse(self) -> None:
         _ = self.start, self.end
 
+    def _fill(self) -> None:
+        ref = self._lines_ref
+        lines, self._lines = self._lines, None
+        self._lazy_start, self._lazy_tail = lines.lines(ref, self.path)
+
     @property
     def start(self) -> Dict[str, Any]:
+        if self._lines is not None:
+            self._fill()
         raw = self._lazy_start
         if raw is not None:
             self._lazy_start = None
@@ -339,6 +433,8 @@ class Run:
 
     @property
     def end(self) -> Optional[Dict[str, Any]]:
+        if self._lines is not None:
+            self._fill()
         raw = self._lazy_tail
         if raw is not None:
             self._lazy_tail = None
@@ -356,6 +452,8 @@ class Run:
 
     @property
     def run_id(self) -> str:
+        if self._id_raw is not None:
+            return json.loads(self._id_raw)
         return self.start.get("run_id") or os.path.basename(self.path)[: -len(ids.SUFFIX)]
 
     def _set_end(self, end: Optional[Dict[str, Any]]) -> None:
@@ -383,6 +481,8 @@ class Run:
 
     @property
     def name(self) -> str:
+        if self._name_raw is not None:
+            return json.loads(self._name_raw)
         end_name = (self.end or {}).get("name")
         return end_name if isinstance(end_name, str) and end_name else self.start.get("name", "")
 
@@ -390,6 +490,8 @@ class Run:
     def metadata(self) -> Dict[str, Any]:
         """run_start's metadata, or the final one run_end carries when more arrived during the run (a joined
         script's, a framework's late hyperparameters)."""
+        if self._metadata is None and self._md_raw is not None:
+            self._metadata = records.from_json(json.loads(self._md_raw)) if self._md_raw else {}
         if self._metadata is None:
             m = (self.end or {}).get("metadata")
             if not isinstance(m, dict):
@@ -405,8 +507,11 @@ class Run:
 
     @property
     def started(self) -> str:
-        if self._lazy_start is not None:
-            return self._started or ""
+        raw = self._started_raw
+        if raw is not None:
+            self._started, self._started_raw = json.loads(raw), None
+        if self._started is not None:
+            return self._started
         return self.start.get("time", "")
 
     @property
@@ -446,6 +551,8 @@ class Run:
 
     @property
     def status(self) -> str:
+        if self._status_raw:
+            return json.loads(self._status_raw)
         if self._find_end() is not None:
             return str(self.end.get("status", "completed"))  # type: ignore[union-attr]
         if not self.start:
@@ -471,6 +578,9 @@ class Run:
     @property
     def summary(self) -> Dict[str, Dict[str, Any]]:
         """Per metric path: last, min, max, count, nonfinite (and steps). Computed from tracks without run_end."""
+        raw = self._summary_raw
+        if self._summary is None and raw is not None:
+            self._summary = json.loads(raw[1:] if raw[:1] == b"!" else raw)
         if self._summary is None:
             s = (self._find_end() or {}).get("summary")
             if isinstance(s, dict):

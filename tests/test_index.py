@@ -196,3 +196,111 @@ def test_a_completed_run_shows_no_error(main, tmp_path: Path) -> None:
     assert run.error is None and run.end["error"] is None
     rc, out, _ = main("show", "latest", "--root", str(root))
     assert rc == 0 and "\nerror " not in out and "status    completed" in out
+
+
+def _keys_by_hand(runs: List[store.Run], examples: int = 5) -> Any:
+    """`keys` as it was before the cache held key facts: every run's metadata and summary, in order."""
+    md: dict = {}
+    mt: dict = {}
+    ax: dict = {}
+    for r in runs:
+        for path, v in query.metadata_paths(r).items():
+            e = md.setdefault(path, {"runs": 0, "distinct": 0, "values": [], "_seen": set()})
+            e["runs"] += 1
+            key = json.dumps(records.to_json(v), sort_keys=True)
+            if key not in e["_seen"]:
+                e["_seen"].add(key)
+                e["distinct"] += 1
+                if len(e["values"]) < examples:
+                    e["values"].append(v)
+        for path, s in r.summary.items():
+            into = ax if records.is_axis(path) else mt
+            e = into.setdefault(path, {"runs": 0, "kind": "number", "min": None, "max": None})
+            e["runs"] += 1
+            if records.is_text_entry(s):
+                text = e.setdefault("values", [])
+                if len(text) < examples and s.get("last") not in text:
+                    text.append(s.get("last"))
+                continue
+            for stat, better in (("min", min), ("max", max)):
+                x = s.get(stat)
+                if records.is_number(x):
+                    e[stat] = x if e[stat] is None else better(e[stat], x)
+    for e in md.values():
+        del e["_seen"]
+    for e in mt.values():
+        if "values" in e and e["min"] is None and e["max"] is None:
+            e.update(kind="text")
+            del e["min"], e["max"]
+    return {"metadata": dict(sorted(md.items())), "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
+
+
+def _end_with(root: Path, exp: Experiment, summary: Any) -> None:
+    """Replace a run's run_end summary by a hand-written one (foreign writers: NaN, text, odd keys)."""
+    lines = Path(exp.path).read_text().splitlines()
+    end = json.loads(lines[-1])
+    end["summary"] = summary
+    lines[-1] = json.dumps(end)
+    Path(exp.path).write_text("\n".join(lines) + "\n")
+
+
+def _strict(x: Any) -> str:
+    return json.dumps(records.jsonable(x), sort_keys=True)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_keys_and_best_from_the_cache_are_what_every_run_gives(tmp_path: Path, mixed: bool) -> None:
+    root = tmp_path / "runs"
+    for i in range(9):  # one shape (summed column by column), or several (run by run)
+        md = {"lr": [0.1, 0.01, float("nan")][i % 3], "opt": {"b": 1, "a": [i % 2, {"z": 1, "y": 2}]}, "seed": i}
+        if mixed and i % 3 == 1:
+            md["extra"] = "x"
+        exp = Experiment(f"r{i}", metadata=md, root=str(root), snapshot=False)
+        exp.track({"step": 1, "loss": 1.0 / (i + 1), "acc": i / 10.0, "phase": "warm" if i % 2 else "cold"})
+        exp.close()
+        if i in (2, 5):  # NaN where min and max fold, in the middle of the order (the same shape)
+            summary = json.loads(Path(exp.path).read_text().splitlines()[-1])["summary"]
+            summary["loss"].update({"last": "NaN", "min": "NaN", "max": "NaN"})
+            _end_with(root, exp, summary)
+        if mixed and i == 7:  # a text whose bytes look like the next entry, a key with quotes, a list value
+            _end_with(root, exp, {'we"ird': {"last": 1, "min": 1, "max": 1, "count": 1, "nonfinite": 0},
+                                  'a"loss': {"last": 7, "min": 7, "max": 7, "count": 1, "nonfinite": 0},
+                                  "loss": {"last": 0.3, "min": 0.2, "max": 0.4, "count": 2, "nonfinite": 0},
+                                  "acc": {"last": 0.5, "count": 1}})
+        if mixed and i == 6:
+            _end_with(root, exp, {"phase": {"last": 'x}, "loss": {"max": 99', "count": 1},
+                                  "loss": {"last": 0.5, "min": 0.5, "max": 0.5, "count": 1, "nonfinite": 0}})
+        if mixed and i == 8:
+            _end_with(root, exp, {"acc": {"last": [1, 2], "count": 1}, "loss": {"last": 1, "min": 0, "max": 2}})
+    plain = index.load(str(root), use_cache=False)
+    index.load(str(root))
+    shapes = {r._keys_raw.partition(b"\t")[0] for r in index.load(str(root))}
+    assert (len(shapes) > 1) == mixed
+    for runs in (index.load(str(root)), plain):  # from the cache (written above), and from the files
+        got = query.keys(runs)
+        assert _strict({k: got[k] for k in ("metadata", "metrics", "axes")}) == _strict(_keys_by_hand(plain))
+        for metric, minimize, final, where in (("loss", True, False, ()), ("loss", False, False, ()),
+                                               ("acc", False, True, ()), ("loss", True, False, ("lr=0.1",))):
+            assert _strict(query.best(runs, metric, minimize, final, where)) == \
+                _strict(query.best(plain, metric, minimize, final, where))
+        for r, p in zip(runs, plain):
+            for path in ("loss", "acc", "phase", 'we"ird', "nope"):
+                assert _strict(r.summary_entry(path)) == _strict(p.summary.get(path))
+                for stat in ("last", "min", "max", "count", "nope"):
+                    s = p.summary.get(path)
+                    assert _strict(r.summary_stat(path, stat)) == _strict((s is not None, None if s is None else s.get(stat)))
+
+
+def test_an_old_cache_is_rebuilt_and_a_listed_run_outlives_its_cache_file(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    a = _run(root, "a", lr=0.1)
+    _run(root, "b", lr=0.2)
+    (root / index.NAME).write_bytes(b"exprag-plus-index/3\n" + b"x\ty\n" * 3 + b"00000000\n")
+    _same(root)
+    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/8 ")
+    listed = index.load(str(root))  # from the cache; then the cache file is replaced by another listing
+    os.remove(a.path)
+    index.load(str(root))
+    assert [(r.run_id, r.git, r.process, r.host, r.status, r.record_counts()) for r in listed][1:] == \
+        [(r.run_id, r.git, r.process, r.host, r.status, r.record_counts()) for r in index.load(str(root), use_cache=False)]
+    assert listed[0].run_id == a.run_id and listed[0].process["pid"] == os.getpid()

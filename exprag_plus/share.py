@@ -47,6 +47,10 @@ REF_PREFIX = "refs/exprag-plus/runs/"
 REMOTES_PREFIX = "refs/exprag-plus/remotes/"
 LOG_NAME = "output.log"
 RETRIES = 5
+_SCRATCH = "refs/exprag-plus/building"  # fast-import's one branch; reset at the end, so never written
+# glibc hands fast-import's per-object zlib and delta buffers back to the kernel after every object and
+# faults them in again: half its time for a thousand small runs. Keeping them (a few MiB at most) halves it.
+_FAST_IMPORT_ENV = {"MALLOC_TRIM_THRESHOLD_": str(64 << 20), "MALLOC_TOP_PAD_": str(1 << 20)}
 _CHUNK = 2000  # refspecs per git push/fetch command line (one command for up to this many runs)
 _SCP_URL = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:")
 
@@ -275,8 +279,11 @@ class _Repo:
 
     def build(self, specs: Iterable[Dict[str, Any]]) -> Dict[str, str]:
         """One `git fast-import` making a commit per spec {run_id, lines, log, parents}, fed while the
-        specs are still being made (files read and checked here while git writes objects there);
-        updates refs/exprag-plus/runs/<id> (fast-forward only) and returns {run_id: commit}.
+        specs are still being made (files read and checked here while git writes objects there), then
+        one `git update-ref --stdin` transaction moving refs/exprag-plus/runs/<id> from the first parent
+        it was built on (all or none: a ref moved meanwhile fails it); returns {run_id: commit}.
+        Every commit is made on one scratch branch that is reset at the end, so fast-import writes no
+        ref (a thousand fast-import branches cost it ten times the objects themselves).
         A parent that is not a commit of this repository (code from another clone) is left out."""
         it = iter(specs)
         first = next(it, None)
@@ -284,9 +291,11 @@ class _Repo:
             return {}
         who = self.identity()
         commit_marks: Dict[int, str] = {}
+        bases: Dict[str, Optional[str]] = {}
         with tempfile.TemporaryDirectory(prefix="exprag-plus-share-") as tmp, git._Procs() as procs:
             marks = os.path.join(tmp, "marks")
-            fi = procs.start(["fast-import", "--quiet", "--done", f"--export-marks={marks}"], self.top, stdin=True)
+            fi = procs.start(["fast-import", "--quiet", "--done", f"--export-marks={marks}"], self.top, stdin=True,
+                             env=_FAST_IMPORT_ENV)
             check = procs.start(["cat-file", "--batch-check=%(objecttype)"], self.top, stdin=True)
             known: Dict[str, bool] = {}
 
@@ -312,13 +321,15 @@ class _Repo:
                         body.append(f"M 100644 :{mark} {rid}/{LOG_NAME}")
                     mark += 1
                     commit_marks[mark] = rid
+                    bases[rid] = first_parent
                     others = [p for p in spec["parents"][1:] if p and is_commit(p)]
                     links = ([f"from {first_parent}"] if first_parent else []) + [f"merge {p}" for p in others]
                     msg = f"exprag-plus: run {rid}\n"
-                    out.append((f"commit {REF_PREFIX}{rid}\nmark :{mark}\nauthor {who}\ncommitter {who}\n"
-                                f"data {len(msg)}\n{msg}" + "\n".join(links + body) + "\n\n").encode())
+                    out.append((f"reset {_SCRATCH}\ncommit {_SCRATCH}\nmark :{mark}\nauthor {who}\n"
+                                f"committer {who}\ndata {len(msg)}\n{msg}" + "\n".join(links + body)
+                                + "\n\n").encode())
                     fi.stdin.write(b"".join(out))  # type: ignore[union-attr]
-                fi.stdin.write(b"done\n")  # type: ignore[union-attr]
+                fi.stdin.write(f"reset {_SCRATCH}\n\ndone\n".encode())  # type: ignore[union-attr]
             except BrokenPipeError:
                 pass
             rc, _, err = procs.finish(fi, check=False)
@@ -331,6 +342,13 @@ class _Repo:
                     rid = commit_marks.get(int(m[1:]))
                     if rid:
                         built[rid] = oid
+        zero = "0" * len(next(iter(built.values()), "0" * 40))
+        moves = "".join(f"update {REF_PREFIX}{rid} {oid} {bases[rid] or zero}\n" for rid, oid in built.items())
+        p = _git(["update-ref", "--stdin"], self.top, input=moves.encode(), check=False)
+        if p.returncode != 0:
+            why = (p.stderr.decode("utf-8", "replace").strip().splitlines() or ["git update-ref failed"])[-1]
+            raise ShareError(f"could not move the run refs ({redact(why)}); another push or pull of this "
+                             "repository may have run at the same time: run it again")
         return built
 
     def is_ancestor(self, a: str, b: str) -> bool:

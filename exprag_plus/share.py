@@ -13,10 +13,13 @@ worktree, config or FETCH_HEAD; no hook runs):
   rejected because the remote moved, a pull whose local ref has commits the remote lacks) or by a dry
   run (forced: it mirrors the remote). A URL or path gets ``url-<hash>`` as its name, never the URL.
 
-Push: a run goes out when its file's blob differs from its local ref's tree (checked in Python, so a
-push with nothing changed contacts no remote). Its commit is built by one ``git fast-import`` fed while
-the files are still being read (no signing; the user's identity else a fixed fallback), then one
-``git push`` with a never-forced glob refspec (explicit refspecs for chosen runs). Rejected runs are
+Push: a run goes out when the tree it would commit (hashed in Python from its file and output.log)
+differs from its local ref's tree (one ``for-each-ref`` lists them, so a push with nothing changed
+reads no object and contacts no remote). Its commit is built by one ``git fast-import`` fed while the
+files are still being read (no signing; the user's identity else a fixed fallback; every commit on one
+scratch branch that is never written), the run refs move in one ``update-ref`` transaction from the
+commits they were built on, then one ``git push`` with a never-forced glob refspec (explicit refspecs
+for chosen runs). Rejected runs are
 fetched, merged and pushed again (bounded); a commit that never reached the remote is rolled back
 from the local ref, which keeps meaning "last shared". Pull: one non-forced fetch into the local refs,
 then each run file is written (new, or merged) by atomic replace.
@@ -148,11 +151,24 @@ def merge_log(local: Optional[bytes], other: Optional[bytes]) -> Tuple[Optional[
     return local, True
 
 
-def _blob_id(data: bytes, algo: str) -> str:
-    h = hashlib.new("sha256" if algo == "sha256" else "sha1")
-    h.update(b"blob %d\0" % len(data))
+def _object_id(kind: bytes, data: bytes, algo: str) -> str:
+    h = hashlib.sha256() if algo == "sha256" else hashlib.sha1()
+    h.update(b"%s %d\0" % (kind, len(data)))
     h.update(data)
     return h.hexdigest()
+
+
+def _blob_id(data: bytes, algo: str) -> str:
+    return _object_id(b"blob", data, algo)
+
+
+def _tree_id(run_id: str, lines: bytes, log: Optional[bytes], algo: str) -> str:
+    """The id of the tree a push commits for these contents, so "unchanged" needs no git call."""
+    entries = b"100644 %s%s\0%s" % (run_id.encode(), ids.SUFFIX.encode(), bytes.fromhex(_blob_id(lines, algo)))
+    if log is not None:  # "<id>.jsonl" sorts before the folder "<id>/" ('.' < '/')
+        sub = b"100644 %s\0%s" % (LOG_NAME.encode(), bytes.fromhex(_blob_id(log, algo)))
+        entries += b"40000 %s\0%s" % (run_id.encode(), bytes.fromhex(_object_id(b"tree", sub, algo)))
+    return _object_id(b"tree", entries, algo)
 
 
 class _Local:
@@ -238,6 +254,18 @@ class _Repo:
             if name.startswith(prefix):
                 got[name[len(prefix):]] = oid
         return got
+
+    def run_trees(self) -> Tuple[Dict[str, str], Dict[str, str]]:
+        """({run_id: commit}, {run_id: its tree}) of the local run refs, in one `for-each-ref`."""
+        out = _git(["for-each-ref", "--format=%(objectname) %(refname) %(tree)", REF_PREFIX], self.top).stdout
+        commits: Dict[str, str] = {}
+        trees: Dict[str, str] = {}
+        for line in out.decode("utf-8", "replace").splitlines():
+            oid, name, tree = (line.split(" ") + ["", ""])[:3]
+            if name.startswith(REF_PREFIX):
+                commits[name[len(REF_PREFIX):]] = oid
+                trees[name[len(REF_PREFIX):]] = tree
+        return commits, trees
 
     def batch_check(self, names: Sequence[str]) -> Dict[str, Optional[str]]:
         """Object id per revision expression (None when missing), in one `cat-file --batch-check`."""
@@ -428,9 +456,7 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
     else:
         run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
     run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
-    mine = repo.refs(REF_PREFIX)
-    at = {r: (f"{mine[r]}:{r}{ids.SUFFIX}", f"{mine[r]}:{r}/{LOG_NAME}") for r in run_ids if r in mine}
-    have = repo.batch_check([n for pair in at.values() for n in pair])
+    mine, trees = repo.run_trees()
     res: Dict[str, Any] = {"remote": rem.label, "dry_run": dry_run, "pushed": [], "unchanged": 0, "merged": [],
                            "refused": [], "skipped": []}
     locals_: Dict[str, _Local] = {}
@@ -441,20 +467,19 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
         need_union: List[str] = []
         for rid in run_ids:
             loc = locals_[rid] = _Local(runs_dir, rid)
-            if rid in at:
-                same_lines = have.get(at[rid][0]) == _blob_id(loc.lines, repo.algo)
-                same_log = loc.log is None or have.get(at[rid][1]) == _blob_id(loc.log, repo.algo)
-                if same_lines and same_log:
-                    continue
+            if rid in mine and trees[rid] == _tree_id(rid, loc.lines, loc.log, repo.algo):
+                continue
             why = loc.check_start()
             if why:
                 res["refused"].append({"run_id": rid, "reason": f"run file {loc.path}: {why}; not pushed"})
-            elif rid in at:
+            elif rid in mine:
                 need_union.append(rid)
             else:
                 planned.append(rid)
                 yield {"run_id": rid, "lines": loc.lines, "log": loc.log, "parents": [None, loc.code_commit()]}
         # the ref may hold lines the file lacks (a pull skipped while the run was live): never shrink
+        at = {r: (f"{mine[r]}:{r}{ids.SUFFIX}", f"{mine[r]}:{r}/{LOG_NAME}") for r in need_union}
+        have = repo.batch_check([n for pair in at.values() for n in pair])
         blobs = repo.read_blobs([o for r in need_union for o in (have.get(at[r][0]), have.get(at[r][1])) if o])
         for rid in need_union:
             loc = locals_[rid]

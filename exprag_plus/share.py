@@ -44,7 +44,7 @@ import tempfile
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import files, git, ids, records, store
+from . import files, git, ids, records
 
 REF_PREFIX = "refs/exprag-plus/runs/"
 REMOTES_PREFIX = "refs/exprag-plus/remotes/"
@@ -174,17 +174,20 @@ def _tree_id(run_id: str, lines: bytes, log: Optional[bytes], algo: str) -> str:
 class _Local:
     """One run file of the runs folder: its complete lines, torn tail and output.log."""
 
-    def __init__(self, runs_dir: str, run_id: str) -> None:
+    def __init__(self, runs_dir: str, run_id: str, has_dir: bool = True) -> None:
+        """`has_dir` False: the runs folder listing showed no `<run_id>/`, so there is no log to look for."""
         self.run_id = run_id
         self.path = os.path.join(runs_dir, run_id + ids.SUFFIX)
         self.log_path = os.path.join(runs_dir, run_id, LOG_NAME)
-        self.exists = os.path.isfile(self.path)
-        data = _read(self.path) if self.exists else b""
-        self.lines, self.tail = split_torn(data)
-        self.log = _read(self.log_path) if os.path.isfile(self.log_path) else None
+        data = _read_if_file(self.path)
+        self.exists = data is not None
+        self.lines, self.tail = split_torn(data or b"")
+        self.log = _read_if_file(self.log_path) if has_dir else None
         self._start: Optional[Dict[str, Any]] = None
 
     def live(self) -> bool:
+        from . import store  # only merges ask; a push of unchanged runs never loads the reader
+
         return self.exists and store.Run.read(self.path).status == "running"
 
     def start(self) -> Dict[str, Any]:
@@ -229,6 +232,14 @@ class _Local:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _read_if_file(path: str) -> Optional[bytes]:
+    """The file's bytes, or None when there is no such file (one open instead of a stat and an open)."""
+    try:
+        return _read(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 # --- git plumbing ---------------------------------------------------------------------------------
@@ -457,6 +468,11 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
         run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
     run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
     mine, trees = repo.run_trees()
+    try:
+        with os.scandir(runs_dir) as entries:
+            dirs = {e.name for e in entries if e.is_dir()}
+    except OSError:
+        dirs = None
     res: Dict[str, Any] = {"remote": rem.label, "dry_run": dry_run, "pushed": [], "unchanged": 0, "merged": [],
                            "refused": [], "skipped": []}
     locals_: Dict[str, _Local] = {}
@@ -466,7 +482,7 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
         """What to commit, made while fast-import already writes the first ones."""
         need_union: List[str] = []
         for rid in run_ids:
-            loc = locals_[rid] = _Local(runs_dir, rid)
+            loc = locals_[rid] = _Local(runs_dir, rid, dirs is None or rid in dirs)
             if rid in mine and trees[rid] == _tree_id(rid, loc.lines, loc.log, repo.algo):
                 continue
             why = loc.check_start()

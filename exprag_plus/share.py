@@ -15,7 +15,9 @@ worktree, config or FETCH_HEAD; no hook runs):
 
 Push: a run goes out when the tree it would commit (hashed in Python from its file and output.log)
 differs from its local ref's tree (one ``for-each-ref`` lists them, so a push with nothing changed
-reads no object and contacts no remote). Its commit is built by one ``git fast-import`` fed while the
+reads no object and contacts no remote). A run commit's subject carries a stamp: a hash of the
+identities (size, mtime, inode, device) its files had when it was committed, and its tree; while they
+and the ref hold, the files are not even read. Its commit is built by one ``git fast-import`` fed while the
 files are still being read (no signing; the user's identity else a fixed fallback; every commit on one
 scratch branch that is never written), the run refs move in one ``update-ref`` transaction from the
 commits they were built on, then one ``git push`` with a never-forced glob refspec (explicit refspecs
@@ -55,6 +57,7 @@ _SCRATCH = "refs/exprag-plus/building"  # fast-import's one branch; reset at the
 # faults them in again: half its time for a thousand small runs. Keeping them (a few MiB at most) halves it.
 _FAST_IMPORT_ENV = {"MALLOC_TRIM_THRESHOLD_": str(64 << 20), "MALLOC_TOP_PAD_": str(1 << 20)}
 _CHUNK = 2000  # refspecs per git push/fetch command line (one command for up to this many runs)
+_STAMP = re.compile(r" \(stamp ([0-9a-f]{40})\)$")
 _SCP_URL = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:")
 
 
@@ -179,10 +182,11 @@ class _Local:
         self.run_id = run_id
         self.path = os.path.join(runs_dir, run_id + ids.SUFFIX)
         self.log_path = os.path.join(runs_dir, run_id, LOG_NAME)
-        data = _read_if_file(self.path)
+        data, ident = _read_if_file(self.path)
         self.exists = data is not None
         self.lines, self.tail = split_torn(data or b"")
-        self.log = _read_if_file(self.log_path) if has_dir else None
+        self.log, log_ident = _read_if_file(self.log_path) if has_dir else (None, "-")
+        self.identity = f"{ident}|{log_ident}"
         self._start: Optional[Dict[str, Any]] = None
 
     def live(self) -> bool:
@@ -234,12 +238,37 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _read_if_file(path: str) -> Optional[bytes]:
-    """The file's bytes, or None when there is no such file (one open instead of a stat and an open)."""
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def _identity(st: Optional[os.stat_result]) -> str:
+    return "-" if st is None else f"{st.st_size}.{st.st_mtime_ns}.{st.st_ino}.{st.st_dev}"
+
+
+def _read_if_file(path: str) -> Tuple[Optional[bytes], str]:
+    """(the file's bytes or None when there is no such file, its identity taken before reading: a line
+    appended meanwhile changes the size, so an identity never vouches for bytes it did not see)."""
     try:
-        return _read(path)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            return f.read(), _identity(st)
+    except _MISSING:
+        return None, "-"
+
+
+def _stat_identity(path: str) -> str:
+    try:
+        return _identity(os.stat(path))
+    except _MISSING:
+        return "-"
+
+
+def _stamp(identity: str, tree: str) -> str:
+    """What a run commit's subject records: the run file's and output.log's identities when a push
+    committed `tree` from them. The same identities and the same ref tree later mean that a push would
+    commit that tree again: nothing to send, and no need to read the files. Opaque (a hash): no inode,
+    size or time of this machine goes to the remote."""
+    return hashlib.sha1(f"{identity}|{tree}".encode()).hexdigest()
 
 
 # --- git plumbing ---------------------------------------------------------------------------------
@@ -266,17 +295,23 @@ class _Repo:
                 got[name[len(prefix):]] = oid
         return got
 
-    def run_trees(self) -> Tuple[Dict[str, str], Dict[str, str]]:
-        """({run_id: commit}, {run_id: its tree}) of the local run refs, in one `for-each-ref`."""
-        out = _git(["for-each-ref", "--format=%(objectname) %(refname) %(tree)", REF_PREFIX], self.top).stdout
+    def run_trees(self) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
+        """({run_id: commit}, {run_id: its tree}, {run_id: its subject's stamp}) of the local run refs,
+        in one `for-each-ref`."""
+        out = _git(["for-each-ref", "--format=%(objectname) %(refname) %(tree) %(contents:subject)", REF_PREFIX],
+                   self.top).stdout
         commits: Dict[str, str] = {}
         trees: Dict[str, str] = {}
+        stamps: Dict[str, str] = {}
         for line in out.decode("utf-8", "replace").splitlines():
-            oid, name, tree = (line.split(" ") + ["", ""])[:3]
+            oid, name, tree, subject = (line.split(" ", 3) + ["", "", ""])[:4]
             if name.startswith(REF_PREFIX):
-                commits[name[len(REF_PREFIX):]] = oid
-                trees[name[len(REF_PREFIX):]] = tree
-        return commits, trees
+                rid = name[len(REF_PREFIX):]
+                commits[rid], trees[rid] = oid, tree
+                m = _STAMP.search(subject)
+                if m and tree:
+                    stamps[rid] = m.group(1)
+        return commits, trees, stamps
 
     def batch_check(self, names: Sequence[str]) -> Dict[str, Optional[str]]:
         """Object id per revision expression (None when missing), in one `cat-file --batch-check`."""
@@ -363,7 +398,9 @@ class _Repo:
                     bases[rid] = first_parent
                     others = [p for p in spec["parents"][1:] if p and is_commit(p)]
                     links = ([f"from {first_parent}"] if first_parent else []) + [f"merge {p}" for p in others]
-                    msg = f"exprag-plus: run {rid}\n"
+                    stamp = spec.get("identity") and _stamp(spec["identity"], _tree_id(
+                        rid, spec["lines"], spec.get("log"), self.algo))
+                    msg = f"exprag-plus: run {rid}" + (f" (stamp {stamp})" if stamp else "") + "\n"
                     out.append((f"reset {_SCRATCH}\ncommit {_SCRATCH}\nmark :{mark}\nauthor {who}\n"
                                 f"committer {who}\ndata {len(msg)}\n{msg}" + "\n".join(links + body)
                                 + "\n\n").encode())
@@ -467,7 +504,7 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
     else:
         run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
     run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
-    mine, trees = repo.run_trees()
+    mine, trees, stamps = repo.run_trees()
     try:
         with os.scandir(runs_dir) as entries:
             dirs = {e.name for e in entries if e.is_dir()}
@@ -482,7 +519,13 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
         """What to commit, made while fast-import already writes the first ones."""
         need_union: List[str] = []
         for rid in run_ids:
-            loc = locals_[rid] = _Local(runs_dir, rid, dirs is None or rid in dirs)
+            has_dir = dirs is None or rid in dirs
+            if rid in stamps:
+                ident = _stat_identity(os.path.join(runs_dir, rid + ids.SUFFIX)) + "|" + (
+                    _stat_identity(os.path.join(runs_dir, rid, LOG_NAME)) if has_dir else "-")
+                if _stamp(ident, trees[rid]) == stamps[rid]:
+                    continue  # as when its ref was committed: not even read
+            loc = locals_[rid] = _Local(runs_dir, rid, has_dir)
             if rid in mine and trees[rid] == _tree_id(rid, loc.lines, loc.log, repo.algo):
                 continue
             why = loc.check_start()
@@ -492,7 +535,8 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
                 need_union.append(rid)
             else:
                 planned.append(rid)
-                yield {"run_id": rid, "lines": loc.lines, "log": loc.log, "parents": [None, loc.code_commit()]}
+                yield {"run_id": rid, "lines": loc.lines, "log": loc.log, "parents": [None, loc.code_commit()],
+                       "identity": loc.identity}
         # the ref may hold lines the file lacks (a pull skipped while the run was live): never shrink
         at = {r: (f"{mine[r]}:{r}{ids.SUFFIX}", f"{mine[r]}:{r}/{LOG_NAME}") for r in need_union}
         have = repo.batch_check([n for pair in at.values() for n in pair])
@@ -507,7 +551,8 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
             log, _ = merge_log(loc.log, ref_log)
             if lines != ref_lines or log != ref_log:
                 planned.append(rid)
-                yield {"run_id": rid, "lines": lines, "log": log, "parents": [mine[rid], loc.code_commit()]}
+                yield {"run_id": rid, "lines": lines, "log": log, "parents": [mine[rid], loc.code_commit()],
+                       "identity": loc.identity}
 
     before = dict(mine)
     if dry_run:

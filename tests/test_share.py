@@ -415,3 +415,29 @@ def test_a_push_writes_only_run_refs(tmp_path: Path, bare: str) -> None:
     remote_refs = subprocess.run(["git", "--git-dir", bare, "for-each-ref", "--format=%(refname)"],
                                  capture_output=True, text=True).stdout.split()
     assert [r for r in remote_refs if r.startswith("refs/exprag-plus/")] == refs
+
+
+def test_a_run_file_whose_identity_is_unchanged_is_not_read(tmp_path: Path, bare: str) -> None:
+    """A push stamps each run commit with the identity (size, mtime, inode, device) its files had; the
+    same identity and ref tree later mean nothing to send, without reading. Any change of identity
+    (an append, an atomic replace, a rewrite) reads the file again and sends what changed."""
+    a, _ = machines(tmp_path, bare)
+    rid = a.train()
+    a.json("push")
+    assert "(stamp " in git(a.path, "log", "-1", "--format=%s", f"refs/exprag-plus/runs/{rid}")
+    path = a.runs / f"{rid}.jsonl"
+    st = path.stat()
+    data = path.read_bytes()
+    forged = data.replace(b'"loss"', b'"LOSS"')
+    assert len(forged) == len(data) and forged != data
+    with open(path, "r+b") as f:  # same size, same inode, and the old time put back: the same identity
+        f.write(forged)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert a.json("push")["unchanged"] == 1
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # now it differs: read, and sent
+    assert a.json("push")["pushed"] == [rid]
+    pushed = git(a.path, "show", f"refs/exprag-plus/runs/{rid}:{rid}.jsonl").encode()
+    assert set(forged.splitlines()) <= set(pushed.splitlines())  # the union with what the ref held
+    a.note(rid, "after")  # an append changes the size
+    assert a.json("push")["pushed"] == [rid]
+    assert a.json("push")["unchanged"] == 1

@@ -44,7 +44,7 @@ import random
 import re
 import tempfile
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import files, git, ids, records
 
@@ -295,11 +295,18 @@ class _Repo:
                 got[name[len(prefix):]] = oid
         return got
 
-    def run_trees(self) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
-        """({run_id: commit}, {run_id: its tree}, {run_id: its subject's stamp}) of the local run refs,
-        in one `for-each-ref`."""
-        out = _git(["for-each-ref", "--format=%(objectname) %(refname) %(tree) %(contents:subject)", REF_PREFIX],
-                   self.top).stdout
+    def run_trees(self, procs: git._Procs) -> Callable[[], Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]]:
+        """Starts one `for-each-ref` of the local run refs; what it returns waits for
+        ({run_id: commit}, {run_id: its tree}, {run_id: its subject's stamp})."""
+        p = procs.start(["for-each-ref", "--format=%(objectname) %(refname) %(tree) %(contents:subject)",
+                         REF_PREFIX], self.top)
+        return lambda: self._parse_run_trees(p, procs)
+
+    @staticmethod
+    def _parse_run_trees(p: Any, procs: git._Procs) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
+        rc, out, err = procs.finish(p, check=False)
+        if rc != 0:
+            raise ShareError(redact(str(git._failure(["for-each-ref"], rc, err))))
         commits: Dict[str, str] = {}
         trees: Dict[str, str] = {}
         stamps: Dict[str, str] = {}
@@ -498,13 +505,15 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
     `everything` also sends runs already pushed elsewhere (a new remote); without it a push where
     nothing changed contacts no remote at all."""
     repo = _Repo(cwd)
-    rem = _Remote(repo, remote)
-    if runs:
-        run_ids = [os.path.basename(ids.resolve(r, runs_dir))[: -len(ids.SUFFIX)] for r in runs]
-    else:
-        run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
-    run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
-    mine, trees, stamps = repo.run_trees()
+    with git._Procs() as procs:  # the refs are listed while `git remote` runs and the folder is listed
+        listed = repo.run_trees(procs)
+        rem = _Remote(repo, remote)
+        if runs:
+            run_ids = [os.path.basename(ids.resolve(r, runs_dir))[: -len(ids.SUFFIX)] for r in runs]
+        else:
+            run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
+        run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
+        mine, trees, stamps = listed()
     try:
         with os.scandir(runs_dir) as entries:
             dirs = {e.name for e in entries if e.is_dir()}

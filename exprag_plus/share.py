@@ -17,13 +17,13 @@ Push: a run goes out when the tree it would commit (hashed in Python from its fi
 differs from its local ref's tree (one ``for-each-ref`` lists them, so a push with nothing changed
 reads no object and contacts no remote). A run commit's subject carries a stamp: a hash of the
 identities (size, mtime, inode, device) its files had when it was committed, and its tree; while they
-and the ref hold, the files are not even read. Its commit is built by one ``git fast-import`` fed while the
-files are still being read (no signing; the user's identity else a fixed fallback; every commit on one
-scratch branch that is never written), the run refs move in one ``update-ref`` transaction from the
-commits they were built on, then one ``git push`` with a never-forced glob refspec (explicit refspecs
-for chosen runs). Rejected runs are
-fetched, merged and pushed again (bounded); a commit that never reached the remote is rolled back
-from the local ref, which keeps meaning "last shared". Pull: one non-forced fetch into the local refs,
+and the ref hold, the files are not even read. Its commit is built by one ``git fast-import`` fed
+while the files are still being read (no signing; the user's identity else a fixed fallback; every
+commit on one scratch branch that is never written), the run refs move in one ``update-ref``
+transaction from the commits they were built on, then one ``git push`` with a never-forced glob
+refspec (explicit refspecs for chosen runs). Rejected runs are fetched, merged and pushed again
+(bounded); a commit that never reached the remote is rolled back from the local ref, which keeps
+meaning "last shared". Pull: one non-forced fetch into the local refs,
 then each run file is written (new, or merged) by atomic replace.
 
 Merging: when both sides hold lines the other lacks, the result is the union of distinct lines ordered

@@ -13,12 +13,17 @@ worktree, config or FETCH_HEAD; no hook runs):
   rejected because the remote moved, a pull whose local ref has commits the remote lacks) or by a dry
   run (forced: it mirrors the remote). A URL or path gets ``url-<hash>`` as its name, never the URL.
 
-Push: a run goes out when its file's blob differs from its local ref's tree (checked in Python, so a
-push with nothing changed contacts no remote). Its commit is built by one ``git fast-import`` fed while
-the files are still being read (no signing; the user's identity else a fixed fallback), then one
-``git push`` with a never-forced glob refspec (explicit refspecs for chosen runs). Rejected runs are
-fetched, merged and pushed again (bounded); a commit that never reached the remote is rolled back
-from the local ref, which keeps meaning "last shared". Pull: one non-forced fetch into the local refs,
+Push: a run goes out when the tree it would commit (hashed in Python from its file and output.log)
+differs from its local ref's tree (one ``for-each-ref`` lists them, so a push with nothing changed
+reads no object and contacts no remote). A run commit's subject carries a stamp: a hash of the
+identities (size, mtime, inode, device) its files had when it was committed, and its tree; while they
+and the ref hold, the files are not even read. Its commit is built by one ``git fast-import`` fed
+while the files are still being read (no signing; the user's identity else a fixed fallback; every
+commit on one scratch branch that is never written), the run refs move in one ``update-ref``
+transaction from the commits they were built on, then one ``git push`` with a never-forced glob
+refspec (explicit refspecs for chosen runs). Rejected runs are fetched, merged and pushed again
+(bounded); a commit that never reached the remote is rolled back from the local ref, which keeps
+meaning "last shared". Pull: one non-forced fetch into the local refs,
 then each run file is written (new, or merged) by atomic replace.
 
 Merging: when both sides hold lines the other lacks, the result is the union of distinct lines ordered
@@ -39,15 +44,20 @@ import random
 import re
 import tempfile
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import files, git, ids, records, store
+from . import files, git, ids, records
 
 REF_PREFIX = "refs/exprag-plus/runs/"
 REMOTES_PREFIX = "refs/exprag-plus/remotes/"
 LOG_NAME = "output.log"
 RETRIES = 5
+_SCRATCH = "refs/exprag-plus/building"  # fast-import's one branch; reset at the end, so never written
+# glibc hands fast-import's per-object zlib and delta buffers back to the kernel after every object and
+# faults them in again: half its time for a thousand small runs. Keeping them (a few MiB at most) halves it.
+_FAST_IMPORT_ENV = {"MALLOC_TRIM_THRESHOLD_": str(64 << 20), "MALLOC_TOP_PAD_": str(1 << 20)}
 _CHUNK = 2000  # refspecs per git push/fetch command line (one command for up to this many runs)
+_STAMP = re.compile(r" \(stamp ([0-9a-f]{40})\)$")
 _SCP_URL = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:")
 
 
@@ -144,27 +154,44 @@ def merge_log(local: Optional[bytes], other: Optional[bytes]) -> Tuple[Optional[
     return local, True
 
 
-def _blob_id(data: bytes, algo: str) -> str:
-    h = hashlib.new("sha256" if algo == "sha256" else "sha1")
-    h.update(b"blob %d\0" % len(data))
+def _object_id(kind: bytes, data: bytes, algo: str) -> str:
+    h = hashlib.sha256() if algo == "sha256" else hashlib.sha1()
+    h.update(b"%s %d\0" % (kind, len(data)))
     h.update(data)
     return h.hexdigest()
+
+
+def _blob_id(data: bytes, algo: str) -> str:
+    return _object_id(b"blob", data, algo)
+
+
+def _tree_id(run_id: str, lines: bytes, log: Optional[bytes], algo: str) -> str:
+    """The id of the tree a push commits for these contents, so "unchanged" needs no git call."""
+    entries = b"100644 %s%s\0%s" % (run_id.encode(), ids.SUFFIX.encode(), bytes.fromhex(_blob_id(lines, algo)))
+    if log is not None:  # "<id>.jsonl" sorts before the folder "<id>/" ('.' < '/')
+        sub = b"100644 %s\0%s" % (LOG_NAME.encode(), bytes.fromhex(_blob_id(log, algo)))
+        entries += b"40000 %s\0%s" % (run_id.encode(), bytes.fromhex(_object_id(b"tree", sub, algo)))
+    return _object_id(b"tree", entries, algo)
 
 
 class _Local:
     """One run file of the runs folder: its complete lines, torn tail and output.log."""
 
-    def __init__(self, runs_dir: str, run_id: str) -> None:
+    def __init__(self, runs_dir: str, run_id: str, has_dir: bool = True) -> None:
+        """`has_dir` False: the runs folder listing showed no `<run_id>/`, so there is no log to look for."""
         self.run_id = run_id
         self.path = os.path.join(runs_dir, run_id + ids.SUFFIX)
         self.log_path = os.path.join(runs_dir, run_id, LOG_NAME)
-        self.exists = os.path.isfile(self.path)
-        data = _read(self.path) if self.exists else b""
-        self.lines, self.tail = split_torn(data)
-        self.log = _read(self.log_path) if os.path.isfile(self.log_path) else None
+        data, ident = _read_if_file(self.path)
+        self.exists = data is not None
+        self.lines, self.tail = split_torn(data or b"")
+        self.log, log_ident = _read_if_file(self.log_path) if has_dir else (None, "-")
+        self.identity = f"{ident}|{log_ident}"
         self._start: Optional[Dict[str, Any]] = None
 
     def live(self) -> bool:
+        from . import store  # only merges ask; a push of unchanged runs never loads the reader
+
         return self.exists and store.Run.read(self.path).status == "running"
 
     def start(self) -> Dict[str, Any]:
@@ -211,6 +238,39 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def _identity(st: Optional[os.stat_result]) -> str:
+    return "-" if st is None else f"{st.st_size}.{st.st_mtime_ns}.{st.st_ino}.{st.st_dev}"
+
+
+def _read_if_file(path: str) -> Tuple[Optional[bytes], str]:
+    """(the file's bytes or None when there is no such file, its identity taken before reading: a line
+    appended meanwhile changes the size, so an identity never vouches for bytes it did not see)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            return f.read(), _identity(st)
+    except _MISSING:
+        return None, "-"
+
+
+def _stat_identity(path: str) -> str:
+    try:
+        return _identity(os.stat(path))
+    except _MISSING:
+        return "-"
+
+
+def _stamp(identity: str, tree: str) -> str:
+    """What a run commit's subject records: the run file's and output.log's identities when a push
+    committed `tree` from them. The same identities and the same ref tree later mean that a push would
+    commit that tree again: nothing to send, and no need to read the files. Opaque (a hash): no inode,
+    size or time of this machine goes to the remote."""
+    return hashlib.sha1(f"{identity}|{tree}".encode()).hexdigest()
+
+
 # --- git plumbing ---------------------------------------------------------------------------------
 
 
@@ -234,6 +294,31 @@ class _Repo:
             if name.startswith(prefix):
                 got[name[len(prefix):]] = oid
         return got
+
+    def run_trees(self, procs: git._Procs) -> Callable[[], Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]]:
+        """Starts one `for-each-ref` of the local run refs; what it returns waits for
+        ({run_id: commit}, {run_id: its tree}, {run_id: its subject's stamp})."""
+        p = procs.start(["for-each-ref", "--format=%(objectname) %(refname) %(tree) %(contents:subject)",
+                         REF_PREFIX], self.top)
+        return lambda: self._parse_run_trees(p, procs)
+
+    @staticmethod
+    def _parse_run_trees(p: Any, procs: git._Procs) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
+        rc, out, err = procs.finish(p, check=False)
+        if rc != 0:
+            raise ShareError(redact(str(git._failure(["for-each-ref"], rc, err))))
+        commits: Dict[str, str] = {}
+        trees: Dict[str, str] = {}
+        stamps: Dict[str, str] = {}
+        for line in out.decode("utf-8", "replace").splitlines():
+            oid, name, tree, subject = (line.split(" ", 3) + ["", "", ""])[:4]
+            if name.startswith(REF_PREFIX):
+                rid = name[len(REF_PREFIX):]
+                commits[rid], trees[rid] = oid, tree
+                m = _STAMP.search(subject)
+                if m and tree:
+                    stamps[rid] = m.group(1)
+        return commits, trees, stamps
 
     def batch_check(self, names: Sequence[str]) -> Dict[str, Optional[str]]:
         """Object id per revision expression (None when missing), in one `cat-file --batch-check`."""
@@ -275,8 +360,11 @@ class _Repo:
 
     def build(self, specs: Iterable[Dict[str, Any]]) -> Dict[str, str]:
         """One `git fast-import` making a commit per spec {run_id, lines, log, parents}, fed while the
-        specs are still being made (files read and checked here while git writes objects there);
-        updates refs/exprag-plus/runs/<id> (fast-forward only) and returns {run_id: commit}.
+        specs are still being made (files read and checked here while git writes objects there), then
+        one `git update-ref --stdin` transaction moving refs/exprag-plus/runs/<id> from the first parent
+        it was built on (all or none: a ref moved meanwhile fails it); returns {run_id: commit}.
+        Every commit is made on one scratch branch that is reset at the end, so fast-import writes no
+        ref (a thousand fast-import branches cost it ten times the objects themselves).
         A parent that is not a commit of this repository (code from another clone) is left out."""
         it = iter(specs)
         first = next(it, None)
@@ -284,9 +372,11 @@ class _Repo:
             return {}
         who = self.identity()
         commit_marks: Dict[int, str] = {}
+        bases: Dict[str, Optional[str]] = {}
         with tempfile.TemporaryDirectory(prefix="exprag-plus-share-") as tmp, git._Procs() as procs:
             marks = os.path.join(tmp, "marks")
-            fi = procs.start(["fast-import", "--quiet", "--done", f"--export-marks={marks}"], self.top, stdin=True)
+            fi = procs.start(["fast-import", "--quiet", "--done", f"--export-marks={marks}"], self.top, stdin=True,
+                             env=_FAST_IMPORT_ENV)
             check = procs.start(["cat-file", "--batch-check=%(objecttype)"], self.top, stdin=True)
             known: Dict[str, bool] = {}
 
@@ -312,13 +402,17 @@ class _Repo:
                         body.append(f"M 100644 :{mark} {rid}/{LOG_NAME}")
                     mark += 1
                     commit_marks[mark] = rid
+                    bases[rid] = first_parent
                     others = [p for p in spec["parents"][1:] if p and is_commit(p)]
                     links = ([f"from {first_parent}"] if first_parent else []) + [f"merge {p}" for p in others]
-                    msg = f"exprag-plus: run {rid}\n"
-                    out.append((f"commit {REF_PREFIX}{rid}\nmark :{mark}\nauthor {who}\ncommitter {who}\n"
-                                f"data {len(msg)}\n{msg}" + "\n".join(links + body) + "\n\n").encode())
+                    stamp = spec.get("identity") and _stamp(spec["identity"], _tree_id(
+                        rid, spec["lines"], spec.get("log"), self.algo))
+                    msg = f"exprag-plus: run {rid}" + (f" (stamp {stamp})" if stamp else "") + "\n"
+                    out.append((f"reset {_SCRATCH}\ncommit {_SCRATCH}\nmark :{mark}\nauthor {who}\n"
+                                f"committer {who}\ndata {len(msg)}\n{msg}" + "\n".join(links + body)
+                                + "\n\n").encode())
                     fi.stdin.write(b"".join(out))  # type: ignore[union-attr]
-                fi.stdin.write(b"done\n")  # type: ignore[union-attr]
+                fi.stdin.write(f"reset {_SCRATCH}\n\ndone\n".encode())  # type: ignore[union-attr]
             except BrokenPipeError:
                 pass
             rc, _, err = procs.finish(fi, check=False)
@@ -331,6 +425,13 @@ class _Repo:
                     rid = commit_marks.get(int(m[1:]))
                     if rid:
                         built[rid] = oid
+        zero = "0" * len(next(iter(built.values()), "0" * 40))
+        moves = "".join(f"update {REF_PREFIX}{rid} {oid} {bases[rid] or zero}\n" for rid, oid in built.items())
+        p = _git(["update-ref", "--stdin"], self.top, input=moves.encode(), check=False)
+        if p.returncode != 0:
+            why = (p.stderr.decode("utf-8", "replace").strip().splitlines() or ["git update-ref failed"])[-1]
+            raise ShareError(f"could not move the run refs ({redact(why)}); another push or pull of this "
+                             "repository may have run at the same time: run it again")
         return built
 
     def is_ancestor(self, a: str, b: str) -> bool:
@@ -404,15 +505,20 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
     `everything` also sends runs already pushed elsewhere (a new remote); without it a push where
     nothing changed contacts no remote at all."""
     repo = _Repo(cwd)
-    rem = _Remote(repo, remote)
-    if runs:
-        run_ids = [os.path.basename(ids.resolve(r, runs_dir))[: -len(ids.SUFFIX)] for r in runs]
-    else:
-        run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
-    run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
-    mine = repo.refs(REF_PREFIX)
-    at = {r: (f"{mine[r]}:{r}{ids.SUFFIX}", f"{mine[r]}:{r}/{LOG_NAME}") for r in run_ids if r in mine}
-    have = repo.batch_check([n for pair in at.values() for n in pair])
+    with git._Procs() as procs:  # the refs are listed while `git remote` runs and the folder is listed
+        listed = repo.run_trees(procs)
+        rem = _Remote(repo, remote)
+        if runs:
+            run_ids = [os.path.basename(ids.resolve(r, runs_dir))[: -len(ids.SUFFIX)] for r in runs]
+        else:
+            run_ids = [os.path.basename(p)[: -len(ids.SUFFIX)] for p in ids.run_files(runs_dir)]
+        run_ids = sorted({r for r in run_ids if ids.is_run_id(r)})
+        mine, trees, stamps = listed()
+    try:
+        with os.scandir(runs_dir) as entries:
+            dirs = {e.name for e in entries if e.is_dir()}
+    except OSError:
+        dirs = None
     res: Dict[str, Any] = {"remote": rem.label, "dry_run": dry_run, "pushed": [], "unchanged": 0, "merged": [],
                            "refused": [], "skipped": []}
     locals_: Dict[str, _Local] = {}
@@ -422,21 +528,27 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
         """What to commit, made while fast-import already writes the first ones."""
         need_union: List[str] = []
         for rid in run_ids:
-            loc = locals_[rid] = _Local(runs_dir, rid)
-            if rid in at:
-                same_lines = have.get(at[rid][0]) == _blob_id(loc.lines, repo.algo)
-                same_log = loc.log is None or have.get(at[rid][1]) == _blob_id(loc.log, repo.algo)
-                if same_lines and same_log:
-                    continue
+            has_dir = dirs is None or rid in dirs
+            if rid in stamps:
+                ident = _stat_identity(os.path.join(runs_dir, rid + ids.SUFFIX)) + "|" + (
+                    _stat_identity(os.path.join(runs_dir, rid, LOG_NAME)) if has_dir else "-")
+                if _stamp(ident, trees[rid]) == stamps[rid]:
+                    continue  # as when its ref was committed: not even read
+            loc = locals_[rid] = _Local(runs_dir, rid, has_dir)
+            if rid in mine and trees[rid] == _tree_id(rid, loc.lines, loc.log, repo.algo):
+                continue
             why = loc.check_start()
             if why:
                 res["refused"].append({"run_id": rid, "reason": f"run file {loc.path}: {why}; not pushed"})
-            elif rid in at:
+            elif rid in mine:
                 need_union.append(rid)
             else:
                 planned.append(rid)
-                yield {"run_id": rid, "lines": loc.lines, "log": loc.log, "parents": [None, loc.code_commit()]}
+                yield {"run_id": rid, "lines": loc.lines, "log": loc.log, "parents": [None, loc.code_commit()],
+                       "identity": loc.identity}
         # the ref may hold lines the file lacks (a pull skipped while the run was live): never shrink
+        at = {r: (f"{mine[r]}:{r}{ids.SUFFIX}", f"{mine[r]}:{r}/{LOG_NAME}") for r in need_union}
+        have = repo.batch_check([n for pair in at.values() for n in pair])
         blobs = repo.read_blobs([o for r in need_union for o in (have.get(at[r][0]), have.get(at[r][1])) if o])
         for rid in need_union:
             loc = locals_[rid]
@@ -448,7 +560,8 @@ def push(runs_dir: str, remote: str = "origin", runs: Optional[Sequence[str]] = 
             log, _ = merge_log(loc.log, ref_log)
             if lines != ref_lines or log != ref_log:
                 planned.append(rid)
-                yield {"run_id": rid, "lines": lines, "log": log, "parents": [mine[rid], loc.code_commit()]}
+                yield {"run_id": rid, "lines": lines, "log": log, "parents": [mine[rid], loc.code_commit()],
+                       "identity": loc.identity}
 
     before = dict(mine)
     if dry_run:

@@ -361,3 +361,83 @@ def test_chosen_runs_and_a_second_remote(tmp_path: Path, bare: str) -> None:
     assert a.json("push", str(other), "--all")["pushed"] == sorted([first, second])
     p = a.cli("push", "no-such-remote")
     assert p.returncode == 2 and "neither a git remote" in p.stderr
+
+
+def test_the_tree_a_push_commits_is_known_without_git(tmp_path: Path, bare: str) -> None:
+    """A push decides "unchanged" by computing the tree it would commit; it must be git's own tree id."""
+    a, _ = machines(tmp_path, bare)
+    plain, logged = a.train(), a.train()
+    (a.runs / logged).mkdir(exist_ok=True)
+    (a.runs / logged / "output.log").write_bytes(b"epoch 1\nepoch 2\n")
+    assert sorted(a.json("push")["pushed"]) == sorted([plain, logged])
+    algo = git(a.path, "rev-parse", "--show-object-format").strip()
+    for rid, log in ((plain, None), (logged, b"epoch 1\nepoch 2\n")):
+        tree = git(a.path, "rev-parse", f"refs/exprag-plus/runs/{rid}^{{tree}}").strip()
+        assert share._tree_id(rid, a.file(rid), log, algo) == tree
+        assert share._tree_id(rid, a.file(rid) + b"{}\n", log, algo) != tree
+
+
+def test_a_push_with_nothing_changed_runs_three_git_commands(tmp_path: Path, bare: str) -> None:
+    """No remote contact and no object reads: rev-parse, remote and one for-each-ref (a `git` on PATH
+    that logs each command, then runs the real one)."""
+    a, _ = machines(tmp_path, bare)
+    for _ in range(3):
+        a.train()
+    a.json("push")
+    log = tmp_path / "git.log"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    real = shutil.which("git")
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**a.env, "PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"}
+    p = cli("push", "--json", cwd=a.path, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["unchanged"] == 3
+    commands = [next(w for w in line.split() if not w.startswith("-") and "=" not in w and "/" not in w)
+                for line in log.read_text().splitlines()]
+    assert commands[0] == "rev-parse" and sorted(commands[1:]) == ["for-each-ref", "remote"], log.read_text()
+
+
+def test_a_push_writes_only_run_refs(tmp_path: Path, bare: str) -> None:
+    """Commits are built on a scratch branch that fast-import never writes; the run refs move in one
+    transaction from the commits they were built on."""
+    a, _ = machines(tmp_path, bare)
+    first = a.train()
+    a.json("push")
+    a.note(first, "more")
+    second = a.train()
+    before = git(a.path, "rev-parse", f"refs/exprag-plus/runs/{first}").strip()
+    assert sorted(a.json("push")["pushed"]) == sorted([first, second])
+    refs = git(a.path, "for-each-ref", "--format=%(refname)", "refs/exprag-plus/").split()
+    assert refs == sorted(f"refs/exprag-plus/runs/{r}" for r in (first, second))
+    assert git(a.path, "rev-parse", f"refs/exprag-plus/runs/{first}^1").strip() == before
+    remote_refs = subprocess.run(["git", "--git-dir", bare, "for-each-ref", "--format=%(refname)"],
+                                 capture_output=True, text=True).stdout.split()
+    assert [r for r in remote_refs if r.startswith("refs/exprag-plus/")] == refs
+
+
+def test_a_run_file_whose_identity_is_unchanged_is_not_read(tmp_path: Path, bare: str) -> None:
+    """A push stamps each run commit with the identity (size, mtime, inode, device) its files had; the
+    same identity and ref tree later mean nothing to send, without reading. Any change of identity
+    (an append, an atomic replace, a rewrite) reads the file again and sends what changed."""
+    a, _ = machines(tmp_path, bare)
+    rid = a.train()
+    a.json("push")
+    assert "(stamp " in git(a.path, "log", "-1", "--format=%s", f"refs/exprag-plus/runs/{rid}")
+    path = a.runs / f"{rid}.jsonl"
+    st = path.stat()
+    data = path.read_bytes()
+    forged = data.replace(b'"loss"', b'"LOSS"')
+    assert len(forged) == len(data) and forged != data
+    with open(path, "r+b") as f:  # same size, same inode, and the old time put back: the same identity
+        f.write(forged)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert a.json("push")["unchanged"] == 1
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # now it differs: read, and sent
+    assert a.json("push")["pushed"] == [rid]
+    pushed = git(a.path, "show", f"refs/exprag-plus/runs/{rid}:{rid}.jsonl").encode()
+    assert set(forged.splitlines()) <= set(pushed.splitlines())  # the union with what the ref held
+    a.note(rid, "after")  # an append changes the size
+    assert a.json("push")["pushed"] == [rid]
+    assert a.json("push")["unchanged"] == 1

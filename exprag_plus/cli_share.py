@@ -30,6 +30,9 @@ def _report(res: Dict[str, Any], verb: str, args: argparse.Namespace) -> None:
     for r in res["refused"]:
         note(f"error: {r['reason']}")
     done = res[verb]
+    if verb == "pulled" and not (done or res["unchanged"] or res["refused"] or res["skipped"]):
+        note(f"{res['remote']} holds no runs: they reach it when the machine that recorded them runs "
+             "`exprag-plus push`")
     if args.json:
         emit_json({k: v for k, v in res.items() if k != "warnings"})
     else:

@@ -311,6 +311,10 @@ def test_a_password_in_the_url_is_never_shown(tmp_path: Path, bare: str) -> None
 def test_dry_runs_write_nothing(tmp_path: Path, bare: str) -> None:
     a, b = machines(tmp_path, bare)
     rid = a.train()
+    p = b.cli("pull", "--dry-run")
+    assert (p.returncode, p.stdout) == (0, "would have pulled 0 run(s) from origin; 0 unchanged\n")
+    assert p.stderr == ("exprag-plus: origin holds no runs: they reach it when the machine that recorded them runs "
+                        "`exprag-plus push`\n")
     refs = git(a.path, "for-each-ref")
     assert a.json("push", "--dry-run")["pushed"] == [rid]
     assert git(a.path, "for-each-ref") == refs

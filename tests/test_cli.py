@@ -235,3 +235,14 @@ def test_where_orders_huge_ints_and_floats_exactly(main, runs_dir: Path) -> None
     assert rc == 0 and sorted(r["name"] for r in json.loads(out)["runs"]) == ["huge", "small"]
     rc, out, err = main("runs", "--where", "n>1e300", "--root", str(runs_dir), "--json")
     assert rc == 0 and [r["name"] for r in json.loads(out)["runs"]] == ["huge"]
+
+
+def test_emit_json_indents_small_answers_and_keeps_large_ones_on_one_line(capsys: pytest.CaptureFixture) -> None:
+    from exprag_plus import cli
+
+    cli.emit_json({"a": [1, 2]})
+    assert capsys.readouterr().out == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+    big = {"runs": [{"id": f"{i:032x}", "metrics": {"loss": i / 7}} for i in range(5000)]}
+    cli.emit_json(big)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and json.loads(out) == big

@@ -115,12 +115,12 @@ def run_files(root: str) -> List[str]:
     worktrees (a run id present in both is read from `root`)."""
     by_name: Dict[str, str] = {}
     for folder in linked_runs_dirs(root)[::-1] + [root]:
-        for name in _names(folder):
-            by_name[name] = os.path.join(folder, name)
+        by_name.update(_entries(folder))
     return [by_name[n] for n in sorted(by_name)]
 
 
-def _names(root: str) -> List[str]:
+def _entries(root: str) -> List[Tuple[str, str]]:
+    """(name, path) of the folder's run files."""
     try:
         entries = [e for e in os.scandir(root) if e.name.endswith(SUFFIX) and e.is_file()]
     except (FileNotFoundError, NotADirectoryError):
@@ -128,7 +128,7 @@ def _names(root: str) -> List[str]:
     if any(e.is_symlink() for e in entries):
         real_root = os.path.realpath(root)
         entries = [e for e in entries if not e.is_symlink() or os.path.dirname(os.path.realpath(e.path)) == real_root]
-    return [e.name for e in entries]
+    return [(e.name, e.path) for e in entries]
 
 
 def id_time(run_id: str) -> Optional[float]:

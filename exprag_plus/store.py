@@ -19,6 +19,8 @@ _TAIL = 64 * 1024
 _MEMORY_LINE = re.compile(rb'"type"\s*:\s*"(?:note|tag)"')
 _BLOCK = 1024 * 1024
 LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k changed paths is ~5 MB)
+OFFSET_TYPES = ("note", "tag", "artifact")  # run_end.offsets says where these start (the body is never scanned)
+OFFSETS_CAP = 256  # more of a type than this: run_end leaves its offsets out and readers search the bytes
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
@@ -526,6 +528,9 @@ class Run:
         and only those lines are parsed (artifacts of a million-track run cost no million parses)."""
         if self._records is not None:
             return [r for r in self._records if r.get("type") == rtype]
+        known = self._placed((rtype,))
+        if known is not None:
+            return known
         pattern = re.compile(rb'"type"\s*:\s*"' + re.escape(rtype.encode("utf-8")) + rb'"')
         out = []
         for line, last in _lines_matching(self.path, pattern):
@@ -533,6 +538,46 @@ class Run:
             if rec is not None and rec.get("type") == rtype:
                 out.append(rec)
         return out
+
+    def _placed(self, types: Tuple[str, ...]) -> Optional[List[Dict[str, Any]]]:
+        """The records of these types in file order without reading the body, or None when that cannot be
+        known: the tail must hold the file's last run_end and all that follows it, and run_end must count
+        the types before it and say where each one starts (`offsets`); every line found there is checked."""
+        end = self.end
+        if end is None or not self._tail_end:
+            return None
+        counts, offsets = end.get("records"), end.get("offsets")
+        if not isinstance(counts, dict):
+            return None
+        wanted: List[Tuple[int, str]] = []
+        for t in types:
+            n = counts.get(t, 0)
+            at = offsets.get(t) if isinstance(offsets, dict) else None
+            if type(n) is not int or n < 0 or (n and not (isinstance(at, list) and len(at) == n)):
+                return None
+            wanted.extend((o, t) for o in at or ())
+        found: List[Dict[str, Any]] = []
+        if wanted:
+            if not all(type(o) is int and o > 0 for o, _ in wanted) or len({o for o, _ in wanted}) < len(wanted):
+                return None
+            try:
+                with open(self.path, "rb") as f:
+                    for o, t in sorted(wanted):
+                        f.seek(o - 1)
+                        if f.read(1) != b"\n":  # not where a line starts
+                            return None
+                        line = f.readline(LINE_CAP + 1)
+                        try:
+                            rec = json.loads(line) if line.endswith(b"\n") else None
+                        except (ValueError, RecursionError):
+                            rec = None
+                        if type(rec) is not dict or rec.get("type") != t:
+                            return None
+                        found.append(rec)
+            except OSError:
+                return None
+        found.extend(r for r in self._after if r.get("type") in types)
+        return found
 
     def history(self, metric: str) -> List[Dict[str, Any]]:
         """Every tracked value of a metric path: {seq, step, value, elapsed_ms}."""
@@ -562,6 +607,8 @@ class Run:
                 self._memo = json.loads(self._memo_raw)  # the listing cache's copy
             elif self._records is not None:
                 self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]
+            elif (placed := self._placed(("note", "tag"))) is not None:
+                self._memo = placed
             else:
                 found: List[Dict[str, Any]] = []
                 try:

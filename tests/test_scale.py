@@ -10,6 +10,8 @@ import pytest
 
 from exprag_plus import Experiment, query, store
 
+from conftest import cli
+
 
 def _big(root: Path, n: int, end: bool = True) -> str:
     exp = Experiment("big", metadata={"lr": 0.1}, root=str(root), snapshot=False)
@@ -55,3 +57,97 @@ def test_show_reads_no_body_when_run_end_has_counts(tmp_path: Path) -> None:
         f.write(b"\x00" * 100_000)
     res = query.show(store.Run.read(path))
     assert res["records"] == dict(counts, note=1)
+
+
+def _memory_run(root: Path, end: bool = True, tags: int = 1) -> str:
+    """A run beyond the listing's tail with notes, tags and an artifact among its tracks, and a note, a tag
+    and an artifact appended after run_end."""
+    root.mkdir(parents=True, exist_ok=True)
+    ckpt = root.parent / "model.ckpt"
+    ckpt.write_bytes(b"weights")
+    exp = Experiment("mem", root=str(root), snapshot=False)
+    exp.note("why: try a warmup", kind="hypothesis")
+    for i in range(3000):
+        exp.track({"step": i, "loss": 1.0 / (i + 1), "pad": "x" * 50})
+        if i == 1500:
+            exp.note("half way")
+            for k in range(tags):
+                exp.tag(f"t{k}", "mid")
+            exp.artifact(str(ckpt))
+    exp.tag(remove=["mid"])
+    if not end:
+        exp._closed = True
+        return exp.path
+    exp.close()
+    exp.artifact(str(ckpt), note="again")  # after run_end: appended after the fact
+    assert cli("note", exp.run_id, "after the end", "--root", str(root)).returncode == 0
+    assert cli("tag", exp.run_id, "keep", "--root", str(root)).returncode == 0
+    return exp.path
+
+
+def _answers(run: store.Run) -> tuple:
+    return run.notes, run.tags, run.of_type("artifact"), run.record_counts(), query.show(run)
+
+
+def test_notes_tags_artifacts_come_from_run_end_offsets_not_the_body(tmp_path: Path) -> None:
+    path = _memory_run(tmp_path / "runs")
+    assert os.path.getsize(path) > 200_000
+    whole = _answers(store.Run.read(path, full=True))
+    assert [n["text"] for n in whole[0]] == ["why: try a warmup", "half way", "after the end"]
+    assert whole[1] == ["t0", "keep"] and len(whole[2]) == 2
+    run = store.Run.read(path)
+    assert set(run.end["offsets"]) == {"note", "tag", "artifact"}
+    assert _answers(run) == whole
+    # A note forged into the body (same length, offsets kept) is seen by a whole read, never by the
+    # offsets: proof that show no longer searches the million-record body.
+    with open(path, "rb") as f:
+        data = f.read()
+    at = data.index(b'"step":2000,')
+    begin, stop = data.rindex(b"\n", 0, at) + 1, data.index(b"\n", at)
+    forged = json.dumps({"type": "note", "run_id": "x", "text": "forged"}).encode()
+    forged = forged[:-1] + b', "p": "' + b"y" * (stop - begin - len(forged) - 9) + b'"}'
+    assert len(forged) == stop - begin
+    with open(path, "r+b") as f:
+        f.seek(begin)
+        f.write(forged)
+    assert [n["text"] for n in store.Run.read(path, full=True).notes][-2] == "forged"
+    assert _answers(store.Run.read(path))[:3] == whole[:3]
+
+
+def test_bad_or_missing_offsets_fall_back_to_reading_the_file(tmp_path: Path) -> None:
+    path = _memory_run(tmp_path / "runs")
+    whole = _answers(store.Run.read(path, full=True))
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    i = max(k for k, l in enumerate(lines) if b'"type":"run_end"' in l)
+    end = json.loads(lines[i])
+    for offsets in ({"note": [o + 1 for o in end["offsets"]["note"]]},  # mid-line
+                    dict(end["offsets"], tag=end["offsets"]["note"][:1]),  # a note where a tag should be
+                    dict(end["offsets"], note=end["offsets"]["note"][:1]),  # fewer than counted
+                    dict(end["offsets"], note="x"), None):
+        rec = dict(end, offsets=offsets) if offsets is not None else {k: v for k, v in end.items() if k != "offsets"}
+        lines[i] = json.dumps(rec).encode()
+        with open(path, "wb") as f:
+            f.write(b"\n".join(lines))
+        run = store.Run.read(path)
+        assert run._placed(("note", "tag")) is None
+        assert _answers(run) == whole
+
+
+def test_crashed_resumed_and_many_tags_give_what_a_whole_read_gives(tmp_path: Path) -> None:
+    crashed = _memory_run(tmp_path / "a", end=False)
+    run = store.Run.read(crashed)
+    assert run._placed(("note",)) is None and run.end is None  # no run_end: read from the file
+    assert _answers(run) == _answers(store.Run.read(crashed, full=True))
+    many = _memory_run(tmp_path / "b", tags=store.OFFSETS_CAP + 1)
+    run = store.Run.read(many)
+    assert "tag" not in run.end["offsets"] and run._placed(("note", "tag")) is None
+    assert _answers(run) == _answers(store.Run.read(many, full=True))
+    assert len(run.tags) == store.OFFSETS_CAP + 2  # and "keep"
+    exp = Experiment("x", resume=os.path.basename(crashed)[:-6], root=str(tmp_path / "a"))
+    exp.note("resumed")
+    exp.close()  # a resumed run's run_end is counted from the file: its offsets include the earlier notes
+    run = store.Run.read(crashed)
+    assert run._placed(("note", "tag", "artifact")) is not None
+    assert _answers(run) == _answers(store.Run.read(crashed, full=True))
+    assert [n["text"] for n in run.notes][-1] == "resumed"

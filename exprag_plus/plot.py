@@ -403,6 +403,8 @@ def run_series(run: Any, metric: str, x: str = "step", color: Optional[str] = No
 def runs_series(run: Any, metrics: Sequence[str], x: str = "step", color: Optional[str] = None) -> List[Series]:
     """`run_series` of several metrics in one streamed pass over the run's file, each series holding at
     most a few points per pixel column's worth of its points (a run of ten million steps fits in memory)."""
+    if not metrics:
+        return []
     acc = [_Points() for _ in metrics]
     steps_ok = [True] * len(metrics)
     get = records.get_path

@@ -119,6 +119,19 @@ def _matching(done: bytes, pattern: "re.Pattern[bytes]") -> Iterator[bytes]:
         pos = end + 1
 
 
+def quick_record(line: bytes) -> Optional[Dict[str, Any]]:
+    """The record on a line (with or without its newline) by json's own scanner, or None when anything is
+    unusual (then `parse_line` gives the answer and the warning): the common case of a long stream."""
+    try:
+        text = line.decode("utf-8", "surrogatepass")
+        rec, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    if end != len(text) and text[end:] != "\n":
+        return None
+    return rec if type(rec) is dict and type(rec.get("type")) is str else None
+
+
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
     """Every readable record of a file, in file order (`iter_lines` and `parse_line` inlined for the common
     whole line: a million-record stream costs little more than its `json.loads`)."""
@@ -678,11 +691,23 @@ class Run:
 def metric_values(recs: Iterable[Dict[str, Any]], metric: str) -> Iterator[Tuple[Dict[str, Any], Any]]:
     """(track record, raw value at `metric`) for each track holding the path (a None value is no point)."""
     get = records.get_path
+    parts = records.split_path(metric)
     for r in recs:
         if r.get("type") != "track":
             continue
         value = r.get("value")
-        if isinstance(value, dict):
+        if type(value) is dict:
+            v = value
+            for part in parts:  # plain nested keys inline; anything else as get_path reads it
+                if type(v) is dict and part in v:
+                    v = v[part]
+                else:
+                    try:
+                        v = get(value, metric)
+                    except KeyError:
+                        v = None
+                    break
+        elif isinstance(value, dict):
             try:
                 v = get(value, metric)
             except KeyError:

@@ -351,9 +351,10 @@ class _Points:
                 if not -_INF < y < _INF:
                     self.bad_y += 1
                     self.bad += 1
-                elif not -_INF < x < _INF:
+                    continue
+                if not -_INF < x < _INF:
                     self.bad += 1
-                elif y <= 0:
+                if y <= 0:
                     self.low += 1
         if self.groups is None:
             self.groups, self.size = [], 64

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -151,3 +152,44 @@ def test_crashed_resumed_and_many_tags_give_what_a_whole_read_gives(tmp_path: Pa
     assert run._placed(("note", "tag", "artifact")) is not None
     assert _answers(run) == _answers(store.Run.read(crashed, full=True))
     assert [n["text"] for n in run.notes][-1] == "resumed"
+
+
+def _ticks(svg: str) -> str:
+    return svg[svg.index('<g class="ticks"'):svg.index("</g>", svg.index('<g class="ticks"'))]
+
+
+@pytest.mark.parametrize("x", ["step", "elapsed", "acc"])
+def test_plot_of_a_long_run_is_thinned_with_the_same_axes_and_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     x: str) -> None:
+    from exprag_plus import plot
+    path = _big(tmp_path / "runs", 6000)
+    run = store.Run.read(path)
+    whole = plot.run_series(run, "loss", x)
+    assert len(whole.ys) > 5000 and whole.points is None  # under the limit: every point, as before
+    monkeypatch.setattr(plot, "_RAW", 700)
+    monkeypatch.setattr(plot, "_GROUPS", 40)
+    thin = plot.run_series(store.Run.read(path), "loss", x)
+    assert thin.points == len(whole.ys) and len(thin.ys) < len(whole.ys) / 4
+    assert thin.x_kind == whole.x_kind
+    for log in (False, True):
+        a, b = plot.draw([whole], log=log), plot.draw([thin], log=log)
+        assert _ticks(a.svg) == _ticks(b.svg)  # the same x and y ranges
+        assert {k: v for k, v in a.series[0].items() if k != "drawn"} == {k: v for k, v in b.series[0].items() if k != "drawn"}
+        assert a.series[0]["nonfinite"] > 0 and (not log or a.series[0]["nonpositive"] > 0)
+
+
+def test_plot_of_ten_thousand_groups_keeps_a_bounded_number_of_points() -> None:
+    from exprag_plus import plot
+    pts = plot._Points()
+    n = 3_000_000
+    for i in range(n):
+        pts.xs.append(float(i))
+        pts.ys.append(math.sin(i / 1000.0) if i % 1001 else float("nan"))
+        if len(pts.ys) >= pts.limit:
+            pts._fold()
+    s = pts.series("a", False)
+    assert s.points == n and s.nonfinite == len(range(0, n, 1001))
+    assert len(s.ys) <= plot._GROUPS * 8
+    finite = [math.sin(i / 1000.0) for i in range(n) if i % 1001]
+    assert (min(v for v in s.ys if v == v), max(v for v in s.ys if v == v)) == (min(finite), max(finite))
+    assert (s.xs[0], s.xs[-1]) == (0.0, n - 1.0)

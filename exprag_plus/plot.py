@@ -16,6 +16,10 @@ What the drawing guarantees:
   narrow), and values <= 0 are gaps too (counted in `Drawing.series[i]["nonpositive"]`);
 - at most two points (the min and the max, in their original order) per pixel column and per finite
   stretch, so a 1,000,000-point history draws at most a few thousand points and stays a small file;
+- a run's series comes from one streamed pass over its file; past 131,072 points each group of consecutive
+  points keeps only what a drawing can use (first and last, the extremes, the first gap), so ten million
+  steps take a few MB: the axes and the legend's counts are those of every point, and a column's extremes
+  can differ only where a group straddles the column's edge;
 - "nice" 1-2-5 linear ticks with compact labels (`200k`, `1.5M`, `0.05`, `2e-5`), thinned so labels
   never overlap; the legend sits outside the plot area, so it never covers a line.
 """

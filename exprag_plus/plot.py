@@ -417,6 +417,7 @@ def runs_series(run: Any, metrics: Sequence[str], x: str = "step", color: Option
     values = store.metric_values
     paths = [records.split_path(m) for m in metrics]
     jobs = list(zip(paths, metrics, acc, range(len(metrics))))
+    nonfinite = records.NONFINITE
     for r in recs:
         if r.get("type") != "track":
             continue
@@ -431,11 +432,14 @@ def runs_series(run: Any, metrics: Sequence[str], x: str = "step", color: Option
                     found = [v for _, v in values((r,), metric)]  # list indexes, dotted keys, a bare value
                     cur = found[0] if found else None
                     break
-            if cur is None:
+            if type(cur) is float:
+                y = cur
+            elif cur is None or (type(cur) is str and cur not in nonfinite):
                 continue
-            y = cur if type(cur) is float else _number(cur)
-            if y is None:
-                continue
+            else:
+                y = _number(cur)
+                if y is None:
+                    continue
             if xv is _UNSET:
                 if x == "step":
                     st = value.get("step") if type(value) is dict else None

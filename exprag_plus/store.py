@@ -345,6 +345,8 @@ class Run:
         self._memo_raw = b""
         self._memo_data: Optional[bytes] = None
 
+    _scanned: Optional[Dict[str, Any]] = None  # what a whole-file pass for run_end saw (`scan_end`'s `seen`)
+
     @classmethod
     def cached(cls, path: str, order: Tuple[float, float, str], started: str, start_raw: bytes,
                tail_raw: List[bytes], summary: Optional[Dict[str, Dict[str, Any]]], no_end: bool,
@@ -478,7 +480,9 @@ class Run:
         """run_end from the tail, else from the whole file (records appended later may push it back),
         streamed: a crashed run of a million records is never held whole for its status."""
         if self.end is None and self._records is None and not self._no_end:
-            end, summary = scan_end(self.path)
+            seen: Dict[str, Any] = {}
+            end, summary = scan_end(self.path, seen)
+            self._scanned = seen
             if end is not None:
                 self._set_end(end)
                 self._tail_end = False  # what follows it is not in the tail: counting reads the file
@@ -526,10 +530,13 @@ class Run:
         return self._summary
 
     def record_counts(self) -> Dict[str, int]:
-        """Records per type: from run_end's count (plus what follows it) without reading the body; else one
-        streamed pass."""
-        if self._records is None and self._find_end() is not None and self._tail_end:
-            counts = self._end.get("records")  # type: ignore[union-attr]
+        """Records per type: from run_end's count (plus what follows it) without reading the body, or from
+        the pass that looked for run_end; else one streamed pass."""
+        if self._records is None:
+            self._find_end()
+            if self._scanned is not None:
+                return dict(self._scanned["counts"])
+            counts = (self._end or {}).get("records") if self._tail_end else None
             if isinstance(counts, dict) and all(type(v) is int for v in counts.values()):
                 counts = dict(counts)
                 for r in self._after:
@@ -570,6 +577,8 @@ class Run:
         and only those lines are parsed (artifacts of a million-track run cost no million parses)."""
         if self._records is not None:
             return [r for r in self._records if r.get("type") == rtype]
+        if self._scanned is not None and rtype in OFFSET_TYPES:
+            return [r for r in self._scanned["kept"] if r.get("type") == rtype]
         known = self._placed((rtype,))
         if known is not None:
             return known
@@ -649,6 +658,8 @@ class Run:
                 self._memo = json.loads(self._memo_raw)  # the listing cache's copy
             elif self._records is not None:
                 self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]
+            elif self._scanned is not None:
+                self._memo = [r for r in self._scanned["kept"] if r.get("type") in ("note", "tag")]
             elif (placed := self._placed(("note", "tag"))) is not None:
                 self._memo = placed
             else:
@@ -735,16 +746,25 @@ def summarize(recs: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return acc.to_dict()
 
 
-def scan_end(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Dict[str, Any]]]]:
-    """The file's last run_end in one streamed pass; without one, the summary of its tracks instead."""
+def scan_end(path: str, seen: Optional[Dict[str, Any]] = None) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Dict[str, Any]]]]:
+    """The file's last run_end in one streamed pass; without one, the summary of its tracks instead.
+    `seen`, when given, receives what else that pass saw: `counts` per type and, in file order, the
+    records of OFFSET_TYPES as `kept` (a crashed run's `show` reads its file once)."""
     end = None
     acc = records.Summary()
+    counts: Dict[str, int] = {}
+    kept: List[Dict[str, Any]] = []
     for rec in iter_records(path):
         t = rec.get("type")
+        counts[t] = counts.get(t, 0) + 1
         if t == "track":
             acc.add(records.from_json(rec.get("value")))
         elif t == "run_end":
             end = rec
+        elif t in OFFSET_TYPES:
+            kept.append(rec)
+    if seen is not None:
+        seen.update(counts=counts, kept=kept)
     return end, (None if end is not None else acc.to_dict())
 
 

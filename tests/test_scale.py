@@ -193,3 +193,18 @@ def test_plot_of_ten_thousand_groups_keeps_a_bounded_number_of_points() -> None:
     finite = [math.sin(i / 1000.0) for i in range(n) if i % 1001]
     assert (min(v for v in s.ys if v == v), max(v for v in s.ys if v == v)) == (min(finite), max(finite))
     assert (s.xs[0], s.xs[-1]) == (0.0, n - 1.0)
+
+
+def test_a_crashed_runs_one_pass_for_its_status_answers_counts_notes_and_artifacts(tmp_path: Path) -> None:
+    path = _memory_run(tmp_path / "runs", end=False)
+    with open(path, "ab") as f:
+        f.write(b'{"type": "note", "text": "cut\n')  # a corrupt line, then a note after it
+        f.write(json.dumps({"type": "note", "run_id": "x", "text": "last words"}).encode() + b"\n")
+    with pytest.warns(store.CorruptLineWarning):
+        whole = _answers(store.Run.read(path, full=True))
+    with pytest.warns(store.CorruptLineWarning):
+        run = store.Run.read(path)
+        assert run.status in ("running", "crashed")  # the one pass: run_end looked for, the rest kept
+    assert run._scanned is not None and run._scanned["counts"]["note"] == 3
+    assert _answers(run) == whole
+    assert [n["text"] for n in run.notes] == ["why: try a warmup", "half way", "last words"]

@@ -9,6 +9,7 @@ baseline measured in the same run, and the child's peak memory (`ru_maxrss` from
 - start-up: `import exprag_plus` and `runs --help` <= 1.5x `python -c pass` + 25 ms.
 
     python benchmarks/query_scale.py [--runs 100000] [--records 20] [--big 1000000] [--huge] [--repeat 5]
+                                     [--only startup|listing|big] [--dir KEEP]
 
 The folders are generated in a temporary directory (never committed); `--huge` adds a 10,000,000-record
 run (about 2.3 GB of disk and minutes to write).
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--huge", action="store_true", help="also a 10,000,000-record run (~2.3 GB, slow)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", help="keep the generated folders here (reused when present)")
+    ap.add_argument("--only", choices=("startup", "listing", "big"), help="run only these cases")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=os.path.join(HERE, "..") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its bytecode compiled: so do we
@@ -151,14 +153,15 @@ def main() -> None:
     rep = args.repeat
     cli = [PY, "-m", "exprag_plus"]
     try:
-        print("start-up", flush=True)
-        bare, _ = timed([PY, "-c", "pass"], max(rep, 9), env)
-        for name, cmd in (("import exprag_plus", [PY, "-c", "import exprag_plus"]),
-                          ("exprag-plus runs --help", cli + ["runs", "--help"])):
-            t, mb = timed(cmd, max(rep, 9), env)
-            line(name, t, mb, bare, "python -c pass", "<= 1.5x + 25 ms", t <= 1.5 * bare + 0.025)
+        if args.only in (None, "startup"):
+            print("start-up", flush=True)
+            bare, _ = timed([PY, "-c", "pass"], max(rep, 9), env)
+            for name, cmd in (("import exprag_plus", [PY, "-c", "import exprag_plus"]),
+                              ("exprag-plus runs --help", cli + ["runs", "--help"])):
+                t, mb = timed(cmd, max(rep, 9), env)
+                line(name, t, mb, bare, "python -c pass", "<= 1.5x + 25 ms", t <= 1.5 * bare + 0.025)
 
-        if args.runs:
+        if args.runs and args.only in (None, "listing"):
             root = os.path.join(tmp, f"runs{args.runs}")
             if not os.path.isdir(root):
                 t0 = time.perf_counter()
@@ -181,6 +184,8 @@ def main() -> None:
                 line(f"{name} (warm)", t, mb, raw, "raw pass", "<= 1 s", t <= 1.0)
 
         sizes = ([args.big] if args.big else []) + ([10_000_000] if args.huge else [])
+        if args.only not in (None, "big"):
+            sizes = []
         for n in sizes:
             root = os.path.join(tmp, f"big{n}")
             if not os.path.isdir(root):
@@ -203,6 +208,9 @@ def main() -> None:
                     ("history metrics.loss", ["history", big, "metrics.loss"], "stream"),
                     ("history --step 5000", ["history", big, "metrics.loss", "--step", "5000"], "stream"),
                     ("plot metrics.loss", ["plot", "metrics.loss", big, "-o", svg], "stream"),
+                    ("report (one big run, 3 curves)", ["report", big, "-o", os.path.join(tmp, "r.html")], "stream"),
+                    ("progress (a crashed big run)", ["progress", "metrics.acc", "--where", "name=big",
+                                                      "-o", svg], "stream"),
                     ("runs (with a crashed big run, cold)", ["runs"], "cold"),
                     ("runs (with a crashed big run, warm)", ["runs"], "warm")):
                 cmd = cli + extra + ["--root", root]

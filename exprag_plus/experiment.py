@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Deque, Dict, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from . import artifacts, git, ids, records, slurm, store
 from .appender import LineWriter, append_record, encode_line, new_run_guard
@@ -73,6 +73,7 @@ class Experiment:
         self._child_pid: Optional[int] = None
         self._summary = Summary()
         self._counts: Dict[str, int] = {}  # records written by this object, per type (run_end says them)
+        self._offsets: Dict[str, List[int]] = {}  # where this object's notes, tags and artifacts start
         self._tasks = 0
         self._action_names: "set[str]" = set()
         self._closed = False
@@ -311,9 +312,12 @@ class Experiment:
         else:
             if rtype == "run_end":
                 self._closed = True
-                summary, counts = self._final_counts()
+                summary, counts, offsets = self._final_counts()
                 counts["run_end"] = counts.get("run_end", 0) + 1
                 payload = dict(payload, summary=summary, records=counts)
+                at = {t: v for t, v in offsets.items() if 0 < len(v) == counts.get(t) and len(v) <= store.OFFSETS_CAP}
+                if at:
+                    payload["offsets"] = at
             record = {"type": rtype, "run_id": self.run_id, "seq": seq, "time": self._clock.now(),
                       "elapsed_ms": round(elapsed, 3)}
             if pid is not None:
@@ -322,6 +326,7 @@ class Experiment:
             line = encode_line(record)
         writer = self._writer
         before = writer.written if writer is not None else 0
+        at = before + 1 if writer is not None and writer.torn else before
         try:
             if writer is None:
                 raise OSError("the run file is closed")
@@ -333,6 +338,8 @@ class Experiment:
             # counted once written, even when a signal handler raised through the write
             if writer is not None and writer.written > before and not writer.torn:
                 self._counts[rtype] = self._counts.get(rtype, 0) + 1
+                if rtype in store.OFFSET_TYPES:
+                    self._offsets.setdefault(rtype, []).append(at)
                 if rtype == "track":
                     self._summary.add(payload[2])
             if rtype == "run_end":
@@ -352,10 +359,11 @@ class Experiment:
             self._warn(f"the run file {self.path} was deleted while the run was going on; "
                        "records written since go nowhere", key="deleted")
 
-    def _final_counts(self) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, int]]:
-        """The summary of what the file holds and its records per type (so readers need not read the body):
-        re-read when another process (a forked child) wrote to it, when the file held records before this
-        object (resumed, joined), or when an exception from a signal handler cut a write short."""
+    def _final_counts(self) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, int], Dict[str, List[int]]]:
+        """The summary of what the file holds, its records per type and where its notes, tags and artifacts
+        start (so readers need not read the body): re-read when another process (a forked child) wrote to
+        it, when the file held records before this object (resumed, joined), or when an exception from a
+        signal handler cut a write short."""
         writer = self._writer
         try:
             foreign = writer is not None and os.fstat(writer.fd).st_size != self._base_size + writer.written
@@ -365,15 +373,21 @@ class Experiment:
             try:
                 acc = Summary()
                 counts: Dict[str, int] = {}
-                for rec in store.iter_records(self.path):
+                offsets: Dict[str, List[int]] = {}
+                for lineno, line, last, offset in store.line_offsets(self.path):
+                    rec = store.parse_line(line, self.path, lineno, last)
+                    if rec is None:
+                        continue
                     t = rec.get("type")
                     counts[t] = counts.get(t, 0) + 1
                     if t == "track":
                         acc.add(records.from_json(rec.get("value")))
-                return (acc.to_dict() if foreign or self._recount else self._summary.to_dict()), counts
+                    elif t in store.OFFSET_TYPES:
+                        offsets.setdefault(t, []).append(offset)
+                return (acc.to_dict() if foreign or self._recount else self._summary.to_dict()), counts, offsets
             except (OSError, ValueError):
                 pass
-        return self._summary.to_dict(), dict(self._counts)
+        return self._summary.to_dict(), dict(self._counts), {t: list(v) for t, v in self._offsets.items()}
 
     def _finish(self, status: str, error: Optional[Dict[str, Any]], extra: Optional[Dict[str, Any]] = None) -> None:
         if self._closed:

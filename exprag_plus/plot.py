@@ -16,6 +16,10 @@ What the drawing guarantees:
   narrow), and values <= 0 are gaps too (counted in `Drawing.series[i]["nonpositive"]`);
 - at most two points (the min and the max, in their original order) per pixel column and per finite
   stretch, so a 1,000,000-point history draws at most a few thousand points and stays a small file;
+- a run's series comes from one streamed pass over its file; past 131,072 points each group of consecutive
+  points keeps only what a drawing can use (first and last, the extremes, the first gap), so ten million
+  steps take a few MB: the axes and the legend's counts are those of every point, and a column's extremes
+  can differ only where a group straddles the column's edge;
 - "nice" 1-2-5 linear ticks with compact labels (`200k`, `1.5M`, `0.05`, `2e-5`), thinned so labels
   never overlap; the legend sits outside the plot area, so it never covers a line.
 """
@@ -66,6 +70,9 @@ class Series:
     color: Optional[str] = None
     title: str = ""
     x_kind: str = "x"  # what xs are: step, index, elapsed, or a metric path (run_series sets it)
+    points: Optional[int] = None  # of a thinned series (run_series of a long run): its points before thinning,
+    nonfinite: Optional[int] = None  # its NaN/inf values (or x)
+    nonpositive: Optional[int] = None  # and its values <= 0
 
 
 @dataclass
@@ -280,6 +287,114 @@ def _number(v: Any) -> Optional[float]:
     return None
 
 
+_RAW = 1 << 17  # points a series holds as they are; beyond, groups of consecutive points are thinned
+_GROUPS = 8192  # thinned groups a series holds at most (two neighbours merge when there would be more)
+
+
+def _keep(cands: List[Tuple[int, float, float]]) -> List[Tuple[int, float, float]]:
+    """Of consecutive points (index, x, y), those a drawing can need: the first and the last, the extremes of
+    x and of finite y, the smallest positive y (a log axis), the first gap and the first y <= 0 (a log gap)."""
+    finite = [c for c in cands if -_INF < c[2] < _INF]
+    xfin = [c for c in cands if -_INF < c[1] < _INF]
+    pos = [c for c in finite if c[2] > 0]
+    picks = {cands[0], cands[-1]}
+    if finite:
+        picks.add(min(finite, key=_y))
+        picks.add(max(finite, key=_y))
+    if xfin:
+        picks.add(min(xfin, key=_x))
+        picks.add(max(xfin, key=_x))
+    if pos:
+        picks.add(min(pos, key=_y))
+    bad = next((c for c in cands if not (-_INF < c[2] < _INF and -_INF < c[1] < _INF)), None)
+    if bad is not None:
+        picks.add(bad)
+    bad_y = next((c for c in cands if not -_INF < c[2] < _INF), None)
+    if bad_y is not None:
+        picks.add(bad_y)
+    low = next((c for c in finite if c[2] <= 0), None)
+    if low is not None:
+        picks.add(low)
+    return sorted(picks)
+
+
+def _y(c: Tuple[int, float, float]) -> float:
+    return c[2]
+
+
+def _x(c: Tuple[int, float, float]) -> float:
+    return c[1]
+
+
+class _Points:
+    """A series' points in bounded memory: all of them up to _RAW, then what each group of consecutive
+    points can add to a drawing (`_keep`); counts of all points, gaps and values <= 0 are kept exactly."""
+
+    __slots__ = ("xs", "ys", "n", "groups", "size", "limit", "bad", "bad_y", "low")
+
+    def __init__(self) -> None:
+        self.xs: List[float] = []
+        self.ys: List[float] = []
+        self.n = 0
+        self.groups: Optional[List[List[Tuple[int, float, float]]]] = None
+        self.size = 0
+        self.limit = _RAW + 1  # pending points that make a fold
+        self.bad = self.bad_y = self.low = 0
+
+    def _fold(self) -> None:
+        xs, ys, base = self.xs, self.ys, self.n
+        n = len(xs)
+        self.n += n
+        self.xs, self.ys = [], []
+        clean = _all_finite(ys) and _all_finite(xs)
+        if clean:
+            if min(ys) <= 0:
+                self.low += sum(1 for y in ys if y <= 0)
+        else:
+            for x, y in zip(xs, ys):
+                if not -_INF < y < _INF:
+                    self.bad_y += 1
+                    self.bad += 1
+                    continue
+                if not -_INF < x < _INF:
+                    self.bad += 1
+                if y <= 0:
+                    self.low += 1
+        if self.groups is None:
+            self.groups, self.size = [], 64
+        size, groups = self.size, self.groups
+        for k in range(0, n, size):
+            xg, yg = xs[k:k + size], ys[k:k + size]
+            if clean or (_all_finite(yg) and _all_finite(xg)):
+                lo, hi = min(yg), max(yg)
+                picks = {0, len(yg) - 1, yg.index(lo), yg.index(hi), xg.index(min(xg)), xg.index(max(xg))}
+                if lo <= 0:
+                    pos = [j for j, y in enumerate(yg) if y > 0]
+                    if pos:
+                        picks.add(min(pos, key=yg.__getitem__))
+                    picks.add(next(j for j, y in enumerate(yg) if y <= 0))
+                groups.append([(base + k + j, xg[j], yg[j]) for j in sorted(picks)])
+            else:
+                groups.append(_keep([(base + k + j, x, y) for j, (x, y) in enumerate(zip(xg, yg))]))
+        while len(self.groups) > _GROUPS:
+            g = self.groups
+            self.groups = [_keep(g[k] + g[k + 1]) if k + 1 < len(g) else g[k] for k in range(0, len(g), 2)]
+            self.size *= 2
+        self.limit = self.size * max(1, 8192 // self.size)
+
+    def series(self, label: str, index_x: bool, **fields: Any) -> "Series":
+        """The Series to draw; `index_x`: x is each point's index (a run without steps)."""
+        if self.groups is None:
+            xs = [float(i) for i in range(len(self.ys))] if index_x else self.xs
+            return Series(label, xs, self.ys, **fields)
+        if self.xs:
+            self._fold()
+        kept = [c for g in self.groups for c in g]
+        xs = [float(c[0]) if index_x else c[1] for c in kept]
+        return Series(label, xs, [c[2] for c in kept], points=self.n,
+                      nonfinite=self.bad_y if index_x else self.bad, nonpositive=self.low, **fields)
+
+
 def run_series(run: Any, metric: str, x: str = "step", color: Optional[str] = None) -> Series:
     """A run's history of `metric` as a Series labelled "<short id> <name>".
 
@@ -287,36 +402,83 @@ def run_series(run: Any, metric: str, x: str = "step", color: Optional[str] = No
     one), "elapsed" (seconds since the run started, from `elapsed_ms`), or another metric path tracked
     in the same records (points without it are skipped; a NaN x is a gap).
     """
-    xs: List[float] = []
-    ys: List[float] = []
-    steps_ok = True
+    return runs_series(run, [metric], x, color)[0]
+
+
+def runs_series(run: Any, metrics: Sequence[str], x: str = "step", color: Optional[str] = None) -> List[Series]:
+    """`run_series` of several metrics in one streamed pass over the run's file, each series holding at
+    most a few points per pixel column's worth of its points (a run of ten million steps fits in memory)."""
+    if not metrics:
+        return []
+    acc = [_Points() for _ in metrics]
+    steps_ok = [True] * len(metrics)
     get = records.get_path
-    for r, v in store.metric_values(run.stream() if hasattr(run, "stream") else run.records, metric):
+    recs = run.stream() if hasattr(run, "stream") else run.records
+    values = store.metric_values
+    paths = [records.split_path(m) for m in metrics]
+    jobs = list(zip(paths, metrics, acc, range(len(metrics))))
+    nonfinite = records.NONFINITE
+    for r in recs:
+        if r.get("type") != "track":
+            continue
         value = r.get("value")
-        y = _number(v)
-        if y is None:
-            continue
-        if x == "step":
-            s = value.get("step") if isinstance(value, dict) else None
-            xv = float(s) if records.is_number(s) else None
-            steps_ok = steps_ok and xv is not None
-        elif x == "elapsed":
-            ms = r.get("elapsed_ms")
-            xv = ms / 1000.0 if records.is_number(ms) else None
-        else:
-            try:
-                xv = _number(get(value, x)) if isinstance(value, dict) else None
-            except KeyError:
-                xv = None
-        if xv is None and x not in ("step",):
-            continue
-        xs.append(_NAN if xv is None else xv)
-        ys.append(y)
-    kind = x if x != "step" else ("step" if steps_ok else "index")
-    if x == "step" and not steps_ok:
-        xs = [float(i) for i in range(len(ys))]
-    label = f"{run.short_id} {run.name}".strip()
-    return Series(label, xs, ys, color=color, title=f"{run.run_id} {run.name}".strip(), x_kind=kind)
+        xv: Any = _UNSET
+        for parts, metric, p, k in jobs:
+            cur = value
+            for part in parts:  # the common case inline: plain nested keys
+                if type(cur) is dict and part in cur:
+                    cur = cur[part]
+                else:
+                    found = [v for _, v in values((r,), metric)]  # list indexes, dotted keys, a bare value
+                    cur = found[0] if found else None
+                    break
+            if type(cur) is float:
+                y = cur
+            elif cur is None or (type(cur) is str and cur not in nonfinite):
+                continue
+            else:
+                y = _number(cur)
+                if y is None:
+                    continue
+            if xv is _UNSET:
+                if x == "step":
+                    st = value.get("step") if type(value) is dict else None
+                    xv = float(st) if type(st) is int or type(st) is float else _x_of(r, value, x, get)
+                else:
+                    xv = _x_of(r, value, x, get)
+            if xv is None:
+                if x != "step":
+                    continue
+                steps_ok[k] = False
+                p.xs.append(_NAN)
+            else:
+                p.xs.append(xv)
+            p.ys.append(y)
+            if len(p.ys) >= p.limit:
+                p._fold()
+    out = []
+    for k, metric in enumerate(metrics):
+        index_x = x == "step" and not steps_ok[k]
+        kind = x if x != "step" else ("index" if index_x else "step")
+        out.append(acc[k].series(f"{run.short_id} {run.name}".strip(), index_x, color=color,
+                                 title=f"{run.run_id} {run.name}".strip(), x_kind=kind))
+    return out
+
+
+_UNSET = object()
+
+
+def _x_of(r: Dict[str, Any], value: Any, x: str, get: Any) -> Optional[float]:
+    if x == "step":
+        s = value.get("step") if isinstance(value, dict) else None
+        return float(s) if records.is_number(s) else None
+    if x == "elapsed":
+        ms = r.get("elapsed_ms")
+        return ms / 1000.0 if records.is_number(ms) else None
+    try:
+        return _number(get(value, x)) if isinstance(value, dict) else None
+    except KeyError:
+        return None
 
 
 # --- drawing --------------------------------------------------------------------------------------
@@ -384,7 +546,7 @@ def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_labe
                 bad = sorted(set(bad).union(i for i, v in enumerate(xs) if not -_INF < v < _INF))
         nonpositive = 0
         if log:
-            nonpositive = sum(1 for v in ys if -_INF < v <= 0)
+            nonpositive = sum(1 for v in ys if -_INF < v <= 0) if s.nonpositive is None else s.nonpositive
             log10 = math.log10
             ys = [log10(v) if 0 < v < _INF else _NAN for v in ys]
         clean = not bad and not nonpositive
@@ -427,7 +589,8 @@ def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_labe
         ytv = list(yt)
     ylab = tick_labels(yt, log)
     left = int(max([_text_w(t, 11) for t in ylab] + [10]) + 14 + (20 if y_label else 4))
-    counts = [f"{_count(len(bad))} NaN/Inf" if bad else "" for _, _, _, bad, _ in prepared]  # a 2nd legend line
+    nbad = [len(bad) if s.nonfinite is None or not xs else s.nonfinite for s, xs, _, bad, _ in prepared]
+    counts = [f"{_count(n)} NaN/Inf" if n else "" for n in nbad]  # a 2nd legend line
     fit = int((width * 0.33 - 34) / (12 * _CHAR_W))  # characters that fit in a legend of 1/3 of the width
     labels = [_shorten(s.label, max(8, min(legend_chars, fit))) for s in series]
     legend_w = int(min(width * 0.33, max([_text_w(t, 12) for t in labels + counts] + [40]) + 34))
@@ -518,8 +681,9 @@ def draw(series: Sequence[Series], *, title: str = "", x_label: str = "", y_labe
             hit = sorted({int(sx(xs[i])) for i in bad})
             marks = "".join(f"M{c},{top}v7" for c in hit)
             out.append(f'<path class="nonfinite" d="{marks}" stroke="{_esc(color)}" stroke-width="2">'
-                       f"<title>{len(bad)} NaN/Inf value(s): {_esc(s.label)}</title></path>")
-        info.append({"label": s.label, "points": len(s.ys), "drawn": drawn, "nonfinite": len(bad),
+                       f"<title>{nbad[k]} NaN/Inf value(s): {_esc(s.label)}</title></path>")
+        info.append({"label": s.label, "points": len(s.ys) if s.points is None else s.points, "drawn": drawn,
+                     "nonfinite": nbad[k],
                      "nonpositive": nonpositive, "color": color})
 
     # 4. legend, outside the plot area

@@ -530,14 +530,11 @@ def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[st
     checkpoints: List[Tuple[int, int]] = []  # (line number - 1, offset) of points 0, 256, 512...
     total, lo, hi, lo_v, hi_v = 0, -1, -1, None, None
     path = run.path
-    parse, values, from_json, loads = store.parse_line, store.metric_values, records.from_json, json.loads
+    parse, values, from_json, quick = store.parse_line, store.metric_values, records.from_json, store.quick_record
     parts = records.split_path(metric)
     for lineno, line, last, offset in store.line_offsets(path):
-        try:  # the common case inline (a million lines): a dict record with plain nested keys
-            rec = loads(line)
-        except (ValueError, RecursionError):
-            rec = None
-        if type(rec) is not dict or type(rec.get("type")) is not str:
+        rec = quick(line)  # the common case (a million lines): a dict record with plain nested keys
+        if rec is None:
             rec = parse(line, path, lineno, last)  # warns as every reader does
             if rec is None:
                 continue
@@ -554,7 +551,7 @@ def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[st
         if cur is None:
             continue
         v = cur if type(cur) is float or type(cur) is int else from_json(cur)
-        if _finite(v):
+        if (-math.inf < v < math.inf) if type(v) is float else _finite(v):
             if lo < 0 or v < lo_v:
                 lo, lo_v = total, v
             if hi < 0 or v > hi_v:

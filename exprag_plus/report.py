@@ -298,8 +298,12 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
                      f"draw any other with <code>exprag-plus plot METRIC</code>.</p>")
     if shown:
         parts.append('<div class="plots">')
+        curves: List[Dict[str, Any]] = []  # per run, metric -> series: each file is read once
+        for r in runs:
+            had = [m for m in shown if m in r.summary]
+            curves.append(dict(zip(had, plot.runs_series(r, had, x, color=colors[r.run_id]))))
         for m in shown:
-            series = [plot.run_series(r, m, x, color=colors[r.run_id]) for r in runs if m in r.summary]
+            series = [c[m] for c in curves if m in c]
             for s in series:  # the short id is the key: the tables above pair it with the name and colour
                 s.label = s.label.split(" ", 1)[0]
             d = plot.draw(series, title=m, x_label=plot.x_title(s.x_kind for s in series), y_label=m,

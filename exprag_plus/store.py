@@ -18,7 +18,10 @@ from . import ids, records
 _TAIL = 64 * 1024
 _MEMORY_LINE = re.compile(rb'"type"\s*:\s*"(?:note|tag)"')
 _BLOCK = 1024 * 1024
+_SCAN = json.JSONDecoder().scan_once  # what json.loads runs, called directly: (value, end) of a str at 0
 LINE_CAP = 16 * 1024 * 1024  # no record is this long (a run_start with 100k changed paths is ~5 MB)
+OFFSET_TYPES = ("note", "tag", "artifact")  # run_end.offsets says where these start (the body is never scanned)
+OFFSETS_CAP = 256  # more of a type than this: run_end leaves its offsets out and readers search the bytes
 STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 
 
@@ -133,12 +136,53 @@ def _matching(done: bytes, pattern: "re.Pattern[bytes]") -> Iterator[bytes]:
         pos = end + 1
 
 
+def quick_record(line: bytes) -> Optional[Dict[str, Any]]:
+    """The record on a line (with or without its newline) by json's own scanner, or None when anything is
+    unusual (then `parse_line` gives the answer and the warning): the common case of a long stream."""
+    try:
+        text = line.decode("utf-8", "surrogatepass")
+        rec, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    if end != len(text) and text[end:] != "\n":
+        return None
+    return rec if type(rec) is dict and type(rec.get("type")) is str else None
+
+
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
-    """Every readable record of a file, in file order."""
-    for lineno, line, last in iter_lines(path):
-        rec = parse_line(line, path, lineno, last)
-        if rec is not None:
-            yield rec
+    """Every readable record of a file, in file order (`iter_lines` and `parse_line` inlined for the common
+    whole line: a million-record stream costs little more than its `json.loads`)."""
+    cap = LINE_CAP + 1
+    scan = _SCAN
+    with open(path, "rb", buffering=_BLOCK) as f:
+        readline = f.readline
+        lineno = 0
+        while True:
+            line = readline(cap)
+            if not line:
+                return
+            lineno += 1
+            if line[-1] == 10:  # b"\n"
+                try:  # json.loads without its wrappers; anything unusual goes to parse_line
+                    text = line.decode("utf-8", "surrogatepass")
+                    rec, end = scan(text, 0)
+                    if end != len(text) - 1:
+                        rec = None
+                except (StopIteration, ValueError, RecursionError):
+                    rec = None
+                if type(rec) is dict and type(rec.get("type")) is str:
+                    yield rec
+                    continue
+                rec = parse_line(line[:-1], path, lineno, False)  # warns as every reader does
+            elif len(line) < cap:
+                rec = parse_line(line, path, lineno, True)
+            else:
+                _warn_corrupt(path, lineno, f"a line longer than {LINE_CAP // 2**20} MB")
+                while line and line[-1] != 10:
+                    line = readline(cap)
+                continue
+            if rec is not None:
+                yield rec
 
 
 def _head_and_tail(path: str, raw: Optional[List[bytes]] = None, whole_out: Optional[List[bytes]] = None) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]], bool]:
@@ -320,6 +364,7 @@ class Run:
 
     # a run from the listing cache holds only these until another attribute is asked for (`__getattr__`)
     _lines: Any = None  # an object whose .lines(ref, path) gives (run_start line, tail lines)
+    _scanned: Optional[Dict[str, Any]] = None  # what a whole-file pass for run_end saw (`scan_end`'s `seen`)
 
     @classmethod
     def cached(cls, path: str, order: Tuple[float, float, str], fields: bytes, source: Any, row: int) -> "Run":
@@ -539,7 +584,9 @@ class Run:
         """run_end from the tail, else from the whole file (records appended later may push it back),
         streamed: a crashed run of a million records is never held whole for its status."""
         if self.end is None and self._records is None and not self._no_end:
-            end, summary = scan_end(self.path)
+            seen: Dict[str, Any] = {}
+            end, summary = scan_end(self.path, seen)
+            self._scanned = seen
             if end is not None:
                 self._set_end(end)
                 self._tail_end = False  # what follows it is not in the tail: counting reads the file
@@ -592,10 +639,13 @@ class Run:
         return self._summary
 
     def record_counts(self) -> Dict[str, int]:
-        """Records per type: from run_end's count (plus what follows it) without reading the body; else one
-        streamed pass."""
-        if self._records is None and self._find_end() is not None and self._tail_end:
-            counts = self._end.get("records")  # type: ignore[union-attr]
+        """Records per type: from run_end's count (plus what follows it) without reading the body, or from
+        the pass that looked for run_end; else one streamed pass."""
+        if self._records is None:
+            self._find_end()
+            if self._scanned is not None:
+                return dict(self._scanned["counts"])
+            counts = (self._end or {}).get("records") if self._tail_end else None
             if isinstance(counts, dict) and all(type(v) is int for v in counts.values()):
                 counts = dict(counts)
                 for r in self._after:
@@ -636,6 +686,11 @@ class Run:
         and only those lines are parsed (artifacts of a million-track run cost no million parses)."""
         if self._records is not None:
             return [r for r in self._records if r.get("type") == rtype]
+        if self._scanned is not None and rtype in OFFSET_TYPES:
+            return [r for r in self._scanned["kept"] if r.get("type") == rtype]
+        known = self._placed((rtype,))
+        if known is not None:
+            return known
         pattern = re.compile(rb'"type"\s*:\s*"' + re.escape(rtype.encode("utf-8")) + rb'"')
         out = []
         for line, last in _lines_matching(self.path, pattern):
@@ -643,6 +698,46 @@ class Run:
             if rec is not None and rec.get("type") == rtype:
                 out.append(rec)
         return out
+
+    def _placed(self, types: Tuple[str, ...]) -> Optional[List[Dict[str, Any]]]:
+        """The records of these types in file order without reading the body, or None when that cannot be
+        known: the tail must hold the file's last run_end and all that follows it, and run_end must count
+        the types before it and say where each one starts (`offsets`); every line found there is checked."""
+        end = self.end
+        if end is None or not self._tail_end:
+            return None
+        counts, offsets = end.get("records"), end.get("offsets")
+        if not isinstance(counts, dict):
+            return None
+        wanted: List[Tuple[int, str]] = []
+        for t in types:
+            n = counts.get(t, 0)
+            at = offsets.get(t) if isinstance(offsets, dict) else None
+            if type(n) is not int or n < 0 or (n and not (isinstance(at, list) and len(at) == n)):
+                return None
+            wanted.extend((o, t) for o in at or ())
+        found: List[Dict[str, Any]] = []
+        if wanted:
+            if not all(type(o) is int and o > 0 for o, _ in wanted) or len({o for o, _ in wanted}) < len(wanted):
+                return None
+            try:
+                with open(self.path, "rb") as f:
+                    for o, t in sorted(wanted):
+                        f.seek(o - 1)
+                        if f.read(1) != b"\n":  # not where a line starts
+                            return None
+                        line = f.readline(LINE_CAP + 1)
+                        try:
+                            rec = json.loads(line) if line.endswith(b"\n") else None
+                        except (ValueError, RecursionError):
+                            rec = None
+                        if type(rec) is not dict or rec.get("type") != t:
+                            return None
+                        found.append(rec)
+            except OSError:
+                return None
+        found.extend(r for r in self._after if r.get("type") in types)
+        return found
 
     def history(self, metric: str) -> List[Dict[str, Any]]:
         """Every tracked value of a metric path: {seq, step, value, elapsed_ms}."""
@@ -672,6 +767,10 @@ class Run:
                 self._memo = json.loads(self._memo_raw)  # the listing cache's copy
             elif self._records is not None:
                 self._memo = [r for r in self._records if r.get("type") in ("note", "tag")]
+            elif self._scanned is not None:
+                self._memo = [r for r in self._scanned["kept"] if r.get("type") in ("note", "tag")]
+            elif (placed := self._placed(("note", "tag"))) is not None:
+                self._memo = placed
             else:
                 found: List[Dict[str, Any]] = []
                 try:
@@ -712,11 +811,23 @@ class Run:
 def metric_values(recs: Iterable[Dict[str, Any]], metric: str) -> Iterator[Tuple[Dict[str, Any], Any]]:
     """(track record, raw value at `metric`) for each track holding the path (a None value is no point)."""
     get = records.get_path
+    parts = records.split_path(metric)
     for r in recs:
         if r.get("type") != "track":
             continue
         value = r.get("value")
-        if isinstance(value, dict):
+        if type(value) is dict:
+            v = value
+            for part in parts:  # plain nested keys inline; anything else as get_path reads it
+                if type(v) is dict and part in v:
+                    v = v[part]
+                else:
+                    try:
+                        v = get(value, metric)
+                    except KeyError:
+                        v = None
+                    break
+        elif isinstance(value, dict):
             try:
                 v = get(value, metric)
             except KeyError:
@@ -744,16 +855,25 @@ def summarize(recs: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return acc.to_dict()
 
 
-def scan_end(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Dict[str, Any]]]]:
-    """The file's last run_end in one streamed pass; without one, the summary of its tracks instead."""
+def scan_end(path: str, seen: Optional[Dict[str, Any]] = None) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Dict[str, Any]]]]:
+    """The file's last run_end in one streamed pass; without one, the summary of its tracks instead.
+    `seen`, when given, receives what else that pass saw: `counts` per type and, in file order, the
+    records of OFFSET_TYPES as `kept` (a crashed run's `show` reads its file once)."""
     end = None
     acc = records.Summary()
+    counts: Dict[str, int] = {}
+    kept: List[Dict[str, Any]] = []
     for rec in iter_records(path):
         t = rec.get("type")
+        counts[t] = counts.get(t, 0) + 1
         if t == "track":
             acc.add(records.from_json(rec.get("value")))
         elif t == "run_end":
             end = rec
+        elif t in OFFSET_TYPES:
+            kept.append(rec)
+    if seen is not None:
+        seen.update(counts=counts, kept=kept)
     return end, (None if end is not None else acc.to_dict())
 
 

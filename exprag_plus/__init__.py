@@ -4,10 +4,14 @@ One JSONL file per run under `.runs/`, the exact code that produced it, and a CL
 query, compare, restore and replay runs.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
+from importlib import import_module
+
+TYPE_CHECKING = False  # `import typing` alone costs more than the rest of this module
 if TYPE_CHECKING:
+    from typing import Any
+
     from .actions import Action, Interaction
     from .experiment import Experiment
     from .schema import TaskSchema

@@ -13,7 +13,9 @@ import math
 import os
 import sys
 import warnings
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+TYPE_CHECKING = False  # typing costs start-up; annotations here are never evaluated
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__, ids, records
 from .errors import NoResult, QueryError

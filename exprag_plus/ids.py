@@ -10,7 +10,9 @@ import json
 import os
 import re
 import time
-from typing import Dict, List, Optional, Tuple
+TYPE_CHECKING = False  # typing costs start-up; annotations here are never evaluated
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 from . import records
 

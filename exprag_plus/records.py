@@ -16,7 +16,9 @@ import re
 import sys
 import time
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+TYPE_CHECKING = False  # typing costs start-up; annotations here are never evaluated
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 FORMAT = "exprag-plus/1"
 RECORD_TYPES = ("run_start", "track", "action", "action_run", "task", "run_end", "note", "tag")

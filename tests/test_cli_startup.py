@@ -65,3 +65,11 @@ def test_top_level_help_still_lists_every_command() -> None:
                          text=True, check=True).stdout
     for name in cli.COMMANDS:
         assert f"    {name}" in out
+
+
+@pytest.mark.parametrize("code", ["import exprag_plus", "from exprag_plus import cli; cli.build_parser('runs')"])
+def test_the_start_up_path_does_not_import_typing(code: str) -> None:
+    """`typing` alone costs about as much as a bare interpreter start; annotations on this path are strings."""
+    probe = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}; print('typing' in sys.modules)"
+    out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out == "False\n"

@@ -67,7 +67,9 @@ def test_top_level_help_still_lists_every_command() -> None:
         assert f"    {name}" in out
 
 
-@pytest.mark.parametrize("code", ["import exprag_plus", "from exprag_plus import cli; cli.build_parser('runs')"])
+@pytest.mark.parametrize("code", ["import exprag_plus", pytest.param(
+    "from exprag_plus import cli; cli.build_parser('runs')",
+    marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="importlib.util imports typing before 3.11"))])
 def test_the_start_up_path_does_not_import_typing(code: str) -> None:
     """`typing` alone costs about as much as a bare interpreter start; annotations on this path are strings."""
     probe = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}; print('typing' in sys.modules)"

@@ -204,6 +204,8 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     out: List[Run] = []
     kept: List[int] = []
     fresh: List[Entry] = []
+    later: List[Tuple[int, bytes, str, os.stat_result]] = []
+    defer = use_cache and os.access(folder, os.W_OK)
     changed = False
     stat, get, cached, keep = os.stat, rows.get, Run.cached, kept.append
     suffix = len(ids.SUFFIX)
@@ -227,27 +229,56 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 continue
             changed = changed or here
             before = len(caught)
-            raw: List[bytes] = []
-            data: List[bytes] = []
             try:
-                start, tail, complete = _head_and_tail(path, raw, data)
-                run = Run(path, start, tail, tail if complete else None)
-                if data and run._records is None:
-                    run._memo_data = data[0]
-                run._mtime = st.st_mtime
-                entry = _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
+                run, entry = _read(path, st, key)
             except OSError as exc:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
-            out.append(run)
             if here and len(caught) == before and b"\n" not in key and b"\t" not in key and b"\0" not in key:
                 fresh.append(entry)
+                if defer:  # listed from the cache once written: a parsed run weighs ~10x its entry
+                    later.append((len(out), key, path, st))
+                    run = None  # type: ignore[assignment]
+            out.append(run)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if use_cache and (changed or len(kept) != len(rows)):
         _write(folder, kept, columns, src, fresh)
+    if later:
+        _from_new_cache(folder, out, later)
     out.sort(key=Run.order)
     return out
+
+
+def _read(path: str, st: os.stat_result, key: bytes) -> Tuple[Run, Entry]:
+    """A run read lightly from its file (first line and tail), and its cache entry."""
+    raw: List[bytes] = []
+    data: List[bytes] = []
+    start, tail, complete = _head_and_tail(path, raw, data)
+    run = Run(path, start, tail, tail if complete else None)
+    if data and run._records is None:
+        run._memo_data = data[0]
+    run._mtime = st.st_mtime
+    return run, _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
+
+
+def _from_new_cache(folder: str, out: List[Run], later: List[Tuple[int, bytes, str, os.stat_result]]) -> None:
+    """Fill `out`'s places of runs just read with their entries in the cache just written (or, when it
+    could not be written or another process replaced it meanwhile, by reading the files again)."""
+    rows, columns, src = read_cache(folder)
+    suffix = len(ids.SUFFIX)
+    for pos, key, path, st in later:
+        i = rows.get(key)
+        if i is not None:
+            out[pos] = Run.cached(path, (float(columns[1][i]), float(columns[2][i]),
+                                         os.path.basename(path)[:-suffix]), columns[3][i], src, i)
+            continue
+        try:
+            out[pos] = _read(path, st, key)[0]
+        except OSError as exc:
+            warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
+            out[pos] = None  # type: ignore[call-overload]
+    out[:] = [r for r in out if r is not None]
 
 
 def _write(folder: str, kept: List[int], columns: List[List[bytes]], src: Optional[_Source],

@@ -559,23 +559,42 @@ __all__ = ["run_command", "compile_patterns", "MetricParser", "WrapperError", "n
            "OUTPUT_LOG", "AXES"]
 
 
-_PAIR = r"([A-Za-z_][A-Za-z0-9_]*)([ \t]*[=:][ \t]*|[ \t]+)(" + _NUM.decode() + r")"
-_PAIRS = re.compile(r"[ \t]*(?:" + _PAIR + r"[ \t]*[,|;]?[ \t]*){2,}\r?\Z")
+_TOKEN = re.compile(r"[^\s,|;=:]+|[=:]")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NUMBER = re.compile(_NUM.decode() + r"\Z")
+
+
+def _pairs(line: str) -> Optional[List[Tuple[str, str]]]:
+    """(name, separator) of a short line made only of NAME[=|:]NUMBER pairs (2 or more, names distinct),
+    else None. A walk over tokens, not one regex: nested optional parts backtrack exponentially on long lines."""
+    if len(line) > 1000 or any(c not in " \t,|;=:_.+-" and not c.isalnum() for c in line.rstrip("\r")):
+        return None
+    tokens = _TOKEN.findall(line)
+    out: List[Tuple[str, str]] = []
+    names = set()
+    i = 0
+    while i < len(tokens):
+        name = tokens[i]
+        sep = tokens[i + 1] if i + 1 < len(tokens) and tokens[i + 1] in "=:" else ""
+        j = i + 1 + bool(sep)
+        if not _IDENT.match(name) or j >= len(tokens) or not _NUMBER.match(tokens[j]):
+            return None
+        if name in names:
+            return None
+        names.add(name)
+        out.append((name, sep))
+        i = j + 1
+    return out if len(out) >= 2 else None
 
 
 def unread_metric_line(tail: Sequence[str], patterns: Sequence[Pattern[str]]) -> Optional[Tuple[str, str]]:
     """A line of the output's tail made only of NAME NUMBER pairs (`epoch 3 train_loss 0.51`, `step=9
     loss=2.3`) that no rule read, and a `--parse` pattern that would read it: runs forget `--parse`."""
     for line in reversed(tail):
-        if not _PAIRS.match(line) or any(p.search(line) for p in patterns):
+        pairs = _pairs(line)
+        if pairs is None or any(p.search(line) for p in patterns):
             continue
-        pieces, names = [], set()
-        for m in re.finditer(_PAIR, line):
-            name, sep = m.group(1), m.group(2)
-            if name in names:
-                return None
-            names.add(name)
-            pieces.append(re.escape(name) + (r"\s*" + re.escape(sep.strip()) + r"\s*" if sep.strip() else r"\s+")
-                          + f"(?P<{name}>[^\\s,|;]+)")
+        pieces = [re.escape(name) + (r"\s*" + re.escape(sep) + r"\s*" if sep else r"\s+") + f"(?P<{name}>[^\\s,|;]+)"
+                  for name, sep in pairs]
         return line.strip(), r"\W+".join(pieces)
     return None

@@ -382,3 +382,13 @@ def test_unread_pair_lines_get_a_parse_suggestion_that_reads_them(repo: Path) ->
     assert "not read as metrics" not in wrap("run", "--no-parse", "--", PY, "t.py", cwd=repo).stderr.decode()
     script(repo, "u.py", "print('val_loss: 0.3')\nprint('hello 2 you')\n")
     assert "not read as metrics" not in wrap("run", "--", PY, "u.py", cwd=repo).stderr.decode()
+
+
+def test_the_parse_hint_never_hangs_on_long_column_lines() -> None:
+    """Its first form, one regex with nested optional parts, backtracked for minutes on 16 spaced pairs."""
+    code = ("from exprag_plus import wrapper\n"
+            "bad = 'epoch   1   loss    0.5   ' * 16 + ' x('\n"
+            "good = '  '.join(f'm{i} {i}.5' for i in range(40))\n"
+            "assert wrapper.unread_metric_line([bad] * 20, []) is None\n"
+            "assert wrapper.unread_metric_line([good], [])[1].count('(?P<') == 40\n")
+    subprocess.run([PY, "-c", code], cwd=ROOT, check=True, timeout=20)

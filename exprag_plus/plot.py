@@ -414,7 +414,7 @@ def runs_series(run: Any, metrics: Sequence[str], x: str = "step", color: Option
     steps_ok = [True] * len(metrics)
     get = records.get_path
     recs = run.stream() if hasattr(run, "stream") else run.records
-    values = store.metric_values
+    lookup = store.track_value
     paths = [records.split_path(m) for m in metrics]
     jobs = list(zip(paths, metrics, acc, range(len(metrics))))
     nonfinite = records.NONFINITE
@@ -424,14 +424,7 @@ def runs_series(run: Any, metrics: Sequence[str], x: str = "step", color: Option
         value = r.get("value")
         xv: Any = _UNSET
         for parts, metric, p, k in jobs:
-            cur = value
-            for part in parts:  # the common case inline: plain nested keys
-                if type(cur) is dict and part in cur:
-                    cur = cur[part]
-                else:
-                    found = [v for _, v in values((r,), metric)]  # list indexes, dotted keys, a bare value
-                    cur = found[0] if found else None
-                    break
+            cur = lookup(r, parts, metric)
             if type(cur) is float:
                 y = cur
             elif cur is None or (type(cur) is str and cur not in nonfinite):

@@ -530,7 +530,7 @@ def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[st
     checkpoints: List[Tuple[int, int]] = []  # (line number - 1, offset) of points 0, 256, 512...
     total, lo, hi, lo_v, hi_v = 0, -1, -1, None, None
     path = run.path
-    parse, values, from_json, quick = store.parse_line, store.metric_values, records.from_json, store.quick_record
+    parse, lookup, from_json, quick = store.parse_line, store.track_value, records.from_json, store.quick_record
     parts = records.split_path(metric)
     for lineno, line, last, offset in store.line_offsets(path):
         rec = quick(line)  # the common case (a million lines): a dict record with plain nested keys
@@ -540,14 +540,7 @@ def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[st
                 continue
         if rec["type"] != "track":
             continue
-        cur = rec.get("value")
-        for part in parts:
-            if type(cur) is dict and part in cur:
-                cur = cur[part]
-            else:
-                found = [v for _, v in values((rec,), metric)]  # list indexes, dotted keys, a bare value
-                cur = found[0] if found else None
-                break
+        cur = lookup(rec, parts, metric)
         if cur is None:
             continue
         v = cur if type(cur) is float or type(cur) is int else from_json(cur)
@@ -589,7 +582,7 @@ def _sampled_from_file(run: Run, metric: str, n: int) -> Tuple[int, List[Dict[st
                 k += 1
                 if k == keep[i]:
                     rec = parse(line.rstrip(b"\n"), path, lineno, not line.endswith(b"\n"))
-                    points.extend(store.point(r, v) for r, v in values((rec,) if rec else (), metric))
+                    points.extend(store.point(r, v) for r, v in store.metric_values((rec,) if rec else (), metric))
                     i += 1
     return total, points
 

@@ -808,6 +808,19 @@ class Run:
         return f"<Run {self.short_id} {self.name!r} {self.status}>"
 
 
+def track_value(rec: Dict[str, Any], parts: List[str], metric: str) -> Any:
+    """`metric`'s value in a track record (None when absent): plain nested keys walked here, the common
+    case over a million records; anything else by `metric_values` (list indexes, dotted keys, a bare value)."""
+    cur = rec.get("value")
+    for part in parts:
+        if type(cur) is dict and part in cur:
+            cur = cur[part]
+        else:
+            found = [v for _, v in metric_values((rec,), metric)]
+            return found[0] if found else None
+    return cur
+
+
 def metric_values(recs: Iterable[Dict[str, Any]], metric: str) -> Iterator[Tuple[Dict[str, Any], Any]]:
     """(track record, raw value at `metric`) for each track holding the path (a None value is no point)."""
     get = records.get_path

@@ -117,20 +117,20 @@ def run_files(root: str) -> List[str]:
     worktrees (a run id present in both is read from `root`)."""
     by_name: Dict[str, str] = {}
     for folder in linked_runs_dirs(root)[::-1] + [root]:
-        by_name.update(_entries(folder))
+        by_name.update((n, os.path.join(folder, n)) for n in run_names(folder))
     return [by_name[n] for n in sorted(by_name)]
 
 
-def _entries(root: str) -> List[Tuple[str, str]]:
-    """(name, path) of the folder's run files."""
+def run_names(folder: str) -> List[str]:
+    """The names of the folder's own run files, unsorted (see `run_files`)."""
     try:
-        entries = [e for e in os.scandir(root) if e.name.endswith(SUFFIX) and e.is_file()]
+        entries = [e for e in os.scandir(folder) if e.name.endswith(SUFFIX) and e.is_file()]
     except (FileNotFoundError, NotADirectoryError):
         return []
     if any(e.is_symlink() for e in entries):
-        real_root = os.path.realpath(root)
+        real_root = os.path.realpath(folder)
         entries = [e for e in entries if not e.is_symlink() or os.path.dirname(os.path.realpath(e.path)) == real_root]
-    return [(e.name, e.path) for e in entries]
+    return [e.name for e in entries]
 
 
 def id_time(run_id: str) -> Optional[float]:

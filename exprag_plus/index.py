@@ -1,14 +1,17 @@
 """The listing cache: one file in the runs folder that only saves re-reading unchanged run files.
 
-Each entry is keyed by its run file's identity (name, size, mtime_ns, inode): a run appended to, copied in
+Each entry is keyed by its run file's name and identity (size, mtime_ns, inode): a run appended to, copied in
 or replaced no longer matches and is read again. The file is replaced atomically, so a reader sees one
 whole version; two writers racing just leave one of their files. A missing, truncated or corrupt cache is
 rebuilt silently, and a run whose reading warned is never cached, so the warning comes again. An
 unfinished run's status is never cached: it depends on its process now.
 
-Layout: a header line (version, the index's length and CRC); the index, as columns so that loading is a
-few splits, not a loop: the KEYs, the start times, the file times (one line per run each), then per run
-what the listing commands read, precomputed (see `store.Run.cached`); then the blobs (each run's
+Layout: a header line (version, each section's length and CRC); the index, as columns so that loading is a
+few splits, not a loop, its rows in listing order (`store.Run.order`): the names, sizes, mtimes, inodes,
+start times and file times (one line per run each); then, one line per run each, what the listing
+commands read, precomputed (see `store.Run.cached`): the fields, the summaries, the key facts; where each
+of those lines ends and its CRC (so that printing 20 runs of 100,000 reads 20 lines, not the section);
+then the blobs (each run's
 run_start line and tail lines), read one at a time, only for a run whose other fields a command asks
 for. A blob that fails its CRC (the file was replaced meanwhile) is read from the run file itself.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import struct
 import warnings
 import zlib
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
@@ -28,28 +32,37 @@ from .files import write_atomic
 from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/8 "
+_MAGIC = b"exprag-plus-index/9 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 _NESTED = b"!"  # the summary holds a list or object value: no decoding of one entry alone
-_COLUMNS = 4  # of the listing section: KEY, time, file time, fields (see `store.Run.cached`)
-# KEY, time, file time, summary, key facts, fields, blob
-Entry = Tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes]
+_COLUMNS = 6  # of the listing section: name, size, mtime_ns, inode, time, file time
+_ROWS = (1, 2, 3)  # the sections read per row: fields, summaries, key facts (`store.Run.cached`)
+_ROW_INDEX = 4  # where each of their lines ends, and its CRC
+_BLOBS = 5
+_SPARSE = 64  # lines of a section read one by one; then the section is read whole
+_END = struct.Struct("<QI")
+# name, size, mtime_ns, inode, time, file time, summary, key facts, fields, blob
+Entry = Tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes]
+Ident = Tuple[int, int, int]
 
 
-def _key(name: str, st: os.stat_result) -> bytes:
-    return b"%s|%d|%d|%d" % (name.encode("utf-8", "surrogateescape"), st.st_size, st.st_mtime_ns, st.st_ino)
+def _ident(st: os.stat_result) -> Ident:
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 class _Source:
     """The cache file version the index came from, held open (a writer replacing the file meanwhile does
-    not change it): the summaries and key facts sections, read and split when first asked for, and each
-    run's raw lines, read one at a time; what fails its CRC (damaged in place) comes from the run file."""
+    not change it): its per-run sections, read a line at a time for a few runs and whole for many, and
+    each run's raw lines, read one at a time; what fails its CRC (damaged in place) comes from the run file."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.sections: List[Tuple[int, int, bytes]] = []  # (offset, length, crc): listing, summaries, facts, blobs
+        self.rows = 0
+        self.sections: List[Tuple[int, int, bytes]] = []  # (offset, length, crc), as the header lists them
         self.loaded: Dict[int, Optional[List[bytes]]] = {}
+        self.sparse: Dict[int, int] = {}
+        self.ends: Optional[bytes] = None
 
     def __del__(self) -> None:
         os.close(self.fd)
@@ -64,15 +77,35 @@ class _Source:
 
     def column(self, k: int, row: int) -> Optional[bytes]:
         if k not in self.loaded:
+            n = self.sparse[k] = self.sparse.get(k, 0) + 1
+            if n <= _SPARSE:
+                return self._line(k, row)
             data = self.section(k)
             self.loaded[k] = None if data is None else data.split(b"\n")
         col = self.loaded[k]
         return None if col is None or row >= len(col) else col[row]
 
+    def _line(self, k: int, row: int) -> Optional[bytes]:
+        if self.ends is None:
+            self.ends = self.section(_ROW_INDEX) or b""
+        at = ((k - _ROWS[0]) * self.rows + row) * _END.size
+        if row >= self.rows or at + _END.size > len(self.ends):
+            return None
+        end, crc = _END.unpack_from(self.ends, at)
+        start = _END.unpack_from(self.ends, at - _END.size)[0] + 1 if row else 0
+        off, size = self.sections[k][:2]
+        if not 0 <= start <= end <= size:
+            return None
+        try:
+            data = os.pread(self.fd, end - start, off + start)
+        except OSError:
+            return None
+        return data if zlib.crc32(data) == crc else None
+
     def read(self, ref: bytes) -> Optional[List[bytes]]:
         try:
             off, size, crc = ref.split(b" ")
-            data = os.pread(self.fd, int(size), self.sections[3][0] + int(off))
+            data = os.pread(self.fd, int(size), self.sections[_BLOBS][0] + int(off))
         except (OSError, ValueError):
             return None
         if b"%08x" % zlib.crc32(data) != crc:
@@ -91,19 +124,41 @@ class _Source:
         return parts[0], parts[1:]
 
 
-def read_cache(folder: str) -> Tuple[Dict[bytes, int], List[List[bytes]], Optional[_Source]]:
-    """(KEY -> row, the listing columns, the file for the rest); empty when the file is missing, of
-    another version, or fails its CRC."""
+class Cache:
+    """A cache file as read: row by name, each row's file identity, the listing columns, the file."""
+
+    def __init__(self, names: List[str], columns: List[List[bytes]], src: Optional[_Source]) -> None:
+        self.names = names
+        self.rows: Dict[str, int] = dict(zip(names, range(len(names))))
+        self.columns = columns
+        self.src = src
+        self.idents: List[Ident] = list(zip(map(int, columns[1]), map(int, columns[2]), map(int, columns[3]))) \
+            if columns else []
+
+    def row(self, name: str, st: os.stat_result) -> Optional[int]:
+        i = self.rows.get(name)
+        return i if i is not None and self.idents[i] == (st.st_size, st.st_mtime_ns, st.st_ino) else None
+
+    def run(self, i: int, path: str) -> Run:
+        c = self.columns
+        return Run.cached(path, (float(c[4][i]), float(c[5][i]), self.names[i][:-len(ids.SUFFIX)]), self.src, i)
+
+
+_EMPTY = Cache([], [], None)
+
+
+def read_cache(folder: str) -> Cache:
+    """The folder's cache; empty when the file is missing, of another version, or fails its CRC."""
     try:
         fd = os.open(os.path.join(folder, NAME), os.O_RDONLY)
     except OSError:
-        return {}, [], None
+        return _EMPTY
     src = _Source(fd)  # closes the file when the last run listed from it is gone
     try:
         head = os.pread(fd, 400, 0)
         cut = head.find(b"\n")
         if not head.startswith(_MAGIC) or cut < 0:
-            return {}, [], None
+            return _EMPTY
         nums = head[len(_MAGIC):cut].split(b" ")
         off = cut + 1
         for k in range(0, len(nums), 2):
@@ -112,15 +167,19 @@ def read_cache(folder: str) -> Tuple[Dict[bytes, int], List[List[bytes]], Option
             off += size
         src.sections.append((off, 0, b""))
     except (OSError, ValueError, IndexError):
-        return {}, [], None
-    body = src.section(0) if len(src.sections) == 4 else None
+        return _EMPTY
+    body = src.section(0) if len(src.sections) == _BLOBS + 1 else None
     if not body:
-        return {}, [], None
+        return _EMPTY
     columns = [c.split(b"\n") for c in body.split(b"\0")]
     n = len(columns[0])
     if len(columns) != _COLUMNS or any(len(c) != n for c in columns):
-        return {}, [], None
-    return dict(zip(columns[0], range(n))), columns, src
+        return _EMPTY
+    src.rows = n
+    try:
+        return Cache(b"\n".join(columns[0]).decode("utf-8", "surrogateescape").split("\n"), columns, src)
+    except ValueError:
+        return _EMPTY
 
 
 def _clean(raw: bytes, rec: object) -> bytes:
@@ -141,7 +200,7 @@ def _dumps(value: object) -> bytes:
     return "".join(_encode(value, 0)).encode("ascii")
 
 
-def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: List[bytes],
+def _entry(name: bytes, st: os.stat_result, run: Run, start_raw: bytes, tail: List[dict], tail_raw: List[bytes],
            complete: bool) -> Entry:
     """The cache entry of a run just read (and completed as its status would complete it)."""
     from .query import key_facts
@@ -174,7 +233,8 @@ def _entry(key: bytes, run: Run, start_raw: bytes, tail: List[dict], tail_raw: L
     fields = b"\t".join([_dumps(run.started), flags, status, _dumps(run.run_id), _dumps(run.name),
                          _dumps(md) if isinstance(md, dict) and md else b"", _dumps(memo) if memo else b""])
     blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
-    return key, b"%r" % t, b"%r" % mtime, summary, key_facts(run, _dumps), fields, blob
+    return (name, b"%d" % st.st_size, b"%d" % st.st_mtime_ns, b"%d" % st.st_ino, b"%r" % t, b"%r" % mtime, summary,
+            key_facts(run, _dumps), fields, blob)
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
@@ -195,62 +255,79 @@ def load(folder: str, use_cache: bool = True) -> List[Run]:
 
 
 def _load(folder: str, use_cache: bool) -> List[Run]:
-    paths = ids.run_files(folder)
-    rows, columns, src = read_cache(folder) if use_cache else ({}, [], None)
-    if rows:
-        fields = columns[3]
-        times = list(map(float, columns[1]))
-        mtimes = list(map(float, columns[2]))
-    out: List[Run] = []
+    cache = read_cache(folder) if use_cache else _EMPTY
+    names = ids.run_names(folder)
+    elsewhere: Dict[str, str] = {}  # a linked worktree's old folder: read, never cached
+    for other in ids.linked_runs_dirs(folder)[::-1]:
+        elsewhere.update((n, os.path.join(other, n)) for n in ids.run_names(other))
+    if elsewhere:
+        for n in names:
+            elsewhere.pop(n, None)
+    prefix = os.path.join(folder, "")
+    dir_fd = _open_dir(folder) if os.stat in os.supports_dir_fd else None
     kept: List[int] = []
+    out: List[Run] = []
     fresh: List[Entry] = []
-    later: List[Tuple[int, bytes, str, os.stat_result]] = []
+    later: List[Tuple[str, os.stat_result]] = []
     defer = use_cache and os.access(folder, os.W_OK)
     changed = False
-    stat, get, cached, keep = os.stat, rows.get, Run.cached, kept.append
-    suffix = len(ids.SUFFIX)
+    stat, get, idents, keep = os.stat, cache.rows.get, cache.idents, kept.append
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        prefix = os.path.join(folder, "")
-        cut = len(prefix)
-        for path in paths:
-            name = path[cut:]
-            here = path.startswith(prefix) and os.sep not in name  # else a linked worktree's old folder
+        for name in names:
             try:
-                st = stat(path)
+                st = stat(name, dir_fd=dir_fd) if dir_fd is not None else stat(prefix + name)
             except OSError as exc:
-                warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
+                warnings.warn(f"{prefix + name}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
-            key = _key(name, st)
-            i = get(key) if here else None
-            if i is not None:
-                out.append(cached(path, (times[i], mtimes[i], name[:-suffix]), fields[i], src, i))
+            i = get(name)
+            if i is not None and idents[i] == (st.st_size, st.st_mtime_ns, st.st_ino):  # `Cache.row`, inline
                 keep(i)
                 continue
-            changed = changed or here
+            changed = True
             before = len(caught)
             try:
-                run, entry = _read(path, st, key)
+                run, entry = _read(prefix + name, st)
             except OSError as exc:
-                warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
+                warnings.warn(f"{prefix + name}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
-            if here and len(caught) == before and b"\n" not in key and b"\t" not in key and b"\0" not in key:
+            if len(caught) == before and "\n" not in name and "\t" not in name and "\0" not in name:
                 fresh.append(entry)
                 if defer:  # listed from the cache once written: a parsed run weighs ~10x its entry
-                    later.append((len(out), key, path, st))
-                    run = None  # type: ignore[assignment]
+                    later.append((name, st))
+                    continue
             out.append(run)
+        for name, path in elsewhere.items():
+            try:
+                out.append(_read(path, os.stat(path))[0])
+            except OSError as exc:
+                warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
+    if dir_fd is not None:
+        os.close(dir_fd)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if use_cache and (changed or len(kept) != len(rows)):
-        _write(folder, kept, columns, src, fresh)
+    if use_cache and (changed or len(kept) != len(cache.rows)):
+        _write(folder, kept, cache, fresh)
+    kept.sort()  # the cache's rows are in listing order
+    c, names_c, cached, src, cut = cache.columns, cache.names, Run.cached, cache.src, len(ids.SUFFIX)
+    listed = [cached(prefix + names_c[i], (float(c[4][i]), float(c[5][i]), names_c[i][:-cut]), src, i)
+              for i in kept]  # `Cache.run`, inline
     if later:
-        _from_new_cache(folder, out, later)
-    out.sort(key=Run.order)
-    return out
+        out += _from_new_cache(folder, later)
+    if out:
+        listed += out
+        listed.sort(key=Run.order)
+    return listed
 
 
-def _read(path: str, st: os.stat_result, key: bytes) -> Tuple[Run, Entry]:
+def _open_dir(folder: str) -> Optional[int]:
+    try:
+        return os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _read(path: str, st: os.stat_result) -> Tuple[Run, Entry]:
     """A run read lightly from its file (first line and tail), and its cache entry."""
     raw: List[bytes] = []
     data: List[bytes] = []
@@ -259,59 +336,74 @@ def _read(path: str, st: os.stat_result, key: bytes) -> Tuple[Run, Entry]:
     if data and run._records is None:
         run._memo_data = data[0]
     run._mtime = st.st_mtime
-    return run, _entry(key, run, raw[0] if raw else b"", tail, raw[1:], complete)
+    name = os.path.basename(path).encode("utf-8", "surrogateescape")
+    return run, _entry(name, st, run, raw[0] if raw else b"", tail, raw[1:], complete)
 
 
-def _from_new_cache(folder: str, out: List[Run], later: List[Tuple[int, bytes, str, os.stat_result]]) -> None:
-    """Fill `out`'s places of runs just read with their entries in the cache just written (or, when it
-    could not be written or another process replaced it meanwhile, by reading the files again)."""
-    rows, columns, src = read_cache(folder)
-    suffix = len(ids.SUFFIX)
-    for pos, key, path, st in later:
-        i = rows.get(key)
+def _from_new_cache(folder: str, later: List[Tuple[str, os.stat_result]]) -> List[Run]:
+    """Runs just read, listed from their entries in the cache just written (or, when it could not be
+    written or another process replaced it meanwhile, read from their files again)."""
+    cache = read_cache(folder)
+    prefix = os.path.join(folder, "")
+    out: List[Run] = []
+    for name, st in later:
+        i = cache.row(name, st)
         if i is not None:
-            out[pos] = Run.cached(path, (float(columns[1][i]), float(columns[2][i]),
-                                         os.path.basename(path)[:-suffix]), columns[3][i], src, i)
+            out.append(cache.run(i, prefix + name))
             continue
         try:
-            out[pos] = _read(path, st, key)[0]
+            out.append(_read(prefix + name, st)[0])
         except OSError as exc:
-            warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
-            out[pos] = None  # type: ignore[call-overload]
-    out[:] = [r for r in out if r is not None]
+            warnings.warn(f"{prefix + name}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
+    return out
 
 
-def _write(folder: str, kept: List[int], columns: List[List[bytes]], src: Optional[_Source],
-           fresh: List[Entry]) -> None:
-    """One atomic write: the kept rows' parts come from the old file (each section read once, whole)."""
+def _write(folder: str, kept: List[int], cache: Cache, fresh: List[Entry]) -> None:
+    """One atomic write, rows in listing order: the kept rows' parts come from the old file (each section
+    read once, whole)."""
     entries: List[Entry] = []
+    src, columns = cache.src, cache.columns
     if kept and src is not None:
-        summaries, facts = src.section(1), src.section(2)
+        old_rows = [src.section(k) for k in _ROWS]
         try:
-            old = os.pread(src.fd, os.fstat(src.fd).st_size, src.sections[3][0])
+            old = os.pread(src.fd, os.fstat(src.fd).st_size, src.sections[_BLOBS][0])
         except OSError:
             old = None
-        if summaries is not None and facts is not None and old is not None:
-            summaries_l, facts_l = summaries.split(b"\n"), facts.split(b"\n")
+        if all(x is not None for x in old_rows) and old is not None:
+            fields_l, summaries_l, facts_l = (x.split(b"\n") for x in old_rows)  # type: ignore[union-attr]
             for i in kept:
-                fields, _, ref = columns[3][i].rpartition(b"\t")
+                if i >= len(fields_l) or i >= len(summaries_l) or i >= len(facts_l):
+                    continue
+                fields, _, ref = fields_l[i].rpartition(b"\t")
                 off, size, crc = ref.split(b" ")
                 blob = old[int(off):int(off) + int(size)]
-                if b"%08x" % zlib.crc32(blob) == crc and i < len(summaries_l) and i < len(facts_l):
-                    entries.append((columns[0][i], columns[1][i], columns[2][i], summaries_l[i], facts_l[i], fields, blob))
+                if b"%08x" % zlib.crc32(blob) == crc:
+                    entries.append((columns[0][i], columns[1][i], columns[2][i], columns[3][i], columns[4][i],
+                                    columns[5][i], summaries_l[i], facts_l[i], fields, blob))
     entries += fresh
+    cut = len(ids.SUFFIX)
+    entries.sort(key=lambda e: (float(e[4]), float(e[5]), e[0][:-cut].decode("utf-8", "surrogateescape")))
     cols: List[List[bytes]] = [[] for _ in range(_COLUMNS)]
-    summary_col, facts_col, parts = [], [], []
+    per_run: List[List[bytes]] = [[], [], []]  # fields, summaries, key facts
+    parts = []
     pos = 0
-    for key, t, mtime, summary, facts_raw, fields, blob in entries:
-        for col, value in zip(cols, (key, t, mtime, b"%s\t%d %d %08x" % (fields, pos, len(blob), zlib.crc32(blob)))):
+    for e in entries:
+        blob = e[9]
+        for col, value in zip(cols, e[:6]):
             col.append(value)
-        summary_col.append(summary)
-        facts_col.append(facts_raw)
+        per_run[0].append(b"%s\t%d %d %08x" % (e[8], pos, len(blob), zlib.crc32(blob)))
+        per_run[1].append(e[6])
+        per_run[2].append(e[7])
         parts.append(blob)
         pos += len(blob)
-    sections = [b"\0".join(b"\n".join(c) for c in cols) if entries else b"", b"\n".join(summary_col),
-                b"\n".join(facts_col)]
+    ends: List[int] = []
+    for lines in per_run:
+        end = -1
+        for line in lines:
+            end += 1 + len(line)
+            ends += (end, zlib.crc32(line))
+    sections = [b"\0".join(b"\n".join(c) for c in cols) if entries else b""] + [b"\n".join(x) for x in per_run]
+    sections.append(struct.pack("<" + "QI" * (len(ends) // 2), *ends))
     head = _MAGIC + b" ".join(b"%d %08x" % (len(x), zlib.crc32(x)) for x in sections) + b"\n"
     try:
         write_atomic(os.path.join(folder, NAME), head + b"".join(sections) + b"".join(parts))

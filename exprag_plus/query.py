@@ -257,9 +257,10 @@ def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
 
 
 def sort_runs(runs: Sequence[Run], key: Optional[str]) -> List[Run]:
-    """Newest first by default; `KEY` ascending, `-KEY` descending; runs without KEY go last."""
+    """Newest first by default (`runs` come oldest first, as `index.load` lists them); `KEY` ascending,
+    `-KEY` descending; runs without KEY go last."""
     if not key:
-        return sorted(runs, key=Run.order, reverse=True)
+        return list(reversed(runs))
     desc = key.startswith("-")
     path = key[1:] if desc else key
     check_path(path, runs, f"--sort {key!r}")

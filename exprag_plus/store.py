@@ -28,9 +28,10 @@ STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
 _stat_patterns: Dict[Tuple[str, str], "re.Pattern[bytes]"] = {}
 _MISSING = object()
-_COLUMNS = {"_summary_raw": 1, "_keys_raw": 2}  # a cached run's attributes its source reads per section
+_FIELDS = 1  # the listing cache's section of a cached run's fields (see `Run.cached`)
+_COLUMNS = {"_summary_raw": 2, "_keys_raw": 3}  # a cached run's attributes its source reads per section
 _RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
-                 "_summary_raw": None, "_keys_raw": None}
+                 "_summary_raw": None, "_keys_raw": None, "_lines_ref": None}
 _LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
              b"-Infinity": float("-inf")}
 
@@ -367,21 +368,22 @@ class Run:
     _scanned: Optional[Dict[str, Any]] = None  # what a whole-file pass for run_end saw (`scan_end`'s `seen`)
 
     @classmethod
-    def cached(cls, path: str, order: Tuple[float, float, str], fields: bytes, source: Any, row: int) -> "Run":
+    def cached(cls, path: str, order: Tuple[float, float, str], source: Any, row: int) -> "Run":
         """A run as the listing cache holds it: listing 100,000 runs must not build a million dicts it never
-        looks at, so each part is read and decoded when first asked for. Its summary (JSON, after a `!`
-        when an entry holds a list or object) and key facts (`query.key_facts`) are
-        `source.column(1 or 2, row)` (None: computed from the file); `fields` (tab-separated: run_start
-        time, flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name,
-        metadata, notes and tags, where its lines are) is split by `__getattr__`; its first line and tail
-        come from `source.lines(ref, path)`. Every part is what the properties gave when it was cached."""
+        looks at, so each part is read and decoded when first asked for. Its fields (tab-separated:
+        run_start time, flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name,
+        metadata, notes and tags, where its lines are) are `source.column(1, row)`, split on first use;
+        its summary (JSON, after a `!` when an entry holds a list or object) and key facts
+        (`query.key_facts`) are `source.column(2 or 3, row)`; its first line and tail come from
+        `source.lines(ref, path)`. A part the source cannot give (None) comes from the file. Every part is
+        what the properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
         run._order = order
         run._summary = None
-        run._fields = fields
         run._lines = run._source = source
         run._row = row
+        run._packed = True
         return run
 
     def __getattr__(self, name: str) -> Any:
@@ -389,13 +391,27 @@ class Run:
         if name in _COLUMNS and "_source" in d:
             value = d[name] = d["_source"].column(_COLUMNS[name], d["_row"])
             return value
-        fields = d.pop("_fields", None)
-        if fields is not None:
-            self._unpack(fields)
+        if d.pop("_packed", False):
+            fields = d["_source"].column(_FIELDS, d["_row"])
+            if fields is not None:
+                self._unpack(fields)
+            else:
+                self._reread()
             return getattr(self, name)
         if name in _RAW_DEFAULTS:  # a run read from its file
             return _RAW_DEFAULTS[name]
         raise AttributeError(name)
+
+    def _reread(self) -> None:
+        """Become the run its file gives (the cache's copy was damaged after it was opened)."""
+        path, order = self.path, self._order
+        self.__dict__.clear()
+        try:
+            start, tail, complete = _head_and_tail(path)
+        except OSError:
+            start, tail, complete = None, [], True
+        Run.__init__(self, path, start, tail, tail if complete else None)
+        self._order = order
 
     def _unpack(self, fields: bytes) -> None:
         (self._started_raw, flags, self._status_raw, self._id_raw, self._name_raw, self._md_raw,
@@ -462,9 +478,10 @@ class Run:
         _ = self.start, self.end
 
     def _fill(self) -> None:
-        ref = self._lines_ref
+        ref = self._lines_ref  # unpacks the fields, or re-reads the run from its file: then nothing to fill
         lines, self._lines = self._lines, None
-        self._lazy_start, self._lazy_tail = lines.lines(ref, self.path)
+        if lines is not None:
+            self._lazy_start, self._lazy_tail = lines.lines(ref, self.path)
 
     @property
     def start(self) -> Dict[str, Any]:

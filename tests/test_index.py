@@ -297,7 +297,7 @@ def test_an_old_cache_is_rebuilt_and_a_listed_run_outlives_its_cache_file(tmp_pa
     _run(root, "b", lr=0.2)
     (root / index.NAME).write_bytes(b"exprag-plus-index/3\n" + b"x\ty\n" * 3 + b"00000000\n")
     _same(root)
-    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/8 ")
+    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/9 ")
     listed = index.load(str(root))  # from the cache; then the cache file is replaced by another listing
     os.remove(a.path)
     index.load(str(root))
@@ -321,3 +321,37 @@ def test_a_cold_listing_lists_from_the_cache_it_wrote_and_reads_files_when_it_ca
     unwritable = index.load(str(root))
     assert not any("_source" in r.__dict__ for r in unwritable)
     assert _answers(unwritable) == _answers(index.load(str(root), use_cache=False))
+
+
+def test_few_runs_read_line_by_line_many_read_whole_and_damage_falls_back_to_the_files(tmp_path: Path) -> None:
+    """Printing 20 of 100,000 runs reads their 20 lines of each section, not the section; past
+    `index._SPARSE` runs a section is read whole. A cache damaged in place after it was opened (its CRCs
+    checked per line then) gives way to the run files, line by line and whole."""
+    root = tmp_path / "runs"
+    for k in range(index._SPARSE + 6):
+        _run(root, f"r{k}", n=2, lr=k / 10)
+    plain = _answers(index.load(str(root), use_cache=False))
+    index.load(str(root))
+    few = index.load(str(root))
+    assert [(r.name, r.summary, r.metadata) for r in few[:3]] == \
+        [(r.name, r.summary, r.metadata) for r in index.load(str(root), use_cache=False)[:3]]
+    src = few[0]._source
+    assert src.sparse == {1: 3, 2: 3} and not src.loaded
+    assert _answers(few) == plain
+    assert set(src.loaded) == {1, 2, 3} and all(src.loaded[k] for k in src.loaded)
+
+    for whole in (False, True):
+        runs = index.load(str(root))
+        src = runs[0]._source
+        off, size = src.sections[1][:2]
+        fd = os.open(root / index.NAME, os.O_RDWR)
+        try:  # every line of the fields, summaries and key facts sections: zeroed in place
+            os.pwrite(fd, b"0" * (src.sections[4][0] - off), off)
+        finally:
+            os.close(fd)
+        if whole:
+            src.sparse = {1: index._SPARSE, 2: index._SPARSE, 3: index._SPARSE}
+        assert _answers(runs) == plain
+        assert all(r.__dict__.get("_source") is None for r in runs)
+        os.remove(root / index.NAME)
+        index.load(str(root))

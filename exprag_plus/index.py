@@ -6,49 +6,54 @@ whole version; two writers racing just leave one of their files. A missing, trun
 rebuilt silently, and a run whose reading warned is never cached, so the warning comes again. An
 unfinished run's status is never cached: it depends on its process now.
 
-Layout: a header line (version, each section's length and CRC); the index, as columns so that loading is a
-few splits, not a loop, its rows in listing order (`store.Run.order`): the names, sizes, mtimes, inodes,
-start times and file times (one line per run each); then, one line per run each, what the listing
-commands read, precomputed (see `store.Run.cached`): the fields, the summaries, the key facts; where each
-of those lines ends and its CRC (so that printing 20 runs of 100,000 reads 20 lines, not the section);
-then the blobs (each run's
-run_start line and tail lines), read one at a time, only for a run whose other fields a command asks
-for. A blob that fails its CRC (the file was replaced meanwhile) is read from the run file itself.
+Layout: a header line (version, each section's length and CRC), then sections whose rows are in listing
+order (`store.Run.order`), so that loading is a split and two array reads, not a loop: the names (one
+line per run); each run's size, mtime_ns and inode, then its start time and file time (little-endian
+int64 and float64 arrays); then, one line per run each, what the listing commands read, precomputed
+(see `store.Run.cached`): the fields, the summaries, the key facts; where each of those lines ends and
+its CRC (so that printing 20 runs of 100,000 reads 20 lines, not the section); then the blobs (each
+run's run_start line and tail lines), read one at a time, only for a run whose other fields a command
+asks for. A blob that fails its CRC (damaged in place) is read from the run file itself.
 """
 
 from __future__ import annotations
 
+import array
 import gc
 import json
 import os
 import struct
+import sys
 import warnings
 import zlib
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import ids
 from .files import write_atomic
-from .store import CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
+from .store import _COLUMNS, _FIELDS, CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/9 "
+_MAGIC = b"exprag-plus-index/10 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 _NESTED = b"!"  # the summary holds a list or object value: no decoding of one entry alone
-_COLUMNS = 6  # of the listing section: name, size, mtime_ns, inode, time, file time
-_ROWS = (1, 2, 3)  # the sections read per row: fields, summaries, key facts (`store.Run.cached`)
-_ROW_INDEX = 4  # where each of their lines ends, and its CRC
-_BLOBS = 5
+_IDENTS = 1  # size, mtime_ns, inode (int64), then time, file time (float64), per run
+_ROWS = (_FIELDS, _COLUMNS["_summary_raw"], _COLUMNS["_keys_raw"])  # read per line (`store.Run.cached`)
+_ROW_INDEX = 5  # where each of their lines ends, and its CRC
+_BLOBS = 6
 _SPARSE = 64  # lines of a section read one by one; then the section is read whole
 _END = struct.Struct("<QI")
-# name, size, mtime_ns, inode, time, file time, summary, key facts, fields, blob
-Entry = Tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes]
-Ident = Tuple[int, int, int]
+_INT64 = 2**63
+# name, (size, mtime_ns, inode), (time, file time), summary, key facts, fields, blob
+Entry = Tuple[bytes, Tuple[int, int, int], Tuple[float, float], bytes, bytes, bytes, bytes]
 
 
-def _ident(st: os.stat_result) -> Ident:
-    return st.st_size, st.st_mtime_ns, st.st_ino
+def _array(kind: str, data: bytes) -> "array.array[Any]":
+    a = array.array(kind, data)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a
 
 
 class _Source:
@@ -59,10 +64,14 @@ class _Source:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.rows = 0
+        self.names: List[str] = []
+        self.times: "array.array[float]" = array.array("d")
         self.sections: List[Tuple[int, int, bytes]] = []  # (offset, length, crc), as the header lists them
         self.loaded: Dict[int, Optional[List[bytes]]] = {}
-        self.sparse: Dict[int, int] = {}
+        self.sparse: Dict[Any, int] = {}
         self.ends: Optional[bytes] = None
+        self.whole: Dict[int, Optional[bytes]] = {}
+        self.found: Dict[Any, Optional[Dict[int, Any]]] = {}
 
     def __del__(self) -> None:
         os.close(self.fd)
@@ -80,10 +89,26 @@ class _Source:
             n = self.sparse[k] = self.sparse.get(k, 0) + 1
             if n <= _SPARSE:
                 return self._line(k, row)
-            data = self.section(k)
+            data = self._whole(k)
             self.loaded[k] = None if data is None else data.split(b"\n")
         col = self.loaded[k]
         return None if col is None or row >= len(col) else col[row]
+
+    def _whole(self, k: int) -> Optional[bytes]:
+        if k not in self.whole:
+            self.whole[k] = self.section(k)
+        return self.whole[k]
+
+    def table(self, k: int, key: Any, build: Callable[[bytes], Dict[int, Any]]) -> Optional[Dict[int, Any]]:
+        """`build(section)` (row -> what it found there: one pass over a whole section answers every run),
+        kept under `key`; None while few runs asked (`_SPARSE`) or when the section is damaged."""
+        if key not in self.found:
+            n = self.sparse[key] = self.sparse.get(key, 0) + 1
+            if n <= _SPARSE:
+                return None
+            data = self._whole(k)
+            self.found[key] = None if data is None else build(data)
+        return self.found[key]
 
     def _line(self, k: int, row: int) -> Optional[bytes]:
         if self.ends is None:
@@ -101,6 +126,9 @@ class _Source:
         except OSError:
             return None
         return data if zlib.crc32(data) == crc else None
+
+    def order(self, row: int) -> Tuple[float, float, str]:
+        return self.times[2 * row], self.times[2 * row + 1], self.names[row][:-len(ids.SUFFIX)]
 
     def read(self, ref: bytes) -> Optional[List[bytes]]:
         try:
@@ -125,26 +153,26 @@ class _Source:
 
 
 class Cache:
-    """A cache file as read: row by name, each row's file identity, the listing columns, the file."""
+    """A cache file as read: row by name, each row's file identity (3 per row: size, mtime_ns, inode)."""
 
-    def __init__(self, names: List[str], columns: List[List[bytes]], src: Optional[_Source]) -> None:
+    def __init__(self, names: List[str], idents: "array.array[int]", src: Optional[_Source]) -> None:
         self.names = names
         self.rows: Dict[str, int] = dict(zip(names, range(len(names))))
-        self.columns = columns
+        self.idents = idents
         self.src = src
-        self.idents: List[Ident] = list(zip(map(int, columns[1]), map(int, columns[2]), map(int, columns[3]))) \
-            if columns else []
 
     def row(self, name: str, st: os.stat_result) -> Optional[int]:
         i = self.rows.get(name)
-        return i if i is not None and self.idents[i] == (st.st_size, st.st_mtime_ns, st.st_ino) else None
+        if i is None:
+            return None
+        q = self.idents
+        return i if q[3 * i] == st.st_size and q[3 * i + 1] == st.st_mtime_ns and q[3 * i + 2] == st.st_ino else None
 
     def run(self, i: int, path: str) -> Run:
-        c = self.columns
-        return Run.cached(path, (float(c[4][i]), float(c[5][i]), self.names[i][:-len(ids.SUFFIX)]), self.src, i)
+        return Run.cached(path, self.src, i)
 
 
-_EMPTY = Cache([], [], None)
+_EMPTY = Cache([], array.array("q"), None)
 
 
 def read_cache(folder: str) -> Cache:
@@ -168,18 +196,19 @@ def read_cache(folder: str) -> Cache:
         src.sections.append((off, 0, b""))
     except (OSError, ValueError, IndexError):
         return _EMPTY
-    body = src.section(0) if len(src.sections) == _BLOBS + 1 else None
-    if not body:
+    names_raw = src.section(0) if len(src.sections) == _BLOBS + 1 else None
+    idents_raw = src.section(_IDENTS) if names_raw else None
+    if not names_raw or idents_raw is None:
         return _EMPTY
-    columns = [c.split(b"\n") for c in body.split(b"\0")]
-    n = len(columns[0])
-    if len(columns) != _COLUMNS or any(len(c) != n for c in columns):
-        return _EMPTY
-    src.rows = n
     try:
-        return Cache(b"\n".join(columns[0]).decode("utf-8", "surrogateescape").split("\n"), columns, src)
+        names = names_raw.decode("utf-8", "surrogateescape").split("\n")
     except ValueError:
         return _EMPTY
+    n = src.rows = len(names)
+    if len(idents_raw) != 40 * n:
+        return _EMPTY
+    src.names, src.times = names, _array("d", idents_raw[24 * n:])
+    return Cache(names, _array("q", idents_raw[:24 * n]), src)
 
 
 def _clean(raw: bytes, rec: object) -> bytes:
@@ -233,8 +262,8 @@ def _entry(name: bytes, st: os.stat_result, run: Run, start_raw: bytes, tail: Li
     fields = b"\t".join([_dumps(run.started), flags, status, _dumps(run.run_id), _dumps(run.name),
                          _dumps(md) if isinstance(md, dict) and md else b"", _dumps(memo) if memo else b""])
     blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
-    return (name, b"%d" % st.st_size, b"%d" % st.st_mtime_ns, b"%d" % st.st_ino, b"%r" % t, b"%r" % mtime, summary,
-            key_facts(run, _dumps), fields, blob)
+    ino = st.st_ino if st.st_ino < _INT64 else -1  # (never matches: such a run is read every time)
+    return name, (st.st_size, st.st_mtime_ns, ino), (t, mtime), summary, key_facts(run, _dumps), fields, blob
 
 
 def load_runs(root: Optional[str] = None) -> List[Run]:
@@ -271,7 +300,7 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     later: List[Tuple[str, os.stat_result]] = []
     defer = use_cache and os.access(folder, os.W_OK)
     changed = False
-    stat, get, idents, keep = os.stat, cache.rows.get, cache.idents, kept.append
+    stat, get, q, keep = os.stat, cache.rows.get, cache.idents, kept.append
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for name in names:
@@ -281,7 +310,8 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 warnings.warn(f"{prefix + name}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
                 continue
             i = get(name)
-            if i is not None and idents[i] == (st.st_size, st.st_mtime_ns, st.st_ino):  # `Cache.row`, inline
+            if i is not None and q[3 * i] == st.st_size and q[3 * i + 1] == st.st_mtime_ns \
+                    and q[3 * i + 2] == st.st_ino:  # `Cache.row`, inline
                 keep(i)
                 continue
             changed = True
@@ -309,9 +339,8 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     if use_cache and (changed or len(kept) != len(cache.rows)):
         _write(folder, kept, cache, fresh)
     kept.sort()  # the cache's rows are in listing order
-    c, names_c, cached, src, cut = cache.columns, cache.names, Run.cached, cache.src, len(ids.SUFFIX)
-    listed = [cached(prefix + names_c[i], (float(c[4][i]), float(c[5][i]), names_c[i][:-cut]), src, i)
-              for i in kept]  # `Cache.run`, inline
+    names_c, cached, src = cache.names, Run.cached, cache.src
+    listed = [cached(prefix + names_c[i], src, i) for i in kept]  # `Cache.run`, inline
     if later:
         out += _from_new_cache(folder, later)
     if out:
@@ -362,7 +391,7 @@ def _write(folder: str, kept: List[int], cache: Cache, fresh: List[Entry]) -> No
     """One atomic write, rows in listing order: the kept rows' parts come from the old file (each section
     read once, whole)."""
     entries: List[Entry] = []
-    src, columns = cache.src, cache.columns
+    src, q = cache.src, cache.idents
     if kept and src is not None:
         old_rows = [src.section(k) for k in _ROWS]
         try:
@@ -378,31 +407,36 @@ def _write(folder: str, kept: List[int], cache: Cache, fresh: List[Entry]) -> No
                 off, size, crc = ref.split(b" ")
                 blob = old[int(off):int(off) + int(size)]
                 if b"%08x" % zlib.crc32(blob) == crc:
-                    entries.append((columns[0][i], columns[1][i], columns[2][i], columns[3][i], columns[4][i],
-                                    columns[5][i], summaries_l[i], facts_l[i], fields, blob))
+                    entries.append((cache.names[i].encode("utf-8", "surrogateescape"), (q[3 * i], q[3 * i + 1], q[3 * i + 2]),
+                                    src.order(i)[:2], summaries_l[i], facts_l[i], fields, blob))
     entries += fresh
     cut = len(ids.SUFFIX)
-    entries.sort(key=lambda e: (float(e[4]), float(e[5]), e[0][:-cut].decode("utf-8", "surrogateescape")))
-    cols: List[List[bytes]] = [[] for _ in range(_COLUMNS)]
+    entries.sort(key=lambda e: (e[2], e[0][:-cut].decode("utf-8", "surrogateescape")))
+    names: List[bytes] = []
+    idents = array.array("q")
+    times = array.array("d")
     per_run: List[List[bytes]] = [[], [], []]  # fields, summaries, key facts
     parts = []
     pos = 0
-    for e in entries:
-        blob = e[9]
-        for col, value in zip(cols, e[:6]):
-            col.append(value)
-        per_run[0].append(b"%s\t%d %d %08x" % (e[8], pos, len(blob), zlib.crc32(blob)))
-        per_run[1].append(e[6])
-        per_run[2].append(e[7])
+    for name, ident, order, summary, facts, fields, blob in entries:
+        names.append(name)
+        idents.extend(ident)
+        times.extend(order)
+        per_run[0].append(b"%s\t%d %d %08x" % (fields, pos, len(blob), zlib.crc32(blob)))
+        per_run[1].append(summary)
+        per_run[2].append(facts)
         parts.append(blob)
         pos += len(blob)
+    if sys.byteorder == "big":
+        idents.byteswap()
+        times.byteswap()
     ends: List[int] = []
     for lines in per_run:
         end = -1
         for line in lines:
             end += 1 + len(line)
             ends += (end, zlib.crc32(line))
-    sections = [b"\0".join(b"\n".join(c) for c in cols) if entries else b""] + [b"\n".join(x) for x in per_run]
+    sections = [b"\n".join(names), idents.tobytes() + times.tobytes()] + [b"\n".join(x) for x in per_run]
     sections.append(struct.pack("<" + "QI" * (len(ends) // 2), *ends))
     head = _MAGIC + b" ".join(b"%d %08x" % (len(x), zlib.crc32(x)) for x in sections) + b"\n"
     try:

@@ -28,12 +28,58 @@ STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary's JSON
 _stat_patterns: Dict[Tuple[str, str], "re.Pattern[bytes]"] = {}
 _MISSING = object()
-_FIELDS = 1  # the listing cache's section of a cached run's fields (see `Run.cached`)
-_COLUMNS = {"_summary_raw": 2, "_keys_raw": 3}  # a cached run's attributes its source reads per section
+_FIELDS = 2  # the listing cache's section of a cached run's fields (see `Run.cached`)
+_COLUMNS = {"_summary_raw": 3, "_keys_raw": 4}  # a cached run's attributes its source reads per section
 _RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
                  "_summary_raw": None, "_keys_raw": None, "_lines_ref": None}
 _LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
              b"-Infinity": float("-inf")}
+
+
+def _stat_pattern(path: str, stat: str) -> "re.Pattern[bytes]":
+    """The number of `stat` in `path`'s entry of a summary as the cache wrote it (json.dumps, numbers
+    only), matched from the entry's key."""
+    pattern = _stat_patterns.get((path, stat))
+    if pattern is None:
+        pattern = _stat_patterns[(path, stat)] = re.compile(
+            re.escape(_entry_key(path)) + rb"(?:\"\w+\": [^,\"{}\[\]\n]+, )*?"
+            + re.escape(json.dumps(stat).encode("ascii")) + rb": ([^,\"{}\[\]\n]+)[,}]")
+    return pattern
+
+
+def _stat_table(data: bytes, path: str, stat: str) -> Dict[int, Any]:
+    """line number -> `stat` of `path` in the summaries section's lines (one summary each) that hold it at
+    their top level and are not flagged nested (`!`); the rest are for `Run.summary_stat` to read alone."""
+    out: Dict[int, Any] = {}
+    key, match = _entry_key(path), _stat_pattern(path, stat).match
+    find, count = data.find, data.count
+    row = pos = line = 0
+    i = find(key)
+    while i >= 0:
+        skipped = count(b"\n", pos, i)
+        if skipped:
+            row += skipped
+            line = data.rfind(b"\n", pos, i) + 1
+        pos = i
+        if data[line:line + 1] == b"{" and (i == line + 1 or data[i - 3:i] == b"}, "):
+            m = match(data, i)
+            if m is not None:
+                v = _number(m.group(1))
+                if v is not _MISSING:
+                    out[row] = v
+        i = find(key, i + 1)
+    return out
+
+
+def _number(tok: bytes) -> Any:
+    """A JSON number or literal's value, or _MISSING."""
+    v = _LITERALS.get(tok, _MISSING)
+    if v is not _MISSING:
+        return v
+    try:
+        return float(tok) if b"." in tok or b"e" in tok or b"E" in tok else int(tok)
+    except ValueError:
+        return _MISSING
 
 
 def _entry_key(path: str) -> bytes:
@@ -368,18 +414,17 @@ class Run:
     _scanned: Optional[Dict[str, Any]] = None  # what a whole-file pass for run_end saw (`scan_end`'s `seen`)
 
     @classmethod
-    def cached(cls, path: str, order: Tuple[float, float, str], source: Any, row: int) -> "Run":
+    def cached(cls, path: str, source: Any, row: int) -> "Run":
         """A run as the listing cache holds it: listing 100,000 runs must not build a million dicts it never
         looks at, so each part is read and decoded when first asked for. Its fields (tab-separated:
         run_start time, flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name,
-        metadata, notes and tags, where its lines are) are `source.column(1, row)`, split on first use;
+        metadata, notes and tags, where its lines are) are `source.column(2, row)`, split on first use;
         its summary (JSON, after a `!` when an entry holds a list or object) and key facts
-        (`query.key_facts`) are `source.column(2 or 3, row)`; its first line and tail come from
-        `source.lines(ref, path)`. A part the source cannot give (None) comes from the file. Every part is
-        what the properties gave when it was cached."""
+        (`query.key_facts`) are `source.column(3 or 4, row)`; its first line and tail come from
+        `source.lines(ref, path)`, its sort key from `source.order(row)`. A part the source cannot give
+        (None) comes from the file. Every part is what the properties gave when it was cached."""
         run = cls.__new__(cls)
         run.path = path
-        run._order = order
         run._summary = None
         run._lines = run._source = source
         run._row = row
@@ -390,6 +435,9 @@ class Run:
         d = self.__dict__
         if name in _COLUMNS and "_source" in d:
             value = d[name] = d["_source"].column(_COLUMNS[name], d["_row"])
+            return value
+        if name == "_order" and "_source" in d:
+            value = d[name] = d["_source"].order(d["_row"])
             return value
         if d.pop("_packed", False):
             fields = d["_source"].column(_FIELDS, d["_row"])
@@ -453,24 +501,23 @@ class Run:
 
     def summary_stat(self, path: str, stat: str) -> Tuple[bool, Any]:
         """(whether the summary has `path`, its `stat` or None), reading only that number's bytes when the
-        cached entry holds numbers only (else as `summary_entry`)."""
-        raw = self._summary_raw
-        if self._summary is None and raw is not None and raw[:1] != b"!":
-            pattern = _stat_patterns.get((path, stat))
-            if pattern is None:
-                pattern = _stat_patterns[(path, stat)] = re.compile(
-                    re.escape(_entry_key(path)) + rb"(?:\"\w+\": [^,\"{}\[\]]+, )*?"
-                    + re.escape(json.dumps(stat).encode("ascii")) + rb": ([^,\"{}\[\]]+)[,}]")
-            m = pattern.search(raw)
-            if m is not None and (m.start() == 1 or raw[m.start() - 3:m.start()] == b"}, "):
-                tok = m.group(1)
-                v = _LITERALS.get(tok, _MISSING)
+        cached entry holds numbers only (else as `summary_entry`). Past a few runs, the cache's summaries
+        section is read once for every run's number (`_stat_table`)."""
+        d = self.__dict__
+        if "_source" in d and "_summary_raw" not in d and self._summary is None:
+            found = d["_source"].table(_COLUMNS["_summary_raw"], (path, stat),
+                                       lambda data: _stat_table(data, path, stat))
+            if found is not None:
+                v = found.get(d["_row"], _MISSING)
                 if v is not _MISSING:
                     return True, v
-                try:
-                    return True, float(tok) if b"." in tok or b"e" in tok or b"E" in tok else int(tok)
-                except ValueError:
-                    pass
+        raw = self._summary_raw
+        if self._summary is None and raw is not None and raw[:1] != b"!":
+            m = _stat_pattern(path, stat).search(raw)
+            if m is not None and (m.start() == 1 or raw[m.start() - 3:m.start()] == b"}, "):
+                v = _number(m.group(1))
+                if v is not _MISSING:
+                    return True, v
         s = self.summary_entry(path)
         return (False, None) if s is None else (True, s.get(stat))
 

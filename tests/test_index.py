@@ -297,7 +297,7 @@ def test_an_old_cache_is_rebuilt_and_a_listed_run_outlives_its_cache_file(tmp_pa
     _run(root, "b", lr=0.2)
     (root / index.NAME).write_bytes(b"exprag-plus-index/3\n" + b"x\ty\n" * 3 + b"00000000\n")
     _same(root)
-    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/9 ")
+    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/10 ")
     listed = index.load(str(root))  # from the cache; then the cache file is replaced by another listing
     os.remove(a.path)
     index.load(str(root))
@@ -336,21 +336,22 @@ def test_few_runs_read_line_by_line_many_read_whole_and_damage_falls_back_to_the
     assert [(r.name, r.summary, r.metadata) for r in few[:3]] == \
         [(r.name, r.summary, r.metadata) for r in index.load(str(root), use_cache=False)[:3]]
     src = few[0]._source
-    assert src.sparse == {1: 3, 2: 3} and not src.loaded
+    fields, summaries, facts = index._ROWS
+    assert src.sparse == {fields: 3, summaries: 3} and not src.loaded
     assert _answers(few) == plain
-    assert set(src.loaded) == {1, 2, 3} and all(src.loaded[k] for k in src.loaded)
+    assert set(src.loaded) == {fields, summaries, facts} and all(src.loaded[k] for k in src.loaded)
 
     for whole in (False, True):
         runs = index.load(str(root))
         src = runs[0]._source
-        off, size = src.sections[1][:2]
+        off = src.sections[fields][0]
         fd = os.open(root / index.NAME, os.O_RDWR)
         try:  # every line of the fields, summaries and key facts sections: zeroed in place
-            os.pwrite(fd, b"0" * (src.sections[4][0] - off), off)
+            os.pwrite(fd, b"0" * (src.sections[index._ROW_INDEX][0] - off), off)
         finally:
             os.close(fd)
         if whole:
-            src.sparse = {1: index._SPARSE, 2: index._SPARSE, 3: index._SPARSE}
+            src.sparse = {k: index._SPARSE for k in index._ROWS}
         assert _answers(runs) == plain
         assert all(r.__dict__.get("_source") is None for r in runs)
         os.remove(root / index.NAME)

@@ -248,8 +248,11 @@ def _strict(x: Any) -> str:
     return json.dumps(records.jsonable(x), sort_keys=True)
 
 
+@pytest.mark.parametrize("sparse", [index._SPARSE, 0])  # per line, or each section whole (many runs)
 @pytest.mark.parametrize("mixed", [False, True])
-def test_keys_and_best_from_the_cache_are_what_every_run_gives(tmp_path: Path, mixed: bool) -> None:
+def test_keys_and_best_from_the_cache_are_what_every_run_gives(tmp_path: Path, mixed: bool, sparse: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index, "_SPARSE", sparse)
     root = tmp_path / "runs"
     for i in range(9):  # one shape (summed column by column), or several (run by run)
         md = {"lr": [0.1, 0.01, float("nan")][i % 3], "opt": {"b": 1, "a": [i % 2, {"z": 1, "y": 2}]}, "seed": i}
@@ -266,6 +269,7 @@ def test_keys_and_best_from_the_cache_are_what_every_run_gives(tmp_path: Path, m
             _end_with(root, exp, {'we"ird': {"last": 1, "min": 1, "max": 1, "count": 1, "nonfinite": 0},
                                   'a"loss': {"last": 7, "min": 7, "max": 7, "count": 1, "nonfinite": 0},
                                   "loss": {"last": 0.3, "min": 0.2, "max": 0.4, "count": 2, "nonfinite": 0},
+                                  'b"loss': {"last": 8, "min": 8, "max": 8, "count": 1, "nonfinite": 0},
                                   "acc": {"last": 0.5, "count": 1}})
         if mixed and i == 6:
             _end_with(root, exp, {"phase": {"last": 'x}, "loss": {"max": 99', "count": 1},

@@ -50,25 +50,29 @@ def _stat_pattern(path: str, stat: str) -> "re.Pattern[bytes]":
 def _stat_table(data: bytes, path: str, stat: str) -> Dict[int, Any]:
     """line number -> `stat` of `path` in the summaries section's lines (one summary each) that hold it at
     their top level and are not flagged nested (`!`); the rest are for `Run.summary_stat` to read alone."""
-    out: Dict[int, Any] = {}
-    key, match = _entry_key(path), _stat_pattern(path, stat).match
-    find, count = data.find, data.count
-    row = pos = line = 0
-    i = find(key)
+    nested = set()
+    i = 0 if data[:1] == b"!" else data.find(b"\n!")
     while i >= 0:
-        skipped = count(b"\n", pos, i)
-        if skipped:
-            row += skipped
-            line = data.rfind(b"\n", pos, i) + 1
-        pos = i
-        if data[line:line + 1] == b"{" and (i == line + 1 or data[i - 3:i] == b"}, "):
-            m = match(data, i)
-            if m is not None:
-                v = _number(m.group(1))
-                if v is not _MISSING:
-                    out[row] = v
-        i = find(key, i + 1)
-    return out
+        nested.add(data.count(b"\n", 0, i + 1))
+        i = data.find(b"\n!", i + 1)
+    rows: List[int] = []
+    toks: List[bytes] = []
+    row = pos = 0
+    count = data.count
+    for m in _stat_pattern(path, stat).finditer(data):
+        i = m.start()
+        before = data[i - 3:i] if i >= 3 else data[:i]
+        if before == b"}, " or (before[-1:] == b"{" and (i == 1 or before[1:2] == b"\n")):
+            row += count(b"\n", pos, i)
+            pos = i
+            if row not in nested:
+                rows.append(row)
+                toks.append(m.group(1))
+    try:
+        values = json.loads(b"[" + b",".join(toks) + b"]")
+    except ValueError:
+        values = [_number(t) for t in toks]
+    return {r: v for r, v in zip(rows, values) if v is not _MISSING}
 
 
 def _number(tok: bytes) -> Any:

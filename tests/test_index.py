@@ -360,3 +360,11 @@ def test_few_runs_read_line_by_line_many_read_whole_and_damage_falls_back_to_the
         assert all(r.__dict__.get("_source") is None for r in runs)
         os.remove(root / index.NAME)
         index.load(str(root))
+
+
+def test_stat_table_reads_top_level_entries_of_plain_lines_only() -> None:
+    data = (b'{"a": {"max": 1}, "b": {"max": 2}}\n!{"a": {"max": 3}}\n{"b": {"max": 4}, "a": {"max": 5}}\n'
+            b'{"a": {"max": NaN}}\n{"c\\"a": {"max": 6}, "x": {"last": "}, \\"a\\": {\\"max\\": 7"}}')
+    got = store._stat_table(data, "a", "max")
+    assert got.keys() == {0, 2, 3} and (got[0], got[2]) == (1, 5) and got[3] != got[3]
+    assert store._stat_table(data, "b", "max") == {0: 2, 2: 4}

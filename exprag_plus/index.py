@@ -99,12 +99,14 @@ class _Source:
             self.whole[k] = self.section(k)
         return self.whole[k]
 
-    def table(self, k: int, key: Any, build: Callable[[bytes], Dict[int, Any]]) -> Optional[Dict[int, Any]]:
+    def table(self, k: int, key: Any, build: Callable[[bytes], Dict[int, Any]],
+              coming: int = 0) -> Optional[Dict[int, Any]]:
         """`build(section)` (row -> what it found there: one pass over a whole section answers every run),
-        kept under `key`; None while few runs asked (`_SPARSE`) or when the section is damaged."""
+        kept under `key`; None while few runs asked or are `coming` (`_SPARSE`), or when the section is
+        damaged."""
         if key not in self.found:
             n = self.sparse[key] = self.sparse.get(key, 0) + 1
-            if n <= _SPARSE:
+            if n <= _SPARSE and coming <= _SPARSE:
                 return None
             data = self._whole(k)
             self.found[key] = None if data is None else build(data)

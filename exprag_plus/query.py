@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 from . import artifacts, records, store
 from .errors import NoResult, QueryError  # noqa: F401  (raised here, caught by the front ends)
-from .store import Run
+from .store import Run, summary_stats
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
@@ -431,8 +431,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     runs = select(runs, where)
     stat = "last" if final else ("min" if minimize else "max")
     scored, nonfinite = [], 0
-    for r in runs:
-        has, v = r.summary_stat(metric, stat)
+    for r, (has, v) in zip(runs, summary_stats(runs, metric, stat)):
         if records.is_number(v) and math.isfinite(v):
             scored.append((v, r))
         elif has:

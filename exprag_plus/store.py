@@ -11,7 +11,7 @@ import json
 import os
 import re
 import warnings
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import ids, records
 
@@ -73,6 +73,26 @@ def _stat_table(data: bytes, path: str, stat: str) -> Dict[int, Any]:
     except ValueError:
         values = [_number(t) for t in toks]
     return {r: v for r, v in zip(rows, values) if v is not _MISSING}
+
+
+def summary_stats(runs: Sequence["Run"], path: str, stat: str) -> List[Tuple[bool, Any]]:
+    """`Run.summary_stat` of each run: runs listed from one cache share one pass over its summaries."""
+    out: List[Tuple[bool, Any]] = []
+    tables: Dict[int, Optional[Dict[int, Any]]] = {}
+    k = _COLUMNS["_summary_raw"]
+    for r in runs:
+        d = r.__dict__
+        src = d.get("_source")
+        if src is not None and "_summary_raw" not in d and d.get("_summary") is None:
+            table = tables.get(id(src), _MISSING)
+            if table is _MISSING:
+                table = tables[id(src)] = src.table(k, (path, stat), lambda data: _stat_table(data, path, stat), len(runs))
+            v = _MISSING if table is None else table.get(d["_row"], _MISSING)
+            if v is not _MISSING:
+                out.append((True, v))
+                continue
+        out.append(r.summary_stat(path, stat))
+    return out
 
 
 _scan = json.JSONDecoder().scan_once

@@ -70,9 +70,14 @@ def note(text: str) -> None:
 
 
 def emit_json(data: Any) -> None:
-    """Indented for people, unless large: json's C encoder works only without indent (10x faster)."""
-    data = records.jsonable(data)
-    text = json.dumps(data, ensure_ascii=False)
+    """Indented for people, unless large: json's C encoder works only without indent (10x faster). Data
+    that strict JSON takes as it is (no NaN, no odd type, no lone surrogate) skips `records.jsonable`."""
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        data = records.jsonable(data)
+        text = json.dumps(data, ensure_ascii=False)
     if len(text) < 256 * 1024:
         text = json.dumps(data, indent=2, ensure_ascii=False)
     sys.stdout.write(text + "\n")

@@ -34,9 +34,10 @@ from .files import write_atomic
 from .store import _COLUMNS, _FIELDS, CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/10 "
+_MAGIC = b"exprag-plus-index/11 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
+_CLEAN = b"c"  # its run_start passed `store._checked` whole: no need to check it again
 _NESTED = b"!"  # the summary holds a list or object value: no decoding of one entry alone
 _IDENTS = 1  # size, mtime_ns, inode (int64), then time, file time (float64), per run
 _ROWS = (_FIELDS, _COLUMNS["_summary_raw"], _COLUMNS["_keys_raw"])  # read per line (`store.Run.cached`)
@@ -253,6 +254,8 @@ def _entry(name: bytes, st: os.stat_result, run: Run, start_raw: bytes, tail: Li
         else:
             run._no_end, run._summary = True, summ
             keep, flags = [], _NO_END
+    if not run._bad:
+        flags += _CLEAN
     summary = _dumps(run.summary)
     if b"[" in summary or summary.count(b"{") != len(run.summary) + 1:  # (or a brace in a text: no harm)
         summary = _NESTED + summary

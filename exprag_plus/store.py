@@ -99,7 +99,7 @@ _scan = json.JSONDecoder().scan_once
 
 
 def _cached_json(raw: bytes) -> Any:
-    """json.loads of a value the listing cache wrote (ASCII JSON), by the decoder's C scanner alone: its
+    """json.loads of a value or line the listing cache holds, by the decoder's C scanner alone: its
     wrappers cost more than decoding a short value, 100,000 times over."""
     text = raw.decode("utf-8")
     try:
@@ -508,12 +508,14 @@ class Run:
         d["_memo_raw"] = memo
         d["_no_end"] = b"n" in flags
         d["_tail_end"] = b"s" not in flags
+        d["_start_ok"] = b"c" in flags
         d["_bad"] = []
         d["_after"] = []
         d["_memo"] = None if memo else []
 
     # a cached run's state once unpacked, until it changes (see `_unpack`)
     _lazy_start = _lazy_tail = _started = _mtime = _records = _end = _metadata = _memo_data = None
+    _start_ok = False
 
     def summary_entry(self, path: str) -> Optional[Dict[str, Any]]:
         """`summary.get(path)`, decoding only that entry of a cached summary (`best` over 100,000 runs).
@@ -575,7 +577,8 @@ class Run:
         raw = self._lazy_start
         if raw is not None:
             self._lazy_start = None
-            self._start = _checked(json.loads(raw) if raw else {}, _START_FIELDS, "run_start", self._bad)
+            rec = _cached_json(raw) if raw else {}
+            self._start = rec if self._start_ok else _checked(rec, _START_FIELDS, "run_start", self._bad)
         return self._start
 
     @property
@@ -586,7 +589,7 @@ class Run:
         if raw is not None:
             self._lazy_tail = None
             tail_end = self._tail_end
-            self._take_tail([json.loads(r) for r in raw])
+            self._take_tail([_cached_json(r) for r in raw])
             self._tail_end = self._tail_end and tail_end
         return self._end
 
@@ -731,7 +734,7 @@ class Run:
         """Per metric path: last, min, max, count, nonfinite (and steps). Computed from tracks without run_end."""
         raw = self._summary_raw
         if self._summary is None and raw is not None:
-            self._summary = json.loads(raw[1:] if raw[:1] == b"!" else raw)
+            self._summary = _cached_json(raw[1:] if raw[:1] == b"!" else raw)
         if self._summary is None:
             s = (self._find_end() or {}).get("summary")
             if isinstance(s, dict):

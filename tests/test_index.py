@@ -301,7 +301,7 @@ def test_an_old_cache_is_rebuilt_and_a_listed_run_outlives_its_cache_file(tmp_pa
     _run(root, "b", lr=0.2)
     (root / index.NAME).write_bytes(b"exprag-plus-index/3\n" + b"x\ty\n" * 3 + b"00000000\n")
     _same(root)
-    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/10 ")
+    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/11 ")
     listed = index.load(str(root))  # from the cache; then the cache file is replaced by another listing
     os.remove(a.path)
     index.load(str(root))

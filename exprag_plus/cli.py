@@ -41,6 +41,24 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return self.formatter_class(prog=self.prog, width=_columns())  # type: ignore[call-arg]
+
+
+def _columns() -> int:
+    """shutil.get_terminal_size().columns - 2, as argparse computes its width, without importing shutil
+    (with its archive modules: a tenth of `--help`'s start-up)."""
+    try:
+        cols = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        cols = 0
+    if cols <= 0:
+        try:
+            cols = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            cols = 0
+    return (cols or 80) - 2
+
 
 # --- output helpers --------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ odd Python values become plain JSON, non-finite floats become the strings "NaN"/
 
 from __future__ import annotations
 
-import datetime as _dt
 import enum
 import json
 import math
@@ -145,9 +144,10 @@ def to_json(value: Any, _depth: int = 0) -> Any:
             return sorted(items)
         except TypeError:
             return sorted(items, key=repr)
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+    dt = sys.modules.get("datetime")  # (not imported: no value can be one)
+    if dt is not None and isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
-    if isinstance(value, _dt.timedelta):
+    if dt is not None and isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
@@ -252,10 +252,19 @@ class Clock:
 _ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{6})Z")
 
 
+def _datetime() -> Any:
+    """The datetime module, imported on first use (`--help` and most writes never need it)."""
+    mod = sys.modules.get("datetime")
+    if mod is None:
+        import datetime as mod
+    return mod
+
+
 def parse_time(text: str) -> Optional[float]:
     """Epoch seconds from a record's `time`, or None (the writer's own form without strptime: listing
     100,000 runs sorts by it)."""
     m = _ISO.fullmatch(text) if type(text) is str else None
+    _dt = _datetime()
     try:
         if m:
             return _dt.datetime(*map(int, m.groups()), tzinfo=_dt.timezone.utc).timestamp()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -75,3 +76,17 @@ def test_the_start_up_path_does_not_import_typing(code: str) -> None:
     probe = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}; print('typing' in sys.modules)"
     out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out == "False\n"
+
+
+def test_help_imports_neither_shutil_nor_datetime() -> None:
+    """argparse imports shutil (and its archive modules) for the terminal width unless given one; a
+    record's time is parsed with datetime only when a command reads times."""
+    probe = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from exprag_plus import cli\n"
+             "try:\n    cli.main(['runs', '--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('shutil', 'datetime') if m in sys.modules), file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True,
+                       env={**os.environ, "COLUMNS": "60"})
+    assert p.stderr == "[]\n"
+    assert max(map(len, p.stdout.splitlines())) <= 58 < max(map(len, subprocess.run(
+        [sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True,
+        env={**os.environ, "COLUMNS": "200"}).stdout.splitlines()))

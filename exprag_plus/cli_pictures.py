@@ -84,9 +84,9 @@ def _write(path: str, text: str) -> str:
 
 
 def _ordered(runs: List[store.Run], explicit: bool, limit: int, what: str) -> List[store.Run]:
+    """Named runs as named; else the latest `limit` of the listing (already in start order)."""
     if explicit:
         return runs
-    runs = sorted(runs, key=store.Run.order)
     if limit > 0 and len(runs) > limit:
         note(f"{what} the latest {limit} of {len(runs)} runs; name runs, narrow with --where, or use --limit 0 for all")
         runs = runs[-limit:]

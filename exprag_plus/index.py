@@ -90,10 +90,15 @@ class _Source:
             n = self.sparse[k] = self.sparse.get(k, 0) + 1
             if n <= _SPARSE:
                 return self._line(k, row)
+        col = self.lines_of(k)
+        return None if col is None or row >= len(col) else col[row]
+
+    def lines_of(self, k: int) -> Optional[List[bytes]]:
+        """Every line of a per-run section (None: damaged)."""
+        if k not in self.loaded:
             data = self._whole(k)
             self.loaded[k] = None if data is None else data.split(b"\n")
-        col = self.loaded[k]
-        return None if col is None or row >= len(col) else col[row]
+        return self.loaded[k]
 
     def _whole(self, k: int) -> Optional[bytes]:
         if k not in self.whole:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 from . import artifacts, records, store
 from .errors import NoResult, QueryError  # noqa: F401  (raised here, caught by the front ends)
-from .store import Run, summary_stats
+from .store import Run, cached_lines, summary_stats
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
@@ -344,8 +344,8 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
     mt: Dict[str, Dict[str, Any]] = {}
     ax: Dict[str, Dict[str, Any]] = {}
     groups: Dict[bytes, Tuple[List[int], List[bytes]]] = {}
-    for n, r in enumerate(runs):
-        raw = r._keys_raw or key_facts(r)
+    for n, (r, raw) in enumerate(zip(runs, cached_lines(runs, "_keys_raw"))):
+        raw = raw or key_facts(r)
         shape, _, values = raw.partition(b"\t")
         g = groups.get(shape)
         if g is None:

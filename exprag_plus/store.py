@@ -95,6 +95,26 @@ def summary_stats(runs: Sequence["Run"], path: str, stat: str) -> List[Tuple[boo
     return out
 
 
+def cached_lines(runs: Sequence["Run"], name: str) -> List[Optional[bytes]]:
+    """Each run's `name` (`_summary_raw` or `_keys_raw`): the runs of one cache share one read of its
+    section (else each would fetch its own line)."""
+    k = _COLUMNS[name]
+    out: List[Optional[bytes]] = []
+    columns: Dict[int, Optional[List[bytes]]] = {}
+    for r in runs:
+        d = r.__dict__
+        src = d.get("_source")
+        if src is not None and name not in d:
+            col = columns.get(id(src), _MISSING)
+            if col is _MISSING:
+                col = columns[id(src)] = src.lines_of(k)
+            if col is not None and d["_row"] < len(col):
+                out.append(col[d["_row"]])
+                continue
+        out.append(getattr(r, name))
+    return out
+
+
 _scan = json.JSONDecoder().scan_once
 
 

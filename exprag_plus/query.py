@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 from . import artifacts, records, store
 from .errors import NoResult, QueryError  # noqa: F401  (raised here, caught by the front ends)
-from .store import Run, cached_lines, summary_stats
+from .store import Run, cached_lines, metadatas, summary_stats
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
@@ -253,6 +253,8 @@ def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
         if c.op in ("<", "<=", ">", ">=") and isinstance(c.value, str) and any(
                 records.is_number(field(r, c.path)) for r in runs):
             raise QueryError(f"bad --where {c.text!r}: {c.path} holds numbers, and {c.value!r} is not one")
+    if any(c.path not in FIELDS and c.path not in MEMORY_FIELDS for c in conds):
+        metadatas(runs)  # decoded in one call, not one per run
     return [r for r in runs if all(c(r) for c in conds)]
 
 

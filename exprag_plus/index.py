@@ -303,7 +303,6 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
         for n in names:
             elsewhere.pop(n, None)
     prefix = os.path.join(folder, "")
-    dir_fd = _open_dir(folder) if os.stat in os.supports_dir_fd else None
     kept: List[int] = []
     out: List[Run] = []
     fresh: List[Entry] = []
@@ -311,7 +310,7 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     defer = use_cache and os.access(folder, os.W_OK)
     changed = False
     stat, get, q, keep = os.stat, cache.rows.get, cache.idents, kept.append
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _Dir(folder) as dir_fd:
         warnings.simplefilter("always")
         for name in names:
             try:
@@ -342,8 +341,6 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
                 out.append(_read(path, os.stat(path))[0])
             except OSError as exc:
                 warnings.warn(f"{path}: unreadable ({exc.strerror or exc})", CorruptLineWarning)
-    if dir_fd is not None:
-        os.close(dir_fd)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if use_cache and (changed or len(kept) != len(cache.rows)):
@@ -359,11 +356,24 @@ def _load(folder: str, use_cache: bool) -> List[Run]:
     return listed
 
 
-def _open_dir(folder: str) -> Optional[int]:
-    try:
-        return os.open(folder, os.O_RDONLY)
-    except OSError:
-        return None
+class _Dir:
+    """The folder open for `os.stat(name, dir_fd=...)` (no path walk per file), or None where that is
+    not supported."""
+
+    def __init__(self, folder: str) -> None:
+        self.fd: Optional[int] = None
+        if os.stat in os.supports_dir_fd:
+            try:
+                self.fd = os.open(folder, os.O_RDONLY)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Optional[int]:
+        return self.fd
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def _read(path: str, st: os.stat_result) -> Tuple[Run, Entry]:

@@ -363,6 +363,9 @@ def cmd_best(args: argparse.Namespace) -> None:
     print(f"  best {num(res['best'])}{step(res['best_step'])}, final {num(res['last'])}{step(res['last_step'])}")
     print(f"  ranked {res['considered']} run(s); {res['nonfinite']} with a non-finite value, "
           f"{res['without_metric']} without the metric")
+    if res["tied"]:
+        names = ", ".join(t["short_id"] for t in res["tied_with"]) + (", ..." if res["tied"] > len(res["tied_with"]) else "")
+        print(f"  tied: {res['tied']} other run(s) have the same value ({names}); the earliest-started is shown")
     if len(res["ranking"]) > 1:
         print(table([[x["short_id"], x["name"][:40], num(x["value"])] for x in res["ranking"]], ["ID", "NAME", "VALUE"]))
     for a in res.get("artifacts") or []:

@@ -55,7 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd_text = " ".join(records.redact_argv(argv))
 
     def announce(exp: Any) -> None:
-        out = os.path.relpath(os.path.join(exp.root, exp.run_id, wrapper.OUTPUT_LOG))
+        out = os.path.join(exp.root, exp.run_id, wrapper.OUTPUT_LOG)
+        near = os.path.relpath(out)
+        out = out if near.startswith(os.pardir) else near  # "../../.." from a replay's worktree says nothing
         print(f"run {ids.short_id(exp.run_id)} recording: {cmd_text}  (output also in {out})", file=sys.stderr)
         sys.stderr.flush()
 

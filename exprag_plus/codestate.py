@@ -23,12 +23,17 @@ class CodeStateError(RuntimeError):
 
 
 def _repo(run: Run) -> str:
-    """The repository holding the run's commits: the recorded top level, else the current one."""
+    """The repository holding the run's commits: the one the user is in when it has the run's commit
+    (a clone that pulled the run may sit beside the recorder's clone on a shared disk: worktrees and
+    replays belong to the clone asked from), else the recorded top level, else the current one."""
     g = run.git or {}
+    commit = g.get("commit") or g.get("base_commit")
+    here = git.toplevel(os.getcwd())
+    if here and (not commit or git.commit_exists(here, commit)):
+        return here
     top = g.get("toplevel")
     if top and os.path.isdir(top) and git.toplevel(top):
         return git.toplevel(top) or top
-    here = git.toplevel(os.getcwd())
     if here:
         return here
     raise CodeStateError(f"run {run.short_id}: its repository {top or '(unknown)'} is gone and the current "

@@ -478,7 +478,7 @@ def _tools() -> Dict[str, Tool]:
         Tool("best_run", "Best run by a metric",
              "The winning run by METRIC: by each run's best value over its history (highest; lowest with "
              "`minimize`), or by its last value with `final`. Says which rule it used, gives the winner's best "
-             "and final values and the top 5.",
+             "and final values and the top 5; `tied` counts other runs with the winner's value (the earliest-started wins).",
              {"metric": _p(_S, "a metric path, e.g. 'val.acc' (see keys)"),
               "minimize": _p(_B, "lower is better", default=False),
               "final": _p(_B, "rank by the last tracked value instead of the best", default=False),
@@ -487,6 +487,7 @@ def _tools() -> Dict[str, Tool]:
              _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "artifacts": _arr(ARTIFACT_ROW),
                    "best": _ANY,
                    "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "nonfinite": _I, "without_metric": _I,
+                   "tied": _I, "tied_with": _arr(_obj({"id": _S, "short_id": _S, "name": _S})),
                    "ranking": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "value": _ANY}))}),
              _best_run),
         Tool("metric_history", "Metric history of a run",

@@ -446,6 +446,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
                        f"({len(runs)} of {total} runs matched{' the --where' if where else ''})")
     top = (heapq.nsmallest if minimize else heapq.nlargest)(5, scored, key=lambda t: t[0])  # = sorted(...)[:5]
     v, winner = top[0]
+    tied = [r for x, r in scored if x == v and r is not winner]  # the earliest-started of equals wins
     s = winner.summary_entry(metric) or {}
     best_stat = "min" if minimize else "max"
     return {
@@ -454,6 +455,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
         "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
+        "tied": len(tied), "tied_with": [{"id": r.run_id, "short_id": r.short_id, "name": r.name} for r in tied[:20]],
         "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in top],
     }
 

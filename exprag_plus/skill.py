@@ -35,8 +35,8 @@ Each run of the user's code appended one JSON line per event to `.runs/<run_id>.
 main worktree, shared by all linked worktrees; `$EXPRAG_PLUS_DIR` or `--root DIR` point elsewhere) and
 recorded the code that ran. The
 `exprag-plus` command answers questions about them. Add `--json` to any command: strict JSON on
-stdout, notes and warnings on stderr. Exit codes: 0 ok, 1 nothing found or a failed request, 2 bad
-input, an unknown run too (the one-line error says what to fix).
+stdout, notes and warnings on stderr. Exit codes: 0 ok (an empty listing too), 1 no answer or a
+failed request, 2 bad input, an unknown run too (the one-line error says what to fix).
 
 ## Recording
 
@@ -55,7 +55,7 @@ with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Expe
 
 One run per idea; the memory holds why, not only numbers. Per experiment:
 1. `exprag-plus run --name <idea> --note "<what you expect, and why>" --meta args.<flag>=<default>... -- <command>`
-   (note kind `hypothesis`; CMD's flags, `--lr 0.1` or `lr=0.1`, become metadata `args.lr`; `--meta args.X`
+   (note kind `hypothesis`; CMD's flags, `--lr 0.1`, `--lr=0.1` or `lr=0.1`, become metadata `args.lr`; `--meta args.X`
    the defaults that matter and are not in CMD).
    Read the status and metrics it prints last (a failed run: `exprag-plus log <run>`).
 2. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
@@ -77,12 +77,11 @@ exprag-plus diff <run> --base --stat
 ## Workflow: discover, query, cite
 
 1. Discover the names first. Metric and metadata paths differ between projects (`metrics.val_acc`,
-   `loss`, `hparams.lr`...). Never guess one: take it from `keys`. When `keys` lists several names for
-   one idea (`val.accuracy` and `metrics.val_acc`), they come from different scripts: answer for each
-   separately and never compare values across names. Runs recorded by a framework integration (Transformers, Lightning,
+   `loss`, `hparams.lr`...). Never guess one: take it from `keys`. Several names for one idea
+   (`val.accuracy`, `metrics.val_acc`) come from different scripts: answer for each, never across names. Runs recorded by a framework integration (Transformers, Lightning,
    Keras, accelerate, Optuna) carry its own names (`eval_loss`, `train/loss`, `args.learning_rate`).
-2. Ask with the one command listed below for the question, filling the placeholders `<run>`,
-   `<metric>`, `<path>` with names from `keys` and ids from `runs`.
+2. Ask with the one command below for the question; `<run>`, `<metric>`, `<path>` come from `keys`
+   and `runs`.
 3. Answer with the run's short id (the last 8 hex digits, as tables show them) and its name, say which
    rule ranked it, and quote the numbers from the output.
 
@@ -103,13 +102,13 @@ data too (`kind: text`). `axes` (`step`, `epoch`, `iteration`, `iter`, `global_s
 histories, never ranked.
 
 A run reference `<run>` is a full id, a unique prefix, a unique suffix of 6+ characters (the short id),
-`latest`, or `latest~N` (N runs before the latest).
+`latest`, or `latest~N` (N runs before the latest). `--where` takes whole ids (`replay_of~<short id>`).
 
 ## One command per question
 
 **Which run is best by a metric?** Ranks runs by each run's best value over its history (the maximum;
 add `--min` when lower is better, as for a loss). Add `--final` to rank by the last tracked value
-instead, and `--where` to filter.
+instead, and `--where` to filter. Of equal values the earliest-started wins; `tied` counts the others.
 
 ```bash
 exprag-plus best <metric> --json
@@ -119,7 +118,7 @@ exprag-plus best <metric> --json
 {"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)", "minimize": false, "final": false,
  "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false,
          "metadata": {"hparams": {"lr": 0.01}}, "metrics": {"metrics.val_acc": 0.91, "metrics.loss": 0.2}},
- "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "ranking": [],
+ "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "tied": 0, "tied_with": [], "ranking": [],
  "artifacts": [{"path": "checkpoints/9f8e7d6c.pt", "kind": "model", "bytes": 4821, "sha256": "ab12...", "status": "ok", "location": "/home/u/proj/checkpoints/9f8e7d6c.pt"}]}
 ```
 
@@ -224,7 +223,7 @@ branches are untouched. The command prints the folder (the run's working subdire
 exprag-plus restore <run>
 ```
 
-Tell the user the path and that `git worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
+It is a worktree of the repository you are in if it has the run's code, else of the recorded one. Tell the user the path and that `git worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
 --checkout` works only on a clean tree and refuses otherwise; it also refuses (naming them) when it would
 overwrite untracked or ignored files: show the user that list; `--force` only on their word.
 
@@ -236,9 +235,10 @@ diffs are cut at 2,000 lines unless `--max-lines 0`.
 exprag-plus diff <run> <run2>
 ```
 
-**Run it again.** Restores the run's code into a worktree and re-runs its recorded command there with
-the current interpreter (a `run -- CMD` run: CMD as recorded, with its `--meta`); the new run records `replay_of` and both runs' final metrics are printed side
-by side. Look first with `--dry-run`.
+**Run it again.** Restores the run's code into a worktree (as `restore`: tell the user) and re-runs
+its recorded command there (a script under the current Python; a `run -- CMD` run's CMD as recorded,
+via PATH); the new run records `replay_of` and both runs' final metrics are printed
+side by side. Look first with `--dry-run`.
 
 ```bash
 exprag-plus replay <run> --dry-run
@@ -303,7 +303,7 @@ the metric, or `--where`, or run ids; `--x epoch` without `step`) and `exprag-pl
 One JSON object per line, each with `type`, `run_id`, `seq`, `time` (UTC) and `elapsed_ms`:
 
 ```text
-{"type":"run_start","run_id":"01a2...","seq":0,"time":"2026-11-24T10:02:11.123456Z","elapsed_ms":41.2,"format":"exprag-plus/1","name":"lr sweep","metadata":{"hparams":{"lr":0.01}},"process":{"pid":4242,"argv":["train.py","--lr","0.01"],"cwd":"/home/u/proj","executable":"/usr/bin/python3","python":"3.11.7"},"host":{"hostname":"gpu1","platform":"Linux-6.1-x86_64"},"git":{"commit":"b375d40...","branch":"run/01a2...","dirty":true,"status":[" M train.py"],"base_commit":"ebf6040...","snapshot_branch":"run/01a2...","skipped":[],"toplevel":"/home/u/proj","subdir":""}}
+{"type":"run_start","run_id":"01a2...","seq":0,"time":"2026-11-24T10:02:11.123456Z","elapsed_ms":41.2,"format":"exprag-plus/1","name":"lr sweep","metadata":{"hparams":{"lr":0.01}},"process":{"pid":4242,"argv":["train.py","--lr","0.01"],"cwd":"/home/u/proj"},"host":{"hostname":"gpu1","platform":"Linux-6.1-x86_64"},"git":{"commit":"b375d40...","branch":"run/01a2...","dirty":true,"status":[" M train.py"],"base_commit":"ebf6040...","toplevel":"/home/u/proj"}}
 {"type":"track","run_id":"01a2...","seq":1,"time":"2026-11-24T10:02:12.000001Z","elapsed_ms":918.4,"value":{"step":0,"metrics":{"loss":2.3,"val_acc":0.41}},"note":"epoch end"}
 {"type":"action","run_id":"01a2...","seq":2,"time":"...","elapsed_ms":950.0,"name":"ExportBestModel","class":"export_best_model:ExportBestModel","params":{"metric":"metrics.val_acc"},"description":"Copy the best run's weights to a folder"}
 {"type":"task","run_id":"01a2...","seq":3,"time":"...","elapsed_ms":990.2,"index":0,"objective":"t1","inputs":{"p1":1},"outputs":{"p3":3},"status":"ok"}
@@ -333,7 +333,7 @@ jq -c 'select(.type=="track") | {run_id, seq, value}' .runs/*.jsonl | tail -n 3
 - Code state: for a clean tree `commit` is HEAD and `branch` the branch it was on (which may have moved
   since: use `commit`). For a dirty tree `commit` is a snapshot commit on `run/<run_id>` (edits and
   untracked files included), `base_commit` its parent (the HEAD it started from), `branch` is
-  `run/<run_id>`. `commit: null` with `git_error` means no snapshot could be made.
+  `run/<run_id>` (pulled: `refs/exprag-plus/runs/<run_id>`). `commit: null` with `git_error` means no snapshot could be made.
 - `best` ranks by best value, not final value, unless `--final`. Say which when you answer.
 - `***` in argv, metadata or a task record is a credential redacted at write time: it cannot be
   recovered, so never ask for it; `replay` refuses such a command line. A text `\xff` in a path or

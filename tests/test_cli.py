@@ -246,3 +246,20 @@ def test_emit_json_indents_small_answers_and_keeps_large_ones_on_one_line(capsys
     cli.emit_json(big)
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and json.loads(out) == big
+
+
+def test_best_says_when_runs_tie_and_which_wins(main, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    made = []
+    for name, v in (("a", 0.5), ("b", 0.0), ("c", 0.0), ("d", 0.0)):
+        with Experiment(name, root=str(root), snapshot=False) as exp:
+            exp.track({"val_loss": v})
+        made.append(exp.run_id)
+    rc, out, _ = main("best", "val_loss", "--min", "--root", str(root), "--json")
+    d = j(out)
+    assert d["run"]["id"] == made[1] and d["tied"] == 2 and [t["id"] for t in d["tied_with"]] == made[2:]
+    rc, out, _ = main("best", "val_loss", "--min", "--root", str(root))
+    assert (f"  tied: 2 other run(s) have the same value ({made[2][-8:]}, {made[3][-8:]}); "
+            "the earliest-started is shown") in out.splitlines()
+    rc, out, _ = main("best", "val_loss", "--root", str(root), "--json")
+    assert j(out)["tied"] == 0 and "tied:" not in main("best", "val_loss", "--root", str(root))[1]

@@ -392,3 +392,17 @@ def test_the_parse_hint_never_hangs_on_long_column_lines() -> None:
             "assert wrapper.unread_metric_line([bad] * 20, []) is None\n"
             "assert wrapper.unread_metric_line([good], [])[1].count('(?P<') == 40\n")
     subprocess.run([PY, "-c", code], cwd=ROOT, check=True, timeout=20)
+
+
+def test_the_start_line_names_the_output_log_plainly(repo: Path, tmp_path: Path) -> None:
+    """Below the current folder the log's path is relative; elsewhere (a subfolder, a replay's worktree,
+    a runs folder far away) it is absolute, never a climb of ../../.."""
+    p = wrap("run", "--", "true", cwd=repo)
+    assert "(output also in .runs/" in p.stderr.decode().splitlines()[0]
+    sub = repo / "src"
+    sub.mkdir()
+    p = wrap("run", "--", "true", cwd=sub)
+    assert f"(output also in {repo}/.runs/" in p.stderr.decode().splitlines()[0]
+    far = tmp_path / "elsewhere" / "runs"
+    p = wrap("run", "--", "true", cwd=sub, env={"EXPRAG_PLUS_DIR": str(far)})
+    assert f"(output also in {far}/" in p.stderr.decode().splitlines()[0]

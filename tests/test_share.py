@@ -445,3 +445,23 @@ def test_a_run_file_whose_identity_is_unchanged_is_not_read(tmp_path: Path, bare
     a.note(rid, "after")  # an append changes the size
     assert a.json("push")["pushed"] == [rid]
     assert a.json("push")["unchanged"] == 1
+
+
+def test_restore_and_replay_on_a_pulled_run_use_the_clone_asked_from(tmp_path: Path, bare: str) -> None:
+    """Two clones on one disk (a shared home on a cluster): B pulled A's run; restoring or replaying it
+    from B makes a worktree of B, never of A, whose path the run recorded and which still exists."""
+    a, b = machines(tmp_path, bare)
+    (a.path / "train.py").write_text(TRAIN + "# tuned on A, never committed\n")
+    rid = a.train()
+    assert a.json("push")["pushed"] == [rid]
+    assert b.json("pull")["pulled"] == [rid]
+    a_worktrees = git(a.path, "worktree", "list", "--porcelain")
+
+    p = b.cli("restore", rid)
+    assert p.returncode == 0, p.stderr
+    path = Path(p.stdout.strip())
+    assert str(path).startswith(str(b.path / ".git")), path
+    assert str(path) in git(b.path, "worktree", "list", "--porcelain")
+    res = b.json("replay", rid)
+    assert res["exit_code"] == 0 and res["worktree"].startswith(str(b.path / ".git"))
+    assert git(a.path, "worktree", "list", "--porcelain") == a_worktrees

@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 from . import ids, memory
 from .lazy import lazy
-from .cli import Commands, UsageError, _root, _runs, _cut, emit_json, num, table, when
+from .cli import Commands, UsageError, _cut, _root, _runs, count, emit_json, note, num, table, when
 from .cli_pictures import _write
 
 progress = lazy(f"{__package__}.progress")
@@ -39,6 +39,10 @@ def cmd_progress(args: argparse.Namespace) -> None:
     res = progress.progress(_runs(args), args.metric, args.min, args.where)
     if args.output:
         res["svg"] = _write(args.output, progress.svg(res))
+    res = progress.bounded(res, args.limit)
+    if res["shown"] < res["matched"]:
+        note(f"showing {res['shown']} of {res['matched']} runs: every new best and the latest {args.limit} "
+             "(--limit 0 for all)")
     if args.json:
         return emit_json(res)
     if args.output == "-":
@@ -72,5 +76,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("metric", metavar="METRIC")
     sp.add_argument("--min", action="store_true", help="lower is better")
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help="only runs matching (see runs --help)")
+    sp.add_argument("--limit", type=count, default=50, metavar="N",
+                    help="rows: every new best and the latest N runs (default 50; 0 for all; the chart has all)")
     sp.add_argument("-o", "--output", metavar="FILE.svg", help="also draw the chart (every run a dot, improvements "
                                                                "highlighted, best so far as a step line; - for stdout)")

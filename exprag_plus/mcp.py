@@ -348,7 +348,7 @@ def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _progress(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    return progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"])
+    return progress.bounded(progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"]), a["limit"])
 
 
 def _add_note(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -537,10 +537,11 @@ def _tools() -> Dict[str, Tool]:
              "`since_improvement`: how many runs since the last improvement.",
              {"metric": _p(_S, "a metric path, e.g. 'val_loss' (see keys)"),
               "minimize": _p(_B, "lower is better", default=False),
-              "where": _p(_arr(_S), WHERE_TEXT, default=[])},
+              "where": _p(_arr(_S), WHERE_TEXT, default=[]),
+              "limit": _p(_I, "rows: every improvement and the latest N runs (0 for all)", default=50, minimum=0)},
              ("metric",),
              _obj({"metric": _S, "minimize": _B, "rule": _S, "total": _I, "matched": _I, "with_value": _I,
-                   "improvements": _I, "since_improvement": _I, "best": _NO, "runs": _arr(_O)}), _progress),
+                   "improvements": _I, "since_improvement": _I, "best": _NO, "shown": _I, "runs": _arr(_O)}), _progress),
         Tool("add_note", "Add a note to a run (writes)",
              "WRITES: append a note record to a run's file (append-only; a correction is a new note). Record "
              "why a run exists and what it showed: kind 'hypothesis' before, 'observation' and 'decision' "

@@ -11,7 +11,7 @@ import math
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import plot, query, records
-from .store import Run
+from .store import Run, summary_stats
 
 _FAILED = ("crashed", "failed", "interrupted")
 
@@ -27,8 +27,7 @@ def progress(runs: Sequence[Run], metric: str, minimize: bool = False, where: Se
     best: Optional[float] = None
     best_row: Optional[Dict[str, Any]] = None
     last_improvement = -1
-    for i, r in enumerate(chosen):
-        v = (r.summary.get(metric) or {}).get(stat)
+    for i, (r, (_, v)) in enumerate(zip(chosen, summary_stats(chosen, metric, stat))):
         value = v if records.is_number(v) and math.isfinite(v) else None
         improved = value is not None and (best is None or (value < best if minimize else value > best))
         if improved:
@@ -46,7 +45,17 @@ def progress(runs: Sequence[Run], metric: str, minimize: bool = False, where: Se
             "total": len(runs), "matched": len(rows), "with_value": sum(r["value"] is not None for r in rows),
             "improvements": sum(r["improved"] for r in rows), "since_improvement": since,
             "best": None if best_row is None else {k: best_row[k] for k in ("id", "short_id", "name", "value")},
-            "runs": rows}
+            "shown": len(rows), "runs": rows}
+
+
+def bounded(res: Dict[str, Any], limit: int) -> Dict[str, Any]:
+    """A `progress` answer whose rows are every improvement and the latest `limit` runs (0: all): what an
+    agent reads of 100,000 runs. `shown` says how many rows are left; `index` keeps each run's place."""
+    rows = res["runs"]
+    if not limit or limit <= 0 or len(rows) <= limit:
+        return res
+    kept = [r for r in rows[:-limit] if r["improved"]] + rows[-limit:]
+    return dict(res, shown=len(kept), runs=kept)
 
 
 def svg(res: Dict[str, Any], *, width: int = 900, height: int = 420, standalone: bool = True) -> str:

@@ -338,8 +338,9 @@ jq -c 'select(.type=="track") | {run_id, seq, value}' .runs/*.jsonl | tail -n 3
 - `***` in argv, metadata or a task record is a credential redacted at write time: it cannot be
   recovered, so never ask for it; `replay` refuses such a command line. A text `\xff` in a path or
   argv is a byte that was not UTF-8, and `{"__int__": "..."}` an integer too long for JSON.
-- Outputs are bounded: `runs` shows 20 (`--limit 0`), `history` 100 points (`--max-points 0`),
-  `diff` 2,000 lines (`--max-lines 0`); a note on stderr says when something was cut.
+- Outputs are bounded: `runs` 20 rows, `progress` new bests and the latest 50 (`--limit 0`),
+  `history` 100 points (`--max-points 0`), `diff` 2,000 lines (`--max-lines 0`); stderr says when
+  something was cut.
 - Never modify `.runs/*.jsonl` by hand, never delete `run/*` branches yourself (`exprag-plus gc` removes
   only the snapshots it made whose runs are gone; `gc --dry-run` first), and never switch the user's checkout without asking.
 - MCP: `exprag-plus mcp --install claude` (or `codex`, `cursor`) prints the registration.

@@ -96,3 +96,19 @@ def test_progress_chart_renders_in_chromium(runs_dir: Path, loop: List[str], tmp
     assert bytes.fromhex("2ca02c") in pixels  # improved dots and the frontier, drawn exactly
     assert bytes.fromhex("d62728") in pixels  # the failed run's cross
     assert len(pixels) > 100
+
+
+def test_progress_rows_are_bounded_the_chart_is_not(runs_dir: Path, loop: List[str], tmp_path: Path) -> None:
+    """Of many runs an agent reads every new best and the latest N; the chart still draws every run."""
+    p = cli("progress", "val_loss", "--min", "--limit", "2", "--json", "-o", str(tmp_path / "p.svg"),
+            "--root", str(runs_dir))
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert [r["id"] for r in res["runs"]] == [loop[0], loop[1], loop[4], loop[5], loop[6]]
+    assert [r["index"] for r in res["runs"]] == [0, 1, 4, 5, 6] and (res["shown"], res["matched"]) == (5, 7)
+    assert p.stderr == "exprag-plus: showing 5 of 7 runs: every new best and the latest 2 (--limit 0 for all)\n"
+    dots = ET.parse(tmp_path / "p.svg").getroot().findall(".//s:circle[@class]", NS)
+    assert len(dots) == 6  # every run with a value (one failed before tracking)
+    full = json.loads(cli("progress", "val_loss", "--min", "--limit", "0", "--json", "--root", str(runs_dir)).stdout)
+    assert [r["id"] for r in full["runs"]] == loop and full["shown"] == 7
+    assert len(json.loads(cli("progress", "val_loss", "--min", "--json", "--root", str(runs_dir)).stdout)["runs"]) == 7

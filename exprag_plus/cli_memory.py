@@ -36,10 +36,11 @@ def cmd_tag(args: argparse.Namespace) -> None:
 def cmd_progress(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
-    res = progress.progress(_runs(args), args.metric, args.min, args.where)
-    if args.output:
-        res["svg"] = _write(args.output, progress.svg(res))
-    res = progress.bounded(res, args.limit)
+    res = progress.progress(_runs(args), args.metric, args.min, args.where, 0 if args.output else args.limit)
+    if args.output:  # the chart draws every run; the rows are cut as without it
+        chart = _write(args.output, progress.svg(res))
+        res = progress.cut(res, args.limit)
+        res["svg"] = chart
     if res["shown"] < res["matched"]:
         note(f"showing {res['shown']} of {res['matched']} runs: every new best and the latest {args.limit} "
              "(--limit 0 for all)")

@@ -348,7 +348,7 @@ def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _progress(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    return progress.bounded(progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"]), a["limit"])
+    return progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"], a["limit"])
 
 
 def _add_note(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ moved the frontier highlighted, the best-so-far as a step line, crashed and fail
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import plot, query, records
 from .store import Run, summary_stats
@@ -16,46 +16,55 @@ from .store import Run, summary_stats
 _FAILED = ("crashed", "failed", "interrupted")
 
 
-def progress(runs: Sequence[Run], metric: str, minimize: bool = False, where: Sequence[str] = ()) -> Dict[str, Any]:
-    """Runs (matching `where`) in start order with their best value of METRIC and the best so far."""
+def progress(runs: Sequence[Run], metric: str, minimize: bool = False, where: Sequence[str] = (),
+             limit: int = 0) -> Dict[str, Any]:
+    """Runs (matching `where`) in start order with their best value of METRIC and the best so far; the
+    rows are every improvement and the latest `limit` runs (0: all), and only those rows are built."""
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     metric = records.normal_path(metric)
     query.check_rankable(metric, runs)
-    chosen = sorted(query.select(runs, where), key=lambda r: (r.started, r.run_id))
+    chosen = sorted(query.select(runs, where), key=Run.order)  # start order, as listings give it
     stat = "min" if minimize else "max"
-    rows: List[Dict[str, Any]] = []
+    points: List[Tuple[Optional[float], Optional[float], bool]] = []  # value, best so far, improved
     best: Optional[float] = None
-    best_row: Optional[Dict[str, Any]] = None
     last_improvement = -1
-    for i, (r, (_, v)) in enumerate(zip(chosen, summary_stats(chosen, metric, stat))):
+    for i, (_, v) in enumerate(summary_stats(chosen, metric, stat)):
         value = v if records.is_number(v) and math.isfinite(v) else None
         improved = value is not None and (best is None or (value < best if minimize else value > best))
         if improved:
             best, last_improvement = value, i
-        note = r.notes[-1] if r.notes else None
-        row = {"index": i, "id": r.run_id, "short_id": r.short_id, "name": r.name, "started": r.started,
-               "status": r.status, "value": value, "best_so_far": best, "improved": improved, "tags": r.tags,
-               "latest_note": query.note_row(note) if note else None}
-        if improved:
-            best_row = row
-        rows.append(row)
-    since = len(rows) - 1 - last_improvement if last_improvement >= 0 else len(rows)
+        points.append((value, best, improved))
+    n = len(points)
+    rows = [_row(i, chosen[i], *points[i]) for i in _kept([p[2] for p in points], limit)]
+    w = chosen[last_improvement] if last_improvement >= 0 else None
     return {"metric": metric, "minimize": minimize,
             "rule": f"each run's {'lowest' if minimize else 'highest'} value ({stat} over its history), in start order",
-            "total": len(runs), "matched": len(rows), "with_value": sum(r["value"] is not None for r in rows),
-            "improvements": sum(r["improved"] for r in rows), "since_improvement": since,
-            "best": None if best_row is None else {k: best_row[k] for k in ("id", "short_id", "name", "value")},
+            "total": len(runs), "matched": n, "with_value": sum(p[0] is not None for p in points),
+            "improvements": sum(p[2] for p in points), "since_improvement": n - 1 - last_improvement if last_improvement >= 0 else n,
+            "best": None if w is None else {"id": w.run_id, "short_id": w.short_id, "name": w.name, "value": best},
             "shown": len(rows), "runs": rows}
 
 
-def bounded(res: Dict[str, Any], limit: int) -> Dict[str, Any]:
-    """A `progress` answer whose rows are every improvement and the latest `limit` runs (0: all): what an
-    agent reads of 100,000 runs. `shown` says how many rows are left; `index` keeps each run's place."""
+def cut(res: Dict[str, Any], limit: int) -> Dict[str, Any]:
+    """A whole `progress` answer (limit 0, as its chart needs) with the rows `limit` would have kept."""
     rows = res["runs"]
-    if not limit or limit <= 0 or len(rows) <= limit:
-        return res
-    kept = [r for r in rows[:-limit] if r["improved"]] + rows[-limit:]
+    kept = [rows[i] for i in _kept([r["improved"] for r in rows], limit)]
     return dict(res, shown=len(kept), runs=kept)
+
+
+def _kept(improved: List[bool], limit: int) -> List[int]:
+    """Every improvement and the latest `limit` runs (0: every run): what an agent reads of 100,000."""
+    n = len(improved)
+    if not limit or limit <= 0 or n <= limit:
+        return list(range(n))
+    return [i for i in range(n - limit) if improved[i]] + list(range(n - limit, n))
+
+
+def _row(i: int, r: Run, value: Optional[float], best: Optional[float], improved: bool) -> Dict[str, Any]:
+    note = r.notes[-1] if r.notes else None
+    return {"index": i, "id": r.run_id, "short_id": r.short_id, "name": r.name, "started": r.started,
+            "status": r.status, "value": value, "best_so_far": best, "improved": improved, "tags": r.tags,
+            "latest_note": query.note_row(note) if note else None}
 
 
 def svg(res: Dict[str, Any], *, width: int = 900, height: int = 420, standalone: bool = True) -> str:

@@ -442,7 +442,8 @@ class Commands:
 # command: a listing should not pay for plots, schemas and git. tests/test_cli_startup.py keeps it true.
 COMMANDS: Dict[str, str] = {
     "runs": "", "show": "", "keys": "", "best": "", "history": "", "compare": "",
-    "run": "cli_run", "log": "cli_run", "note": "cli_memory", "tag": "cli_memory", "progress": "cli_memory",
+    "run": "cli_run", "log": "cli_run", "note": "cli_memory", "notes": "cli_memory", "tag": "cli_memory",
+    "progress": "cli_memory",
     "diff": "cli_code", "restore": "cli_code", "replay": "cli_code", "gc": "cli_code", "task": "cli_task",
     "skill": "cli_skill", "plot": "cli_pictures", "report": "cli_pictures", "mcp": "cli_mcp",
     "actions": "cli_actions", "push": "cli_share", "pull": "cli_share", "sweep": "cli_slurm",

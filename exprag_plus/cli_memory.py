@@ -1,4 +1,4 @@
-"""`note`, `tag` and `progress`: the research memory on the command line (formatting only)."""
+"""`note`, `notes`, `tag` and `progress`: the research memory on the command line (formatting only)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .cli import Commands, UsageError, _cut, _root, _runs, count, emit_json, not
 from .cli_pictures import _write
 
 progress = lazy(f"{__package__}.progress")
+query = lazy(f"{__package__}.query")
 
 
 def _path(args: argparse.Namespace) -> str:
@@ -63,6 +64,22 @@ def cmd_progress(args: argparse.Namespace) -> None:
         print(f"wrote {res['svg']}")
 
 
+def cmd_notes(args: argparse.Namespace) -> None:
+    res = query.notes(_runs(args), args.where, args.kind, args.limit)
+    if res["shown"] < res["matched"]:
+        note(f"showing the latest {res['shown']} of {res['matched']} notes (--limit 0 for all)")
+    if args.json:
+        return emit_json(res)
+    if not res["notes"]:
+        print(f"no notes in {res['runs']} run(s) (`exprag-plus note RUN TEXT` adds one)")
+        return
+    for n in res["notes"]:
+        r = n["run"]
+        print(f"{when(n['time'])}  {r['short_id']}  {r['name']!r} ({r['status']})"
+              + (f"  [{n['kind']}]" if n["kind"] else ""))
+        print("\n".join("  " + line for line in str(n["text"]).splitlines() or [""]))
+
+
 def register(commands: Commands) -> None:
     sp = commands.add("note", cmd_note, "append a note to a run (why it was run, what it showed, what was decided)")
     sp.add_argument("run", metavar="RUN")
@@ -72,6 +89,10 @@ def register(commands: Commands) -> None:
     sp.add_argument("run", metavar="RUN")
     sp.add_argument("tags", metavar="TAG", nargs="+")
     sp.add_argument("--remove", action="store_true", help="remove these tags instead")
+    sp = commands.add("notes", cmd_notes, "every note of the runs, oldest first: what was tried, why, and what was decided")
+    sp.add_argument("--where", action="append", default=[], metavar="EXPR", help="only runs matching (see runs --help)")
+    sp.add_argument("--kind", metavar="K", help=f"only notes of this kind, e.g. {', '.join(memory.KINDS)}")
+    sp.add_argument("--limit", type=count, default=50, metavar="N", help="the latest N notes (default 50; 0 for all)")
     sp = commands.add("progress", cmd_progress, "runs in start order: each run's best METRIC, the best so far, "
                                                 "which runs improved it, and how many runs since the last improvement")
     sp.add_argument("metric", metavar="METRIC")

@@ -351,6 +351,10 @@ def _progress(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"], a["limit"])
 
 
+def _list_notes(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
+    return query.notes(_runs(srv), a["where"], a["kind"], a["limit"])
+
+
 def _add_note(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     return memory.add_note(ids.resolve(a["run"], srv.root), a["text"], a["kind"])
 
@@ -542,6 +546,13 @@ def _tools() -> Dict[str, Tool]:
              ("metric",),
              _obj({"metric": _S, "minimize": _B, "rule": _S, "total": _I, "matched": _I, "with_value": _I,
                    "improvements": _I, "since_improvement": _I, "best": _NO, "shown": _I, "runs": _arr(_O)}), _progress),
+        Tool("list_notes", "Notes across runs",
+             "Every note of the matching runs, oldest first, each with its run (id, short_id, name, status): "
+             "what was tried, why, and what was decided. The latest `limit` notes.",
+             {"where": _p(_arr(_S), WHERE_TEXT, default=[]),
+              "kind": _p(_S, "only notes of this kind, e.g. decision"),
+              "limit": _p(_I, "the latest N notes (0 for all)", default=50, minimum=0)},
+             (), _obj({"runs": _I, "matched": _I, "shown": _I, "notes": _arr(_O)}), _list_notes),
         Tool("add_note", "Add a note to a run (writes)",
              "WRITES: append a note record to a run's file (append-only; a correction is a new note). Record "
              "why a run exists and what it showed: kind 'hypothesis' before, 'observation' and 'decision' "

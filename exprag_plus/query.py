@@ -292,6 +292,21 @@ def note_row(rec: Dict[str, Any]) -> Dict[str, Any]:
     return {"time": rec.get("time"), "kind": rec.get("kind"), "text": rec.get("text"), "seq": rec.get("seq")}
 
 
+def notes(runs: Sequence[Run], where: Sequence[str] = (), kind: Optional[str] = None,
+          limit: Optional[int] = None) -> Dict[str, Any]:
+    """Every note of the matching runs, oldest first (what was tried, why, what was decided, across
+    runs); the latest `limit` of them (0 or None: all)."""
+    chosen = select(runs, where)
+    found = [(rec.get("time") if isinstance(rec.get("time"), str) else "", i, rec)
+             for i, r in enumerate(chosen) for rec in r.notes if kind is None or rec.get("kind") == kind]
+    found.sort(key=lambda t: (t[0], t[1]))
+    shown = found if not limit or limit <= 0 else found[-limit:]
+    return {"runs": len(chosen), "matched": len(found), "shown": len(shown),
+            "notes": [dict(note_row(rec), run={"id": chosen[i].run_id, "short_id": chosen[i].short_id,
+                                               "name": chosen[i].name, "status": chosen[i].status})
+                      for _, i, rec in shown]}
+
+
 @_paused_gc
 def list_runs(runs: Sequence[Run], where: Sequence[str] = (), sort: Optional[str] = None,
               limit: Optional[int] = None) -> Dict[str, Any]:

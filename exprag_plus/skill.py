@@ -64,8 +64,7 @@ One run per idea; the memory holds why, not only numbers. Per experiment:
 3. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
    best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
 
-Tomorrow, "what was tried, why, what worked": `progress <metric>`; `runs --where 'tag=keep'` or
-`'note~<word>'`; `show <run>` (its notes in order); `diff <run> --base` (its change against the commit it
+Tomorrow, "what was tried, why, what worked": `notes` (every note, oldest first); `progress <metric>`; `runs --where 'tag=keep'` or `'note~<word>'`; `diff <run> --base` (its change against the commit it
 started from); `restore <run>` (its code). Notes are append-only: correct with a new one.
 
 ```bash

@@ -63,7 +63,7 @@ SCHEMA = textwrap.dedent("""\
 HANDSHAKE = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 MODERN = "2026-07-28"
 ALL_TOOLS = {"list_runs", "keys", "show_run", "best_run", "metric_history", "compare_runs", "code_diff",
-             "restore_run", "list_actions", "run_action", "task_info", "add_note", "tag_run", "progress"}
+             "restore_run", "list_actions", "run_action", "task_info", "add_note", "tag_run", "progress", "list_notes"}
 
 
 def server_env(world: Dict[str, Any]) -> Dict[str, str]:
@@ -296,6 +296,9 @@ async def exercise_every_tool(client: Any, mcp: Any, world: Dict[str, Any]) -> N
     kept = await call(client, "list_runs", where=["tag=keep", "note~baseline"])
     assert [r["id"] for r in kept["runs"]] == [base_id] and kept["runs"][0]["tags"] == ["keep"]
     assert kept["runs"][0]["latest_note"]["text"] == "lr 0.1 is the baseline"
+    noted = await call(client, "list_notes", kind="decision", where=[f"id={base_id}"])
+    assert [(n["run"]["id"], n["text"]) for n in noted["notes"]][-1] == (base_id, "lr 0.1 is the baseline")
+    assert all(n["kind"] == "decision" for n in noted["notes"]) and noted["shown"] == noted["matched"]
     prog = await call(client, "progress", metric="loss", minimize=True)
     assert [r["id"] for r in prog["runs"]] == [base_id, tuned_id] and prog["runs"][0]["tags"] == ["keep"]
     assert [r["improved"] for r in prog["runs"]] == [True, False] and prog["since_improvement"] == 1

@@ -172,3 +172,25 @@ def test_a_wrapped_command_that_succeeded_shows_no_error(runs_dir: Path) -> None
     assert p.returncode == 0, p.stderr
     out = run_cli(runs_dir, "show", "latest").stdout
     assert "error" not in out.split("records")[0] and j(run_cli(runs_dir, "show", "latest", "--json").stdout)["error"] is None
+
+
+def test_notes_lists_every_note_across_runs_oldest_first(runs_dir: Path, loop: List[str]) -> None:
+    first, middle, last = loop
+    for run, text, kind in ((first, "lr 0.1 diverged", "observation"), (last, "keep 0.01\nit beat 0.03", "decision")):
+        assert run_cli(runs_dir, "note", run, text, "--kind", kind).returncode == 0
+    p = run_cli(runs_dir, "notes")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    lines = p.stdout.splitlines()
+    assert [l for l in lines if not l.startswith("  ")] == [
+        l for l in lines if l.endswith(("[hypothesis]", "[observation]", "[decision]"))]
+    assert [l for l in lines if l.startswith("  ")] == ["  smaller lr should help", "  lr 0.1 diverged",
+                                                        "  keep 0.01", "  it beat 0.03"]
+    assert lines[0].split("  ")[1:] == [middle[-8:], "'loop' (completed)", "[hypothesis]"]
+    res = j(run_cli(runs_dir, "notes", "--kind", "decision", "--json").stdout)
+    assert (res["runs"], res["matched"], res["shown"]) == (3, 1, 1)
+    assert res["notes"][0]["run"]["id"] == last and res["notes"][0]["text"] == "keep 0.01\nit beat 0.03"
+    p = run_cli(runs_dir, "notes", "--limit", "1", "--where", "lr<0.05", "--json")
+    assert [n["text"] for n in j(p.stdout)["notes"]] == ["keep 0.01\nit beat 0.03"]
+    assert p.stderr == "exprag-plus: showing the latest 1 of 2 notes (--limit 0 for all)\n"
+    p = run_cli(runs_dir, "notes", "--where", "lr>1")
+    assert p.returncode == 0 and p.stdout == "no notes in 0 run(s) (`exprag-plus note RUN TEXT` adds one)\n"

@@ -544,8 +544,8 @@ class Run:
         self._order = order
 
     def _unpack(self, fields: bytes) -> None:
-        """The cached fields as attributes; the rest of a run's state starts as `_UNPACKED` (class
-        attributes, which `__init__` overrides: a run read from its file never sees them)."""
+        """The cached fields as attributes; the rest of a run's state starts as the class attributes
+        below (which `__init__` sets on a run read from its file: it never sees them)."""
         d = self.__dict__
         (d["_started_raw"], flags, d["_status_raw"], d["_id_raw"], d["_name_raw"], d["_md_raw"],
          memo, d["_lines_ref"]) = fields.split(b"\t")

@@ -267,12 +267,30 @@ def sort_runs(runs: Sequence[Run], key: Optional[str]) -> List[Run]:
     path = key[1:] if desc else key
     check_path(path, runs, f"--sort {key!r}")
     have, missing = [], []
-    for r in runs:
-        v = field(r, path)
+    for r, v in zip(runs, _fields(runs, path)):
         (missing if v is _MISSING or v is None or (isinstance(v, float) and math.isnan(v)) else have).append((v, r))
     numeric = all(records.is_number(v) for v, _ in have)
     have.sort(key=(lambda p: p[0]) if numeric else (lambda p: str(p[0])), reverse=desc)
     return [r for _, r in have] + [r for _, r in missing]
+
+
+def _fields(runs: Sequence[Run], path: str) -> List[Any]:
+    """`field(run, path)` of each run (None or _MISSING alike where it has none), with metadata decoded in
+    one call and metric values read in one pass over a listing cache (`store.summary_stats`)."""
+    if path in FIELDS or path in START_FIELDS:
+        return [field(r, path) for r in runs]
+    out: List[Any] = []
+    rest: List[int] = []
+    for i, md in enumerate(metadatas(runs)):
+        try:
+            out.append(records.get_path(md, path))
+        except KeyError:
+            out.append(_MISSING)
+            rest.append(i)
+    stats = summary_stats([runs[i] for i in rest], records.normal_path(path), "last")
+    for i, (has, v) in zip(rest, stats):
+        out[i] = v if has and v is not None else field(runs[i], path)  # (PATH:STAT, text)
+    return out
 
 
 # --- answers ---------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ def _answers(runs: List[store.Run]) -> Any:
     """Every listing answer, as strict JSON text (statuses, rows, keys, best, report)."""
     from exprag_plus import report
     out = {"runs": query.list_runs(runs, limit=0), "keys": query.keys(runs),
+           "sorted": [[r["id"] for r in query.list_runs(runs, sort=key, limit=0)["runs"]]
+                      for key in ("-loss", "loss", "lr", "loss:min") if query._known(key.lstrip("-"), runs, False)],
            "rows": [[r.run_id, r.status, r.name, r.started, r.ended, r.duration_s, r.error, r.summary,
                      r.metadata, r.git, r.process, r.host, r.order(), r.notes, r.tags, r.record_counts()] for r in runs]}
     try:
@@ -368,3 +370,23 @@ def test_stat_table_reads_top_level_entries_of_plain_lines_only() -> None:
     got = store._stat_table(data, "a", "max")
     assert got.keys() == {0, 2, 3} and (got[0], got[2]) == (1, 5) and got[3] != got[3]
     assert store._stat_table(data, "b", "max") == {0: 2, 2: 4}
+
+
+@pytest.mark.parametrize("sparse", [index._SPARSE, 0])
+def test_sort_by_a_metric_reads_its_last_value(tmp_path: Path, sparse: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--sort by a metric orders by its last value (its max and min order these runs otherwise); a
+    metadata path of the same name wins, as `query.field` says."""
+    monkeypatch.setattr(index, "_SPARSE", sparse)
+    root = tmp_path / "runs"
+    made = {}
+    for name, losses, md in (("a", [1.0, 0.1], None), ("b", [0.5, 0.5], None), ("c", [0.05, 0.3], None),
+                             ("d", [9.0], {"loss": 0.2})):
+        with Experiment(name, metadata=md, root=str(root), snapshot=False) as exp:
+            for v in losses:
+                exp.track({"loss": v})
+        made[name] = exp.run_id
+    index.load(str(root))
+    for runs in (index.load(str(root)), index.load(str(root), use_cache=False)):
+        got = [r["name"] for r in query.list_runs(runs, sort="loss", limit=0)["runs"]]
+        assert got == ["a", "d", "c", "b"]
+        assert [r["name"] for r in query.list_runs(runs, sort="-loss:max", limit=0)["runs"]][0] == "d"

@@ -165,7 +165,10 @@ class Condition(NamedTuple):
             values = run.tags if MEMORY_FIELDS[self.path] == "tags" else [n.get("text") for n in run.notes]
             hit = any(_compare(v, "~" if self.op == "~" else "=", self.value) for v in values if isinstance(v, str))
             return not hit if self.op == "!=" else hit
-        got = field(run, self.path)
+        return self.holds(field(run, self.path))
+
+    def holds(self, got: Any) -> bool:
+        """Whether a run whose value at the path is `got` (`field`'s answer) matches."""
         if got is _MISSING or got is None and self.op != "=":
             return False
         return _compare(got, self.op, self.value)
@@ -253,9 +256,9 @@ def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
         if c.op in ("<", "<=", ">", ">=") and isinstance(c.value, str) and any(
                 records.is_number(field(r, c.path)) for r in runs):
             raise QueryError(f"bad --where {c.text!r}: {c.path} holds numbers, and {c.value!r} is not one")
-    if any(c.path not in FIELDS and c.path not in MEMORY_FIELDS for c in conds):
-        metadatas(runs)  # decoded in one call, not one per run
-    return [r for r in runs if all(c(r) for c in conds)]
+    columns = [None if c.path in MEMORY_FIELDS else _fields(runs, c.path) for c in conds]  # read in bulk
+    return [r for i, r in enumerate(runs)
+            if all(c(r) if col is None else c.holds(col[i]) for c, col in zip(conds, columns))]
 
 
 def sort_runs(runs: Sequence[Run], key: Optional[str]) -> List[Run]:

@@ -29,6 +29,11 @@ def _answers(runs: List[store.Run]) -> Any:
                       for key in ("-loss", "loss", "lr", "loss:min") if query._known(key.lstrip("-"), runs, False)],
            "rows": [[r.run_id, r.status, r.name, r.started, r.ended, r.duration_s, r.error, r.summary,
                      r.metadata, r.git, r.process, r.host, r.order(), r.notes, r.tags, r.record_counts()] for r in runs]}
+    for w in ("loss<0.2", "loss:max>=0.2", "lr=0.1", "name~^r1"):
+        try:
+            out[w] = [r["id"] for r in query.list_runs(runs, where=[w], limit=0)["runs"]]
+        except (query.NoResult, query.QueryError) as exc:
+            out[w] = str(exc)
     try:
         out["best"] = query.best(runs, "loss", minimize=True)
     except (query.NoResult, query.QueryError) as exc:
@@ -390,3 +395,5 @@ def test_sort_by_a_metric_reads_its_last_value(tmp_path: Path, sparse: int, monk
         got = [r["name"] for r in query.list_runs(runs, sort="loss", limit=0)["runs"]]
         assert got == ["a", "d", "c", "b"]
         assert [r["name"] for r in query.list_runs(runs, sort="-loss:max", limit=0)["runs"]][0] == "d"
+        assert [r.name for r in query.select(runs, ["loss<0.31"])] == ["a", "c", "d"]
+        assert [r.name for r in query.select(runs, ["loss:max>0.9", "loss>0.05"])] == ["a", "d"]

@@ -29,6 +29,7 @@ _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary
 _stat_patterns: Dict[Tuple[str, str], "re.Pattern[bytes]"] = {}
 _MISSING = object()
 _FIELDS = 2  # the listing cache's section of a cached run's fields (see `Run.cached`)
+_FIELD_COUNT, _FIELD_METADATA = 8, 5  # a fields line's parts, and where its metadata is (`Run._unpack`)
 _COLUMNS = {"_summary_raw": 3, "_keys_raw": 4}  # a cached run's attributes its source reads per section
 _RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
                  "_summary_raw": None, "_keys_raw": None, "_lines_ref": None}
@@ -127,8 +128,8 @@ def metadatas(runs: Sequence["Run"]) -> List[Dict[str, Any]]:
             if col is _MISSING:
                 col = columns[id(src)] = src.lines_of(_FIELDS)
             parts = col[d["_row"]].split(b"\t") if col is not None and d["_row"] < len(col) else ()
-            if len(parts) == 8:
-                pending.append((r, parts[5]))
+            if len(parts) == _FIELD_COUNT:
+                pending.append((r, parts[_FIELD_METADATA]))
     try:
         decoded = json.loads(b"[" + b",".join(raw or b"{}" for _, raw in pending) + b"]") if pending else []
     except ValueError:
@@ -145,12 +146,12 @@ _scan = json.JSONDecoder().scan_once
 def _cached_json(raw: bytes) -> Any:
     """json.loads of a value or line the listing cache holds, by the decoder's C scanner alone: its
     wrappers cost more than decoding a short value, 100,000 times over."""
-    text = raw.decode("utf-8")
     try:
+        text = raw.decode("utf-8")
         value, end = _scan(text, 0)
-    except StopIteration:
-        end = -1
-    return value if end == len(text) else json.loads(text)
+    except (UnicodeDecodeError, StopIteration):
+        return json.loads(raw)
+    return value if end == len(text) else json.loads(raw)
 
 
 def _number(tok: bytes) -> Any:

@@ -12,7 +12,6 @@ vanished is always reported as such. This module imports only the reader, never 
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import struct
 import time
@@ -50,6 +49,8 @@ def iso_time(ns: int) -> str:
 
 
 def sha256(path: str) -> str:
+    import hashlib  # loads OpenSSL: only when a file is hashed
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):

@@ -12,11 +12,9 @@ from __future__ import annotations
 import atexit
 import collections
 import os
-import socket
 import sys
 import threading
 import time
-import traceback
 import warnings
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
@@ -532,6 +530,8 @@ def _outcome(exc_type: Any, exc: Any, tb: Any) -> "tuple[str, Optional[Dict[str,
     if issubclass(exc_type, SystemExit) and exc is not None and exc.code in (None, 0):
         return "completed", None
     status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+    import traceback
+
     tail = "".join(traceback.format_exception(exc_type, exc, tb))[-_TRACEBACK_TAIL:]
     return status, {"type": exc_type.__qualname__, "message": str(exc), "traceback": tail}
 
@@ -554,7 +554,7 @@ def _process_info(cwd: str) -> Dict[str, Any]:
 def _host_info() -> Dict[str, Any]:
     u = os.uname() if hasattr(os, "uname") else None
     plat = f"{u.sysname}-{u.release}-{u.machine}" if u else sys.platform
-    return {"hostname": socket.gethostname(), "platform": plat}
+    return {"hostname": store.host_name(), "platform": plat}
 
 
 # --- process-wide hooks ----------------------------------------------------------------------------

@@ -39,12 +39,9 @@ Choices made here:
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat as _stat
 import subprocess
-import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
@@ -239,10 +236,14 @@ class _Procs:
     @staticmethod
     def finish(p: "subprocess.Popen[bytes]", input: Optional[bytes] = None,
                check: bool = True) -> Tuple[int, bytes, bytes]:
-        out, err = p.communicate(input)
-        if check and p.returncode != 0:
-            raise _failure(p.args_for_error, p.returncode, err)  # type: ignore[attr-defined]
-        return p.returncode, out, err
+        """Wait for p; its answer is kept, so two readers of one prefetched call get the same."""
+        done = getattr(p, "answer", None)
+        if done is None:
+            out, err = p.communicate(input)
+            done = p.answer = (p.returncode, out, err)  # type: ignore[attr-defined]
+        if check and done[0] != 0:
+            raise _failure(p.args_for_error, done[0], done[2])  # type: ignore[attr-defined]
+        return done
 
     def close(self) -> None:
         for p in self.procs:
@@ -311,11 +312,16 @@ def main_worktree(cwd: str) -> Optional[str]:
     try:
         if not os.path.isdir(cwd):
             return None
-        out = _git(["rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel"], cwd, check=False)
-        lines = os.fsdecode(out.stdout).splitlines()
-        if out.returncode != 0 or len(lines) < 2:
+        pre = _PREFETCHED.get(os.path.abspath(cwd))
+        if pre:
+            rc, out, _ = pre[0].finish(pre[1], check=False)  # the snapshot's own rev-parse, started already
+        else:
+            p = _git(_REV_PARSE_ARGS, cwd, check=False)
+            rc, out = p.returncode, p.stdout
+        if rc != 0:
             return None
-        common, top = lines[0], lines[1]
+        repo = _parse_rev_parse(out, cwd)
+        common, top = repo.common_dir, repo.top
         main = os.path.dirname(common) if os.path.basename(common) == ".git" else None
         if main is None:
             first = worktrees(cwd)[:1]  # e.g. a submodule, or a --separate-git-dir repository
@@ -530,7 +536,7 @@ class _Repo:
 
 
 _REV_PARSE_ARGS = ["rev-parse", "--show-toplevel", "--show-prefix", "--absolute-git-dir",
-                   "--git-common-dir", "--show-object-format"]
+                   "--path-format=absolute", "--git-common-dir", "--show-object-format"]
 
 
 def _parse_rev_parse(out: bytes, cwd: str) -> _Repo:
@@ -689,6 +695,8 @@ def _hash_plan(repo: _Repo, plan: _Plan, procs: _Procs, tmp_parent: Optional[str
     try:
         p_raw = None
         if plan.raw_blobs:
+            import tempfile  # the snapshot modules load only when a tree is dirty
+
             tmpdir = tempfile.mkdtemp(prefix="exprag-plus-blobs-", dir=tmp_parent)
             names = []
             for k, (_, _, content) in enumerate(plan.raw_blobs):
@@ -729,6 +737,8 @@ def _hash_plan(repo: _Repo, plan: _Plan, procs: _Procs, tmp_parent: Optional[str
                 plan.changes[path] = (mode, oid)
     finally:
         if tmpdir is not None:
+            import shutil
+
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
@@ -829,6 +839,8 @@ def _tree_via_mktree(repo: _Repo, head: Optional[str], changes: Dict[bytes, Chan
                 anc = anc.rpartition(b"/")[0]
             dirs[d][name] = change
 
+    import hashlib
+
     algo = repo.algo
     batch: List[bytes] = []
     expected: List[str] = []
@@ -872,6 +884,8 @@ def _tree_via_mktree(repo: _Repo, head: Optional[str], changes: Dict[bytes, Chan
 
 
 def _temp_index_path(repo: _Repo) -> str:
+    import tempfile
+
     fd, path = tempfile.mkstemp(prefix="exprag-plus-index-", dir=repo.git_dir)
     os.close(fd)
     os.unlink(path)  # git creates it; an empty file is not a valid index
@@ -915,6 +929,8 @@ def _tree_via_add_all(repo: _Repo, exclude: Iterable[bytes]) -> str:
             # copy2 keeps the index's mtime: with a newer one, entries written in the same second as
             # the real index would no longer count as "racily clean" and same-size edits made in
             # that second would go unseen (git compares whole seconds)
+            import shutil
+
             shutil.copy2(real_path, index)
         specs = [b"."] + [b":(exclude,literal)" + p for p in exclude]
         _git([b"add", b"-A", b"--", *specs], repo.top, env=env)
@@ -1242,6 +1258,8 @@ class WouldOverwrite(GitError):
 
 
 def _blob_oid(repo: _Repo, content: bytes) -> str:
+    import hashlib
+
     h = hashlib.new(repo.algo)
     h.update(b"blob %d\0" % len(content))
     h.update(content)

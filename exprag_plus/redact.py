@@ -84,7 +84,7 @@ def is_secret_name(name: Any) -> bool:
 
 # --- values by shape --------------------------------------------------------------------------------
 
-_TOKEN = re.compile(
+_TOKEN = (
     r"(?<![A-Za-z0-9_-])(?:"
     r"sk-[A-Za-z0-9_-]{16,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{16,}"
     r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{16,}"
@@ -95,20 +95,23 @@ _TOKEN = re.compile(
     r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"
     r")"
 )
-_PRIVATE_KEY = re.compile(r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----)[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY"
+# What every match of _TOKEN starts with.
+_TOKEN_PREFIXES = ("sk", "rk_", "whsec_", "gh", "github_pat_", "glpat-", "xox", "xapp-", "AKIA", "ASIA", "AIza", "ya29.", "hf_",
+                   "npm_", "pypi-", "SG.", "shp", "dop_v1_", "eyJ")
+_PRIVATE_KEY = (r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----)[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY"
                           r"( BLOCK)?-----|\Z)")
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/-]{8,}=*")
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^\s/?#@'\"]*(?:@[^\s/?#@'\"]*)*)@")
-_SLACK_HOOK = re.compile(r"(hooks\.slack\.com/(?:services|workflows)/)[A-Za-z0-9/_-]+")
+_BEARER = r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/-]{8,}=*"
+_URL_USERINFO = r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^\s/?#@'\"]*(?:@[^\s/?#@'\"]*)*)@"
+_SLACK_HOOK = r"(hooks\.slack\.com/(?:services|workflows)/)[A-Za-z0-9/_-]+"
 # `"api_key": "x"` and `'api_key': 'x'` (JSON or a Python dict inside an argument or an output).
-_QUOTED_PAIR = re.compile(r"""(?P<q>["'])(?P<k>[A-Za-z_][\w.-]*)(?P=q)(?P<sep>\s*:\s*)"""
+_QUOTED_PAIR = (r"""(?P<q>["'])(?P<k>[A-Za-z_][\w.-]*)(?P=q)(?P<sep>\s*:\s*)"""
                           r"""(?P<v>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,{}\[\]"']+)""")
 # Authorization and Cookie values hold spaces (`Bearer x`, `a=1; b=2`): they run to the line's end.
-_AUTH_LINE = re.compile(r"(?i)(?<![\w-])((?:proxy-)?authorization|(?:set-)?cookies?)([ \t]*[:=][ \t]*)[^\s'\"`][^\n'\"`]*")
+_AUTH_LINE = r"(?i)(?<![\w-])((?:proxy-)?authorization|(?:set-)?cookies?)([ \t]*[:=][ \t]*)[^\s'\"`][^\n'\"`]*"
 # `NAME: value` (HTTP headers, YAML, log lines).
-_HEADER = re.compile(r"(?<![\w-])(?P<k>[A-Za-z][\w-]*)(?P<sep>[ \t]*:[ \t]*)(?P<v>[^\s'\"`/][^\s'\"`]*)")
+_HEADER = r"(?<![\w-])(?P<k>[A-Za-z][\w-]*)(?P<sep>[ \t]*:[ \t]*)(?P<v>[^\s'\"`/][^\s'\"`]*)"
 # `NAME=value`, `--name=value`, `?token=value&`: unquoted, or quoted with optional spaces around `=`.
-_ASSIGN = re.compile(r"""(?<![\w.-])(?P<k>-{0,2}[A-Za-z_][\w.-]*)(?P<sep>=|[ \t]*=[ \t]*(?=["']))"""
+_ASSIGN = (r"""(?<![\w.-])(?P<k>-{0,2}[A-Za-z_][\w.-]*)(?P<sep>=|[ \t]*=[ \t]*(?=["']))"""
                      r"""(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,'"]+)""")
 
 
@@ -135,17 +138,31 @@ def _userinfo(m: "re.Match[str]") -> str:
 
 
 def _spans(text: str) -> str:
-    """Secrets recognised inside one piece of text, whatever surrounds them."""
+    """Secrets recognised inside one piece of text, whatever surrounds them.
+
+    Each pattern runs only on text holding what any of its matches must hold, so most words and lines
+    skip them all, and a process that never meets such text never compiles them (~10 ms at start-up)."""
     if "PRIVATE KEY" in text:
-        text = _PRIVATE_KEY.sub(lambda m: f"{m[1]}{REDACTED}" + (m[3] or ""), text)
-    text = _QUOTED_PAIR.sub(_quoted_pair, text)
-    text = _AUTH_LINE.sub(lambda m: m[1] + m[2] + REDACTED, text)
-    text = _HEADER.sub(_header, text)
-    text = _ASSIGN.sub(_assign, text)
-    text = _URL_USERINFO.sub(_userinfo, text)
-    text = _SLACK_HOOK.sub(lambda m: m[1] + REDACTED, text)
-    text = _BEARER.sub(lambda m: m[1] + m[2] + REDACTED, text)
-    return _TOKEN.sub(REDACTED, text)
+        text = re.sub(_PRIVATE_KEY, lambda m: f"{m[1]}{REDACTED}" + (m[3] or ""), text)
+    colon = ":" in text
+    if colon and ('"' in text or "'" in text):
+        text = re.sub(_QUOTED_PAIR, _quoted_pair, text)
+    low = text.lower()
+    if "authorization" in low or "cookie" in low:
+        text = re.sub(_AUTH_LINE, lambda m: m[1] + m[2] + REDACTED, text)
+    if colon:
+        text = re.sub(_HEADER, _header, text)
+    if "=" in text:
+        text = re.sub(_ASSIGN, _assign, text)
+    if "://" in text and "@" in text:
+        text = re.sub(_URL_USERINFO, _userinfo, text)
+    if "hooks.slack.com/" in text:
+        text = re.sub(_SLACK_HOOK, lambda m: m[1] + REDACTED, text)
+    if "bearer" in low:
+        text = re.sub(_BEARER, lambda m: m[1] + m[2] + REDACTED, text)
+    if any(p in text for p in _TOKEN_PREFIXES):
+        text = re.sub(_TOKEN, REDACTED, text)
+    return text
 
 
 # --- command words ----------------------------------------------------------------------------------
@@ -171,8 +188,8 @@ _CLIENTS: Dict[str, Dict[str, str]] = {
 # `docker login -p X` (but `docker run -p 8080:80` is a port).
 _LOGIN_PROGRAMS = {"docker", "podman", "nerdctl", "buildah", "skopeo", "oras", "helm", "cf", "az"}
 _LOGIN = {"-p": _ALL, "--password": _ALL}
-_OPTION = re.compile(r"-{0,2}[A-Za-z_][\w.-]*")
-_FLAG = re.compile(r"--[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:=.*)?|-[A-Za-z]|--")
+_OPTION = r"-{0,2}[A-Za-z_][\w.-]*"
+_FLAG = r"--[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:=.*)?|-[A-Za-z]|--"
 
 
 def _hide(value: str, kind: str) -> str:
@@ -200,7 +217,7 @@ def _words_redacted(words: Sequence[str], text_of: Any) -> List[str]:
         word = str(word)
         if pending:
             kind, pending = pending, ""
-            if not _FLAG.fullmatch(word):
+            if not re.fullmatch(_FLAG, word):
                 out.append(_hide(word, kind))
                 continue
         if not word.startswith("-"):
@@ -225,7 +242,7 @@ def _words_redacted(words: Sequence[str], text_of: Any) -> List[str]:
             if not word.startswith("--") and word[:2] in client and len(word) > 2:
                 out.append(word[:2] + _hide(word[2:], client[word[:2]]))  # -pSECRET, -uuser:SECRET
                 continue
-            if _OPTION.fullmatch(name) and len(name.lstrip("-")) > 1 and is_secret_name(name):
+            if re.fullmatch(_OPTION, name) and len(name.lstrip("-")) > 1 and is_secret_name(name):
                 if not eq:
                     pending = _ALL
                     out.append(word)
@@ -234,14 +251,14 @@ def _words_redacted(words: Sequence[str], text_of: Any) -> List[str]:
                 continue
         if "=" in word and not word.startswith("-"):
             name, _, value = word.partition("=")
-            if value and _OPTION.fullmatch(name) and is_secret_name(name):
+            if value and re.fullmatch(_OPTION, name) and is_secret_name(name):
                 out.append(f"{name}={REDACTED}")
                 continue
         out.append(text_of(word))
     return out
 
 
-_WORD = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]|\\.)*"|'[^']*')+""")
+_WORD = r"""(?:[^\s"']+|"(?:[^"\\]|\\.)*"|'[^']*')+"""
 
 
 def redact_text(text: str, known: Iterable[str] = ()) -> str:
@@ -255,7 +272,7 @@ def redact_text(text: str, known: Iterable[str] = ()) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     text = _spans(text)
-    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    spans = [(m.start(), m.end()) for m in re.finditer(_WORD, text)]
     if not any(text[a] == "-" for a, _ in spans):
         return text  # no option in it, so no option value to hide
     new = _words_redacted([text[a:b] for a, b in spans], lambda w: w)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -105,6 +104,8 @@ def sweep_dir(runs_dir: str, sweep_id: str) -> str:
 
 
 def _sbatch() -> str:
+    import shutil
+
     found = shutil.which("sbatch")
     if not found:
         raise SlurmMissing("sbatch is not on PATH: run this on a Slurm login node (or install slurm-client)")
@@ -218,6 +219,8 @@ def _discard(top: str, folder: str, code: str, ref: Optional[str]) -> None:
             git.remove_worktree(top, code)
         except git.GitError:
             pass
+    import shutil
+
     shutil.rmtree(folder, ignore_errors=True)
     if ref:
         try:

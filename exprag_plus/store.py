@@ -380,10 +380,19 @@ def start_and_last_seq(path: str) -> Tuple[Optional[Dict[str, Any]], int]:
     return start, max(seqs) if seqs else first if type(first) is int else -1
 
 
+def host_name() -> str:
+    """This machine's name as run_start records it: the kernel's node name, which is what
+    socket.gethostname returns, without loading socket (a few ms at every start-up)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
 def pid_alive(pid: Any, hostname: Any, started: Optional[float]) -> bool:
     """Whether the run's process still runs here (and is the same process, not a reused pid)."""
-    import socket  # only for a run without run_end
-    if not isinstance(pid, int) or pid <= 0 or hostname != socket.gethostname():
+    if not isinstance(pid, int) or pid <= 0 or hostname != host_name():
         return False
     try:
         os.kill(pid, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import List, Tuple
 
@@ -281,3 +282,22 @@ def test_an_uncaught_task_failure_does_not_put_the_secret_in_run_end(tmp_path: P
     records_ = read_lines(next((tmp_path / "runs").glob("*.jsonl")))
     assert records_[-1]["status"] == "failed" and "exit code 3" in records_[-1]["error"]["message"]
     assert S not in json.dumps(records_) and S not in p.stderr
+
+
+TOKENS = ["sk-" + "1" * 16, "sk_live_" + "1" * 10, "rk_test_" + "1" * 10, "whsec_" + "1" * 16,
+          *[f"gh{c}_" + "1" * 20 for c in "pousr"], "github_pat_" + "1" * 20, "glpat-" + "1" * 16,
+          *[f"xox{c}-" + "1" * 10 for c in "abposr"], "xapp-" + "1" * 10, "AKIA" + "1" * 16, "ASIA" + "1" * 16,
+          "AIza" + "1" * 30, "ya29." + "1" * 20, "hf_" + "1" * 20, "npm_" + "1" * 30, "pypi-" + "1" * 40,
+          "SG." + "1" * 16 + "." + "1" * 16, *[f"shp{k}_" + "a" * 32 for k in ("at", "ss", "ca", "pa")],
+          "dop_v1_" + "a" * 64, "eyJ" + "1" * 10 + "." + "1" * 10 + "."]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_every_token_shape_passes_the_prefix_check_that_guards_its_pattern(token: str) -> None:
+    """_spans runs the token pattern only on text holding one of _TOKEN_PREFIXES: each shape's bare form
+    (a body of digits, so it holds no other prefix) must still be caught."""
+    from exprag_plus import redact
+
+    assert re.fullmatch(redact._TOKEN, token), token
+    assert redact_text(f"use {token} here") == f"use {REDACTED} here"
+    assert redact_argv(["prog", token]) == ["prog", REDACTED]

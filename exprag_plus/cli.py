@@ -524,6 +524,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rc = _main(argv)
     finally:
         held, _held_notes = _held_notes, None
+        if f"{__package__}.git" in sys.modules:
+            sys.modules[f"{__package__}.git"].drop_prefetch()  # a `run` that ended before its snapshot
     if rc != 2:
         for line in held:
             print(line, file=sys.stderr)
@@ -533,7 +535,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     warnings.showwarning = _warning_line
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(command_of(argv))
+    command = command_of(argv)
+    if command == "run":
+        from . import git
+
+        git.prefetch(os.getcwd())  # git reads the code's state while the rest of `run` loads (see main)
+    parser = build_parser(command)
     for i, a in enumerate(argv[:-1]):
         if a == "--" or a == "run":
             break  # what follows is a wrapped command's own arguments

@@ -8,7 +8,7 @@ import shlex
 import sys
 from typing import Any, Dict, List
 
-from . import cmdline, ids, records, store
+from . import cmdline, git, ids, records, store
 from .lazy import lazy
 artifacts = lazy(f"{__package__}.artifacts")
 wrapper = lazy(f"{__package__}.wrapper")
@@ -41,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     metadata = _meta(args.meta)
     if args.sbatch_arg and not args.slurm:
         raise ValueError("--sbatch-arg goes with --slurm")
+    if args.slurm or args.resume or wrapper.nested():
+        git.drop_prefetch()  # no snapshot of the code as it is now follows at once (see cli._main)
     if args.slurm:
         return _submit(args, argv)
     if wrapper.nested():

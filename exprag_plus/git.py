@@ -988,8 +988,11 @@ def prefetch(cwd: str) -> None:
     """Start the snapshot's first git calls (rev-parse, status, config) now, to run while the caller does
     other work (finding the runs folder, listing files); the next capture_state for this folder uses them.
     Only for a capture that follows at once, with nothing written under the folder meanwhile but the runs
-    folder: the status is the state at this moment. `drop_prefetch` ends calls left unused."""
+    folder: the status is the state at this moment. `drop_prefetch` ends calls left unused; calls already
+    started for this folder are kept."""
     cwd = os.path.abspath(cwd)
+    if cwd in _PREFETCHED:
+        return
     drop_prefetch()
     procs = _Procs()
     try:

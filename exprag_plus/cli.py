@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import os
 import sys
@@ -17,10 +16,14 @@ TYPE_CHECKING = False  # typing costs start-up; annotations here are never evalu
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import __version__, ids, records
-from .errors import NoResult, QueryError
+from . import __version__
+from .errors import NoResult, QueryError, RunNotFound
 from .lazy import lazy
 
+# `--help` builds a parser and prints it: it needs none of these
+json = lazy("json")
+ids = lazy(f"{__package__}.ids")
+records = lazy(f"{__package__}.records")
 index = lazy(f"{__package__}.index")
 query = lazy(f"{__package__}.query")
 store = lazy(f"{__package__}.store")
@@ -420,22 +423,39 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 class Commands:
-    """Where a feature's CLI module adds its subcommands (`add`), or a group of them (`group`: `actions list`)."""
+    """Where a feature's CLI module adds its subcommands (`add`), or a group of them (`group`: `actions list`).
 
-    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+    With `only`, the other commands of a module are not built (`runs --help` need not build `show`)."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser, only: Optional[str] = None) -> None:
         self._sub = sub
         self._common = common
+        self._only = only
 
-    def add(self, name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+    def add(self, name: str, fn: Callable[[argparse.Namespace], None], help: str) -> Any:
+        if self._only is not None and name != self._only:
+            return _UNBUILT
         sp = self._sub.add_parser(name, parents=[self._common], help=help, description=help)
         sp.set_defaults(func=fn)
         return sp
 
     def group(self, name: str, help: str) -> "Commands":
+        if self._only is not None and name != self._only:
+            return Commands(None, self._common, only="")
         gp = self._sub.add_parser(name, help=help, description=help)
         inner = gp.add_subparsers(dest=f"{name}_command", metavar="COMMAND", parser_class=_Parser)
         inner.required = True
         return Commands(inner, self._common)
+
+
+class _Unbuilt:
+    """A command `Commands.add` skipped: its arguments go nowhere."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+_UNBUILT = _Unbuilt()
 
 
 # Where each command is registered ("" for this module), so that a call builds and imports only its own
@@ -476,8 +496,9 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    commands = Commands(sub, common)
-    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    known = command in COMMANDS
+    commands = Commands(sub, common, command if known else None)
+    modules = [COMMANDS[command]] if known else list(dict.fromkeys(COMMANDS.values()))
     for name in modules:
         register = importlib.import_module(f"{__package__}.{name}").register if name else _register
         register(commands)
@@ -551,7 +572,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         args = parser.parse_args(argv)
         rc = args.func(args)
         return rc if isinstance(rc, int) else 0
-    except (UsageError, QueryError, ids.RunNotFound, ValueError) as exc:  # store.LogError, WrapperError too
+    except (UsageError, QueryError, RunNotFound, ValueError) as exc:  # store.LogError, WrapperError too
         cmd = getattr(locals().get("args"), "command", None)
         print(f"{PROG}{' ' + cmd if cmd else ''}: error: {exc}", file=sys.stderr)
         return 2

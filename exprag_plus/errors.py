@@ -1,5 +1,9 @@
-"""The query errors every front end catches, apart from the query layer so that catching them costs
-no import of it (the CLI's start-up)."""
+"""The errors every front end catches, apart from the modules that raise them so that catching them costs
+no import of those (the CLI's start-up)."""
+
+
+class RunNotFound(LookupError):
+    """A run reference that names no run (or more than one)."""
 
 
 class QueryError(ValueError):

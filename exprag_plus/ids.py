@@ -15,16 +15,13 @@ if TYPE_CHECKING:
     from typing import Dict, List, Optional, Tuple
 
 from . import records
+from .errors import RunNotFound
 
 ENV_DIR = "EXPRAG_PLUS_DIR"
 RUNS_DIRNAME = ".runs"
 SUFFIX = ".jsonl"
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _REF_CHARS = re.compile(r"^[0-9a-fA-F-]+$")
-
-
-class RunNotFound(LookupError):
-    """A run reference that names no run (or more than one)."""
 
 
 def new_run_id() -> str:

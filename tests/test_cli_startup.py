@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,27 @@ def test_runs_help_imports_no_feature_module() -> None:
     assert "exprag_plus.cli" in loaded
     assert not {m for m in loaded if m.startswith("exprag_plus.cli_")}
     assert not loaded & {"exprag_plus.plot", "exprag_plus.git", "exprag_plus.wrapper", "exprag_plus.schema",
-                         "exprag_plus.actions", "exprag_plus.query", "exprag_plus.store", "exprag_plus.index"}
+                         "exprag_plus.actions", "exprag_plus.query", "exprag_plus.store", "exprag_plus.index",
+                         "exprag_plus.ids", "exprag_plus.records"}
+
+
+@pytest.mark.parametrize("name", ["runs", "show", "actions", "task"])
+def test_a_known_command_builds_its_parser_alone(name: str) -> None:
+    assert _choices(cli.build_parser(name)) == {name}
+
+
+def test_run_in_a_clean_repository_loads_no_module_it_does_not_use(tmp_path: Path) -> None:
+    """hashlib loads OpenSSL, socket and traceback and shutil/tempfile cost start-up: a run of clean code
+    hashes nothing, writes no temporary file and raises nothing."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["-c", "user.name=a", "-c", "user.email=a@a", "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    probe = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from exprag_plus import cli\n"
+             "rc = cli.main(['run', '--', 'true'])\n"
+             "print(rc, sorted(m for m in ('hashlib', 'socket', 'traceback', 'shutil', 'tempfile') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-S", "-c", probe], cwd=repo, capture_output=True, text=True, check=True)
+    assert p.stdout == "0 []\n", p.stderr
 
 
 def test_a_feature_command_imports_its_module_only() -> None:

@@ -2,11 +2,14 @@
 
 A reader, an editor or a crash never sees half a file: the text goes to a temporary file beside the
 target, which then replaces it. An existing file keeps its permissions; a new one gets the umask's.
+A target that is no regular file (`-o /dev/null`, `-o /dev/stdout`, a named pipe) is written into, never
+replaced: replacing /dev/null as root would put a regular file in its place for every program.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from typing import Union
 
 
@@ -14,7 +17,17 @@ def write_atomic(path: str, text: Union[str, bytes]) -> str:
     """Write `text` (UTF-8, newlines as given; bytes as they are) to `path`, creating parent folders;
     returns the real path."""
     import tempfile  # here: listing commands import this module and rarely write
-    real = os.path.realpath(os.path.expanduser(path))
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    path = os.path.expanduser(path)
+    try:
+        kind = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        kind = stat.S_IFREG
+    if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+        with open(path, "wb") as out:
+            out.write(data)
+        return path
+    real = os.path.realpath(path)
     folder = os.path.dirname(real)
     os.makedirs(folder, exist_ok=True)
     try:
@@ -26,7 +39,7 @@ def write_atomic(path: str, text: Union[str, bytes]) -> str:
     fd, tmp = tempfile.mkstemp(prefix=".exprag-plus-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
+            f.write(data)
         os.chmod(tmp, mode)
         os.replace(tmp, real)
     except BaseException:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import html.parser
 import json
 import math
+import os
 import re
+import stat
+import threading
 import shutil
 import struct
 import subprocess
@@ -353,6 +356,22 @@ def test_report_cli(main, runs_dir: Path, tmp_path: Path, monkeypatch: pytest.Mo
     assert rc == 1 and "no run matches the --where" in err
     rc, out, err = main("report", "--root", str(tmp_path / "empty"))
     assert rc == 1 and "no runs in" in err
+
+
+def test_report_into_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(main, runs_dir: Path, tmp_path: Path) -> None:
+    """`-o /dev/null` (or /dev/stdout, a FIFO) is written into: replacing it, as an atomic write of a
+    regular file does, once put a regular file in place of /dev/null on a machine (as root)."""
+    make_runs(runs_dir)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: List[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    rc, out, err = main("report", "-o", str(fifo), "--root", str(runs_dir))
+    reader.join(10)
+    assert rc == 0, err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got[0].startswith(b"<!DOCTYPE html>")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".exprag-plus-")] == []
 
 
 # --- in a real browser -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from .files import write_atomic
 from .store import _COLUMNS, _FIELDS, CorruptLineWarning, Run, _head_and_tail, scan_end, summarize
 
 NAME = ".index"
-_MAGIC = b"exprag-plus-index/11 "
+_MAGIC = b"exprag-plus-index/12 "
 _NO_END = b"n"
 _SCANNED = b"s"  # run_end found by reading the whole file: what follows it is not in the entry
 _CLEAN = b"c"  # its run_start passed `store._checked` whole: no need to check it again
@@ -270,7 +270,8 @@ def _entry(name: bytes, st: os.stat_result, run: Run, start_raw: bytes, tail: Li
     md = md if isinstance(md, dict) else run.start.get("metadata")
     t, mtime = run.order()[:2]
     fields = b"\t".join([_dumps(run.started), flags, status, _dumps(run.run_id), _dumps(run.name),
-                         _dumps(md) if isinstance(md, dict) and md else b"", _dumps(memo) if memo else b""])
+                         _dumps(md) if isinstance(md, dict) and md else b"", _dumps(memo) if memo else b"",
+                         _dumps(run.code)])
     blob = b"\t".join([_clean(start_raw, run.start) if start_raw else b""] + keep)
     ino = st.st_ino if st.st_ino < _INT64 else -1  # (never matches: such a run is read every time)
     return name, (st.st_size, st.st_mtime_ns, ino), (t, mtime), summary, key_facts(run, _dumps), fields, blob

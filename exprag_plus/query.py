@@ -95,13 +95,16 @@ def field(run: Run, path: str) -> Any:
     return entry.get(stat, _MISSING)
 
 
+_RUN_FIELDS: Dict[str, Callable[[Run], Any]] = {
+    "id": lambda r: r.run_id, "name": lambda r: r.name, "status": lambda r: r.status,
+    "started": lambda r: r.started, "ended": lambda r: r.ended, "duration_s": lambda r: r.duration_s,
+    "commit": lambda r: r.code["commit"], "branch": lambda r: r.code["branch"], "dirty": lambda r: r.code["dirty"],
+    "host": lambda r: r.host.get("hostname"), "replay_of": lambda r: r.code["replay_of"],
+}
+
+
 def _run_field(run: Run, name: str) -> Any:
-    git = run.git or {}
-    return {
-        "id": run.run_id, "name": run.name, "status": run.status, "started": run.started, "ended": run.ended,
-        "duration_s": run.duration_s, "commit": git.get("commit"), "branch": git.get("branch"),
-        "dirty": git.get("dirty"), "host": run.host.get("hostname"), "replay_of": run.replay_of,
-    }[name]
+    return _RUN_FIELDS[name](run)  # only what is asked: `status` of a cached run decodes no run_start
 
 
 def known_paths(runs: Sequence[Run]) -> Tuple[List[str], List[str]]:
@@ -300,11 +303,11 @@ def _fields(runs: Sequence[Run], path: str) -> List[Any]:
 
 
 def run_row(run: Run) -> Dict[str, Any]:
-    git = run.git or {}
+    code = run.code
     return {
         "id": run.run_id, "short_id": run.short_id, "started": run.started, "name": run.name,
-        "status": run.status, "commit": git.get("commit"), "branch": git.get("branch"),
-        "dirty": git.get("dirty"), "replay_of": run.replay_of, "metadata": run.metadata, "metrics": run.final(),
+        "status": run.status, "commit": code["commit"], "branch": code["branch"],
+        "dirty": code["dirty"], "replay_of": code["replay_of"], "metadata": run.metadata, "metrics": run.final(),
         "tags": run.tags, "latest_note": note_row(run.notes[-1]) if run.notes else None,
     }
 

@@ -29,10 +29,10 @@ _entry_keys: Dict[str, bytes] = {}  # metric path -> its key in a cached summary
 _stat_patterns: Dict[Tuple[str, str], "re.Pattern[bytes]"] = {}
 _MISSING = object()
 _FIELDS = 2  # the listing cache's section of a cached run's fields (see `Run.cached`)
-_FIELD_COUNT, _FIELD_METADATA = 8, 5  # a fields line's parts, and where its metadata is (`Run._unpack`)
+_FIELD_COUNT, _FIELD_METADATA = 9, 5  # a fields line's parts, and where its metadata is (`Run._unpack`)
 _COLUMNS = {"_summary_raw": 3, "_keys_raw": 4}  # a cached run's attributes its source reads per section
 _RAW_DEFAULTS = {"_started_raw": None, "_status_raw": b"", "_id_raw": None, "_name_raw": None, "_md_raw": None,
-                 "_summary_raw": None, "_keys_raw": None, "_lines_ref": None}
+                 "_code_raw": b"", "_summary_raw": None, "_keys_raw": None, "_lines_ref": None}
 _LITERALS = {b"true": True, b"false": False, b"null": None, b"NaN": float("nan"), b"Infinity": float("inf"),
              b"-Infinity": float("-inf")}
 
@@ -510,7 +510,7 @@ class Run:
         """A run as the listing cache holds it: listing 100,000 runs must not build a million dicts it never
         looks at, so each part is read and decoded when first asked for. Its fields (tab-separated:
         run_start time, flags (n: no run_end, s: run_end found by a whole-file scan), status, run id, name,
-        metadata, notes and tags, where its lines are) are `source.column(2, row)`, split on first use;
+        metadata, notes and tags, what a row shows of its code, where its lines are) are `source.column(2, row)`, split on first use;
         its summary (JSON, after a `!` when an entry holds a list or object) and key facts
         (`query.key_facts`) are `source.column(3 or 4, row)`; its first line and tail come from
         `source.lines(ref, path)`, its sort key from `source.order(row)`. A part the source cannot give
@@ -558,7 +558,7 @@ class Run:
         below (which `__init__` sets on a run read from its file: it never sees them)."""
         d = self.__dict__
         (d["_started_raw"], flags, d["_status_raw"], d["_id_raw"], d["_name_raw"], d["_md_raw"],
-         memo, d["_lines_ref"]) = fields.split(b"\t")
+         memo, d["_code_raw"], d["_lines_ref"]) = fields.split(b"\t")
         d["_memo_raw"] = memo
         d["_no_end"] = b"n" in flags
         d["_tail_end"] = b"s" not in flags
@@ -731,6 +731,17 @@ class Run:
     @property
     def git(self) -> Optional[Dict[str, Any]]:
         return self.start.get("git")
+
+    @property
+    def code(self) -> Dict[str, Any]:
+        """What a listing row shows of the run's code: run_start's git commit, branch and dirty, and its
+        replay_of; from the listing cache when it holds them (100,000 rows decode no run_start)."""
+        raw = self._code_raw
+        if raw:
+            return _cached_json(raw)
+        git = self.git if isinstance(self.git, dict) else {}
+        return {"commit": git.get("commit"), "branch": git.get("branch"), "dirty": git.get("dirty"),
+                "replay_of": self.replay_of}
 
     @property
     def git_error(self) -> Optional[str]:

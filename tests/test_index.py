@@ -82,8 +82,17 @@ def test_cache_never_changes_an_answer(tmp_path: Path) -> None:
     live = _run(root, "live", close=False)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     crashed = _start_only(root, ids.new_run_id(), int(dead.stdout), extra=2000)  # > 128 KB, no run_end
+    coded = _start_only(root, ids.new_run_id(), 1, extra=2)  # what a row shows of its code
+    start = json.loads(coded.read_text().splitlines()[0])
+    start.update(git={"commit": "c" * 40, "branch": "main", "dirty": True, "status": [" M a.py"]},
+                 replay_of=a.run_id)
+    coded.write_text("\n".join([json.dumps(start)] + coded.read_text().splitlines()[1:] + [json.dumps(
+        {"type": "run_end", "run_id": start["run_id"], "seq": 9, "time": start["time"], "elapsed_ms": 2,
+         "status": "completed", "summary": {}})]) + "\n")
     _same(root)
     assert {r.status for r in index.load(str(root))} == {"completed", "running", "crashed"}
+    row = next(r for r in query.list_runs(index.load(str(root)), limit=0)["runs"] if r["id"] == start["run_id"])
+    assert (row["commit"], row["branch"], row["dirty"], row["replay_of"]) == ("c" * 40, "main", True, a.run_id)
 
     with open(a.path, "a") as f:  # appended after run_end (an action run, a note)
         f.write(json.dumps({"type": "action_run", "run_id": a.run_id, "seq": 99, "time": "2026-01-02T00:00:00Z",
@@ -302,13 +311,25 @@ def test_keys_and_best_from_the_cache_are_what_every_run_gives(tmp_path: Path, m
                     assert _strict(r.summary_stat(path, stat)) == _strict((s is not None, None if s is None else s.get(stat)))
 
 
+def test_listing_rows_from_the_cache_decode_no_run_start(tmp_path: Path) -> None:
+    """`runs --json --limit 0` over 100,000 runs: a row's commit, branch, dirty and replay_of are cached."""
+    root = tmp_path / "runs"
+    for name in ("a", "b"):
+        _run(root, name, lr=0.1)
+    index.load(str(root))
+    runs = index.load(str(root))
+    assert [r["name"] for r in query.list_runs(runs, limit=0)["runs"]] == ["b", "a"]
+    assert not any("_start" in r.__dict__ for r in runs)
+    assert isinstance(runs[0].git, dict) and "_start" in runs[0].__dict__  # decoded when asked for
+
+
 def test_an_old_cache_is_rebuilt_and_a_listed_run_outlives_its_cache_file(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     a = _run(root, "a", lr=0.1)
     _run(root, "b", lr=0.2)
     (root / index.NAME).write_bytes(b"exprag-plus-index/3\n" + b"x\ty\n" * 3 + b"00000000\n")
     _same(root)
-    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/11 ")
+    assert (root / index.NAME).read_bytes().startswith(b"exprag-plus-index/12 ")
     listed = index.load(str(root))  # from the cache; then the cache file is replaced by another listing
     os.remove(a.path)
     index.load(str(root))

@@ -472,11 +472,14 @@ COMMANDS: Dict[str, str] = {
 
 
 def command_of(argv: Sequence[str]) -> Optional[str]:
-    """The command an argument list names (the first word that is not a top-level option), if known."""
+    """The command an argument list names (the first word that is not a top-level option), if known; None
+    after a top-level -h (`exprag-plus -h runs` shows every command)."""
     skip = False
     for a in argv:
         if skip:
             skip = False
+        elif a in ("-h", "--help"):
+            return None
         elif a == "--root":
             skip = True
         elif a == "--" or not a.startswith("-"):

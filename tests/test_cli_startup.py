@@ -31,7 +31,8 @@ def test_each_command_is_registered_by_its_mapped_module(name: str) -> None:
 
 @pytest.mark.parametrize("argv, expected", [
     (["runs", "--limit", "3"], "runs"), (["--root", "run", "show", "x"], "show"), (["--root=d", "plot"], "plot"),
-    (["--version"], None), ([], None), (["nosuch", "runs"], None), (["-h", "runs"], "runs"),
+    (["--version"], None), ([], None), (["nosuch", "runs"], None), (["-h", "runs"], None),
+    (["runs", "-h"], "runs"),
 ])
 def test_command_of(argv: list, expected: object) -> None:
     assert cli.command_of(argv) == expected
@@ -82,8 +83,9 @@ def test_a_feature_command_imports_its_module_only() -> None:
                          "exprag_plus.plot", "exprag_plus.schema"}
 
 
-def test_top_level_help_still_lists_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "exprag_plus", "--help"], cwd=ROOT, capture_output=True,
+@pytest.mark.parametrize("argv", [["--help"], ["-h", "runs"]])
+def test_top_level_help_still_lists_every_command(argv: list) -> None:
+    out = subprocess.run([sys.executable, "-m", "exprag_plus", *argv], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     for name in cli.COMMANDS:
         assert f"    {name}" in out

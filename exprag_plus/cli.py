@@ -355,7 +355,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
 
 
 def cmd_best(args: argparse.Namespace) -> None:
-    res = query.best(_runs(args), args.metric, args.min, args.final, args.where)
+    res = query.best(_runs(args), args.metric, args.min, args.final, args.where, args.all)
     if args.json:
         return emit_json(res)
     r = res["run"]
@@ -364,8 +364,11 @@ def cmd_best(args: argparse.Namespace) -> None:
     print(f"  {r['short_id']}  {r['name']!r}  {r['status']}  commit {short_commit(r)}"
           + (" (* a snapshot of its dirty tree on run/<id>)" if r.get("dirty") else ""))
     print(f"  best {num(res['best'])}{step(res['best_step'])}, final {num(res['last'])}{step(res['last_step'])}")
+    out = res["left_out"]
     print(f"  ranked {res['considered']} run(s); {res['nonfinite']} with a non-finite value, "
-          f"{res['without_metric']} without the metric")
+          f"{res['without_metric']} without the metric"
+          + (f"; left out {sum(out.values())} that did not complete ("
+             + ", ".join(f"{n} {s}" for s, n in sorted(out.items())) + "; --all ranks them too)" if out else ""))
     if res["tied"]:
         names = ", ".join(t["short_id"] for t in res["tied_with"]) + (", ..." if res["tied"] > len(res["tied_with"]) else "")
         print(f"  tied: {res['tied']} other run(s) have the same value ({names}); the earliest-started is shown")
@@ -525,6 +528,9 @@ def _register(commands: Commands) -> None:
     sp.add_argument("metric", metavar="METRIC")
     sp.add_argument("--min", action="store_true", help="lower is better")
     sp.add_argument("--final", action="store_true", help="rank by the last tracked value instead of the best")
+    sp.add_argument("--all", action="store_true",
+                    help="rank runs that did not complete too (failed, crashed, interrupted, running); "
+                         "by default only completed runs win")
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=where_help)
     sp = add("history", cmd_history, "a metric's values in one run")
     sp.add_argument("run", metavar="RUN")

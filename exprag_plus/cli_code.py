@@ -69,6 +69,8 @@ def cmd_replay(args: argparse.Namespace) -> None:
         emit_json(res)
     else:
         print(f"replayed run {run.short_id} in {res['cwd']} (exit code {res['exit_code']})")
+        if res.get("worktree"):
+            note(f"the replay's worktree stays for a look; remove it with `git worktree remove {res['worktree']}`")
         if new is None:
             print("the replay recorded no run")
         else:

@@ -37,7 +37,8 @@ def cmd_tag(args: argparse.Namespace) -> None:
 def cmd_progress(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
-    res = progress.progress(_runs(args), args.metric, args.min, args.where, 0 if args.output else args.limit)
+    res = progress.progress(_runs(args), args.metric, args.min, args.where, 0 if args.output else args.limit,
+                            args.all)
     if args.output:  # the chart draws every run; the rows are cut as without it
         chart = _write(args.output, progress.svg(res))
         res = progress.cut(res, args.limit)
@@ -100,5 +101,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help="only runs matching (see runs --help)")
     sp.add_argument("--limit", type=count, default=50, metavar="N",
                     help="rows: every new best and the latest N runs (default 50; 0 for all; the chart has all)")
+    sp.add_argument("--all", action="store_true",
+                    help="let runs that did not complete (failed, crashed, running) move the best so far")
     sp.add_argument("-o", "--output", metavar="FILE.svg", help="also draw the chart (every run a dot, improvements "
                                                                "highlighted, best so far as a step line; - for stdout)")

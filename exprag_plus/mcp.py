@@ -326,7 +326,7 @@ def _run_log(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _best_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    return query.best(_runs(srv), a["metric"], a["minimize"], a["final"], a["where"])
+    return query.best(_runs(srv), a["metric"], a["minimize"], a["final"], a["where"], a["all_runs"])
 
 
 def _metric_history(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -348,7 +348,7 @@ def _restore_run(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _progress(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
-    return progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"], a["limit"])
+    return progress.progress(_runs(srv), a["metric"], a["minimize"], a["where"], a["limit"], a["all_runs"])
 
 
 def _list_notes(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
@@ -482,16 +482,18 @@ def _tools() -> Dict[str, Tool]:
         Tool("best_run", "Best run by a metric",
              "The winning run by METRIC: by each run's best value over its history (highest; lowest with "
              "`minimize`), or by its last value with `final`. Says which rule it used, gives the winner's best "
-             "and final values and the top 5; `tied` counts other runs with the winner's value (the earliest-started wins).",
+             "and final values and the top 5; `tied` counts other runs with the winner's value (the earliest-started wins). "
+             "Only completed runs win unless `all_runs` (or a `where` on status); `left_out` counts the others by status.",
              {"metric": _p(_S, "a metric path, e.g. 'val.acc' (see keys)"),
               "minimize": _p(_B, "lower is better", default=False),
               "final": _p(_B, "rank by the last tracked value instead of the best", default=False),
-              "where": _p(_arr(_S), WHERE_TEXT, default=[])},
+              "where": _p(_arr(_S), WHERE_TEXT, default=[]),
+              "all_runs": _p(_B, "rank failed, crashed, interrupted and running runs too", default=False)},
              ("metric",),
              _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "artifacts": _arr(ARTIFACT_ROW),
                    "best": _ANY,
                    "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "nonfinite": _I, "without_metric": _I,
-                   "tied": _I, "tied_with": _arr(_obj({"id": _S, "short_id": _S, "name": _S})),
+                   "left_out": _O, "tied": _I, "tied_with": _arr(_obj({"id": _S, "short_id": _S, "name": _S})),
                    "ranking": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "value": _ANY}))}),
              _best_run),
         Tool("metric_history", "Metric history of a run",
@@ -542,7 +544,8 @@ def _tools() -> Dict[str, Tool]:
              {"metric": _p(_S, "a metric path, e.g. 'val_loss' (see keys)"),
               "minimize": _p(_B, "lower is better", default=False),
               "where": _p(_arr(_S), WHERE_TEXT, default=[]),
-              "limit": _p(_I, "rows: every improvement and the latest N runs (0 for all)", default=50, minimum=0)},
+              "limit": _p(_I, "rows: every improvement and the latest N runs (0 for all)", default=50, minimum=0),
+              "all_runs": _p(_B, "let runs that did not complete move the best so far", default=False)},
              ("metric",),
              _obj({"metric": _S, "minimize": _B, "rule": _S, "total": _I, "matched": _I, "with_value": _I,
                    "improvements": _I, "since_improvement": _I, "best": _NO, "shown": _I, "runs": _arr(_O)}), _progress),

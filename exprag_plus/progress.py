@@ -17,9 +17,10 @@ _FAILED = ("crashed", "failed", "interrupted")
 
 
 def progress(runs: Sequence[Run], metric: str, minimize: bool = False, where: Sequence[str] = (),
-             limit: int = 0) -> Dict[str, Any]:
+             limit: int = 0, all_runs: bool = False) -> Dict[str, Any]:
     """Runs (matching `where`) in start order with their best value of METRIC and the best so far; the
-    rows are every improvement and the latest `limit` runs (0: all), and only those rows are built."""
+    rows are every improvement and the latest `limit` runs (0: all), and only those rows are built. A run
+    that did not complete shows its value but moves no frontier unless `all_runs` (`query.best`'s rule)."""
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     metric = records.normal_path(metric)
     query.check_rankable(metric, runs)
@@ -28,9 +29,11 @@ def progress(runs: Sequence[Run], metric: str, minimize: bool = False, where: Se
     points: List[Tuple[Optional[float], Optional[float], bool]] = []  # value, best so far, improved
     best: Optional[float] = None
     last_improvement = -1
+    every = query.ranks_every_status(where, all_runs)
     for i, (_, v) in enumerate(summary_stats(chosen, metric, stat)):
         value = v if records.is_number(v) and math.isfinite(v) else None
-        improved = value is not None and (best is None or (value < best if minimize else value > best))
+        improved = value is not None and (best is None or (value < best if minimize else value > best)) and (
+            every or chosen[i].status == "completed")
         if improved:
             best, last_improvement = value, i
         points.append((value, best, improved))
@@ -38,7 +41,8 @@ def progress(runs: Sequence[Run], metric: str, minimize: bool = False, where: Se
     rows = [_row(i, chosen[i], *points[i]) for i in _kept([p[2] for p in points], limit)]
     w = chosen[last_improvement] if last_improvement >= 0 else None
     return {"metric": metric, "minimize": minimize,
-            "rule": f"each run's {'lowest' if minimize else 'highest'} value ({stat} over its history), in start order",
+            "rule": f"each run's {'lowest' if minimize else 'highest'} value ({stat} over its history), in start order"
+                    + ("" if every else "; only completed runs move the best so far"),
             "total": len(runs), "matched": n, "with_value": sum(p[0] is not None for p in points),
             "improvements": sum(p[2] for p in points), "since_improvement": n - 1 - last_improvement if last_improvement >= 0 else n,
             "best": None if w is None else {"id": w.run_id, "short_id": w.short_id, "name": w.name, "value": best},

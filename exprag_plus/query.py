@@ -462,27 +462,45 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
 
 
 @_paused_gc
+def ranks_every_status(where: Sequence[str], all_runs: bool) -> bool:
+    """Whether runs that did not complete may win a ranking: only when asked (`all_runs`, or a --where on
+    `status`). By default a failed, crashed, interrupted or running run's numbers (a loss that looked low
+    before it diverged) are no result."""
+    return all_runs or any(re.match(r"\s*status\s*(?:[!<>=~]|$)", w) for w in where)
+
+
 def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
-         where: Sequence[str] = ()) -> Dict[str, Any]:
-    """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`."""
+         where: Sequence[str] = (), all_runs: bool = False) -> Dict[str, Any]:
+    """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`;
+    among completed runs unless `all_runs` (see `ranks_every_status`)."""
     check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     metric = records.normal_path(metric)
     check_rankable(metric, runs)
     total = len(runs)
     runs = select(runs, where)
+    every = ranks_every_status(where, all_runs)
     stat = "last" if final else ("min" if minimize else "max")
     scored, nonfinite = [], 0
+    left_out: Dict[str, int] = {}
     for r, (has, v) in zip(runs, summary_stats(runs, metric, stat)):
         if records.is_number(v) and math.isfinite(v):
-            scored.append((v, r))
+            status = r.status
+            if every or status == "completed":
+                scored.append((v, r))
+            else:
+                left_out[status] = left_out.get(status, 0) + 1
         elif has:
             nonfinite += 1
     direction = "lowest" if minimize else "highest"
     rule = (f"{direction} final (last tracked) value" if final
             else f"{direction} best value over each run's history ({stat} of all tracked values)")
+    rule += "" if every else ", among completed runs"
     if not scored:
-        raise NoResult(f"no run has a finite value of {metric!r} to rank "
-                       f"({len(runs)} of {total} runs matched{' the --where' if where else ''})")
+        others = sum(left_out.values())
+        raise NoResult(f"no {'' if every else 'completed '}run has a finite value of {metric!r} to rank "
+                       f"({len(runs)} of {total} runs matched{' the --where' if where else ''}"
+                       + (f"; {others} run(s) that did not complete have one: add --all to rank them too)"
+                          if others else ")"))
     top = (heapq.nsmallest if minimize else heapq.nlargest)(5, scored, key=lambda t: t[0])  # = sorted(...)[:5]
     v, winner = top[0]
     tied = [r for x, r in scored if x == v and r is not winner]  # the earliest-started of equals wins
@@ -493,7 +511,8 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "run": run_row(winner), "artifacts": artifacts.rows(winner),
         "best": s.get(best_stat), "best_step": s.get(f"{best_stat}_step"),
         "last": s.get("last"), "last_step": s.get("last_step"),
-        "considered": len(scored), "nonfinite": nonfinite, "without_metric": len(runs) - len(scored) - nonfinite,
+        "considered": len(scored), "nonfinite": nonfinite,
+        "without_metric": len(runs) - len(scored) - nonfinite - sum(left_out.values()), "left_out": left_out,
         "tied": len(tied), "tied_with": [{"id": r.run_id, "short_id": r.short_id, "name": r.name} for r in tied[:20]],
         "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in top],
     }

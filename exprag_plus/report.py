@@ -59,7 +59,7 @@ def lower_is_better(path: str) -> bool:
 
 
 def best_rule() -> str:
-    return ("\u2605 marks the best final value of each metric across these runs: the lowest for metrics whose "
+    return ("\u2605 marks the best final value of each metric across these runs' completed ones: the lowest for metrics whose "
             "last name segment contains one of the words " + ", ".join(LOWER_IS_BETTER) + "; the highest "
             "for every other metric. Counters (" + ", ".join(COUNTERS[:4]) + ", ...), settings ("
             + ", ".join(SETTINGS) + ") and NaN/Infinity are never marked.")
@@ -117,6 +117,8 @@ def _best_runs(runs: Sequence[Any], path: str) -> List[int]:
         return []
     vals = []
     for i, r in enumerate(runs):
+        if r.status != "completed":
+            continue  # a run that failed or still runs holds no result (as `best`)
         v = (r.summary.get(path) or {}).get("last")
         if records.is_number(v) and math.isfinite(v):
             vals.append((v, i))

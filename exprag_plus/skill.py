@@ -60,7 +60,8 @@ One run per idea; the memory holds why, not only numbers. Per experiment:
    Read the status and metrics it prints last (a failed run: `exprag-plus log <run>`).
 2. Decide, and record it: `exprag-plus note <run> "<kept/discarded because...>" --kind decision` and
    `exprag-plus tag <run> keep` (or `discard`, `baseline`). Commit a code change you keep (only your own
-   edits: `git add -p`): `show` of a run whose code you committed unchanged says `same code as <commit>`.
+   edits: `git add -p`): `show` of a run whose code you committed unchanged says `same code as <commit>`
+   (untracked files are code too: commit or .gitignore them).
 3. `exprag-plus progress <metric> --min` (`--min`: lower is better): every run in start order with its
    best value, the best so far, and "K runs since the last improvement"; `-o p.svg` draws it.
 
@@ -77,7 +78,7 @@ exprag-plus diff <run> --base --stat
 
 1. Discover the names first. Metric and metadata paths differ between projects (`metrics.val_acc`,
    `loss`, `hparams.lr`...). Never guess one: take it from `keys`. Several names for one idea
-   (`val.accuracy`, `metrics.val_acc`) come from different scripts: answer for each, never across names. Runs recorded by a framework integration (Transformers, Lightning,
+   (`val.accuracy`, `metrics.val_acc`): answer for each, never across names. Runs recorded by a framework integration (Transformers, Lightning,
    Keras, accelerate, Optuna) carry its own names (`eval_loss`, `train/loss`, `args.learning_rate`).
 2. Ask with the one command below for the question; `<run>`, `<metric>`, `<path>` come from `keys`
    and `runs`.
@@ -114,10 +115,10 @@ exprag-plus best <metric> --json
 ```
 
 ```json
-{"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values)", "minimize": false, "final": false,
+{"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values), among completed runs", "minimize": false, "final": false,
  "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false,
          "metadata": {"hparams": {"lr": 0.01}}, "metrics": {"metrics.val_acc": 0.91, "metrics.loss": 0.2}},
- "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "tied": 0, "tied_with": [], "ranking": [],
+ "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "left_out": {"failed": 1}, "tied": 0, "tied_with": [], "ranking": [],
  "artifacts": [{"path": "checkpoints/9f8e7d6c.pt", "kind": "model", "bytes": 4821, "sha256": "ab12...", "status": "ok", "location": "/home/u/proj/checkpoints/9f8e7d6c.pt"}]}
 ```
 
@@ -128,12 +129,12 @@ here) and `status`: `ok` (same size and mtime, or same sha256), `changed` (overw
 run's file any more; `now` gives its size and mtime) or `missing`. Say so when it is not `ok`. For
 another run, or every run: `exprag-plus artifacts [<run>] --kind model --json`.
 
-Report `best` and `last` when they differ (the run peaked before it ended).
-Before naming the winner, look at its `status` and its other `metrics`: a `"NaN"` there (a loss, say)
-means the run diverged; say so, and name the best run that did not. `ranking` holds the top 5;
-`nonfinite` counts runs whose ranked value was NaN/Infinity (left out), `without_metric` runs that
-never tracked it. Runs sharing a name differ in their `metadata`. To leave diverged runs
-out, add `--where '<loss-metric>!=NaN'`.
+Report `best` and `last` when they differ (the run peaked before it ended). Only completed runs win
+(also in `progress` and `report`): `left_out` counts the others that had a value, by status; `--all`
+ranks them too. A `"NaN"` in the winner's other `metrics` means it diverged: say so, and name the best
+run that did not (`--where '<loss-metric>!=NaN'`). `ranking` holds the top 5; `nonfinite` counts runs
+whose ranked value was NaN/Infinity, `without_metric` runs that never tracked it. Runs sharing a name
+differ in their `metadata`.
 
 **What changed between the latest two runs?** Metadata differences, final metrics with deltas (B-A),
 and the two commits; then the code diff. `latest` and `latest~N` count every run; for the latest two of
@@ -222,7 +223,7 @@ branches are untouched. The command prints the folder (the run's working subdire
 exprag-plus restore <run>
 ```
 
-It is a worktree of the repository you are in if it has the run's code, else of the recorded one. Tell the user the path and that `git worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
+It is a worktree of this repository when it has the run's code. Tell the user the path and that `git worktree remove <path>` deletes it. Never switch the user's checkout without asking. If they ask for it: `exprag-plus restore <run>
 --checkout` works only on a clean tree and refuses otherwise; it also refuses (naming them) when it would
 overwrite untracked or ignored files: show the user that list; `--force` only on their word.
 
@@ -235,8 +236,7 @@ exprag-plus diff <run> <run2>
 ```
 
 **Run it again.** Restores the run's code into a worktree (as `restore`: tell the user) and re-runs
-its recorded command there (a script under the current Python; a `run -- CMD` run's CMD as recorded,
-via PATH); the new run records `replay_of` and both runs' final metrics are printed
+its recorded command there; the new run records `replay_of` and both runs' final metrics are printed
 side by side. Look first with `--dry-run`.
 
 ```bash

@@ -158,17 +158,42 @@ def test_best_max_min_final(main, runs_dir: Path, sweep) -> None:
     d = j(out)
     assert rc == 0 and d["run"]["id"] == sweep["lr0.1"].run_id
     assert d["best"] == pytest.approx(1.4) and d["best_step"] == 9 and d["last"] == pytest.approx(1.3)
-    assert d["rule"].startswith("highest best value") and d["considered"] == 4
+    assert d["rule"].startswith("highest best value") and d["considered"] == 3 and d["left_out"] == {"failed": 1}
     rc, out, _ = main("best", "metrics.loss", "--min", "--final", "--root", str(runs_dir), "--json")
     d = j(out)
-    assert d["rule"] == "lowest final (last tracked) value"
+    assert d["rule"] == "lowest final (last tracked) value, among completed runs"
     assert d["nonfinite"] == 1 and d["without_metric"] == 1  # one ended in NaN, one never tracked a loss
     rc, out, _ = main("best", "metrics.acc", "--where", "hparams.lr<0.05", "--root", str(runs_dir))
     assert out.splitlines()[0] == ("best run by metrics.acc (highest best value over each run's history "
-                                   "(max of all tracked values)):")
+                                   "(max of all tracked values), among completed runs):")
     assert sweep["lr0.01"].run_id[-8:] in out.splitlines()[1]
     rc, out, err = main("best", "metrics.acc", "--where", "hparams.lr>100", "--root", str(runs_dir))
-    assert rc == 1 and out == "" and err.startswith("exprag-plus: no run has a finite value of 'metrics.acc'")
+    assert rc == 1 and out == "" and err.startswith("exprag-plus: no completed run has a finite value of 'metrics.acc'")
+
+
+def test_a_run_that_did_not_complete_wins_only_when_asked(main, runs_dir: Path, sweep) -> None:
+    """A failed run's numbers are no result: `best`, `progress` and `report` rank completed runs unless
+    --all (or a --where on status) lets the others in; a failed run with the top value is then named."""
+    with Experiment("crashed-high", metadata={"hparams": {"lr": 0.5}}, root=str(runs_dir)) as exp:
+        exp.track({"step": 0, "metrics": {"acc": 9.0}})
+        exp.end("failed", {"type": "Signal", "message": "killed by SIGKILL"})
+    rc, out, _ = main("best", "metrics.acc", "--root", str(runs_dir))
+    assert rc == 0 and sweep["lr0.1"].run_id[-8:] in out.splitlines()[1]
+    assert "left out 2 that did not complete (2 failed; --all ranks them too)" in out
+    for extra in (["--all"], ["--where", "status!=completed"]):
+        rc, out, _ = main("best", "metrics.acc", *extra, "--root", str(runs_dir), "--json")
+        assert j(out)["run"]["id"] == exp.run_id and j(out)["left_out"] == {}
+    rc, out, err = main("best", "metrics.acc", "--where", "hparams.lr=0.5", "--root", str(runs_dir))
+    assert rc == 1 and "1 run(s) that did not complete have one: add --all to rank them too" in err
+    rc, out, _ = main("progress", "metrics.acc", "--root", str(runs_dir), "--json")
+    d = j(out)
+    assert d["best"]["id"] == sweep["lr0.1"].run_id and not d["runs"][-1]["improved"]
+    assert d["runs"][-1]["value"] == 9.0 and d["runs"][-1]["best_so_far"] == pytest.approx(1.4)
+    rc, out, _ = main("progress", "metrics.acc", "--all", "--root", str(runs_dir), "--json")
+    assert j(out)["best"]["id"] == exp.run_id
+    page = runs_dir / "r.html"
+    rc, out, _ = main("report", "-o", str(page), "--root", str(runs_dir))
+    assert rc == 0 and "&#9733; 9" not in page.read_text() and "&#9733; 1.3" in page.read_text()
 
 
 def test_history(main, runs_dir: Path, sweep) -> None:

@@ -120,6 +120,8 @@ def test_replay_reruns_in_the_restored_code_and_compares(project: Path) -> None:
     p = run_cli(project, "replay", original)
     assert p.returncode == 0, p.stderr
     assert "original" in p.stdout and "FINAL METRIC" in p.stdout
+    kept = p.stderr.split("remove it with `git worktree remove ")[1].split("`")[0]
+    assert os.path.isdir(kept) and kept in p.stdout  # the folder the replay ran in, named with how to remove it
     runs = sorted((project / ".runs").glob("*.jsonl"))
     new = read_lines(runs[-1])
     assert new[0]["replay_of"] == original and new[-1]["status"] == "completed"

@@ -154,7 +154,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     if not runs:
         raise NoResult(f"no run matches the --where ({total} runs)")
     runs = _ordered(runs, bool(args.runs), args.limit, "reporting")
-    page = report.html_report(runs, max_metrics=args.max_metrics, source=_root(args))
+    for p in args.min + args.max:
+        query.check_path(p, runs, f"--{'min' if p in args.min else 'max'} {p!r}", metric_only=True)
+    page = report.html_report(runs, max_metrics=args.max_metrics, source=_root(args), lower=args.min,
+                              higher=args.max)
     path = _write(args.output, page)
     metrics = report.report_metrics(runs)
     plotted = metrics[: max(0, args.max_metrics)]
@@ -196,3 +199,6 @@ def register(commands: Commands) -> None:
     sp.add_argument("--limit", type=count, default=DEFAULT_LIMIT, metavar="N",
                     help=f"without RUN: the latest N runs (default {DEFAULT_LIMIT}; 0 for all)")
     sp.add_argument("--max-metrics", type=count, default=12, metavar="N", help="plot at most N metrics (default 12)")
+    sp.add_argument("--min", action="append", default=[], metavar="METRIC",
+                    help="lower is better for METRIC, whatever its name says (names with loss, error... already are)")
+    sp.add_argument("--max", action="append", default=[], metavar="METRIC", help="higher is better for METRIC")

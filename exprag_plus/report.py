@@ -112,7 +112,7 @@ def report_metrics(runs: Sequence[Any]) -> List[str]:
     return sorted(counts, key=lambda p: (-counts[p], p))
 
 
-def _best_runs(runs: Sequence[Any], path: str) -> List[int]:
+def _best_runs(runs: Sequence[Any], path: str, lower: bool) -> List[int]:
     if not is_ranked(path):
         return []
     vals = []
@@ -124,7 +124,7 @@ def _best_runs(runs: Sequence[Any], path: str) -> List[int]:
             vals.append((v, i))
     if len(vals) < 2:
         return []
-    target = min(v for v, _ in vals) if lower_is_better(path) else max(v for v, _ in vals)
+    target = min(v for v, _ in vals) if lower else max(v for v, _ in vals)
     return [i for v, i in vals if v == target]
 
 
@@ -213,13 +213,21 @@ def _dl(rows: Sequence[Tuple[str, str]]) -> str:
 
 
 def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_metrics: int = 12,
-                x: str = "step", source: str = "", generated: Optional[str] = None) -> str:
+                x: str = "step", source: str = "", generated: Optional[str] = None,
+                lower: Sequence[str] = (), higher: Sequence[str] = ()) -> str:
     """The report page for these Run objects (in the order given) as one HTML string.
 
     max_metrics bounds the plots (a note says how many were left out; the table lists every metric).
     x is the plots' x axis as for `plot.run_series`. source (e.g. the runs folder) is shown in the header.
+    `lower` and `higher` name metrics whose direction the name does not tell (`best_val`): they win over
+    `lower_is_better`.
     """
     runs = list(runs)
+    lower_set, higher_set = {records.normal_path(p) for p in lower}, {records.normal_path(p) for p in higher}
+
+    def lower_better(path: str) -> bool:
+        return path in lower_set or (path not in higher_set and lower_is_better(path))
+
     colors = {r.run_id: plot.PALETTE[i % len(plot.PALETTE)] for i, r in enumerate(runs)}
     when = generated or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     parts: List[str] = [
@@ -251,7 +259,7 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
     if ranked and len(runs) > 1:
         m = ranked[0]
         try:
-            res = progress.progress(runs, m, minimize=lower_is_better(m))
+            res = progress.progress(runs, m, minimize=lower_better(m))
         except ValueError:
             res = None
         if res is not None:
@@ -270,8 +278,8 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
                        f"<code>{_esc(r.short_id)}</code></th>" for r in runs)
         parts.append(f'<div class="wrap"><table><thead><tr><th>metric</th><th>better</th>{head}</tr></thead><tbody>')
         for p in all_paths:
-            best = set(_best_runs(runs, p))
-            better = "\u2014" if not is_ranked(p) else ("lower" if lower_is_better(p) else "higher")
+            best = set(_best_runs(runs, p, lower_better(p)))
+            better = "\u2014" if not is_ranked(p) else ("lower" if lower_better(p) else "higher")
             cells = []
             for i, r in enumerate(runs):
                 s = r.summary.get(p)

@@ -358,6 +358,23 @@ def test_report_cli(main, runs_dir: Path, tmp_path: Path, monkeypatch: pytest.Mo
     assert rc == 1 and "no runs in" in err
 
 
+def test_report_min_and_max_set_a_metric_direction_its_name_does_not_tell(main, runs_dir: Path, tmp_path: Path) -> None:
+    """`best_val` names no cost: --min says lower is better (trial 5 saw the worst run starred)."""
+    make_runs(runs_dir)
+    rows = {}
+    for flags in ([], ["--min", "metrics.acc", "--max", "metrics.loss"]):
+        page = tmp_path / "r.html"
+        rc, out, err = main("report", *flags, "-o", str(page), "--root", str(runs_dir))
+        assert rc == 0, err
+        rows[bool(flags)] = {m: re.search(rf"<tr><td><code>{m}</code></td><td>(\w+)</td>(.*?)</tr>", page.read_text()).groups()
+                             for m in ("metrics.acc", "metrics.loss")}
+    assert rows[False]["metrics.acc"][0] == "higher" and rows[True]["metrics.acc"][0] == "lower"
+    assert rows[False]["metrics.loss"][0] == "lower" and rows[True]["metrics.loss"][0] == "higher"
+    assert rows[False]["metrics.acc"][1] != rows[True]["metrics.acc"][1]  # the star moved
+    rc, out, err = main("report", "--min", "metrics.ac", "--root", str(runs_dir))
+    assert rc == 2 and "--min 'metrics.ac'" in err and "metrics.acc" in err
+
+
 def test_report_into_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(main, runs_dir: Path, tmp_path: Path) -> None:
     """`-o /dev/null` (or /dev/stdout, a FIFO) is written into: replacing it, as an atomic write of a
     regular file does, once put a regular file in place of /dev/null on a machine (as root)."""

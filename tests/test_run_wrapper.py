@@ -406,3 +406,10 @@ def test_the_start_line_names_the_output_log_plainly(repo: Path, tmp_path: Path)
     far = tmp_path / "elsewhere" / "runs"
     p = wrap("run", "--", "true", cwd=sub, env={"EXPRAG_PLUS_DIR": str(far)})
     assert f"(output also in {far}/" in p.stderr.decode().splitlines()[0]
+
+
+def test_the_end_line_names_up_to_eight_metrics_and_counts_the_rest(repo: Path) -> None:
+    """Trial 5 missed train_loss on the end line (it showed the last 4): now the first 8, then how many more."""
+    p = wrap("run", "--", PY, "-c", "for i in range(10): print(f'm{i}: {i}')", cwd=repo)
+    last = p.stderr.decode().splitlines()[-1]
+    assert last.endswith(": m0 0, m1 1, m2 2, m3 3, m4 4, m5 5, m6 6, m7 7, 2 more (show), exit 0"), last

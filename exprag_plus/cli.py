@@ -390,9 +390,8 @@ def cmd_history(args: argparse.Namespace) -> None:
           f"min {num(s.get('min'))}, max {num(s.get('max'))}")
     if args.step is None:
         print(sparkline(values))
-    with_step = any(p.get("step") is not None for p in res["points"])
-    print(table([[num(p.get("step") if with_step else p.get("seq")), num(p["value"])] for p in res["points"]],
-                ["STEP" if with_step else "SEQ", "VALUE"]))
+    axis = next((a for a in records.AXES if any(p.get(a) is not None for p in res["points"])), "seq")
+    print(table([[num(p.get(axis)), num(p["value"])] for p in res["points"]], [axis.upper(), "VALUE"]))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

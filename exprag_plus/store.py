@@ -1025,10 +1025,19 @@ def metric_values(recs: Iterable[Dict[str, Any]], metric: str) -> Iterator[Tuple
             yield r, v
 
 
+_OTHER_AXES = tuple(a for a in records.AXES if a != "step")
+
+
 def point(r: Dict[str, Any], v: Any) -> Dict[str, Any]:
+    """A history point: seq, step, value, elapsed_ms, and any other axis the record holds (epoch...)."""
     value = r.get("value")
     step = value.get("step") if isinstance(value, dict) else None
-    return {"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")}
+    out = {"seq": r.get("seq"), "step": step, "value": records.from_json(v), "elapsed_ms": r.get("elapsed_ms")}
+    if isinstance(value, dict):
+        for axis in _OTHER_AXES:
+            if axis in value:
+                out[axis] = value[axis]
+    return out
 
 
 def summarize(recs: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:

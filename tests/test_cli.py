@@ -196,6 +196,17 @@ def test_a_run_that_did_not_complete_wins_only_when_asked(main, runs_dir: Path, 
     assert rc == 0 and "&#9733; 9" not in page.read_text() and "&#9733; 1.3" in page.read_text()
 
 
+def test_history_of_a_run_counting_epochs_shows_the_epoch(main, runs_dir: Path) -> None:
+    """Trial 5: a script tracking `epoch` (no `step`) got a SEQ column and had to ask history twice."""
+    with Experiment("epochs", root=str(runs_dir)) as exp:
+        for e in range(1, 4):
+            exp.track({"epoch": e, "val_loss": 1.0 / e})
+    rc, out, _ = main("history", exp.run_id, "val_loss", "--root", str(runs_dir))
+    assert rc == 0 and out.splitlines()[2].split() == ["EPOCH", "VALUE"] and out.splitlines()[3].split() == ["1", "1"]
+    rc, out, _ = main("history", exp.run_id, "val_loss", "--root", str(runs_dir), "--json")
+    assert [(p["epoch"], p["step"]) for p in j(out)["points"]] == [(1, None), (2, None), (3, None)]
+
+
 def test_history(main, runs_dir: Path, sweep) -> None:
     ref = sweep["lr0.1"].run_id
     rc, out, err = main("history", ref, "metrics.acc", "--root", str(runs_dir))

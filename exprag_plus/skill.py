@@ -156,8 +156,7 @@ exprag-plus diff latest~1 latest --stat
 **How did a metric evolve in a run?** Points carry `seq` (record order), `step` (when the tracked
 value had a `step` field) and `value`; long histories are sampled to 100 points (first, last, min and
 max kept; a note on stderr says so; `--max-points 0` for all). `--step N` gives the point at step N.
-A point also carries any other counter its record held (`epoch`, `iteration`...), so an
-epoch-counting script's points say their epoch (`step` is then null).
+A point also carries any other counter its record held (`epoch`, `iteration`...).
 
 ```bash
 exprag-plus history <run> <metric> --json

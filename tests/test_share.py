@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -48,7 +49,7 @@ def daemon(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(["git", "daemon", "--export-all", "--enable=receive-pack", f"--base-path={base}",
                              "--listen=127.0.0.1", f"--port={port}", "--reuseaddr", str(base)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -61,7 +62,7 @@ def daemon(tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"git://127.0.0.1:{port}/shared.git"
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # `git daemon` runs git-daemon as a child: killing git alone left it
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()

@@ -83,7 +83,10 @@ def cmd_run(args: argparse.Namespace) -> None:
                                 "status": "failed", "error": redact.redact_text(str(exc), known)})
                 if not args.keep_going:
                     break
-    failed = [r for r in results if r["status"] != "ok"]
+        failed = [r for r in results if r["status"] != "ok"]
+        if failed:  # the run failed with its task (a run that "completed" would rank among the results)
+            exp.end("failed", {"type": "TaskFailed", "message": failed[0]["error"] + (
+                f" ({len(failed)} of {len(elements)} elements failed)" if len(elements) > 1 else "")})
     if args.json:
         out: Dict[str, Any] = {"run_id": exp.run_id}
         if len(elements) == 1:

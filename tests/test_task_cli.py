@@ -138,3 +138,25 @@ def test_deeply_nested_schema_files_are_one_line_errors(main, tmp_path: Path) ->
         (tmp_path / name).write_text(text)
         rc, out, err = main("task", "info", str(tmp_path / name))
         assert rc == 2 and "nested" in err and "Traceback" not in err and "internal error" not in err
+
+
+def test_a_task_that_fails_fails_its_run(main, runs_dir: Path, tmp_path: Path) -> None:
+    """Trial 6: a failed task's run read `completed` (and would have ranked among the results)."""
+    schema = tmp_path / "fails.yaml"
+    schema.write_text("objective: fails\ninputs: [n]\nactions:\n  - commands:\n"
+                      "      - command: test <<parameter:n>> -lt 2\n")
+    rc, out, err = main("task", "run", str(schema), "--input", "n=3", "--root", str(runs_dir), "--json")
+    assert rc == 1 and json.loads(out)["status"] == "failed"
+    end = read_lines(next(runs_dir.glob("*.jsonl")))[-1]
+    assert end["type"] == "run_end" and end["status"] == "failed" and end["error"]["type"] == "TaskFailed"
+    rc, out, err = main("task", "run", str(schema), "--input", "n=[1,3,5]", "--each", "n", "--keep-going",
+                        "--root", str(runs_dir), "--json")
+    assert rc == 1 and [e["status"] for e in json.loads(out)["elements"]] == ["ok", "failed", "failed"]
+    rc, out, _ = main("runs", "--where", "status=failed", "--root", str(runs_dir), "--json")
+    runs = json.loads(out)["runs"]
+    assert len(runs) == 2
+    rc, out, _ = main("show", runs[0]["id"], "--root", str(runs_dir), "--json")
+    assert "(2 of 3 elements failed)" in json.loads(out)["error"]["message"]
+    rc, out, _ = main("task", "run", str(schema), "--input", "n=1", "--root", str(runs_dir), "--json")
+    assert rc == 0 and json.loads(out)["status"] == "ok"
+    assert main("runs", "--where", "status=completed", "--root", str(runs_dir), "--json")[1].count('"id"') == 1

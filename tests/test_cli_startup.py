@@ -43,7 +43,7 @@ def _modules_after(argv: list) -> set:
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    try:\n        cli.main({argv!r})\n    except SystemExit:\n        pass\n"
             "import json\nprint(json.dumps(sorted(m for m, mod in sys.modules.items() if m.startswith('exprag_plus')"
-            "                        and type(mod).__name__ != '_LazyModule')))")  # a lazy module not yet run costs nothing
+            "                        and type(mod).__name__ != '_Deferred')))")  # a lazy module not yet run costs nothing
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return set(json.loads(out.splitlines()[-1]))
 
@@ -113,3 +113,21 @@ def test_help_imports_neither_shutil_nor_datetime() -> None:
     assert max(map(len, p.stdout.splitlines())) <= 58 < max(map(len, subprocess.run(
         [sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True,
         env={**os.environ, "COLUMNS": "200"}).stdout.splitlines()))
+
+
+def test_a_lazy_module_met_by_two_threads_at_once_is_whole_for_both(tmp_path: Path) -> None:
+    """The MCP server's workers met a lazy module together: with the stdlib LazyLoader (< 3.12) the second
+    saw it half-made ("module 'exprag_plus.index' has no attribute 'load'", trial 6)."""
+    (tmp_path / "slow_module_for_lazy.py").write_text("import time\ntime.sleep(0.5)\nVALUE = 1\n")
+    probe = (f"import sys, threading; sys.path[:0] = [{str(ROOT)!r}, {str(tmp_path)!r}]\n"
+             "from exprag_plus.lazy import lazy\n"
+             "m = lazy('slow_module_for_lazy')\n"
+             "got = []\n"
+             "def read():\n"
+             "    try:\n        got.append(m.VALUE)\n"
+             "    except AttributeError as exc:\n        got.append(repr(exc))\n"
+             "ts = [threading.Thread(target=read) for _ in range(4)]\n"
+             "[t.start() for t in ts]; [t.join() for t in ts]\n"
+             "print(got)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out == "[1, 1, 1, 1]\n"

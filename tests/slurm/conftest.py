@@ -58,10 +58,16 @@ def slurm() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def slurm_env(slurm: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
-    """The cluster with SLURM_CONF set for this test's processes (sbatch, squeue, scontrol)."""
+def slurm_env(slurm: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """The cluster with SLURM_CONF set for this test's processes (sbatch, squeue, scontrol). Jobs a test
+    leaves (it failed before its end) are cancelled: they would hold the node and starve the next test."""
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
-    return slurm
+    yield slurm
+    if slurm.run("squeue", "-h", "-o", "%i").stdout.strip():
+        slurm.run("scancel", "--full", "--user", str(os.getuid()))
+        deadline = time.monotonic() + 30
+        while slurm.run("squeue", "-h", "-o", "%i").stdout.strip() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 _timings: list = []

@@ -34,7 +34,8 @@ def project(repo: Path) -> Path:
 
 
 def runs_of(repo: Path) -> List[List[Dict[str, Any]]]:
-    return [read_lines(p) for p in sorted((repo / ".runs").glob("*.jsonl"))]
+    """Each run's records; a run file just created, before its first line is written, is not one yet."""
+    return [recs for recs in (read_lines(p) for p in sorted((repo / ".runs").glob("*.jsonl"))) if recs]
 
 
 def submit(repo: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -76,7 +76,7 @@ def _write(path: str, text: str) -> str:
         sys.stdout.flush()
         return "-"
     full = _target(path)
-    existed = os.path.exists(full)
+    existed = os.path.isfile(full)  # /dev/stdout or a pipe is written into, not replaced (write_atomic)
     write_atomic(full, text)
     if existed:
         note(f"replaced {path}")

@@ -212,6 +212,10 @@ def parse_where(expr: str, runs: Optional[Sequence[Run]] = None) -> Condition:
         raise QueryError(f"bad --where {expr!r}: {path} takes = != or ~ (regex), e.g. 'tag=keep' or 'note~lr'")
     if raw == "":
         raise QueryError(f"bad --where {expr!r}: nothing after {op!r}; give a value")
+    glued = op + raw.lstrip()[:1]
+    if glued in ("=>", "=<", "!>", "!<", "<>", "=~", "=!"):
+        raise QueryError(f"bad --where {expr!r}: {glued!r} is no operator; use one of {' '.join(OPS)} "
+                         f"(e.g. '{path}>=VALUE')")
     if op == "~":
         try:
             value: Any = re.compile(raw)

@@ -1077,15 +1077,18 @@ class TaskSchema:
         known = [i.parameter for i in self.inputs]
         for name in given:
             if name not in known:
+                names = f"inputs: {', '.join(known) or 'none'}"
+                hint = _suggest(name, known)
                 raise ctx.error((), f"unknown input {name!r}",
-                                f"{_suggest(name, known)} (inputs: {', '.join(known) or 'none'})")
+                                names if hint.startswith("allowed") else f"{hint} ({names})")
         out: Dict[str, Any] = {}
         for i in self.inputs:
             if i.parameter in given:
                 out[i.parameter] = given[i.parameter]
             elif i.required:
                 raise ctx.error((), f"missing required input {i.parameter!r}",
-                                f"pass it, e.g. inputs={{{i.parameter!r}: ...}}")
+                                f"pass it: --input {i.parameter}=... on the command line, "
+                                f"inputs={{{i.parameter!r}: ...}} in Python")
             else:
                 out[i.parameter] = copy.deepcopy(i.default)
         return out

@@ -110,6 +110,9 @@ def test_where_on_text_lists_and_dicts(main, runs_dir: Path) -> None:
      "(0 for no limit) (see `exprag-plus runs --help`)\n"),
     (["runs", "--where", "metrics.acc>high"], "exprag-plus runs: error: bad --where 'metrics.acc>high': metrics.acc "
      "holds numbers, and 'high' is not one\n"),
+    (["runs", "--where", "metrics.acc=>0.5"], "exprag-plus runs: error: bad --where 'metrics.acc=>0.5': '=>' is no "
+     "operator; use one of <= >= != = < > ~ (e.g. 'metrics.acc>=VALUE')\n"),  # it matched nothing, silently
+    (["runs", "--where", "name =~ sw"], None),
     (["best", "metrics.accuracy"], "exprag-plus best: error: metric 'metrics.accuracy': no run has the metric path "
      "'metrics.accuracy'; nearest: metrics.acc, metrics.loss (see `exprag-plus keys`)\n"),
     (["show", "nonexistent"], None),

@@ -334,10 +334,14 @@ def test_runtime_input_errors_happen_before_anything_runs(tmp_path: Path) -> Non
     ts = schema("touch ran; echo <<parameter:p1.a>>")
     with pytest.raises(SchemaError) as e:
         ts.run({}, tmp_path)
-    assert str(e.value) == "task schema 't1': missing required input 'p1'; pass it, e.g. inputs={'p1': ...}"
+    assert str(e.value) == ("task schema 't1': missing required input 'p1'; pass it: --input p1=... on the command "
+                            "line, inputs={'p1': ...} in Python")
     with pytest.raises(SchemaError) as e:
         ts.run({"p1": {"a": 1}, "p11": 2}, tmp_path)
     assert str(e.value) == "task schema 't1': unknown input 'p11'; did you mean 'p1'? (inputs: p1)"
+    with pytest.raises(SchemaError) as e:
+        ts.run({"p1": 1, "zzz": 2}, tmp_path)
+    assert str(e.value) == "task schema 't1': unknown input 'zzz'; inputs: p1"  # the names once
     with pytest.raises(SchemaError) as e:
         ts.run({"p1": {"b": 1}}, tmp_path)
     assert str(e.value) == ("task schema 't1', actions[0].commands[0].command: <<parameter:p1.a>>: 'p1' has no "

@@ -568,7 +568,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if command == "run":
         from . import git
 
-        git.prefetch(os.getcwd())  # git reads the code's state while the rest of `run` loads (see main)
+        try:
+            git.prefetch(os.getcwd())  # git reads the code's state while the rest of `run` loads (see main)
+        except OSError:
+            pass  # a working folder deleted under us: `run` says so below, in one line
     parser = build_parser(command)
     for i, a in enumerate(argv[:-1]):
         if a == "--" or a == "run":

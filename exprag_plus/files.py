@@ -15,7 +15,7 @@ from typing import Union
 
 def write_atomic(path: str, text: Union[str, bytes]) -> str:
     """Write `text` (UTF-8, newlines as given; bytes as they are) to `path`, creating parent folders;
-    returns the real path."""
+    returns the real path (for a device or pipe, `path` as given)."""
     import tempfile  # here: listing commands import this module and rarely write
     data = text.encode("utf-8") if isinstance(text, str) else text
     path = os.path.expanduser(path)

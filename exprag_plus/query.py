@@ -465,7 +465,6 @@ def keys(runs: Sequence[Run], examples: int = 5) -> Dict[str, Any]:
             "metadata": metadata, "metrics": dict(sorted(mt.items())), "axes": dict(sorted(ax.items()))}
 
 
-@_paused_gc
 def ranks_every_status(where: Sequence[str], all_runs: bool) -> bool:
     """Whether runs that did not complete may win a ranking: only when asked (`all_runs`, or a --where on
     `status`). By default a failed, crashed, interrupted or running run's numbers (a loss that looked low
@@ -473,6 +472,7 @@ def ranks_every_status(where: Sequence[str], all_runs: bool) -> bool:
     return all_runs or any(re.match(r"\s*status\s*(?:[!<>=~]|$)", w) for w in where)
 
 
+@_paused_gc
 def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool = False,
          where: Sequence[str] = (), all_runs: bool = False) -> Dict[str, Any]:
     """The winning run by each run's best value of METRIC (max, or min), or by its last value with `final`;

@@ -96,23 +96,23 @@ _TOKEN = (
     r")"
 )
 # What every match of _TOKEN starts with.
-_TOKEN_PREFIXES = ("sk", "rk_", "whsec_", "gh", "github_pat_", "glpat-", "xox", "xapp-", "AKIA", "ASIA", "AIza", "ya29.", "hf_",
-                   "npm_", "pypi-", "SG.", "shp", "dop_v1_", "eyJ")
+_TOKEN_PREFIXES = ("sk", "rk_", "whsec_", "gh", "github_pat_", "glpat-", "xox", "xapp-", "AKIA", "ASIA", "AIza",
+                   "ya29.", "hf_", "npm_", "pypi-", "SG.", "shp", "dop_v1_", "eyJ")
 _PRIVATE_KEY = (r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----)[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY"
-                          r"( BLOCK)?-----|\Z)")
+                r"( BLOCK)?-----|\Z)")
 _BEARER = r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/-]{8,}=*"
 _URL_USERINFO = r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^\s/?#@'\"]*(?:@[^\s/?#@'\"]*)*)@"
 _SLACK_HOOK = r"(hooks\.slack\.com/(?:services|workflows)/)[A-Za-z0-9/_-]+"
 # `"api_key": "x"` and `'api_key': 'x'` (JSON or a Python dict inside an argument or an output).
 _QUOTED_PAIR = (r"""(?P<q>["'])(?P<k>[A-Za-z_][\w.-]*)(?P=q)(?P<sep>\s*:\s*)"""
-                          r"""(?P<v>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,{}\[\]"']+)""")
+                r"""(?P<v>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,{}\[\]"']+)""")
 # Authorization and Cookie values hold spaces (`Bearer x`, `a=1; b=2`): they run to the line's end.
 _AUTH_LINE = r"(?i)(?<![\w-])((?:proxy-)?authorization|(?:set-)?cookies?)([ \t]*[:=][ \t]*)[^\s'\"`][^\n'\"`]*"
 # `NAME: value` (HTTP headers, YAML, log lines).
 _HEADER = r"(?<![\w-])(?P<k>[A-Za-z][\w-]*)(?P<sep>[ \t]*:[ \t]*)(?P<v>[^\s'\"`/][^\s'\"`]*)"
 # `NAME=value`, `--name=value`, `?token=value&`: unquoted, or quoted with optional spaces around `=`.
 _ASSIGN = (r"""(?<![\w.-])(?P<k>-{0,2}[A-Za-z_][\w.-]*)(?P<sep>=|[ \t]*=[ \t]*(?=["']))"""
-                     r"""(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,'"]+)""")
+           r"""(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,'"]+)""")
 
 
 def _quoted_pair(m: "re.Match[str]") -> str:

@@ -198,8 +198,13 @@ def _fmt_path(path: Sequence[Any]) -> str:
 
 
 def _suggest(word: Any, allowed: Iterable[str]) -> str:
+    close = _closest(word, allowed)
+    return f"did you mean {close!r}?" if close else f"allowed: {', '.join(allowed)}"
+
+
+def _closest(word: Any, allowed: Iterable[str]) -> Optional[str]:
     close = difflib.get_close_matches(str(word), list(allowed), n=1)
-    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+    return close[0] if close else None
 
 
 def _check_keys(ctx: _Ctx, d: Any, path: Tuple[Any, ...], allowed: Sequence[str], required: Sequence[str],
@@ -1078,9 +1083,8 @@ class TaskSchema:
         for name in given:
             if name not in known:
                 names = f"inputs: {', '.join(known) or 'none'}"
-                hint = _suggest(name, known)
-                raise ctx.error((), f"unknown input {name!r}",
-                                names if hint.startswith("allowed") else f"{hint} ({names})")
+                close = _closest(name, known)
+                raise ctx.error((), f"unknown input {name!r}", f"did you mean {close!r}? ({names})" if close else names)
         out: Dict[str, Any] = {}
         for i in self.inputs:
             if i.parameter in given:

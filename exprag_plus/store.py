@@ -739,7 +739,8 @@ class Run:
         raw = self._code_raw
         if raw:
             return _cached_json(raw)
-        git = self.git if isinstance(self.git, dict) else {}
+        git = self.git
+        git = git if isinstance(git, dict) else {}
         return {"commit": git.get("commit"), "branch": git.get("branch"), "dirty": git.get("dirty"),
                 "replay_of": self.replay_of}
 

@@ -418,3 +418,10 @@ def test_sort_by_a_metric_reads_its_last_value(tmp_path: Path, sparse: int, monk
         assert [r["name"] for r in query.list_runs(runs, sort="-loss:max", limit=0)["runs"]][0] == "d"
         assert [r.name for r in query.select(runs, ["loss<0.31"])] == ["a", "c", "d"]
         assert [r.name for r in query.select(runs, ["loss:max>0.9", "loss>0.05"])] == ["a", "d"]
+
+
+def test_answers_over_many_runs_pause_the_collector() -> None:
+    """A decorator left above a helper inserted before `best` once took its pause away (and gave it to the
+    helper): at 100,000 runs the collector alone adds ~40%."""
+    for fn in (query.best, query.list_runs, query.keys):
+        assert getattr(fn, "__wrapped__", None) is not None, fn.__name__

@@ -413,3 +413,14 @@ def test_the_end_line_names_up_to_eight_metrics_and_counts_the_rest(repo: Path) 
     p = wrap("run", "--", PY, "-c", "for i in range(10): print(f'm{i}: {i}')", cwd=repo)
     last = p.stderr.decode().splitlines()[-1]
     assert last.endswith(": m0 0, m1 1, m2 2, m3 3, m4 4, m5 5, m6 6, m7 7, 2 more (show), exit 0"), last
+
+
+def test_run_from_a_deleted_folder_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`run` starts git in the working folder before anything else: a folder deleted under the shell must
+    still give the one-line error every command gives."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); os.chdir({str(gone)!r}); os.rmdir({str(gone)!r})\n"
+            "from exprag_plus.cli import main\nsys.exit(main(['run', '--', 'true']))")
+    p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode in (1, 2) and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr

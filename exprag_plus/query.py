@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 from . import artifacts, records, store
 from .errors import NoResult, QueryError  # noqa: F401  (raised here, caught by the front ends)
-from .store import Run, cached_lines, metadatas, summary_stats
+from .store import Run, cached_lines, metadatas, statuses, summary_stats
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
@@ -488,13 +488,16 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     left_out: Dict[str, int] = {}
     for r, (has, v) in zip(runs, summary_stats(runs, metric, stat)):
         if records.is_number(v) and math.isfinite(v):
-            status = r.status
-            if every or status == "completed":
+            scored.append((v, r))
+        elif has:
+            nonfinite += 1
+    if not every:
+        found, scored = scored, []
+        for (v, r), status in zip(found, statuses([r for _, r in found])):
+            if status == "completed":
                 scored.append((v, r))
             else:
                 left_out[status] = left_out.get(status, 0) + 1
-        elif has:
-            nonfinite += 1
     direction = "lowest" if minimize else "highest"
     rule = (f"{direction} final (last tracked) value" if final
             else f"{direction} best value over each run's history ({stat} of all tracked values)")

@@ -96,6 +96,41 @@ def summary_stats(runs: Sequence["Run"], path: str, stat: str) -> List[Tuple[boo
     return out
 
 
+def _status_table(data: bytes) -> Dict[int, str]:
+    """line number -> the status a fields section's line holds (a finished run's; an unfinished run's is
+    asked of its process), each distinct value decoded once."""
+    out: Dict[int, str] = {}
+    known: Dict[bytes, str] = {}
+    for row, line in enumerate(data.split(b"\n")):
+        parts = line.split(b"\t", 3)
+        raw = parts[2] if len(parts) == 4 else b""
+        if raw:
+            s = known.get(raw)
+            if s is None:
+                s = known[raw] = _cached_json(raw)
+            out[row] = s
+    return out
+
+
+def statuses(runs: Sequence["Run"]) -> List[str]:
+    """Each run's `status`: the runs of one cache share one pass over its fields section (`_status_table`)."""
+    out: List[str] = []
+    tables: Dict[int, Optional[Dict[int, str]]] = {}
+    for r in runs:
+        d = r.__dict__
+        if "_packed" in d:
+            src = d["_source"]
+            table = tables.get(id(src), _MISSING)
+            if table is _MISSING:
+                table = tables[id(src)] = src.table(_FIELDS, "status", _status_table, len(runs))
+            s = None if table is None else table.get(d["_row"])
+            if s is not None:
+                out.append(s)
+                continue
+        out.append(r.status)
+    return out
+
+
 def cached_lines(runs: Sequence["Run"], name: str) -> List[Optional[bytes]]:
     """Each run's `name` (`_summary_raw` or `_keys_raw`): the runs of one cache share one read of its
     section (else each would fetch its own line)."""
@@ -771,6 +806,12 @@ class Run:
 
     @property
     def status(self) -> str:
+        d = self.__dict__
+        if "_packed" in d:  # past a few runs, one pass over the cache's fields answers every run's
+            found = d["_source"].table(_FIELDS, "status", _status_table)
+            s = None if found is None else found.get(d["_row"])
+            if s is not None:
+                return s
         if self._status_raw:
             return _cached_json(self._status_raw)
         if self._find_end() is not None:

@@ -425,3 +425,26 @@ def test_answers_over_many_runs_pause_the_collector() -> None:
     helper): at 100,000 runs the collector alone adds ~40%."""
     for fn in (query.best, query.list_runs, query.keys):
         assert getattr(fn, "__wrapped__", None) is not None, fn.__name__
+
+
+@pytest.mark.parametrize("sparse", [index._SPARSE, 0])
+def test_statuses_from_the_cache_are_what_every_run_gives(tmp_path: Path, sparse: int,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past a few runs, `status` reads the cache's fields section once for all of them (`best` over 100,000
+    runs asks every run): a finished run's status comes from there, an unfinished run still asks its process."""
+    monkeypatch.setattr(index, "_SPARSE", sparse)
+    root = tmp_path / "runs"
+    for i in range(6):
+        exp = _run(root, f"r{i}", close=False)
+        exp._closed = False
+        exp.end(["completed", "failed", "interrupted"][i % 3])
+    _run(root, "alive", close=False)  # this process: running
+    _start_only(root, "0190a1b2-0000-7000-8000-000000000001", 2**22 + 12345)  # no such process: crashed
+    plain = [r.status for r in index.load(str(root), use_cache=False)]
+    assert sorted(set(plain)) == ["completed", "crashed", "failed", "interrupted", "running"]
+    index.load(str(root))
+    runs = index.load(str(root))
+    assert [r.status for r in runs] == plain
+    assert sum("_packed" in r.__dict__ for r in runs) == (6 if sparse == 0 else 0)  # no fields line split
+    assert [r["status"] for r in query.list_runs(runs, where=["status!=completed"], limit=0)["runs"]] == \
+        [r["status"] for r in query.list_runs(index.load(str(root), use_cache=False), where=["status!=completed"], limit=0)["runs"]]

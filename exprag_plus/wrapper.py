@@ -10,6 +10,7 @@ the run with its own `Experiment` (then it tracks for itself and the output is n
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import re
@@ -224,13 +225,19 @@ class _Output:
                 "lines": self.lines + (0 if self.last_newline or not self.bytes else 1), "tail": tail}
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> bool:
+    """False when nothing reads `fd` any more (`run ... | head` ended): the echo stops, the log goes on."""
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
             time.sleep(0.001)
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.EBADF):
+                return False
+            raise
+    return True
 
 
 def _foreground(tty: Optional[int], pgid: int) -> None:
@@ -344,6 +351,12 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             if not os.path.exists(joined):
                 exp.track(value)
         code = proc.wait()
+    except BaseException as exc:  # our failure, not the command's: it must not outlive us, nor read as completed
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        exp.end("failed", {"type": "WrapperError", "message": f"exprag-plus failed while recording: "
+                           f"{type(exc).__name__}: {exc}"}, exit_code=None, signal=None, output=out.summary(exp.root))
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -421,6 +434,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
     timed_out = False
     kill_at: Optional[float] = None
     is_joined = False
+    echo = {1: True, 2: True}
     while targets:
         wait = None
         now = time.monotonic()
@@ -449,7 +463,12 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 sel.unregister(fd)
                 del targets[fd]
                 continue
-            _write_all(targets[fd], data)
+            to = targets[fd]
+            if echo[to] and not _write_all(to, data):
+                echo[to] = False  # like `tee -p`: the command runs on, recorded, and is not killed by a reader
+                if echo[2]:
+                    _write_all(2, f"exprag-plus: {'stdout' if to == 1 else 'stderr'} was closed; the command "
+                               f"goes on and its output is still recorded in {out.path}\n".encode())
             for value in out.add(data, targets[fd]):
                 is_joined = is_joined or os.path.exists(joined)
                 if not is_joined:

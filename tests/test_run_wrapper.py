@@ -424,3 +424,28 @@ def test_run_from_a_deleted_folder_is_one_line_not_a_traceback(tmp_path: Path) -
             "from exprag_plus.cli import main\nsys.exit(main(['run', '--', 'true']))")
     p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode in (1, 2) and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_a_reader_that_stops_early_does_not_end_the_run(repo: Path) -> None:
+    """`exprag-plus run -- CMD | head -1` (trial 7, with `| tail -0`): writing the echo into the closed pipe
+    raised out of the wrapper, which exited 0 and left a run reading `completed` with no exit code while
+    the command ran on, unrecorded. Now the echo stops, as with `tee -p`, and the command is recorded to its end."""
+    script(repo, "train.py", """
+        import sys, time
+        for i in range(40):
+            print(f"step={i} loss={1.0 / (i + 1)}", flush=True)
+            time.sleep(0.01)
+        sys.exit(3)
+    """)
+    full = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([PY, "-m", "exprag_plus", "run", "--", PY, "train.py"], cwd=repo, env=full,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"step=0 loss=1.0\n"
+    p.stdout.close()  # the reader is gone
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 3, err
+    assert "stdout was closed; the command goes on and its output is still recorded in " in err
+    end = only_run(repo)[-1]
+    assert (end["type"], end["status"], end["exit_code"]) == ("run_end", "failed", 3)
+    log = (repo / ".runs" / end["run_id"] / "output.log").read_text().splitlines()
+    assert len(log) == 40 and log[-1] == "step=39 loss=0.025"

@@ -8,7 +8,7 @@ from typing import Any, Dict
 from . import ids, memory
 from .lazy import lazy
 from .cli import Commands, UsageError, _cut, _root, _runs, count, emit_json, note, num, table, when
-from .cli_pictures import _write
+from .cli_pictures import _target, _write
 
 progress = lazy(f"{__package__}.progress")
 query = lazy(f"{__package__}.query")
@@ -37,10 +37,12 @@ def cmd_tag(args: argparse.Namespace) -> None:
 def cmd_progress(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
+    if args.output and args.output != "-":
+        _target(args.output, ".svg")
     res = progress.progress(_runs(args), args.metric, args.min, args.where, 0 if args.output else args.limit,
                             args.all)
     if args.output:  # the chart draws every run; the rows are cut as without it
-        chart = _write(args.output, progress.svg(res))
+        chart = _write(args.output, progress.svg(res), ".svg")
         res = progress.cut(res, args.limit)
         res["svg"] = chart
     if res["shown"] < res["matched"]:

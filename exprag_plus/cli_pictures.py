@@ -58,10 +58,18 @@ def _pick(args: argparse.Namespace) -> List[store.Run]:
     return index.load(root)
 
 
-def _target(path: str) -> str:
-    """The absolute output path, checked before any work (a bad -o is an input error, exit 2)."""
+_KINDS = {".svg": "SVG", ".html": "HTML", ".htm": "HTML"}
+
+
+def _target(path: str, suffix: str) -> str:
+    """The absolute output path, checked before any work (a bad -o is an input error, exit 2): a name with
+    another format's suffix (chart.png) would hold `suffix`'s format under a name that promises another."""
     full = os.path.abspath(os.path.expanduser(path))
     folder = os.path.dirname(full)
+    ext = os.path.splitext(full)[1].lower()
+    if ext and _KINDS.get(ext) != _KINDS[suffix] and not _special(full):
+        raise UsageError(f"-o {path!r}: this writes {_KINDS[suffix]}, not {ext[1:].upper()}; name it "
+                         f"{os.path.splitext(path)[0] + suffix!r} (or -o - for stdout)")
     if os.path.isdir(full):
         raise UsageError(f"-o {path!r} is a folder; give a file name")
     if not os.path.isdir(folder):
@@ -69,13 +77,18 @@ def _target(path: str) -> str:
     return full
 
 
-def _write(path: str, text: str) -> str:
+def _special(full: str) -> bool:
+    """A device or pipe (/dev/stdout, a FIFO): written into whatever its name."""
+    return os.path.exists(full) and not os.path.isfile(full)
+
+
+def _write(path: str, text: str, suffix: str) -> str:
     """Write atomically; returns the absolute path. Replacing an existing file is said on stderr."""
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return "-"
-    full = _target(path)
+    full = _target(path, suffix)
     existed = os.path.isfile(full)  # /dev/stdout or a pipe is written into, not replaced (write_atomic)
     write_atomic(full, text)
     if existed:
@@ -98,7 +111,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
     metric = args.metric
     if args.output != "-":
-        _target(args.output or default_svg_name(metric))
+        _target(args.output or default_svg_name(metric), ".svg")
     runs = _pick(args)
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     metric = records.normal_path(metric)
@@ -128,7 +141,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if empty:
         note(f"nothing to draw for {', '.join(empty)} (no finite{' positive' if args.log else ''} values"
              f"{'' if args.x in ('step', 'elapsed') else ' with ' + repr(args.x)})")
-    path = _write(args.output or default_svg_name(metric), d.svg)
+    path = _write(args.output or default_svg_name(metric), d.svg, ".svg")
     rows: List[Dict[str, Any]] = [
         {"id": r.run_id, "short_id": r.short_id, "name": r.name, "points": i["points"], "drawn": i["drawn"],
          "nonfinite": i["nonfinite"], "nonpositive": i["nonpositive"], "color": i["color"]}
@@ -145,7 +158,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the page to stdout, which --json needs for itself; give a file name")
     if args.output != "-":
-        _target(args.output)
+        _target(args.output, ".html")
     runs = _pick(args)
     if not runs:
         raise NoResult(f"no runs in {_root(args)}")
@@ -158,7 +171,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         query.check_path(p, runs, f"--{'min' if p in args.min else 'max'} {p!r}", metric_only=True)
     page = report.html_report(runs, max_metrics=args.max_metrics, source=_root(args), lower=args.min,
                               higher=args.max)
-    path = _write(args.output, page)
+    path = _write(args.output, page, ".html")
     metrics = report.report_metrics(runs)
     plotted = metrics[: max(0, args.max_metrics)]
     if len(plotted) < len(metrics):

@@ -391,6 +391,26 @@ def test_report_into_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(main, runs
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".exprag-plus-")] == []
 
 
+def test_an_output_named_for_another_format_is_refused_before_any_work(main, runs_dir: Path, tmp_path: Path) -> None:
+    """`plot -o chart.png` wrote SVG under a .png name (trial 6): an image viewer then fails, far from the
+    cause. Another format's suffix is an input error naming the file to give; a name without one, any
+    case of the right one, and a device are written."""
+    make_runs(runs_dir)
+    for cmd, bad, good in ((["plot", "metrics.acc"], "chart.png", "chart.SVG"), (["report"], "r.pdf", "r.htm"),
+                           (["progress", "metrics.acc"], "p.png", "p")):
+        rc, out, err = main(*cmd, "-o", str(tmp_path / bad), "--root", str(runs_dir))
+        kind = "HTML" if cmd == ["report"] else "SVG"
+        want = str(tmp_path / bad).rsplit(".", 1)[0] + (".html" if kind == "HTML" else ".svg")
+        assert (rc, out) == (2, "") and err.strip().endswith(
+            f"-o {str(tmp_path / bad)!r}: this writes {kind}, not {bad.rsplit('.', 1)[1].upper()}; "
+            f"name it {want!r} (or -o - for stdout)"), err
+        assert not (tmp_path / bad).exists()
+        rc, out, err = main(*cmd, "-o", str(tmp_path / good), "--root", str(runs_dir))
+        assert rc == 0 and (tmp_path / good).read_text().lstrip().startswith(("<?xml", "<!DOCTYPE")), err
+    rc, out, err = main("plot", "metrics.acc", "-o", "/dev/null", "--root", str(runs_dir))
+    assert rc == 0 and "wrote /dev/null" in out
+
+
 # --- in a real browser -------------------------------------------------------------------------------
 
 

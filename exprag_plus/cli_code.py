@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Any
 
@@ -61,7 +62,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
         if args.json:
             return emit_json(res)
         print(f"would restore {res['commit'][:12]} into a new worktree and run in {res['cwd']}:")
-        print("  " + " ".join(res["command"]))
+        print("  " + shlex.join(res["command"]))  # pasted into a shell, it runs as shown
         return
     new = res.pop("new_run")
     res["compare"] = query.compare(run, new) if new is not None else None

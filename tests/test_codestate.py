@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict
 
@@ -107,6 +109,19 @@ def test_restore_checkout_of_a_clean_run_is_the_recorded_commit(project: Path) -
     assert p.returncode == 0 and git(project, "rev-parse", "HEAD").strip() == recorded
     assert git(project, "status", "--porcelain") == ""
     assert not (project / "new.txt").exists()
+
+
+def test_replay_dry_run_prints_a_command_a_shell_runs_as_recorded(project: Path) -> None:
+    """Trial 7 pasted `replay --dry-run`'s line into a shell: `--parse=loss\\s+(?P<loss>...)` and a JSON
+    `--meta` were printed bare, so the shell split and globbed them."""
+    p = run_cli(project, "run", "--parse", r"loss\s+(?P<loss>\S+)", "--meta", 'args={"lr": 0.1}', "--",
+                sys.executable, "-c", "print('loss 0.5')")
+    assert p.returncode == 0, p.stderr
+    rid = sorted((project / ".runs").glob("*.jsonl"))[-1].stem
+    d = json.loads(run_cli(project, "replay", rid, "--dry-run", "--json").stdout)
+    p = run_cli(project, "replay", rid, "--dry-run")
+    line = p.stdout.splitlines()[1]
+    assert shlex.split(line) == d["command"] and any(" " in a for a in d["command"]), line
 
 
 def test_replay_reruns_in_the_restored_code_and_compares(project: Path) -> None:

@@ -365,10 +365,13 @@ def cmd_best(args: argparse.Namespace) -> None:
           + (" (* a snapshot of its dirty tree on run/<id>)" if r.get("dirty") else ""))
     print(f"  best {num(res['best'])}{step(res['best_step'])}, final {num(res['last'])}{step(res['last_step'])}")
     out = res["left_out"]
-    print(f"  ranked {res['considered']} run(s); {res['nonfinite']} with a non-finite value, "
+    stat = "last" if res["final"] else "min" if res["minimize"] else "max"
+    print(f"  ranked {res['considered']} run(s); {res['nonfinite']} with a non-finite {stat}, "
           f"{res['without_metric']} without the metric"
           + (f"; left out {sum(out.values())} that did not complete ("
              + ", ".join(f"{n} {s}" for s, n in sorted(out.items())) + "; --all ranks them too)" if out else ""))
+    if res["warning"]:
+        print(f"  warning: {res['warning']}")
     if res["tied"]:
         names = ", ".join(t["short_id"] for t in res["tied_with"]) + (", ..." if res["tied"] > len(res["tied_with"]) else "")
         print(f"  tied: {res['tied']} other run(s) have the same value ({names}); the earliest-started is shown")

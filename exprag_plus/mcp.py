@@ -483,7 +483,8 @@ def _tools() -> Dict[str, Tool]:
              "The winning run by METRIC: by each run's best value over its history (highest; lowest with "
              "`minimize`), or by its last value with `final`. Says which rule it used, gives the winner's best "
              "and final values and the top 5; `tied` counts other runs with the winner's value (the earliest-started wins). "
-             "Only completed runs win unless `all_runs` (or a `where` on status); `left_out` counts the others by status.",
+             "Only completed runs win unless `all_runs` (or a `where` on status); `left_out` counts the others by status; "
+             "`warning` says when the winner's metric went non-finite (it may have diverged).",
              {"metric": _p(_S, "a metric path, e.g. 'val.acc' (see keys)"),
               "minimize": _p(_B, "lower is better", default=False),
               "final": _p(_B, "rank by the last tracked value instead of the best", default=False),
@@ -494,6 +495,7 @@ def _tools() -> Dict[str, Tool]:
                    "best": _ANY,
                    "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "nonfinite": _I, "without_metric": _I,
                    "left_out": _O, "tied": _I, "tied_with": _arr(_obj({"id": _S, "short_id": _S, "name": _S})),
+                   "warning": _NS,
                    "ranking": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "value": _ANY}))}),
              _best_run),
         Tool("metric_history", "Metric history of a run",

@@ -513,6 +513,14 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
     tied = [r for x, r in scored if x == v and r is not winner]  # the earliest-started of equals wins
     s = winner.summary_entry(metric) or {}
     best_stat = "min" if minimize else "max"
+    last = records.from_json(s.get("last"))
+    bad = s.get("nonfinite") if isinstance(s.get("nonfinite"), int) else 0
+    warning = None
+    if bad or (isinstance(last, float) and not math.isfinite(last)):  # a loss that looked low before it diverged
+        x = records.to_json(last)
+        warning = (f"the winner's {metric} " + (f"has {bad} non-finite value(s), last {x}" if bad else f"ends {x}")
+                   + f": it may have diverged; --where '{metric}!=NaN' leaves such runs out"
+                   + ("" if final else ", --final ranks by the last value"))
     return {
         "metric": metric, "rule": rule, "minimize": minimize, "final": final,
         "run": run_row(winner), "artifacts": artifacts.rows(winner),
@@ -521,7 +529,7 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "considered": len(scored), "nonfinite": nonfinite,
         "without_metric": len(runs) - len(scored) - nonfinite - sum(left_out.values()), "left_out": left_out,
         "tied": len(tied), "tied_with": [{"id": r.run_id, "short_id": r.short_id, "name": r.name} for r in tied[:20]],
-        "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in top],
+        "warning": warning, "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in top],
     }
 
 

@@ -287,6 +287,23 @@ def test_emit_json_indents_small_answers_and_keeps_large_ones_on_one_line(capsys
     assert out.count("\n") == 1 and json.loads(out) == big
 
 
+def test_best_warns_when_the_winner_diverged(main, tmp_path: Path) -> None:
+    """Trial 7: lr=0.3 had the lowest loss before it went NaN, won `best --min`, and the line "0 with a
+    non-finite value" read as "no run diverged" (it counts runs whose ranked statistic is non-finite)."""
+    root = tmp_path / "runs"
+    for name, losses in (("steady", [1.0, 0.5, 0.2]), ("diverged", [1.0, 0.1, float("nan")])):
+        with Experiment(name, root=str(root), snapshot=False) as exp:
+            for i, v in enumerate(losses):
+                exp.track({"step": i, "loss": v})
+    rc, out, _ = main("best", "loss", "--min", "--root", str(root))
+    assert rc == 0 and out.splitlines()[1].split()[1] == "'diverged'"
+    assert "  ranked 2 run(s); 0 with a non-finite min, 0 without the metric" in out.splitlines()
+    assert ("  warning: the winner's loss has 1 non-finite value(s), last NaN: it may have diverged; "
+            "--where 'loss!=NaN' leaves such runs out, --final ranks by the last value") in out.splitlines()
+    rc, out, _ = main("best", "loss", "--min", "--where", "loss!=NaN", "--root", str(root), "--json")
+    assert j(out)["run"]["name"] == "steady" and j(out)["warning"] is None
+
+
 def test_best_says_when_runs_tie_and_which_wins(main, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     made = []

@@ -118,7 +118,7 @@ exprag-plus best <metric> --json
 {"metric": "metrics.val_acc", "rule": "highest best value over each run's history (max of all tracked values), among completed runs", "minimize": false, "final": false,
  "run": {"id": "01a2...c3d4", "short_id": "9f8e7d6c", "name": "lr sweep", "status": "completed", "commit": "4e1d2c0...", "dirty": false,
          "metadata": {"hparams": {"lr": 0.01}}, "metrics": {"metrics.val_acc": 0.91, "metrics.loss": 0.2}},
- "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "left_out": {"failed": 1}, "tied": 0, "tied_with": [], "ranking": [],
+ "best": 0.93, "best_step": 14, "last": 0.91, "last_step": 19, "considered": 11, "nonfinite": 1, "without_metric": 1, "left_out": {"failed": 1}, "tied": 0, "tied_with": [], "warning": null, "ranking": [],
  "artifacts": [{"path": "checkpoints/9f8e7d6c.pt", "kind": "model", "bytes": 4821, "sha256": "ab12...", "status": "ok", "location": "/home/u/proj/checkpoints/9f8e7d6c.pt"}]}
 ```
 
@@ -131,8 +131,8 @@ another run, or every run: `exprag-plus artifacts [<run>] --kind model --json`.
 
 Report `best` and `last` when they differ (the run peaked before it ended). Only completed runs win
 (also in `progress` and `report`): `left_out` counts the others that had a value, by status; `--all`
-ranks them too. A `"NaN"` in the winner's other `metrics` means it diverged: say so, and name the best
-run that did not (`--where '<loss-metric>!=NaN'`). `ranking` holds the top 5; `nonfinite` counts runs
+ranks them too. A `warning`, or `"NaN"` in the winner's other `metrics`, means it diverged: say so, and
+name the best run that did not (`--where '<loss-metric>!=NaN'`). `ranking` holds the top 5; `nonfinite` counts runs
 whose ranked value was NaN/Infinity, `without_metric` runs that never tracked it. Runs sharing a name
 differ in their `metadata`.
 

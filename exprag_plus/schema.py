@@ -350,6 +350,7 @@ _PLAIN_RE = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_.,:@%+=/-]*|-(?:[0-9]+\.?[0-9]
 _PLAIN_REST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./,:@%+=-")
 _PLAIN_WORDS = "letters, digits and _ . / , : @ % + = - (a leading '-' only in a number)"
 _ENV_PREFIX = "EXPRAG_PARAM_"
+PROJECT_ENV = "EXPRAG_PROJECT_DIR"
 _ENV_REF_RE = re.compile(r"(?<![A-Za-z0-9_])EXPRAG_PARAM_([A-Za-z0-9_]+)")
 _ENV_LIMIT = 128 * 1024  # Linux refuses to start a program with a longer environment string
 
@@ -537,6 +538,9 @@ def _parse_output(tok: _Token, stream: str, text: str) -> Any:
         return _ResolveError(f"parameter {tok.name!r} expected {expected} from {stream}, got {_short(shown)}")
 
     if tok.func is None:
+        if not text.strip():  # a declared result that is empty is a command that did not produce it
+            raise _ResolveError(f"parameter {tok.name!r} expected a value from {stream}, but the command printed "
+                                f"nothing there")
         return parse_value(text)
     if tok.func == "str":
         return text.rstrip("\r\n")
@@ -1173,6 +1177,7 @@ class TaskSchema:
             return TaskFailed(message, result)
 
         shell = shutil.which("bash") or shutil.which("sh") or "/bin/sh"
+        project = os.getcwd()
         for cc in self._compiled:
             where = f"task schema {self.objective!r}, {_fmt_path(cc.where)}"
             env, left_out = _environment(params)
@@ -1185,6 +1190,7 @@ class TaskSchema:
             if remaining is not None and remaining <= 0:
                 raise fail(f"{where}: not started: the task's timeout of {timeout:g} s was used up by the "
                            f"commands before it; raise timeout")
+            env[PROJECT_ENV] = project  # commands run in their element's folder: this names where `task run` ran
             try:
                 code, out, err, ms, timed_out = _execute(shell, line, wd, remaining, env)
             except OSError as e:  # e.g. an argument list too long for the OS
@@ -1195,14 +1201,16 @@ class TaskSchema:
             if timed_out:
                 raise fail(f"{where}: timed out after {ms / 1000:.1f} s (task timeout {timeout:g} s) and its "
                            f"process group was killed: {shown}; raise timeout or make the command faster")
+            tail = " ".join(err.strip()[-300:].split("\n")) or "(empty)"
             if code != 0:
-                tail = " ".join(err.strip()[-300:].split("\n")) or "(empty)"
-                raise fail(f"{where}: exit code {code} from {shown}; stderr ends with: {tail}")
+                hint = (f" (commands run in the element's folder {wd}; ${PROJECT_ENV} names the folder `task run` "
+                        f"ran in)") if "No such file" in err and str(wd) in err else ""
+                raise fail(f"{where}: exit code {code} from {shown}; stderr ends with: {tail}{hint}")
             for stream, tok in cc.outputs:
                 try:
                     params[tok.name] = _parse_output(tok, stream, out if stream == "stdout" else err)
                 except _ResolveError as e:
-                    raise fail(f"{where}: {e}") from None
+                    raise fail(f"{where}: {e}" + (f"; stderr ends with: {tail}" if err.strip() else "")) from None
         result.outputs = {o.parameter: params[o.parameter] for o in self.outputs}
         return result
 
@@ -1212,7 +1220,8 @@ def _execute(shell: str, line: str, cwd: Path, timeout: Optional[float], env: Ma
     """Run one command line; `communicate` reads both pipes at once, so huge outputs cannot deadlock."""
     start = time.monotonic()
     posix = os.name == "posix"
-    proc = subprocess.Popen([shell, "-c", line], cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
+    pipefail = ["-o", "pipefail"] if os.path.basename(shell) == "bash" else []  # `a | tail -1` fails when a does
+    proc = subprocess.Popen([shell, *pipefail, "-c", line], cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=posix)
     timed_out = False
     try:

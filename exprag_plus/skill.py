@@ -280,7 +280,8 @@ exprag-plus task info <schema-file>
 exprag-plus task run <schema-file> --input <input>=<input-value> --json
 ```
 
-The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run of its own.
+The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run. Commands run
+in the run's folder: reach project files as `"$EXPRAG_PROJECT_DIR/train.py"`.
 A value a token substitutes must be plain (letters, digits, `_ . / , : @ % + = -`, or a number): other
 text exits 2 before anything runs, naming the `"$EXPRAG_PARAM_<input>"` variable the schema's command must
 read instead; pass the value as it is and never add shell quotes to it.
@@ -288,8 +289,8 @@ read instead; pass the value as it is and never add shell quotes to it.
 **On a Slurm cluster**, add `--slurm` to `task run` (with `--each`, one array task per element;
 `--parallel K` runs at most K at once; `--sbatch-arg=--time=60` passes sbatch options): it prints the job
 id and a `sweep_id`, freezes the code at submission (later edits never reach queued tasks) and each task
-becomes a run carrying `sweep`. Follow it with `exprag-plus sweep status <sweep-id> --json` (pending,
-running, done, failed counts) and list its runs with `exprag-plus runs --where sweep=<sweep-id>`. Runs
+becomes a run carrying `sweep`. Follow it with `exprag-plus sweep status <sweep-id> --json` (counts by
+state) and list its runs with `exprag-plus runs --where sweep=<sweep-id>`. Runs
 made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, nodes, restart_count); a
 requeued job continues its run (a `resume` record with `restart_count`), so one task is one run.
 
@@ -301,9 +302,9 @@ the metric, or `--where`, or run ids; `--x epoch` without `step`) and `exprag-pl
 One JSON object per line, each with `type`, `run_id`, `seq`, `time` (UTC) and `elapsed_ms`:
 
 ```text
-{"type":"run_start","run_id":"01a2...","seq":0,"time":"2026-11-24T10:02:11.123456Z","elapsed_ms":41.2,"format":"exprag-plus/1","name":"lr sweep","metadata":{"hparams":{"lr":0.01}},"process":{"pid":4242,"argv":["train.py","--lr","0.01"],"cwd":"/home/u/proj"},"host":{"hostname":"gpu1","platform":"Linux-6.1-x86_64"},"git":{"commit":"b375d40...","branch":"run/01a2...","dirty":true,"status":[" M train.py"],"base_commit":"ebf6040...","toplevel":"/home/u/proj"}}
+{"type":"run_start","run_id":"01a2...","seq":0,"time":"2026-11-24T10:02:11.123456Z","elapsed_ms":41.2,"format":"exprag-plus/1","name":"lr sweep","metadata":{"hparams":{"lr":0.01}},"process":{"pid":4242,"argv":["train.py","--lr","0.01"],"cwd":"/home/u/proj"},"host":{"hostname":"gpu1","platform":"Linux"},"git":{"commit":"b375d40...","branch":"run/01a2...","dirty":true,"status":[" M train.py"],"base_commit":"ebf6040...","toplevel":"/home/u/proj"}}
 {"type":"track","run_id":"01a2...","seq":1,"time":"2026-11-24T10:02:12.000001Z","elapsed_ms":918.4,"value":{"step":0,"metrics":{"loss":2.3,"val_acc":0.41}},"note":"epoch end"}
-{"type":"action","run_id":"01a2...","seq":2,"time":"...","elapsed_ms":950.0,"name":"ExportBestModel","class":"export_best_model:ExportBestModel","params":{"metric":"metrics.val_acc"},"description":"Copy the best run's weights to a folder"}
+{"type":"action","run_id":"01a2...","seq":2,"time":"...","elapsed_ms":950.0,"name":"ExportBestModel","class":"export_best_model:ExportBestModel","params":{"metric":"metrics.val_acc"},"description":"Copy the weights"}
 {"type":"task","run_id":"01a2...","seq":3,"time":"...","elapsed_ms":990.2,"index":0,"objective":"t1","inputs":{"p1":1},"outputs":{"p3":3},"status":"ok"}
 {"type":"run_end","run_id":"01a2...","seq":4,"time":"...","elapsed_ms":60312.0,"status":"completed","error":null,"summary":{"metrics.val_acc":{"last":0.91,"min":0.41,"max":0.93,"count":20,"nonfinite":0,"last_step":19,"min_step":0,"max_step":14}}}
 {"type":"action_run","run_id":"01a2...","seq":5,"time":"...","elapsed_ms":86400000.0,"pid":777,"name":"ExportBestModel","answers":{"folder":"out","overwrite":false},"status":"ok","error":null,"result":{"copied":"out/model.json"},"duration_ms":4.2}

@@ -649,7 +649,7 @@ def test_dry_run_leaves_later_values_visible() -> None:
     ('{"a": [1, 2]}', "<<parameter:p2>>", {"a": [1, 2]}),
     ("true", "<<parameter:p2>>", True),
     ("hello world\n", "<<parameter:p2>>", "hello world"),
-    ("", "<<parameter:p2>>", ""),
+    ("", "<<str(parameter:p2)>>", ""),
     ("7\n", "<<int(parameter:p2)>>", 7),
     ("7\n", "<<float(parameter:p2)>>", 7.0),
     ("42", "<<str(parameter:p2)>>", "42"),
@@ -673,6 +673,7 @@ def test_typed_outputs(tmp_path: Path, printed: str, mapping: str, expected: Any
     ("{bad", "<<json(parameter:p2)>>", "parameter 'p2' expected JSON from stdout, got '{bad'"),
     ("1:x", '<<list[item_type=float, delim=":"](parameter:p2)>>',
      "parameter 'p2' expected a number for item 1 from stdout, got 'x'"),
+    (" \n", "<<parameter:p2>>", "parameter 'p2' expected a value from stdout, but the command printed nothing there"),
 ])
 def test_typed_output_that_does_not_parse_fails_the_task(tmp_path: Path, printed: str, mapping: str,
                                                          words: str) -> None:
@@ -682,6 +683,27 @@ def test_typed_output_that_does_not_parse_fails_the_task(tmp_path: Path, printed
     assert str(e.value) == f"task schema 't1', actions[0].commands[0]: {words}"
     assert e.value.result.status == "failed" and e.value.result.error == str(e.value)
     assert e.value.result.commands[0]["stdout"] == printed
+
+
+def test_a_failing_stage_of_a_pipe_fails_the_task_and_commands_can_find_the_project(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trial 7's `python train.py ... | tail -n 1 | cut -d= -f2`, run in the element's folder where train.py is
+    not: python failed, cut exited 0, and the task recorded val_loss "" as a success. A pipe now fails as its
+    failing stage (bash's pipefail), its stderr in the error, and $EXPRAG_PROJECT_DIR names the folder
+    `task run` ran in."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "train.py").write_text("print('val_loss=0.25')\n")
+    monkeypatch.chdir(project)
+    ts = schema("python3 train.py --seed <<parameter:p1>> | tail -n 1 | cut -d= -f2")
+    with pytest.raises(TaskFailed) as e:
+        ts.run({"p1": 1}, tmp_path / "el0")
+    assert "exit code 2 from 'python3 train.py --seed 1 | tail -n 1 | cut -d= -f2'; stderr ends with: python3: can't open" \
+        in str(e.value)
+    assert str(e.value).endswith(f"No such file or directory (commands run in the element's folder {tmp_path / 'el0'}; "
+                                 "$EXPRAG_PROJECT_DIR names the folder `task run` ran in)")
+    ts = schema('python3 "$EXPRAG_PROJECT_DIR/train.py" --seed <<parameter:p1>> | tail -n 1 | cut -d= -f2')
+    assert ts.run({"p1": 1}, tmp_path / "el1").outputs["p2"] == 0.25
 
 
 def test_stderr_mapping_and_record(tmp_path: Path) -> None:

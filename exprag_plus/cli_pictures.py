@@ -116,7 +116,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     query.check_path(metric, runs, f"metric {metric!r}", metric_only=True)
     metric = records.normal_path(metric)
     query.check_rankable(metric, runs, axis_ok=True)
-    if args.x not in ("step", "elapsed"):
+    if args.x not in (None, "step", "elapsed"):
         query.check_path(args.x, runs, f"--x {args.x!r}", metric_only=True)
         args.x = records.normal_path(args.x)
     runs = query.select(runs, args.where)
@@ -127,6 +127,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if not runs:
         raise NoResult(f"no run{' matching the --where' if args.where else ''} has {metric!r} to plot")
     runs = _ordered(runs, bool(args.runs), args.limit, "plotting")
+    if args.x is None:  # step; else an axis the runs count (a script printing epochs has no step)
+        args.x = next((a for a in records.AXES if any(a in r.summary for r in runs)), "step")
+        if args.x != "step":
+            note(f"x is {args.x} (no run tracks step; --x names another axis)")
     series = [plot.run_series(r, metric, args.x) for r in runs]
     if args.x == "step":
         no_step = [r.short_id for r, s in zip(runs, series) if s.x_kind == "index"]
@@ -191,9 +195,9 @@ def register(commands: Commands) -> None:
     sp.add_argument("runs", metavar="RUN", nargs="*",
                     help="runs to draw (default: the latest --limit runs with METRIC)")
     sp.add_argument("--where", action="append", default=[], metavar="EXPR", help=WHERE_HELP)
-    sp.add_argument("--x", default="step", metavar="step|elapsed|PATH",
-                    help="x axis: the step field (default; the point index when there is none), elapsed seconds, "
-                         "or another metric path tracked with METRIC")
+    sp.add_argument("--x", metavar="step|elapsed|PATH",
+                    help="x axis: the step field (default; else epoch or another axis the runs track, else the "
+                         "point index), elapsed seconds, or another metric path tracked with METRIC")
     sp.add_argument("--log", action="store_true", help="log10 y axis (values <= 0 become gaps)")
     sp.add_argument("-o", "--output", metavar="FILE.svg",
                     help="where to write (default: METRIC.svg here, replaced if it exists; - for stdout)")

@@ -255,6 +255,25 @@ def test_plot_cli_runs_where_x_log_and_errors(main, runs_dir: Path, tmp_path: Pa
     assert rc == 2 and "no run matches 'abcdef99'" in err
 
 
+def test_plot_of_runs_that_count_epochs_draws_over_epochs(main, tmp_path: Path) -> None:
+    """Trial 7: `--parse` read `epoch 3 ... val_loss=0.4`, and plot drew against the point index ("no step
+    field") although `keys` listed epoch as an axis. With no step anywhere, x is the first axis the runs track."""
+    root = tmp_path / "runs"
+    for lr in (0.1, 0.2):
+        with Experiment(f"lr{lr}", root=str(root), snapshot=False) as exp:
+            for e in range(4):
+                exp.track({"epoch": e + 10, "val_loss": lr / (e + 1)})
+    out_svg = tmp_path / "p.svg"
+    rc, out, err = main("plot", "val_loss", "--root", str(root), "-o", str(out_svg), "--json")
+    assert rc == 0 and "x is epoch (no run tracks step; --x names another axis)" in err
+    words = texts(parse_svg(out_svg.read_text()))
+    assert "epoch" in words and "13" in words, words  # the epochs, not the indices 0..3
+    with Experiment("stepped", root=str(root), snapshot=False) as exp:
+        exp.track({"step": 0, "epoch": 0, "val_loss": 1.0})
+    rc, out, err = main("plot", "val_loss", "--root", str(root), "-o", str(out_svg))
+    assert rc == 0 and "x is epoch" not in err and "no step field in" in err
+
+
 def write_big_run(runs_dir: Path, n: int) -> str:
     """A run file with n track lines, written directly (as the writer would) to stay fast."""
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .cli import Commands, Failure, UsageError, count, emit_json, note, parse_assignments
 from .lazy import lazy
 
 experiment = lazy(f"{__package__}.experiment")
+ids = lazy(f"{__package__}.ids")
+records = lazy(f"{__package__}.records")
 redact = lazy(f"{__package__}.redact")
 
 if TYPE_CHECKING:
@@ -20,18 +22,19 @@ if TYPE_CHECKING:
 def _plan(schema: "TaskSchema", args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     """The given inputs and the input set of every element (sequences from the file, then --each)."""
     given = parse_assignments(args.input, "--input")
+    fixed = dict(given)
     sequences = [dict(s) for s in schema.sequences]
     top = max([s.get("nesting_order", 0) for s in sequences] + [-1])
     for i, name in enumerate(args.each):
         if name not in given:
             raise UsageError(f"--each {name}: give its values with --input {name}=[...]")
-        values = given.pop(name)
+        values = fixed.pop(name)
         if not isinstance(values, list) or not values:
             raise UsageError(f"--each {name}: its --input value must be a non-empty JSON list, e.g. {name}=[1,2,3]")
         sequences.append({"path": f"inputs.{name}", "values": values, "nesting_order": top + 1 + i})
     from .schema import expand_sequences  # schema parsing is imported only by the commands that use it
 
-    return given, expand_sequences(given, sequences)
+    return given, expand_sequences(fixed, sequences)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -69,39 +72,57 @@ def cmd_run(args: argparse.Namespace) -> None:
             raise UsageError(f"--element {args.element}: this task has elements 0..{len(elements) - 1}")
         elements = [elements[args.element]]
     known = redact.secret_values({"inputs": given, "elements": [schema.resolve_inputs(e) for e in elements]})
-    meta = {"task": {"file": os.path.abspath(args.file), "objective": schema.objective,
-                     "inputs": redact.redact_mapping(given, known), "each": args.each}}
+    sweep = ids.new_run_id() if len(elements) > 1 else None  # a local sweep: one run per element, as under Slurm
     results: List[Dict[str, Any]] = []
-    with experiment.Experiment(args.name or f"task {schema.objective}", metadata=meta, root=getattr(args, "root", None)) as exp:
-        for e in elements:
-            try:
-                outputs = exp.run_task(schema, e, timeout=args.timeout)
-                results.append({"inputs": redact.redact_mapping(schema.resolve_inputs(e), known), "outputs": outputs,
-                                "status": "ok"})
-            except TaskFailed as exc:
-                results.append({"inputs": redact.redact_mapping(exc.result.inputs, known), "outputs": exc.result.outputs,
-                                "status": "failed", "error": redact.redact_text(str(exc), known)})
-                if not args.keep_going:
-                    break
-        failed = [r for r in results if r["status"] != "ok"]
-        if failed:  # the run failed with its task (a run that "completed" would rank among the results)
-            exp.end("failed", {"type": "TaskFailed", "message": failed[0]["error"] + (
-                f" ({len(failed)} of {len(elements)} elements failed)" if len(elements) > 1 else "")})
+    for i, e in enumerate(elements):
+        results.append(_run_element(schema, e, args, known, sweep, i))
+        if results[-1]["status"] != "ok" and not args.keep_going:
+            break
+    failed = [r for r in results if r["status"] != "ok"]
     if args.json:
-        out: Dict[str, Any] = {"run_id": exp.run_id}
-        if len(elements) == 1:
-            out["outputs"] = results[0]["outputs"]
-            out["status"] = results[0]["status"]
+        if sweep is None:
+            emit_json({k: results[0][k] for k in ("run_id", "outputs", "status")})
         else:
-            out["elements"] = results
-        emit_json(out)
+            emit_json({"sweep_id": sweep, "elements": results})
     else:
         for i, r in enumerate(results):
-            prefix = f"[{i}] {json.dumps(r['inputs'])} -> " if len(elements) > 1 else ""
-            print(prefix + (json.dumps(r["outputs"]) if r["status"] == "ok" else "failed"))
-        note(f"recorded run {exp.run_id[-8:]} ({exp.path})")
+            prefix = f"[{i}] {json.dumps(r['inputs'])} -> " if sweep else ""
+            print(prefix + (json.dumps(r["outputs"]) if r["status"] == "ok" else "failed")
+                  + (f"  (run {r['run_id'][-8:]})" if sweep else ""))
+        numbers = [k for r in results for k, v in r["outputs"].items() if records.is_number(v)]
+        if sweep:
+            note(f"recorded {len(results)} runs of sweep {sweep}"
+                 + (f"; rank them: exprag-plus best {numbers[0]} [--min] --where sweep={sweep}" if numbers else ""))
+        else:
+            note(f"recorded run {results[0]['run_id'][-8:]}")
     if failed:
-        raise Failure(failed[0]["error"] + (f" ({len(failed)} elements failed)" if len(failed) > 1 else ""))
+        raise Failure(failed[0]["error"] + (f" ({len(failed)} of {len(elements)} elements failed)" if sweep else ""))
+
+
+def _run_element(schema: "TaskSchema", inputs: Dict[str, Any], args: argparse.Namespace, known: Any,
+                 sweep: Optional[str], index: int) -> Dict[str, Any]:
+    """One element as a run of its own: its inputs in metadata, its number outputs tracked (so `best`,
+    `progress` and `report` rank a sweep's elements), failed when its commands fail."""
+    from .schema import TaskFailed
+
+    shown = redact.redact_mapping(schema.resolve_inputs(inputs), known)
+    task: Dict[str, Any] = {"file": os.path.abspath(args.file), "objective": schema.objective, "inputs": shown,
+                            "each": args.each}
+    if sweep:
+        task["element"] = index
+    with experiment.Experiment(args.name or f"task {schema.objective}", metadata={"task": task},
+                               root=getattr(args, "root", None), _start_fields={"sweep": sweep} if sweep else None) as exp:
+        try:
+            outputs = exp.run_task(schema, inputs, timeout=args.timeout)
+        except TaskFailed as exc:
+            error = redact.redact_text(str(exc), known)
+            exp.end("failed", {"type": "TaskFailed", "message": error})  # it would rank among results otherwise
+            return {"run_id": exp.run_id, "inputs": shown, "outputs": exc.result.outputs, "status": "failed",
+                    "error": error}
+        numbers = {k: v for k, v in outputs.items() if records.is_number(v)}
+        if numbers:
+            exp.track(numbers)
+    return {"run_id": exp.run_id, "inputs": shown, "outputs": outputs, "status": "ok"}
 
 
 def _submit(args: argparse.Namespace, n_tasks: int) -> None:

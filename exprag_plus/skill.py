@@ -181,12 +181,12 @@ exprag-plus runs --where '<path>>=<value>' --json
 
 ```json
 {"total": 40, "matched": 3, "shown": 3,
- "runs": [{"id": "...", "short_id": "9f8e7d6c", "started": "2026-11-24T10:02:11.123456Z", "name": "lr sweep", "status": "completed",
+ "runs": [{"id": "...", "short_id": "9f8e7d6c", "started": "...", "name": "lr sweep", "status": "completed",
            "commit": "4e1d2c0...", "branch": "main", "dirty": false, "replay_of": null, "metadata": {"hparams": {"lr": 0.1}},
            "metrics": {"metrics.val_acc": 0.93}}]}
 ```
 
-**Everything about one run** (command line, host, code state, metadata, error, every metric's summary):
+**Everything about one run** (command, host, code, metadata, error, metric summaries):
 
 ```bash
 exprag-plus show <run> --json
@@ -203,7 +203,7 @@ exprag-plus show <run> --json
  "command": {"argv": ["python", "train.py", "--lr", "0.01"], "cwd": "..."}, "exit_code": 1, "signal": null,
  "output": {"file": ".../output.log", "bytes": 5120, "lines": 80, "tail": ["...", "RuntimeError: CUDA out of memory"]},
  "tags": ["keep"], "latest_note": {"time": "...", "kind": "decision", "text": "keep: lr 0.01 beat 0.1"},
- "notes": [{"time": "...", "kind": "hypothesis", "text": "a lower lr should stop the divergence", "seq": 1}],
+ "notes": [{"time": "...", "kind": "hypothesis", "text": "lower lr", "seq": 1}],
  "same_code": {"commit": "86dff22...", "branch": "research"},
  "artifacts": [{"path": "checkpoints/last.pt", "kind": "model", "status": "missing"}], "artifact_scan": {"found": 3, "recorded": 3, "omitted": 0}}
 ```
@@ -254,8 +254,8 @@ exprag-plus actions list --json
 
 ```json
 {"runs": 4, "actions": [{"run_id": "...", "short_id": "1322f8d4", "run_name": "sweep", "name": "ExportBestModel",
-  "class": "export_best_model:ExportBestModel", "description": "copy the best run's weights to a folder",
-  "params": {"metric": "metrics.val_acc"}, "registered": "2026-11-25T00:26:18.643093Z",
+  "class": "export_best_model:ExportBestModel", "description": "copy the weights",
+  "params": {"metric": "metrics.val_acc"}, "registered": "...",
   "times_run": 0, "last_status": null, "last_time": null}]}
 ```
 
@@ -280,8 +280,10 @@ exprag-plus task info <schema-file>
 exprag-plus task run <schema-file> --input <input>=<input-value> --json
 ```
 
-The second prints `{"run_id": "...", "outputs": {...}, "status": "ok"}` and records a run. Commands run
-in the run's folder: reach project files as `"$EXPRAG_PROJECT_DIR/train.py"`.
+The second prints `{"run_id", "outputs", "status"}` and records a run. With `--each <input>` (and
+`--input <input>=[1,2]`) each element is a run carrying `sweep`, its number outputs tracked:
+`best <output> --where sweep=<sweep_id>` ranks them. Commands run in the run's folder: reach project files as
+`"$EXPRAG_PROJECT_DIR/train.py"`.
 A value a token substitutes must be plain (letters, digits, `_ . / , : @ % + = -`, or a number): other
 text exits 2 before anything runs, naming the `"$EXPRAG_PARAM_<input>"` variable the schema's command must
 read instead; pass the value as it is and never add shell quotes to it.
@@ -295,7 +297,7 @@ made under Slurm carry `run_start.scheduler` (job_id, array_task_id, partition, 
 requeued job continues its run (a `resume` record with `restart_count`), so one task is one run.
 
 **Plots and a report** for the user: `exprag-plus plot <metric> -o <file>.svg` (the latest 10 runs having
-the metric, or `--where`, or run ids; `--x epoch` without `step`) and `exprag-plus report -o <file>.html`.
+the metric, or `--where`, or run ids; x is `step`, else `epoch`) and `exprag-plus report -o <file>.html`.
 
 ## Record format (when reading files directly)
 
@@ -303,7 +305,7 @@ One JSON object per line, each with `type`, `run_id`, `seq`, `time` (UTC) and `e
 
 ```text
 {"type":"run_start","run_id":"01a2...","seq":0,"time":"2026-11-24T10:02:11.123456Z","elapsed_ms":41.2,"format":"exprag-plus/1","name":"lr sweep","metadata":{"hparams":{"lr":0.01}},"process":{"pid":4242,"argv":["train.py","--lr","0.01"],"cwd":"/home/u/proj"},"host":{"hostname":"gpu1","platform":"Linux"},"git":{"commit":"b375d40...","branch":"run/01a2...","dirty":true,"status":[" M train.py"],"base_commit":"ebf6040...","toplevel":"/home/u/proj"}}
-{"type":"track","run_id":"01a2...","seq":1,"time":"2026-11-24T10:02:12.000001Z","elapsed_ms":918.4,"value":{"step":0,"metrics":{"loss":2.3,"val_acc":0.41}},"note":"epoch end"}
+{"type":"track","run_id":"01a2...","seq":1,"time":"...","elapsed_ms":918.4,"value":{"step":0,"metrics":{"loss":2.3,"val_acc":0.41}},"note":"epoch end"}
 {"type":"action","run_id":"01a2...","seq":2,"time":"...","elapsed_ms":950.0,"name":"ExportBestModel","class":"export_best_model:ExportBestModel","params":{"metric":"metrics.val_acc"},"description":"Copy the weights"}
 {"type":"task","run_id":"01a2...","seq":3,"time":"...","elapsed_ms":990.2,"index":0,"objective":"t1","inputs":{"p1":1},"outputs":{"p3":3},"status":"ok"}
 {"type":"run_end","run_id":"01a2...","seq":4,"time":"...","elapsed_ms":60312.0,"status":"completed","error":null,"summary":{"metrics.val_acc":{"last":0.91,"min":0.41,"max":0.93,"count":20,"nonfinite":0,"last_step":19,"min_step":0,"max_step":14}}}

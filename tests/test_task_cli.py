@@ -64,8 +64,15 @@ def test_task_run_sequences(main, runs_dir: Path) -> None:
                       "--each", "p1", "--root", str(runs_dir), "--json")
     d = json.loads(out)
     assert rc == 0 and [(e["inputs"]["p1"], e["outputs"]["p3"]) for e in d["elements"]] == [(1, 3), (2, 4), (3, 5)]
-    run = read_lines(runs_dir / f"{d['run_id']}.jsonl")
-    assert [r["outputs"] for r in run if r["type"] == "task"] == [{"p3": 3}, {"p3": 4}, {"p3": 5}]
+    for i, e in enumerate(d["elements"]):  # one run per element, as under Slurm: `best` ranks the elements
+        run = read_lines(runs_dir / f"{e['run_id']}.jsonl")
+        assert run[0]["sweep"] == d["sweep_id"] and run[0]["metadata"]["task"]["element"] == i
+        assert run[0]["metadata"]["task"]["inputs"] == {"p1": i + 1}
+        assert [r["outputs"] for r in run if r["type"] == "task"] == [{"p3": i + 3}]
+        assert run[-1]["summary"]["p3"]["last"] == i + 3
+    rc, out, _ = main("best", "p3", "--min", "--where", f"sweep={d['sweep_id']}", "--root", str(runs_dir), "--json")
+    assert json.loads(out)["run"]["id"] == d["elements"][0]["run_id"]
+    assert json.loads(out)["run"]["metadata"]["task"]["inputs"] == {"p1": 1}
     rc, out, _ = main("task", "run", str(SCHEMAS / "sweep_stats.yaml"), "--root", str(runs_dir), "--json")
     d = json.loads(out)
     assert rc == 0 and [e["outputs"]["total"] for e in d["elements"]] == [8.0, 80.0]
@@ -152,11 +159,12 @@ def test_a_task_that_fails_fails_its_run(main, runs_dir: Path, tmp_path: Path) -
     rc, out, err = main("task", "run", str(schema), "--input", "n=[1,3,5]", "--each", "n", "--keep-going",
                         "--root", str(runs_dir), "--json")
     assert rc == 1 and [e["status"] for e in json.loads(out)["elements"]] == ["ok", "failed", "failed"]
+    assert "(2 of 3 elements failed)" in err
     rc, out, _ = main("runs", "--where", "status=failed", "--root", str(runs_dir), "--json")
     runs = json.loads(out)["runs"]
-    assert len(runs) == 2
+    assert len(runs) == 3  # the first task, and two elements of the sweep (each its own run)
     rc, out, _ = main("show", runs[0]["id"], "--root", str(runs_dir), "--json")
-    assert "(2 of 3 elements failed)" in json.loads(out)["error"]["message"]
+    assert "exit code 1 from 'test 5 -lt 2'" in json.loads(out)["error"]["message"]
     rc, out, _ = main("task", "run", str(schema), "--input", "n=1", "--root", str(runs_dir), "--json")
     assert rc == 0 and json.loads(out)["status"] == "ok"
-    assert main("runs", "--where", "status=completed", "--root", str(runs_dir), "--json")[1].count('"id"') == 1
+    assert main("runs", "--where", "status=completed", "--root", str(runs_dir), "--json")[1].count('"id"') == 2

@@ -101,7 +101,20 @@ def emit_json(data: Any) -> None:
         text = json.dumps(data, ensure_ascii=False)
     if len(text) < 256 * 1024:
         text = json.dumps(data, indent=2, ensure_ascii=False)
+    _emitted.append(True)
     sys.stdout.write(text + "\n")
+
+
+_emitted: List[bool] = []  # stdout already holds this call's JSON document (an error must not add a second)
+
+
+def _error(args: Any, rc: int, kind: str, line: str, message: str) -> int:
+    """One line on stderr; with --json, also `{"error": {kind, message, exit_code}}` on stdout, so a
+    script parsing stdout always gets one JSON document."""
+    print(line, file=sys.stderr)
+    if getattr(args, "json", False) and not _emitted:
+        sys.stdout.write(json.dumps({"error": {"kind": kind, "message": message, "exit_code": rc}}) + "\n")
+    return rc
 
 
 def num(x: Any) -> str:
@@ -566,6 +579,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: Optional[Sequence[str]]) -> int:
     warnings.showwarning = _warning_line
+    _emitted.clear()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = command_of(argv)
     if command == "run":
@@ -587,12 +601,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         rc = args.func(args)
         return rc if isinstance(rc, int) else 0
     except (UsageError, QueryError, RunNotFound, ValueError) as exc:  # store.LogError, WrapperError too
-        cmd = getattr(locals().get("args"), "command", None)
-        print(f"{PROG}{' ' + cmd if cmd else ''}: error: {exc}", file=sys.stderr)
-        return 2
+        args = locals().get("args")
+        cmd = getattr(args, "command", None)
+        return _error(args, 2, "usage", f"{PROG}{' ' + cmd if cmd else ''}: error: {exc}", str(exc))
     except (NoResult, Failure) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return _error(locals().get("args"), 1, "no_result" if isinstance(exc, NoResult) else "failure",
+                      f"{PROG}: {exc}", str(exc))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -603,13 +617,13 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             pass
         return 0
     except OSError as exc:
-        print(f"{PROG}: error: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
-        return 1
+        text = f"{exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}"
+        return _error(locals().get("args"), 1, "os", f"{PROG}: error: {text}", text)
     except Exception as exc:  # pragma: no cover - a bug: still one line, with how to see more
         if os.environ.get("EXPRAG_PLUS_DEBUG"):
             raise
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (set EXPRAG_PLUS_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 1
+        return _error(locals().get("args"), 1, "internal", f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+                      "(set EXPRAG_PLUS_DEBUG=1 for a traceback)", f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

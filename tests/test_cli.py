@@ -287,6 +287,23 @@ def test_emit_json_indents_small_answers_and_keeps_large_ones_on_one_line(capsys
     assert out.count("\n") == 1 and json.loads(out) == big
 
 
+def test_json_errors_are_a_json_document_on_stdout_too(main, tmp_path: Path) -> None:
+    """An agent's loop parses stdout: with --json an error left it empty (json.loads('') failed in the
+    loop, trial 6). stderr keeps its one line; stdout holds {"error": {kind, message, exit_code}}."""
+    root = tmp_path / "runs"
+    with Experiment("a", root=str(root), snapshot=False) as exp:
+        exp.track({"loss": 1.0})
+    rc, out, err = main("best", "los", "--root", str(root), "--json")
+    assert rc == 2 and j(out) == {"error": {"kind": "usage", "message": err.split(": error: ", 1)[1].strip(),
+                                            "exit_code": 2}}
+    rc, out, err = main("best", "loss", "--where", "loss>5", "--root", str(root), "--json")
+    assert rc == 1 and j(out)["error"]["kind"] == "no_result" and j(out)["error"]["message"] in err
+    rc, out, err = main("show", "abcdef99", "--root", str(root), "--json")
+    assert rc == 2 and "no run matches 'abcdef99'" in j(out)["error"]["message"]
+    rc, out, err = main("best", "los", "--root", str(root))
+    assert rc == 2 and out == ""  # without --json, stdout stays empty
+
+
 def test_best_warns_when_the_winner_diverged(main, tmp_path: Path) -> None:
     """Trial 7: lr=0.3 had the lowest loss before it went NaN, won `best --min`, and the line "0 with a
     non-finite value" read as "no run diverged" (it counts runs whose ranked statistic is non-finite)."""

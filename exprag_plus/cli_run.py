@@ -55,6 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     stated = cmdline.settings(argv)
     given = metadata.get("args", {})
     if stated and isinstance(given, dict):
+        for k in sorted(k for k in given if k in stated and given[k] != stated[k]):  # a misread flag, or a mistake
+            print(f"exprag-plus: --meta args.{k}={records.dumps(given[k])} replaces the command's own {k} = "
+                  f"{records.dumps(stated[k])} in the record", file=sys.stderr)
         metadata = {**metadata, "args": {**stated, **given}}  # --meta args.NAME=V adds a default or overrides
     cmd_text = " ".join(records.redact_argv(argv))
 
@@ -69,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               root=getattr(args, "root", None), timeout=args.timeout, parse=not args.no_parse,
                               patterns=patterns, resume=args.resume, announce=announce,
                               record_artifacts=not args.no_artifacts, max_artifacts=args.max_artifacts,
-                              hash_limit=args.hash_limit)
+                              hash_limit=args.hash_limit, stdout_fd=2 if args.json else 1)
     metrics = _metrics_text(res["metrics"])
     how = f"exit {res['exit_code']}" + (f", {res['signal']}" if res["signal"] else "")
     print(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
@@ -83,8 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"exprag-plus: {scan['note']}", file=sys.stderr)
     if args.json:
         sys.stdout.flush()
-        emit_json({k: res[k] for k in ("run_id", "status", "exit_code", "signal", "duration_s", "metrics", "output",
-                                        "artifacts")})
+        emit_json({"run_id": res["run_id"], "short_id": ids.short_id(res["run_id"]),
+                   **{k: res[k] for k in ("status", "exit_code", "signal", "duration_s", "metrics", "output", "artifacts")}})
     return int(res["exit_code"]) if 0 <= int(res["exit_code"]) < 256 else 1
 
 

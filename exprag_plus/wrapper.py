@@ -266,10 +266,11 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
                 note: Optional[str] = None, root: Optional[str] = None, timeout: Optional[float] = None,
                 parse: bool = True, patterns: Sequence[Pattern[str]] = (), resume: Optional[str] = None,
                 announce: Any = None, record_artifacts: bool = True, max_artifacts: int = artifacts.MAX_RECORDED,
-                hash_limit: int = artifacts.HASH_LIMIT) -> Dict[str, Any]:
+                hash_limit: int = artifacts.HASH_LIMIT, stdout_fd: int = 1) -> Dict[str, Any]:
     """Run `argv` as a recorded run; returns {run_id, status, exit_code, signal, duration_s, metrics, output,
     artifacts, path, unread} (`unread`: see `unread_metric_line`).
 
+    The command's stdout is echoed on `stdout_fd` (2 under `run --json`: stdout is for the JSON alone).
     `announce(text)` is told when the run starts (its id and output file) before the command runs. With
     `record_artifacts`, the files the command created or modified under the working folder get an
     `artifact` record each (at most `max_artifacts`; `artifact_scan` in run_end counts the rest).
@@ -346,7 +347,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     timed_out = False
     try:
         timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
-                          scan.watch if scan is not None else None)
+                          scan.watch if scan is not None else None, stdout_fd)
         for value in out.finish():
             if not os.path.exists(joined):
                 exp.track(value)
@@ -421,7 +422,7 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
-          deadline: Optional[float], watch: Any = None) -> bool:
+          deadline: Optional[float], watch: Any = None, stdout_fd: int = 1) -> bool:
     """Copy both pipes until they close; True when the deadline killed the command. The artifact
     watch's events are read every _DRAIN_S: between reads the kernel folds repeated events (a log written
     line by line) into one, and a queue that overflows anyway only makes the scan stat every file."""
@@ -434,7 +435,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
     timed_out = False
     kill_at: Optional[float] = None
     is_joined = False
-    echo = {1: True, 2: True}
+    echo: Dict[int, Optional[int]] = {1: stdout_fd, 2: 2}  # stream -> where it is echoed (None: closed)
     while targets:
         wait = None
         now = time.monotonic()
@@ -463,11 +464,11 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 sel.unregister(fd)
                 del targets[fd]
                 continue
-            to = targets[fd]
-            if echo[to] and not _write_all(to, data):
-                echo[to] = False  # like `tee -p`: the command runs on, recorded, and is not killed by a reader
-                if echo[2]:
-                    _write_all(2, f"exprag-plus: {'stdout' if to == 1 else 'stderr'} was closed; the command "
+            dest = echo[targets[fd]]
+            if dest is not None and not _write_all(dest, data):
+                echo = {s: None if d == dest else d for s, d in echo.items()}  # like `tee -p`: the command runs
+                if echo[2] is not None:  # on, recorded, and is not killed by a reader that went away
+                    _write_all(2, f"exprag-plus: {'stdout' if dest == 1 else 'stderr'} was closed; the command "
                                f"goes on and its output is still recorded in {out.path}\n".encode())
             for value in out.add(data, targets[fd]):
                 is_joined = is_joined or os.path.exists(joined)

@@ -29,6 +29,7 @@ STATS = ("last", "min", "max", "count", "nonfinite")
 # --where paths over a run's memory: any tag / any note text matches (`tag=keep`, `note~regex`)
 MEMORY_FIELDS = {"tag": "tags", "tags": "tags", "note": "notes", "notes": "notes"}
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")
+STATUSES = ("completed", "failed", "interrupted", "running", "crashed")
 _MISSING = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -260,10 +261,16 @@ def select(runs: Sequence[Run], where: Sequence[str]) -> List[Run]:
     conds = [parse_where(w, runs) for w in where]
     for c in conds:
         check_path(c.path, runs, f"--where {c.text!r}")
-        if c.op in ("<", "<=", ">", ">=") and isinstance(c.value, str) and any(
-                records.is_number(field(r, c.path)) for r in runs):
-            raise QueryError(f"bad --where {c.text!r}: {c.path} holds numbers, and {c.value!r} is not one")
     columns = [None if c.path in MEMORY_FIELDS else _fields(runs, c.path) for c in conds]  # read in bulk
+    for c, col in zip(conds, columns):
+        if col is None or not isinstance(c.value, str) or c.op == "~":
+            continue
+        held = [v for v in col if v is not _MISSING and v is not None]
+        if c.path == "status" and c.op in ("=", "!=") and c.value not in STATUSES and c.value not in held:
+            raise QueryError(f"bad --where {c.text!r}: a status is one of {', '.join(STATUSES)}")
+        if held and (any(records.is_number(v) for v in held) if c.op not in ("=", "!=")  # text is no bound;
+                     else all(records.is_number(v) for v in held)):  # nor equal to any number ('0.1 and x=2')
+            raise QueryError(f"bad --where {c.text!r}: {c.path} holds numbers, and {c.value!r} is not one")
     return [r for i, r in enumerate(runs)
             if all(c(r) if col is None else c.holds(col[i]) for c, col in zip(conds, columns))]
 
@@ -556,6 +563,9 @@ def history(run: Run, metric: str, max_points: Optional[int] = 100, step: Option
     """A metric's tracked values; sampled evenly down to `max_points` (first, last, min and max kept).
 
     The file is streamed: a sampled history of a million points holds only the points it returns."""
+    if step is None and max_points is not None and 0 < max_points < 4:
+        raise QueryError(f"max points {max_points}: give 0 (every point) or at least 4 (the first, last, min and max "
+                         "points are always kept)")
     metric = records.normal_path(metric)
     sampling = step is None and bool(max_points and max_points > 0)
     steps: List[Any] = []

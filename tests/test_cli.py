@@ -287,6 +287,37 @@ def test_emit_json_indents_small_answers_and_keeps_large_ones_on_one_line(capsys
     assert out.count("\n") == 1 and json.loads(out) == big
 
 
+def test_where_equal_to_text_on_a_number_path_or_an_unknown_status_is_an_error(main, tmp_path: Path) -> None:
+    """Trial 8: `--where 'args.lr=0.1 and args.seed=2'`, `args.lr=abc` and `status=crash` matched nothing with
+    exit 0, while `args.lr>abc` was an error. Text cannot equal a path that holds only numbers."""
+    root = tmp_path / "runs"
+    for lr in (0.1, 0.2):
+        with Experiment("a", metadata={"args": {"lr": lr}}, root=str(root), snapshot=False) as exp:
+            exp.track({"loss": lr})
+    for expr, words in (("args.lr=0.1 and args.seed=2", "args.lr holds numbers, and '0.1 and args.seed=2' is not one"),
+                        ("args.lr!=abc", "args.lr holds numbers, and 'abc' is not one"),
+                        ("loss=abc", "loss holds numbers, and 'abc' is not one"),
+                        ("status=crash", "a status is one of completed, failed, interrupted, running, crashed")):
+        rc, out, err = main("runs", "--where", expr, "--root", str(root))
+        assert rc == 2 and err.strip().endswith(f"bad --where {expr!r}: {words}"), err
+    for expr, n in (("args.lr=0.1", 1), ("loss!=NaN", 2), ("status=crashed", 0), ("tag=y", 0)):
+        rc, out, err = main("runs", "--where", expr, "--root", str(root), "--json")
+        assert rc == 0 and j(out)["matched"] == n, (expr, err)
+
+
+def test_history_max_points_below_four_is_refused(main, tmp_path: Path) -> None:
+    """Trial 8: `--max-points 3` dropped the minimum while stderr said "first, last, min and max kept"."""
+    root = tmp_path / "runs"
+    with Experiment("a", root=str(root), snapshot=False) as exp:
+        for i, v in enumerate([5.0, 4.0, 1.0, 3.0, 2.0, 4.5]):
+            exp.track({"step": i, "loss": v})
+    rc, out, err = main("history", "latest", "loss", "--max-points", "3", "--root", str(root))
+    assert rc == 2 and err.strip().endswith("max points 3: give 0 (every point) or at least 4 (the first, last, "
+                                            "min and max points are always kept)")
+    rc, out, err = main("history", "latest", "loss", "--max-points", "4", "--root", str(root), "--json")
+    assert rc == 0 and {p["value"] for p in j(out)["points"]} >= {5.0, 1.0, 4.5}
+
+
 def test_json_errors_are_a_json_document_on_stdout_too(main, tmp_path: Path) -> None:
     """An agent's loop parses stdout: with --json an error left it empty (json.loads('') failed in the
     loop, trial 6). stderr keeps its one line; stdout holds {"error": {kind, message, exit_code}}."""

@@ -37,7 +37,10 @@ def test_streamed_answers_equal_whole_reads(tmp_path: Path, end: bool) -> None:
     assert os.path.getsize(path) > 200_000  # beyond the tail the reader parses
     light, whole = store.Run.read(path), store.Run.read(path, full=True)
     assert light._records is None
-    for n in (0, 1, 2, 3, 4, 5, 17, 100, 2999, 3000, 5000):
+    for n in (1, 2, 3):  # fewer than first, last, min and max
+        with pytest.raises(query.QueryError):
+            query.history(light, "loss", n)
+    for n in (0, 4, 5, 17, 100, 2999, 3000, 5000):
         for metric in ("loss", "acc", "other", "step"):
             assert query.history(store.Run.read(path), metric, n) == query.history(whole, metric, n)
     assert query.history(light, "loss", 100, step=301) == query.history(whole, "loss", 100, step=301)

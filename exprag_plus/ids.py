@@ -190,7 +190,9 @@ def resolve(ref: str, root: str) -> str:
     ref = (ref or "").strip()
     if not ref:
         raise RunNotFound("empty run reference: give a run id, a unique prefix, 'latest' or 'latest~N'")
-    if ref.endswith(SUFFIX) or os.sep in ref or "/" in ref:
+    if ref.endswith(SUFFIX) and os.sep not in ref and "/" not in ref:
+        ref = ref[: -len(SUFFIX)]  # a file name as `ls .runs` prints it: the run of that id in the runs folder
+    if os.sep in ref or "/" in ref:
         allowed = {os.path.realpath(f) for f in [root] + linked_runs_dirs(root)}
         real = os.path.realpath(ref if os.path.isabs(ref) else os.path.join(os.getcwd(), ref))
         if os.path.dirname(real) not in allowed or not real.endswith(SUFFIX):

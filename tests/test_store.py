@@ -123,6 +123,7 @@ def test_references(runs_dir: Path, tmp_path: Path) -> None:
     assert resolve(short_id(a.run_id), root) == a.path  # unique suffix: the random tail
     assert resolve(b.run_id[:-4], root) == b.path
     assert resolve(b.path, root) == b.path
+    assert resolve(os.path.basename(b.path), root) == b.path  # the name `ls .runs` prints, from anywhere (trial 8)
     for bad, msg in [("latest~2", "only 2 runs"), ("latest~x", "whole number"), ("", "empty"),
                      ("../../etc/passwd", "not a run file inside"), ("zz", "bad run reference"),
                      (a.run_id[:4], "matches 2 runs"), ("abcdef123", "no run matches")]:
@@ -136,6 +137,8 @@ def test_references(runs_dir: Path, tmp_path: Path) -> None:
     link.symlink_to(outside)
     with pytest.raises(RunNotFound, match="inside the runs folder"):
         resolve(str(link), root)
+    with pytest.raises(RunNotFound, match="bad run reference 'sneaky'"):
+        resolve("sneaky.jsonl", root)  # a bare name is an id of the runs folder, never a path to follow
 
 
 

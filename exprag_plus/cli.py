@@ -577,6 +577,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return rc
 
 
+def _unknown(parser: argparse.ArgumentParser, command: Optional[str], extra: List[str]) -> NoReturn:
+    """Unrecognized arguments, with the nearest option of the command and where its options are listed."""
+    sub = next((a.choices[command] for a in parser._actions  # noqa: SLF001 (argparse keeps subparsers here)
+                if isinstance(a, argparse._SubParsersAction) and command in a.choices), None)
+    hint, prog = "", parser.prog
+    if sub is not None:
+        prog = sub.prog
+        options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        import difflib
+
+        near = difflib.get_close_matches(extra[0].split("=", 1)[0], options, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near and extra[0].startswith("-") else ""
+    raise UsageError(f"unrecognized arguments: {' '.join(extra)}{hint} (see `{prog} --help`)")
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
     warnings.showwarning = _warning_line
     _emitted.clear()
@@ -597,7 +612,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             argv[i: i + 2] = [f"--sort={argv[i + 1]}"]  # `--sort -KEY` reads as an option otherwise
             break
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _unknown(parser, getattr(args, "command", None), extra)
         rc = args.func(args)
         return rc if isinstance(rc, int) else 0
     except (UsageError, QueryError, RunNotFound, ValueError) as exc:  # store.LogError, WrapperError too

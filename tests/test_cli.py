@@ -305,6 +305,15 @@ def test_where_equal_to_text_on_a_number_path_or_an_unknown_status_is_an_error(m
         assert rc == 0 and j(out)["matched"] == n, (expr, err)
 
 
+def test_an_unknown_option_names_the_nearest_and_the_commands_help(main, tmp_path: Path) -> None:
+    """Trial 8: `best val_loss --minimize` said only "(see `exprag-plus --help`)", the top-level help."""
+    rc, out, err = main("best", "loss", "--minimize", "--root", str(tmp_path))
+    assert rc == 2 and err.strip() == ("exprag-plus best: error: unrecognized arguments: --minimize; did you mean "
+                                       "--min? (see `exprag-plus best --help`)")
+    rc, out, err = main("runs", "extra", "--root", str(tmp_path))
+    assert rc == 2 and err.strip().endswith("unrecognized arguments: extra (see `exprag-plus runs --help`)")
+
+
 def test_history_max_points_below_four_is_refused(main, tmp_path: Path) -> None:
     """Trial 8: `--max-points 3` dropped the minimum while stderr said "first, last, min and max kept"."""
     root = tmp_path / "runs"

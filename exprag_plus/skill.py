@@ -49,6 +49,7 @@ only a JSON object, or `NAME: NUMBER`, become metrics (other shapes: `--parse 'e
 with Experiment("name", {"lr": 0.1}) as exp:      # from exprag_plus import Experiment
     exp.track({"loss": l, "step": s})            # step/epoch/iteration/iter/global_step are axes
     exp.note("why", kind="hypothesis"); exp.tag("keep")
+    exp.artifact(f"{exp.run_id}.pt", kind="model")
 ```
 
 ## Running an experiment loop
@@ -315,9 +316,8 @@ One JSON object per line, each with `type`, `run_id`, `seq`, `time` (UTC) and `e
 Metric paths flatten nested values with dots (`{"metrics": {"loss": 1}}` is `metrics.loss`); a bare
 number tracked alone is `value`. `action_run` records are appended later, after `run_end`.
 
-Without the CLI, read the files with `jq` or Python (the run files are `.runs/*.jsonl`; folders beside
-them hold task working directories). A crashed run has no `run_end`: its last values are in its last
-`track` record.
+Without the CLI, read `.runs/*.jsonl` with `jq` or Python. A crashed run has no `run_end`: its last
+values are in its last `track` record.
 
 ```bash
 jq -c 'select(.type=="run_end") | {run_id, status, summary}' .runs/*.jsonl
@@ -326,7 +326,7 @@ jq -c 'select(.type=="track") | {run_id, seq, value}' .runs/*.jsonl | tail -n 3
 
 ## Gotchas
 
-- Statuses: `completed`, `failed` (an exception; `error` has type, message, traceback), `interrupted`
+- Statuses: `completed`, `failed` (an exception, or a `run` command's exit code or signal: see `error`), `interrupted`
   (Ctrl-C), `running` (no `run_end`, process alive on this host), `crashed` (no `run_end`, process
   gone: killed or out of memory; its metrics come from its track records).
 - Non-finite floats are stored as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`, also in `--json`

@@ -59,6 +59,8 @@ def _pick(args: argparse.Namespace) -> List[store.Run]:
 
 
 _KINDS = {".svg": "SVG", ".html": "HTML", ".htm": "HTML"}
+_OTHER = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".pdf", ".eps", ".ps", ".json", ".csv",
+          ".txt", ".md"}  # names promising another format (any other suffix is the user's naming)
 
 
 def _target(path: str, suffix: str) -> str:
@@ -67,7 +69,7 @@ def _target(path: str, suffix: str) -> str:
     full = os.path.abspath(os.path.expanduser(path))
     folder = os.path.dirname(full)
     ext = os.path.splitext(full)[1].lower()
-    if ext and _KINDS.get(ext) != _KINDS[suffix] and not _special(full):
+    if (ext in _OTHER or ext in _KINDS) and _KINDS.get(ext) != _KINDS[suffix] and not _special(full):
         raise UsageError(f"-o {path!r}: this writes {_KINDS[suffix]}, not {ext[1:].upper()}; name it "
                          f"{os.path.splitext(path)[0] + suffix!r} (or -o - for stdout)")
     if os.path.isdir(full):

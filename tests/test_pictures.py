@@ -416,7 +416,7 @@ def test_an_output_named_for_another_format_is_refused_before_any_work(main, run
     case of the right one, and a device are written."""
     make_runs(runs_dir)
     for cmd, bad, good in ((["plot", "metrics.acc"], "chart.png", "chart.SVG"), (["report"], "r.pdf", "r.htm"),
-                           (["progress", "metrics.acc"], "p.png", "p")):
+                           (["progress", "metrics.acc"], "p.png", "p.v2")):
         rc, out, err = main(*cmd, "-o", str(tmp_path / bad), "--root", str(runs_dir))
         kind = "HTML" if cmd == ["report"] else "SVG"
         want = str(tmp_path / bad).rsplit(".", 1)[0] + (".html" if kind == "HTML" else ".svg")

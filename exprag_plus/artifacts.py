@@ -366,11 +366,23 @@ def choose(found: Sequence[Tuple[str, int, bool]], cap: int, top: str) -> Tuple[
 
 
 def _base(run: store.Run) -> str:
-    """Where a relative artifact path starts: the run's git top level, or the runs folder's parent."""
+    """Where a relative artifact path starts: the run's git top level when it is this project (its
+    folder, or one of its worktrees), else the project the runs folder is in. A project copied or
+    moved, or runs pulled from another machine, must not check the files of the place they came from."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(run.path)))
     top = (run.git or {}).get("toplevel")
-    if isinstance(top, str) and os.path.isdir(top):
-        return top
-    return os.path.dirname(os.path.dirname(os.path.abspath(run.path)))
+    if not isinstance(top, str) or not os.path.isdir(top):
+        return here
+    if not os.path.exists(os.path.join(here, ".git")) or os.path.realpath(top) == os.path.realpath(here):
+        return top  # (runs kept outside a repository: the recorded place is all there is)
+    try:
+        with open(os.path.join(top, ".git"), encoding="utf-8") as f:
+            gitdir = f.read().strip()
+    except OSError:  # a folder .git: another repository (a copy of this one, or another checkout)
+        return here
+    worktrees = os.path.realpath(os.path.join(here, ".git", "worktrees"))
+    linked = gitdir.startswith("gitdir:") and os.path.realpath(gitdir[7:].strip()).startswith(worktrees + os.sep)
+    return top if linked else here
 
 
 def check(rec: Dict[str, Any], base: str) -> Dict[str, Any]:

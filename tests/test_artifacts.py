@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -307,3 +308,23 @@ def test_a_storm_of_small_writes_in_a_tree_of_many_files_is_recorded(project: Pa
     assert p.returncode == 0, p.stderr
     assert {(r["path"], r["change"]) for r in artifact_records(project / ".runs")} == {
         ("bulk/d0/f0.txt", "modified"), ("bulk/new.log", "created")}
+
+
+def test_a_copied_project_checks_its_own_files_and_a_linked_worktree_its_own(project: Path, tmp_path: Path) -> None:
+    """Trial 9 worked in a copy of a project: every artifact's `location` and status were those of the original
+    folder (the run's recorded git top level, which still existed), so an overwritten file there decided
+    whether the copy's weights were the run's."""
+    p = cli("run", "--", "bash", "-c", "mkdir -p ck && printf w1 > ck/m.pt", cwd=project)
+    assert p.returncode == 0, p.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, symlinks=True)
+    (project / "ck" / "m.pt").write_bytes(b"changed in the original")
+    res = listing(copy)["artifacts"][0]
+    assert (res["location"], res["status"]) == (str(copy / "ck" / "m.pt"), "ok")
+    assert listing(project)["artifacts"][0]["status"] == "changed"
+    wt = tmp_path / "wt"
+    git(project, "worktree", "add", "-q", "--detach", str(wt))
+    p = cli("run", "--", "bash", "-c", "mkdir -p ck && printf w2 > ck/m.pt", cwd=wt)  # its runs go to the main .runs
+    assert p.returncode == 0, p.stderr
+    res = listing(project, "latest")["artifacts"][0]
+    assert (res["location"], res["status"]) == (str(wt / "ck" / "m.pt"), "ok")

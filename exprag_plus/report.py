@@ -254,17 +254,17 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
             f"<td>{_code_cell(r)}</td><td>{_esc(r.host.get('hostname') or '')}</td></tr>")
     parts.append("</tbody></table></div>")
 
-    # progress across runs: the first plotted metric, in start order
+    # progress across runs, in start order: the first metric given a direction, else the first plotted
     ranked = [m for m in report_metrics(runs) if is_ranked(m) and not records.is_axis(m)]
     if ranked and len(runs) > 1:
-        m = ranked[0]
+        m = next((p for p in [*lower_set, *higher_set] if p in ranked), ranked[0])
         try:
             res = progress.progress(runs, m, minimize=lower_better(m))
         except ValueError:
             res = None
         if res is not None:
             parts.append("<h2>Progress</h2>")
-            parts.append(f'<p class="note">{_esc(res["rule"])}: {res["improvements"]} improvement(s), '
+            parts.append(f'<p class="note"><b>{_esc(m)}</b>: {_esc(res["rule"])}: {res["improvements"]} improvement(s), '
                          f'{res["since_improvement"]} run(s) since the last. Other metrics: '
                          f"<code>exprag-plus progress METRIC -o progress.svg</code>.</p>")
             parts.append(f'<figure class="progress">{progress.svg(res, standalone=False)}</figure>')

@@ -392,6 +392,12 @@ def test_report_min_and_max_set_a_metric_direction_its_name_does_not_tell(main, 
     assert rows[False]["metrics.acc"][1] != rows[True]["metrics.acc"][1]  # the star moved
     rc, out, err = main("report", "--min", "metrics.ac", "--root", str(runs_dir))
     assert rc == 2 and "--min 'metrics.ac'" in err and "metrics.acc" in err
+    progress_of = lambda text: re.search(r'<h2>Progress</h2>\s*<p class="note"><b>([^<]*)</b>', text).group(1)
+    assert main("report", "-o", str(page), "--root", str(runs_dir))[0] == 0
+    first = progress_of(page.read_text())
+    other = "metrics.loss" if first == "metrics.acc" else "metrics.acc"  # trial 9: --min val_loss charted loss
+    assert main("report", "--min", other, "-o", str(page), "--root", str(runs_dir))[0] == 0
+    assert progress_of(page.read_text()) == other
 
 
 def test_report_into_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(main, runs_dir: Path, tmp_path: Path) -> None:

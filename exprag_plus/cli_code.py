@@ -57,7 +57,8 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> None:
     run = _run(args, args.run)
-    res = codestate.replay(run, _root(args), dry_run=args.dry_run, stdout=sys.stderr if args.json else None)
+    res = codestate.replay(run, _root(args), dry_run=args.dry_run, stdout=sys.stderr if args.json else None,
+                           into=args.into)
     if args.dry_run:
         if args.json:
             return emit_json(res)
@@ -119,6 +120,8 @@ def register(commands: Commands) -> None:
                     help="with --checkout: overwrite untracked or ignored files the run's commit holds")
     sp = commands.add("replay", _guard(cmd_replay), "re-run a run's command on its own code, in a new worktree")
     sp.add_argument("run", metavar="RUN")
+    sp.add_argument("--into", metavar="DIR", help="where the worktree goes (must not exist or be empty; default: "
+                                                  "a new folder under the repository's .git)")
     sp.add_argument("--dry-run", action="store_true", help="print what would run")
     sp = commands.add("gc", _guard(cmd_gc), "delete the run/<id> snapshot branches exprag-plus made whose runs are gone")
     sp.add_argument("--dry-run", action="store_true", help="list them without deleting")

@@ -160,16 +160,19 @@ def replay_command(run: Run, workdir: str) -> List[str]:
     return [sys.executable, *argv]
 
 
-def replay(run: Run, runs_dir: str, *, dry_run: bool = False, stdout: Any = None) -> Dict[str, Any]:
-    """Re-run a run's command on its own code in a new worktree; the new run records `replay_of`."""
+def replay(run: Run, runs_dir: str, *, dry_run: bool = False, stdout: Any = None,
+           into: Optional[str] = None) -> Dict[str, Any]:
+    """Re-run a run's command on its own code in a new worktree (at `into`, as `restore`); the new run
+    records `replay_of`."""
     commit = commit_of(run)
     subdir = (run.git or {}).get("subdir") or ""
     if dry_run:
-        cmd = replay_command(run, "<worktree>")
-        return {"run_id": run.run_id, "commit": commit, "command": cmd, "cwd": _under("<worktree>", subdir),
+        where = os.path.abspath(into) if into else "<worktree>"
+        cmd = replay_command(run, where)
+        return {"run_id": run.run_id, "commit": commit, "command": cmd, "cwd": _under(where, subdir),
                 "dry_run": True}
     replay_command(run, "<worktree>")  # refuse before creating anything
-    restored = restore(run)
+    restored = restore(run, into)
     cmd = replay_command(run, restored["path"])
     cwd = restored["cwd"]
     before = set(ids.run_files(runs_dir))

@@ -124,6 +124,20 @@ def test_replay_dry_run_prints_a_command_a_shell_runs_as_recorded(project: Path)
     assert shlex.split(line) == d["command"] and any(" " in a for a in d["command"]), line
 
 
+def test_replay_into_a_folder_runs_there(project: Path, tmp_path: Path) -> None:
+    """Trial 9 had to replay blind to learn where the worktree went (under .git), and needed it in its own
+    folder; `restore` had --into, `replay` did not."""
+    original = train(project, 0.25)
+    into = tmp_path / "replayed"
+    d = json.loads(run_cli(project, "replay", original, "--into", str(into), "--dry-run", "--json").stdout)
+    assert d["cwd"].startswith(str(into))
+    p = run_cli(project, "replay", original, "--into", str(into))
+    assert p.returncode == 0, p.stderr
+    assert (into / "src" / "train.py").exists() and f"git worktree remove {into}" in p.stderr
+    new = read_lines(sorted((project / ".runs").glob("*.jsonl"))[-1])
+    assert new[0]["replay_of"] == original and new[0]["process"]["cwd"].startswith(str(into))
+
+
 def test_replay_reruns_in_the_restored_code_and_compares(project: Path) -> None:
     (project / "src" / "train.py").write_text(TRAIN.replace("SCALE", "4.0"))
     original = train(project, 0.25)

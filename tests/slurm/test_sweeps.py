@@ -102,7 +102,7 @@ def test_a_failing_sbatch_exits_1_and_records_nothing(slurm_env, project: Path) 
     refs = git(project, "for-each-ref")
     (project / "dirty.txt").write_text("would need a snapshot ref\n")
     p = submit(project, "--each", "x", "--input", "x=[1,2]", "--sbatch-arg=--partition=nosuchpartition")
-    assert p.returncode == 1 and p.stdout == ""
+    assert p.returncode == 1 and json.loads(p.stdout)["error"]["kind"] == "failure"  # --json: the error on stdout too
     assert len(p.stderr.strip().splitlines()) == 1 and "sbatch failed" in p.stderr and "partition" in p.stderr.lower()
     assert not list((project / ".runs").glob("*.jsonl"))
     assert not list((project / ".runs" / "sweeps").iterdir())

@@ -386,7 +386,8 @@ def cmd_best(args: argparse.Namespace) -> None:
     if res["warning"]:
         print(f"  warning: {res['warning']}")
     if res["tied"]:
-        names = ", ".join(t["short_id"] for t in res["tied_with"]) + (", ..." if res["tied"] > len(res["tied_with"]) else "")
+        names = ", ".join(t["short_id"] + (" (a replay of it: reproduced)" if t["replay_of"] == r["id"] else "")
+                          for t in res["tied_with"]) + (", ..." if res["tied"] > len(res["tied_with"]) else "")
         print(f"  tied: {res['tied']} other run(s) have the same value ({names}); the earliest-started is shown")
     if len(res["ranking"]) > 1:
         print(table([[x["short_id"], x["name"][:40], num(x["value"])] for x in res["ranking"]], ["ID", "NAME", "VALUE"]))

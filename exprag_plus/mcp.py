@@ -494,7 +494,7 @@ def _tools() -> Dict[str, Tool]:
              _obj({"metric": _S, "rule": _S, "minimize": _B, "final": _B, "run": RUN_ROW, "artifacts": _arr(ARTIFACT_ROW),
                    "best": _ANY,
                    "best_step": _ANY, "last": _ANY, "last_step": _ANY, "considered": _I, "nonfinite": _I, "without_metric": _I,
-                   "left_out": _O, "tied": _I, "tied_with": _arr(_obj({"id": _S, "short_id": _S, "name": _S})),
+                   "left_out": _O, "tied": _I, "tied_with": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "replay_of": _NS})),
                    "warning": _NS,
                    "ranking": _arr(_obj({"id": _S, "short_id": _S, "name": _S, "value": _ANY}))}),
              _best_run),

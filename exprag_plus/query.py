@@ -535,7 +535,8 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
         "last": s.get("last"), "last_step": s.get("last_step"),
         "considered": len(scored), "nonfinite": nonfinite,
         "without_metric": len(runs) - len(scored) - nonfinite - sum(left_out.values()), "left_out": left_out,
-        "tied": len(tied), "tied_with": [{"id": r.run_id, "short_id": r.short_id, "name": r.name} for r in tied[:20]],
+        "tied": len(tied), "tied_with": [{"id": r.run_id, "short_id": r.short_id, "name": r.name,
+                                          "replay_of": r.replay_of} for r in tied[:20]],
         "warning": warning, "ranking": [{"id": r.run_id, "short_id": r.short_id, "name": r.name, "value": x} for x, r in top],
     }
 

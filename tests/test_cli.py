@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 from pathlib import Path
 from typing import Dict
@@ -10,6 +11,7 @@ from typing import Dict
 import pytest
 
 from exprag_plus import Experiment
+from exprag_plus.experiment import ENV_REPLAY_OF
 
 from conftest import cli
 
@@ -376,3 +378,12 @@ def test_best_says_when_runs_tie_and_which_wins(main, tmp_path: Path) -> None:
             "the earliest-started is shown") in out.splitlines()
     rc, out, _ = main("best", "val_loss", "--root", str(root), "--json")
     assert j(out)["tied"] == 0 and "tied:" not in main("best", "val_loss", "--root", str(root))[1]
+    os.environ[ENV_REPLAY_OF] = made[1]  # trial 9: a replay tying with its original is a reproduction, say so
+    try:
+        with Experiment("b again", root=str(root), snapshot=False) as exp:
+            exp.track({"val_loss": 0.0})
+    finally:
+        del os.environ[ENV_REPLAY_OF]
+    rc, out, _ = main("best", "val_loss", "--min", "--root", str(root))
+    assert (f"  tied: 3 other run(s) have the same value ({made[2][-8:]}, {made[3][-8:]}, {exp.run_id[-8:]} "
+            "(a replay of it: reproduced)); the earliest-started is shown") in out.splitlines()

@@ -51,8 +51,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     schema = TaskSchema.from_file(args.file)
     given, elements = _plan(schema, args)
-    if args.dry_run:
-        plans = [{"inputs": schema.resolve_inputs(e), "commands": schema.resolve_commands(e)} for e in elements]
+    if args.dry_run:  # what it prints hides secret-named inputs, as the records do
+        known = redact.secret_values({"inputs": given, "elements": [schema.resolve_inputs(e) for e in elements]})
+        plans = [{"inputs": redact.redact_mapping(schema.resolve_inputs(e), known),
+                  "commands": [redact.redact_text(c, known) for c in schema.resolve_commands(e)]} for e in elements]
         if args.json:
             return emit_json({"objective": schema.objective, "elements": plans})
         for i, p in enumerate(plans):
@@ -117,12 +119,12 @@ def _run_element(schema: "TaskSchema", inputs: Dict[str, Any], args: argparse.Na
         except TaskFailed as exc:
             error = redact.redact_text(str(exc), known)
             exp.end("failed", {"type": "TaskFailed", "message": error})  # it would rank among results otherwise
-            return {"run_id": exp.run_id, "inputs": shown, "outputs": exc.result.outputs, "status": "failed",
-                    "error": error}
+            return {"run_id": exp.run_id, "inputs": shown, "outputs": redact.redact_mapping(exc.result.outputs, known),
+                    "status": "failed", "error": error}
         numbers = {k: v for k, v in outputs.items() if records.is_number(v)}
         if numbers:
             exp.track(numbers)
-    return {"run_id": exp.run_id, "inputs": shown, "outputs": outputs, "status": "ok"}
+    return {"run_id": exp.run_id, "inputs": shown, "outputs": redact.redact_mapping(outputs, known), "status": "ok"}
 
 
 def _submit(args: argparse.Namespace, n_tasks: int) -> None:

@@ -198,12 +198,12 @@ class Experiment:
 
     def note(self, text: str, kind: Optional[str] = None) -> None:
         """Append a `note` record: why this run exists, what was seen, what was decided."""
-        self._append("note", {"text": str(text), "kind": None if kind is None else str(kind)})
+        self._append("note", {"text": redact_text(str(text)), "kind": None if kind is None else str(kind)})
 
     def tag(self, *add: str, remove: Any = ()) -> None:
         """Append a `tag` record; a run's tags are the fold of its tag records in file order."""
         rm = [remove] if isinstance(remove, str) else list(remove)
-        self._append("tag", {"add": [str(t) for t in add], "remove": [str(t) for t in rm]})
+        self._append("tag", {"add": [redact_text(str(t)) for t in add], "remove": [redact_text(str(t)) for t in rm]})
 
     def artifact(self, path: Any, kind: Optional[str] = None, note: Optional[str] = None, *,
                  hash_limit: int = artifacts.HASH_LIMIT) -> Optional[Dict[str, Any]]:
@@ -390,6 +390,8 @@ class Experiment:
     def _finish(self, status: str, error: Optional[Dict[str, Any]], extra: Optional[Dict[str, Any]] = None) -> None:
         if self._closed:
             return
+        if isinstance(error, dict):  # an exception's text may quote a token, a password, a header
+            error = {k: redact_text(v) if isinstance(v, str) else v for k, v in error.items()}
         if self.joined and os.getpid() == self._child_pid:
             # The wrapper ends the run; a joined process says how it ended, then lets go.
             self._append("join_end", {"status": status, "error": error})

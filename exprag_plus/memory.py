@@ -10,6 +10,7 @@ import re
 from typing import Any, Dict, Iterable, Optional
 
 from . import appender
+from .redact import redact_text
 
 _TAG = re.compile(r"^[^\s,]{1,100}$")
 _KIND = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
@@ -35,7 +36,7 @@ def add_note(path: str, text: Any, kind: Optional[str] = None) -> Dict[str, Any]
         raise ValueError(f"note too long ({len(text)} characters, at most {MAX_NOTE}): keep data in tracks")
     if kind is not None and not _KIND.match(kind):
         raise ValueError(f"bad note kind {kind!r}: one word such as {', '.join(KINDS)}")
-    return appender.append_record(path, "note", {"text": text, "kind": kind})
+    return appender.append_record(path, "note", {"text": redact_text(text), "kind": kind})
 
 
 def tag_run(path: str, add: Iterable[Any] = (), remove: Iterable[Any] = ()) -> Dict[str, Any]:
@@ -43,4 +44,5 @@ def tag_run(path: str, add: Iterable[Any] = (), remove: Iterable[Any] = ()) -> D
     add, remove = check_tags(add), check_tags(remove)
     if not add and not remove:
         raise ValueError("no tag given: name at least one, e.g. keep or discard")
-    return appender.append_record(path, "tag", {"add": add, "remove": remove})
+    return appender.append_record(path, "tag", {"add": [redact_text(t) for t in add],
+                                                "remove": [redact_text(t) for t in remove]})

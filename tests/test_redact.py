@@ -301,3 +301,32 @@ def test_every_token_shape_passes_the_prefix_check_that_guards_its_pattern(token
     assert re.fullmatch(redact._TOKEN, token), token
     assert redact_text(f"use {token} here") == f"use {REDACTED} here"
     assert redact_argv(["prog", token]) == ["prog", REDACTED]
+
+
+def test_notes_tags_errors_and_printed_task_outputs_are_redacted(tmp_path: Path) -> None:
+    """Red team (trial 10): notes, tags and an exception's text were stored verbatim (then shown by `notes`,
+    `report`, and pushed); `task run` printed a secret input that its command echoed."""
+    runs = tmp_path / "runs"
+    p = run_python(f"""
+        from exprag_plus import Experiment
+        with Experiment("t", root={str(runs)!r}, snapshot=False) as exp:
+            exp.note("deploy with --token ghp_{'z' * 36}")
+            exp.tag("xoxb-1234567890-abcdefghij", "keep")
+            raise RuntimeError("Authorization: Bearer ghp_{'e' * 36} password=errpw12345")
+    """, cwd=tmp_path, check=False)
+    assert p.returncode != 0
+    p = cli("note", "latest", f"key sk-TAGsecret1234567890abcd and AKIAABCDEFGHIJKLMNOP", "--root", str(runs), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    p = cli("tag", "latest", "sk-TAGsecret1234567890abcd", "--root", str(runs), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    raw = next(runs.glob("*.jsonl")).read_text()
+    for secret in ("ghp_zzz", "xoxb-1234567890", "ghp_eee", "errpw12345", "sk-TAGsecret", "AKIAABCDEFGHIJKLMNOP"):
+        assert secret not in raw, secret
+    recs = read_lines(next(runs.glob("*.jsonl")))
+    assert "keep" in next(r for r in recs if r["type"] == "tag")["add"]
+    assert recs[-1]["type"] == "tag" and recs[-1]["add"] == ["***"]
+    (tmp_path / "task.yaml").write_text(SCHEMA.replace("echo <<parameter:n>>", 'echo "$EXPRAG_PARAM_api_key <<parameter:n>>"'))
+    for extra in ([], ["--dry-run"]):
+        p = cli("task", "run", "task.yaml", "--input", f"api_key={S}", "--input", "n=7", *extra, "--json",
+                "--root", str(runs), cwd=tmp_path)
+        assert p.returncode == 0 and S not in p.stdout + p.stderr, p.stdout + p.stderr

@@ -283,6 +283,19 @@ def redact_text(text: str, known: Iterable[str] = ()) -> str:
     return "".join(pieces) + text[last:]
 
 
+def known_secrets(argv: Sequence[Any], environ: Dict[str, str]) -> List[str]:
+    """The secret values a command gets (what `redact_argv` hides in its argv, and the values of its
+    secret-named environment variables): a program that prints them must not have them in a log."""
+    out = set()
+    for word, shown in zip((str(a) for a in argv), redact_argv(argv)):
+        if word != shown:
+            head = len(os.path.commonprefix([word, shown]))
+            tail = len(os.path.commonprefix([word[head:][::-1], shown[head:][::-1]]))
+            out.add(word[head:len(word) - tail])
+    out.update(v for k, v in environ.items() if is_secret_name(k))
+    return sorted((s for s in out if len(s) >= 6), key=len, reverse=True)
+
+
 def redact_argv(argv: Sequence[Any]) -> List[str]:
     """A process's argv with credential-looking values replaced by `***`."""
     return _words_redacted([str(a) for a in argv], lambda w: redact_text(w) if any(c.isspace() for c in w) else _spans(w))

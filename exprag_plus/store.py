@@ -1127,9 +1127,10 @@ class LogError(ValueError):
 
 
 def output_log(run: Run) -> Optional[str]:
-    """The file holding what a wrapped command printed (`exprag-plus run`), if the run has one."""
+    """The file holding what a wrapped command printed (`exprag-plus run`), if the run has one (never a
+    symlink planted there: it would read a file outside the runs folder)."""
     path = os.path.join(os.path.dirname(run.path), run.run_id, OUTPUT_LOG)
-    return path if os.path.isfile(path) else None
+    return path if os.path.isfile(path) and not os.path.islink(path) else None
 
 
 def read_log(run: Run, tail: Optional[int] = None, grep: Optional[str] = None) -> Optional[List[bytes]]:
@@ -1152,7 +1153,7 @@ def read_log(run: Run, tail: Optional[int] = None, grep: Optional[str] = None) -
                 pos -= step
                 f.seek(pos)
                 data = f.read(step) + data
-        return data.splitlines(keepends=True)[-tail:]
+        return _shown(data.splitlines(keepends=True)[-tail:])
     hits: List[bytes] = []
     with open(path, "rb") as f:
         for line in f:
@@ -1160,4 +1161,11 @@ def read_log(run: Run, tail: Optional[int] = None, grep: Optional[str] = None) -
                 hits.append(line)
                 if tail and len(hits) > tail:
                     del hits[0]
-    return hits
+    return _shown(hits)
+
+
+def _shown(lines: List[bytes]) -> List[bytes]:
+    """Lines as `log` shows them: a credential the program printed (a config dump) is hidden."""
+    from .redact import redact_text
+
+    return [redact_text(l.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape") for l in lines]

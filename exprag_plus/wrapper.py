@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
 from . import artifacts, git, ids, records
 from .store import OUTPUT_LOG
-from .redact import redact_text
+from .redact import known_secrets, redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
 
 TAIL_LINES = 20
@@ -179,9 +179,12 @@ class MetricParser:
 class _Output:
     """The copy to output.log and the counts, tail and metrics of what went by."""
 
-    def __init__(self, path: str, parsers: Optional[Dict[int, MetricParser]]) -> None:
+    def __init__(self, path: str, parsers: Optional[Dict[int, MetricParser]], secrets: Sequence[str] = ()) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+                          | getattr(os, "O_NOFOLLOW", 0), 0o644)  # a symlink planted there is refused, not followed
+        self.secrets = [s.encode("utf-8", "surrogateescape") for s in secrets]
+        self._held = b""  # the log's last bytes, held back until a secret that may straddle two chunks is known
         self.parsers = parsers or {}
         self.bytes = 0
         self.lines = 0
@@ -191,7 +194,7 @@ class _Output:
 
     def add(self, data: bytes, stream: int) -> Iterator[Dict[str, Any]]:
         """Log a chunk in arrival order; its lines are read per stream, so stderr never splits a stdout line."""
-        _write_all(self.fd, data)
+        self._log(data)
         self.bytes += len(data)
         self.lines += _count_lines(data)
         self.last_newline = data.endswith(b"\n")
@@ -203,9 +206,25 @@ class _Output:
         if parser is not None:
             yield from parser.feed(data)
 
+    def _log(self, data: bytes, final: bool = False) -> None:
+        """Write to output.log with the command's known secrets (`redact.known_secrets`) replaced."""
+        if not self.secrets:
+            _write_all(self.fd, data)
+            return
+        buf = self._held + data
+        for s in self.secrets:
+            buf = buf.replace(s, b"***")
+        keep = 0  # only an end that could begin a secret waits: a crash loses no more of the log
+        if not final:
+            for s in self.secrets:
+                keep = max([keep] + [k for k in range(min(len(s) - 1, len(buf)), keep, -1) if buf.endswith(s[:k])][:1])
+        self._held = buf[len(buf) - keep:]
+        _write_all(self.fd, buf[:len(buf) - keep])
+
     def finish(self) -> Iterator[Dict[str, Any]]:
         for parser in self.parsers.values():
             yield from parser.feed(b"", final=True)
+        self._log(b"", final=True)
         os.close(self.fd)
 
     @property
@@ -305,10 +324,10 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     folder = os.path.join(exp.root, exp.run_id)
     os.makedirs(folder, exist_ok=True)
     parsers = {fd: MetricParser(patterns, parse) for fd in (1, 2)} if (parse or patterns) else None
-    out = _Output(os.path.join(folder, OUTPUT_LOG), parsers)
+    env = dict(os.environ)
+    out = _Output(os.path.join(folder, OUTPUT_LOG), parsers, known_secrets(argv, env))
     if announce:
         announce(exp)
-    env = dict(os.environ)
     env[ENV_RUN] = exp.path
     env.setdefault("PYTHONUNBUFFERED", "1")
     tty = _terminal()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import re
 from pathlib import Path
 from typing import List, Tuple
@@ -330,3 +331,27 @@ def test_notes_tags_errors_and_printed_task_outputs_are_redacted(tmp_path: Path)
         p = cli("task", "run", "task.yaml", "--input", f"api_key={S}", "--input", "n=7", *extra, "--json",
                 "--root", str(runs), cwd=tmp_path)
         assert p.returncode == 0 and S not in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_a_wrapped_commands_log_holds_none_of_its_secrets(tmp_path: Path) -> None:
+    """Red team (trial 10): output.log kept what the program printed of its argv's secrets and of its
+    secret-named environment variables (`run -- env`), and `log` and `push` handed them out. The values the
+    command got are replaced as the log is written, also when one straddles two reads of the pipe."""
+    runs = tmp_path / "runs"
+    (tmp_path / "p.py").write_text(
+        "import os, sys, time\n"
+        "print(' '.join(sys.argv[1:]), flush=True)\n"
+        "sys.stdout.write('token: ' + os.environ['HF_TOKEN'][:5]); sys.stdout.flush(); time.sleep(0.3)\n"
+        "print(os.environ['HF_TOKEN'][5:], flush=True)\n"
+        "print('done', flush=True)\n")
+    env = {"HF_TOKEN": "hf_ENVsecret0123456789abcdef"}
+    p = cli("run", "--root", str(runs), "--", sys.executable, "p.py", "--api-key", "sk-ARGVsecret1234567890",
+            "--password=pw_argv_secret", "https://alice:alicepass99@host/db", cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    (log,) = runs.glob("*/output.log")
+    text = log.read_text()
+    for secret in ("sk-ARGVsecret1234567890", "pw_argv_secret", "alicepass99", "hf_ENVsecret0123456789abcdef"):
+        assert secret not in text, (secret, text)
+    assert text.endswith("token: ***\ndone\n") and "--api-key ***" in text, text
+    p = cli("log", "latest", "--root", str(runs), cwd=tmp_path)
+    assert p.returncode == 0 and "alicepass99" not in p.stdout and "done" in p.stdout

@@ -66,6 +66,17 @@ def _columns() -> int:
 # --- output helpers --------------------------------------------------------------------------------
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a time limit, > 0 and at most 10^9 s (inf or 1e300 overflowed after the run began)."""
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: give a number, e.g. 600") from None
+    if not 0 < s <= 1e9:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: give a number of seconds > 0 and at most 1e9")
+    return s
+
+
 def count(text: str) -> int:
     """An argparse type: a whole number >= 0 (0 meaning "no limit" where a limit is meant)."""
     try:

@@ -12,7 +12,7 @@ from . import cmdline, git, ids, records, store
 from .lazy import lazy
 artifacts = lazy(f"{__package__}.artifacts")
 wrapper = lazy(f"{__package__}.wrapper")
-from .cli import Commands, Failure, UsageError, _root, _run, count, emit_json, num, parse_assignments
+from .cli import Commands, Failure, UsageError, _root, _run, count, emit_json, num, parse_assignments, seconds
 
 
 
@@ -37,8 +37,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise ValueError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
-    if args.timeout is not None and not args.timeout > 0:
-        raise ValueError(f"--timeout {args.timeout:g}: give a number of seconds > 0")
     patterns = wrapper.compile_patterns(args.parse)
     metadata = _meta(args.meta)
     if args.sbatch_arg and not args.slurm:
@@ -141,7 +139,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                     help="metadata (VALUE as JSON when it parses, else text; a.b=1 nests)")
     sp.add_argument("--note", metavar="TEXT", help="why this run: a note of kind hypothesis recorded with it")
-    sp.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command's process group after this long")
+    sp.add_argument("--timeout", type=seconds, metavar="SECONDS", help="kill the command's process group after this long")
     sp.add_argument("--no-parse", action="store_true", help="do not read metrics from the output")
     sp.add_argument("--parse", action="append", default=[], metavar="REGEX",
                     help="also track what this pattern's named groups capture (a group named step is the step)")

@@ -7,7 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from .cli import Commands, Failure, UsageError, count, emit_json, note, parse_assignments
+from .cli import Commands, Failure, UsageError, count, emit_json, note, parse_assignments, seconds
 from .lazy import lazy
 
 experiment = lazy(f"{__package__}.experiment")
@@ -162,7 +162,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("--each", action="append", default=[], metavar="NAME",
                     help="run once per element of the list input NAME; several --each multiply")
     sp.add_argument("--dry-run", action="store_true", help="print the resolved commands without running them")
-    sp.add_argument("--timeout", type=float, default=600, metavar="S", help="seconds for each element (default 600)")
+    sp.add_argument("--timeout", type=seconds, default=600, metavar="S", help="seconds for each element (default 600)")
     sp.add_argument("--keep-going", action="store_true", help="run the remaining elements after a failure")
     sp.add_argument("--name", help="the run's name (default: 'task <objective>')")
     sp.add_argument("--slurm", action="store_true",

@@ -1000,7 +1000,7 @@ class Run:
     @property
     def notes(self) -> List[Dict[str, Any]]:
         """The run's note records, in file order (append-only: a correction is a later note)."""
-        return [r for r in self._memory() if r.get("type") == "note"]
+        return [r for r in self._memory() if r.get("type") == "note" and isinstance(r.get("text"), str)]
 
     @property
     def tags(self) -> List[str]:

@@ -194,3 +194,19 @@ def test_notes_lists_every_note_across_runs_oldest_first(runs_dir: Path, loop: L
     assert p.stderr == "exprag-plus: showing the latest 1 of 2 notes (--limit 0 for all)\n"
     p = run_cli(runs_dir, "notes", "--where", "lr>1")
     assert p.returncode == 0 and p.stdout == "no notes in 0 run(s) (`exprag-plus note RUN TEXT` adds one)\n"
+
+
+def test_a_note_whose_text_is_not_text_is_skipped_not_a_crash(main, tmp_path: Path) -> None:
+    """Red team (trial 10): a note record with an object as its text (a file pulled from anywhere) made
+    report and progress -o fail with an internal TypeError."""
+    root = tmp_path / "runs"
+    for v in (1.0, 0.5):
+        with Experiment("r", root=str(root), snapshot=False) as exp:
+            exp.track({"loss": v})
+    with open(exp.path, "a") as f:
+        f.write(json.dumps({"type": "note", "run_id": exp.run_id, "seq": 9, "time": "2026-01-01T00:00:00Z",
+                            "elapsed_ms": 1, "text": {"a": 1}}) + "\n")
+    for args in (["report", "-o", str(tmp_path / "r.html")], ["progress", "loss", "--min", "-o", str(tmp_path / "p.svg")],
+                 ["notes"]):
+        rc, out, err = main(*args, "--root", str(root))
+        assert rc == 0 and "internal error" not in err, (args, err)

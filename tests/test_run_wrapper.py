@@ -293,7 +293,10 @@ def test_log_command(repo: Path) -> None:
     (("--parse", r"\d+", "--", "true"), "has no named group"),
     (("--meta", "novalue", "--", "true"), "write NAME=VALUE"),
     (("--meta", "a=1", "--meta", "a.b=2", "--", "true"), "--meta a.b: 'a' already holds a value, not a group"),
-    (("--timeout", "0", "--", "true"), "give a number of seconds > 0"),
+    (("--timeout", "0", "--", "true"), "give a number of seconds > 0 and at most 1e9"),
+    (("--timeout", "inf", "--", "true"), "give a number of seconds > 0 and at most 1e9"),  # red team: it overflowed
+    (("--timeout", "1e300", "--", "true"), "give a number of seconds > 0 and at most 1e9"),  # after the run began
+    (("--timeout", "nan", "--", "true"), "give a number of seconds > 0 and at most 1e9"),
 ])
 def test_bad_input_is_one_line_and_exit_2(repo: Path, args: Any, message: str) -> None:
     p = cli("run", *args, cwd=repo)

@@ -72,6 +72,12 @@ def _target(path: str, suffix: str) -> str:
     if (ext in _OTHER or ext in _KINDS) and _KINDS.get(ext) != _KINDS[suffix] and not _special(full):
         raise UsageError(f"-o {path!r}: this writes {_KINDS[suffix]}, not {ext[1:].upper()}; name it "
                          f"{os.path.splitext(path)[0] + suffix!r} (or -o - for stdout)")
+    if os.path.islink(full):
+        raise UsageError(f"-o {path!r} is a symlink: give the file itself (writing through it would replace "
+                         "whatever it points at)")
+    if os.path.isfile(full) and _KINDS.get(ext) != _KINDS[suffix] and ext:
+        raise UsageError(f"-o {path!r} exists and is no {_KINDS[suffix]} file this wrote: give a new name, e.g. "
+                         f"{os.path.splitext(path)[0] + suffix!r}")
     if os.path.isdir(full):
         raise UsageError(f"-o {path!r} is a folder; give a file name")
     if not os.path.isdir(folder):

@@ -434,6 +434,15 @@ def test_an_output_named_for_another_format_is_refused_before_any_work(main, run
         assert rc == 0 and (tmp_path / good).read_text().lstrip().startswith(("<?xml", "<!DOCTYPE")), err
     rc, out, err = main("plot", "metrics.acc", "-o", "/dev/null", "--root", str(runs_dir))
     assert rc == 0 and "wrote /dev/null" in out
+    mine = tmp_path / "mine.py"  # red team (trial 10): report -o mine.py replaced the user's code
+    mine.write_text("precious\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "link.html").symlink_to(victim)
+    for name, words in (("mine.py", "exists and is no HTML file this wrote"), ("link.html", "is a symlink")):
+        rc, out, err = main("report", "-o", str(tmp_path / name), "--root", str(runs_dir))
+        assert rc == 2 and words in err, err
+    assert mine.read_text() == victim.read_text() == "precious\n"
 
 
 # --- in a real browser -------------------------------------------------------------------------------

@@ -110,6 +110,8 @@ def check_run_file(data: bytes, run_id: str) -> Optional[str]:
                     return f"line {n} is not JSON"
     if not all(isinstance(r, dict) and isinstance(r.get("type"), str) for r in recs):
         return "a line is not a record (a JSON object with a type)"
+    if not recs:
+        return "it holds no complete record"
     if recs[0]["type"] != "run_start":
         return "its first record is not a run_start"
     if recs[0].get("run_id") != run_id:
@@ -736,6 +738,7 @@ def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = 
         _fetch(repo, rem, [f"+{REF_PREFIX}*:{rem.ns}*"])
         theirs = repo.refs(rem.ns)
     else:
+        before = repo.refs(REF_PREFIX)
         err = _fetch(repo, rem, [f"{REF_PREFIX}*:{REF_PREFIX}*"])
         diverged = sorted({m.group(1)[len(REF_PREFIX):] if m.group(1).startswith(REF_PREFIX) else m.group(1)
                            for m in _FETCH_REJECTED.finditer(err.decode("utf-8", "replace"))})
@@ -769,9 +772,25 @@ def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = 
             res["refused"].append({"run_id": r, "reason": f"run {r} from {rem.label} is refused: {why}"})
             continue
         _merge_into(locals_[r], data, blobs.get(log_oid) if log_oid else None, dry_run, res)
+    if not dry_run:
+        _unfetch(repo, before, theirs, [x["run_id"] for x in res["refused"]])
     res["pulled"].sort()
     res["merged"].sort()
     return res
+
+
+def _unfetch(repo: "_Repo", before: Dict[str, str], theirs: Dict[str, str], refused: Sequence[str]) -> None:
+    """A refused run's ref goes back to what it was before this pull's fetch (deleted when the fetch
+    made it): kept, the next push would hand the bad run on to everyone who pulls from there."""
+    lines = []
+    for r in sorted(set(refused)):
+        new = theirs.get(r)
+        if new is None or before.get(r) == new:
+            continue
+        old = before.get(r)
+        lines.append(f"update {REF_PREFIX}{r} {old} {new}" if old else f"delete {REF_PREFIX}{r} {new}")
+    if lines:
+        _git(["update-ref", "--stdin"], repo.top, input=("\n".join(lines) + "\n").encode(), check=False)
 
 
 def _merge_into(loc: _Local, data: bytes, log: Optional[bytes], dry_run: bool, res: Dict[str, Any]) -> None:

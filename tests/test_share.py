@@ -244,6 +244,15 @@ def test_malformed_or_mismatched_runs_are_refused_and_the_rest_come(tmp_path: Pa
     assert len(p.stderr.splitlines()) == 4  # one line each, and the summary
     assert b.file(rid) == good
     assert sorted(x.name for x in b.runs.glob("*.jsonl")) == [f"{rid}.jsonl"]
+    # red team (trial 10): an empty file crashed pull (IndexError), and refused refs stayed in the local
+    # namespace, so B's next push handed them on and everyone's pull broke
+    empty = "01900000-0000-7000-8000-000000000003"
+    _craft(tmp_path, bare, {empty: b"x"})
+    p = b.cli("pull", "--json")
+    assert p.returncode == 1 and "internal error" not in p.stderr
+    assert any(r["run_id"] == empty and "holds no complete record" in r["reason"] for r in json.loads(p.stdout)["refused"])
+    assert git(b.path, "for-each-ref", "--format=%(refname)", "refs/exprag-plus/runs/").split() == \
+        [f"refs/exprag-plus/runs/{rid}"]
 
 
 def test_pull_path_merges_a_copied_runs_folder(tmp_path: Path, bare: str) -> None:

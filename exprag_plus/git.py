@@ -31,7 +31,8 @@ Choices made here:
 * Identity: ``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` from the environment, else ``author.*``/``committer.*``
   /``user.*`` from config (``EMAIL`` for a missing e-mail), else ``exprag-plus <exprag-plus@localhost>``.
 * Left out of a snapshot, with a reason in ``skipped``: untracked files over ``size_cap`` (tracked files
-  are always included), untracked nested repositories (not submodules). Left out silently: ignored files
+  are always included), untracked files named like credentials (``_credential_file``), untracked nested
+  repositories (not submodules). Left out silently: ignored files
   and anything in the runs folder (compared by real path, so also through symlinks), which also does
   not count as dirty. Submodules are recorded as the gitlink of their checked-out HEAD, never recursed;
   uncommitted changes inside one are named in ``skipped``.
@@ -603,6 +604,22 @@ def _runs_filter(runs_dir: Optional[str], cwd: str, top: str):
     return inside
 
 
+_CREDENTIAL_NAMES = {b".env", b".netrc", b"_netrc", b".pgpass", b".pypirc", b".npmrc", b".git-credentials",
+                     b"id_rsa", b"id_dsa", b"id_ecdsa", b"id_ed25519", b"credentials", b"credentials.json",
+                     b".htpasswd", b"secrets.json", b"secrets.yaml", b"secrets.yml", b"secrets.toml"}
+_CREDENTIAL_SUFFIXES = (b".pem", b".key", b".p12", b".pfx", b".jks", b".keystore", b".kdbx", b".ppk")
+_EXAMPLES = (b".example", b".sample", b".template", b".dist")
+
+
+def _credential_file(path: bytes) -> bool:
+    """An untracked file whose name says it holds credentials (.env, id_rsa, *.pem...): never put into
+    a snapshot, which a push sends to a shared remote; the user commits it if it really is code."""
+    name = os.path.basename(path).lower()
+    if name.endswith(_EXAMPLES):
+        return False
+    return name in _CREDENTIAL_NAMES or name.startswith(b".env.") or name.endswith(_CREDENTIAL_SUFFIXES)
+
+
 def _plan(repo: _Repo, st: _Status, *, cwd: str, runs_dir: Optional[str],
           size_cap: Optional[int], filemode: bool) -> _Plan:
     plan = _Plan()
@@ -635,6 +652,10 @@ def _plan(repo: _Repo, st: _Status, *, cwd: str, runs_dir: Optional[str],
                 plan.excluded.append(e.path)
                 continue
             plan.lines.append(e.v1_line())
+            if _credential_file(e.path):
+                plan.skipped.append({"path": _text(e.path), "reason": "untracked file named like a credential "
+                                     "(.env, a private key...); not included (commit it if it is code)"})
+                continue
             if is_link:
                 plan.raw_blobs.append((e.path, _MODE_LINK, os.readlink(abspath_b)))
             elif _stat.S_ISREG(lst.st_mode):

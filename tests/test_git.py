@@ -878,3 +878,21 @@ def test_a_prefetched_capture_records_the_state_when_its_git_calls_started(tmp_p
     procs = G._PREFETCHED[os.path.abspath(repo)][0].procs
     G.drop_prefetch()
     assert not G._PREFETCHED and all(p.returncode is not None for p in procs)
+
+
+def test_untracked_credential_files_stay_out_of_snapshots(tmp_path):
+    """Red team (trial 10): an untracked .env and id_rsa went into the run/<id> snapshot, and a push sent
+    them to the shared remote. Untracked files named like credentials are skipped, with a reason; tracked
+    ones are the user's code; examples (.env.example) are kept."""
+    repo = make_repo(tmp_path / "r", {"README.md": "hi\n", "config.pem": "tracked on purpose\n"})
+    for name in (".env", ".env.local", "id_rsa", "certs/server.key", "deploy/.netrc", "train.py", ".env.example"):
+        write(os.path.join(repo, name), "OPENAI_API_KEY=sk-DOTENVsecret1234567890\n")
+    write(os.path.join(repo, "config.pem"), "changed\n")
+    rec, err = capture(repo)
+    assert err is None and rec["dirty"]
+    tree = ls_tree(repo, rec["commit"])
+    assert {"train.py", ".env.example", "config.pem"} <= set(tree)
+    assert not {".env", ".env.local", "id_rsa", "certs/server.key", "deploy/.netrc"} & set(tree)
+    assert sorted(s["path"] for s in rec["skipped"]) == [".env", ".env.local", "certs/server.key", "deploy/.netrc",
+                                                        "id_rsa"]
+    assert all("named like a credential" in s["reason"] for s in rec["skipped"])

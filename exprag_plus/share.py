@@ -36,12 +36,14 @@ first line is refused (one line each) while the others come.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
 import os
 import random
 import re
+import stat as _stat
 import tempfile
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -249,20 +251,29 @@ def _identity(st: Optional[os.stat_result]) -> str:
 
 def _read_if_file(path: str) -> Tuple[Optional[bytes], str]:
     """(the file's bytes or None when there is no such file, its identity taken before reading: a line
-    appended meanwhile changes the size, so an identity never vouches for bytes it did not see)."""
+    appended meanwhile changes the size, so an identity never vouches for bytes it did not see). A
+    symlink is no file here: a push must never send what it points at (a planted output.log)."""
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            return f.read(), _identity(st)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except _MISSING:
         return None, "-"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "-"
+        raise
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not _stat.S_ISREG(st.st_mode):
+            return None, "-"
+        return f.read(), _identity(st)
 
 
 def _stat_identity(path: str) -> str:
     try:
-        return _identity(os.stat(path))
+        st = os.lstat(path)
     except _MISSING:
         return "-"
+    return "-" if _stat.S_ISLNK(st.st_mode) else _identity(st)
 
 
 def _stamp(identity: str, tree: str) -> str:
@@ -847,8 +858,7 @@ def pull_folder(runs_dir: str, folder: str, runs: Optional[Sequence[str]] = None
         if why:
             res["refused"].append({"run_id": rid, "reason": f"{found[rid]} is refused: {why}"})
             continue
-        log_path = os.path.join(src, rid, LOG_NAME)
-        log = _read(log_path) if os.path.isfile(log_path) else None
+        log = _read_if_file(os.path.join(src, rid, LOG_NAME))[0]  # (never through a symlink)
         _merge_into(_Local(runs_dir, rid), data, log, dry_run, res)
     res["pulled"].sort()
     res["merged"].sort()

@@ -475,3 +475,25 @@ def test_restore_and_replay_on_a_pulled_run_use_the_clone_asked_from(tmp_path: P
     res = b.json("replay", rid)
     assert res["exit_code"] == 0 and res["worktree"].startswith(str(b.path / ".git"))
     assert git(a.path, "worktree", "list", "--porcelain") == a_worktrees
+
+
+def test_a_symlinked_output_log_is_never_pushed_or_pulled_through(tmp_path: Path, bare: str) -> None:
+    """Red team (trial 10): an output.log replaced by a symlink sent its target's content to the remote on
+    push, and `pull <folder>` copied a linked file's content in."""
+    a, b = machines(tmp_path, bare)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("private to this machine\n")
+    p = a.cli("run", "--", "echo", "hello")
+    assert p.returncode == 0, p.stderr
+    (rid,) = [x.stem for x in a.runs.glob("*.jsonl")]
+    log = a.runs / rid / "output.log"
+    log.unlink()
+    log.symlink_to(victim)
+    assert a.cli("push").returncode == 0
+    assert b.cli("pull").returncode == 0
+    assert not (b.runs / rid / "output.log").exists() or "private" not in (b.runs / rid / "output.log").read_text()
+    everything = subprocess.run(["git", "log", "--all", "-p", "--format=%H"], cwd=bare, capture_output=True).stdout
+    assert b"private to this machine" not in everything
+    c = tmp_path / "runs-C"
+    assert a.cli("pull", str(a.runs), "--root", str(c)).returncode in (0, 1)
+    assert not (c / rid / "output.log").exists() or "private" not in (c / rid / "output.log").read_text()

@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 from . import ids, memory
 from .lazy import lazy
-from .cli import Commands, UsageError, _cut, _root, _runs, count, emit_json, note, num, table, when
+from .cli import Commands, UsageError, _cut, _root, _runs, count, emit_json, inert, note, num, table, when
 from .cli_pictures import _target, _write
 
 progress = lazy(f"{__package__}.progress")
@@ -80,7 +80,7 @@ def cmd_notes(args: argparse.Namespace) -> None:
         r = n["run"]
         print(f"{when(n['time'])}  {r['short_id']}  {r['name']!r} ({r['status']})"
               + (f"  [{n['kind']}]" if n["kind"] else ""))
-        print("\n".join("  " + line for line in str(n["text"]).splitlines() or [""]))
+        print("\n".join("  " + inert(line) for line in str(n["text"]).splitlines() or [""]))
 
 
 def register(commands: Commands) -> None:

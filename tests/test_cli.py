@@ -316,6 +316,19 @@ def test_an_unknown_option_names_the_nearest_and_the_commands_help(main, tmp_pat
     assert rc == 2 and err.strip().endswith("unrecognized arguments: extra (see `exprag-plus runs --help`)")
 
 
+def test_control_characters_in_names_and_notes_never_reach_the_terminal(main, tmp_path: Path) -> None:
+    """Red team (trial 10): a run name or note text with escape sequences (from a pulled file) cleared or
+    retitled the terminal through `runs` and `notes`."""
+    root = tmp_path / "runs"
+    with Experiment("evil\x1b[2J\x1b]0;pwned\x07", root=str(root), snapshot=False) as exp:
+        exp.track({"loss": 1.0})
+        exp.note("hidden\x1b[8m text")
+    for args in (["runs"], ["notes"]):
+        rc, out, err = main(*args, "--root", str(root))
+        assert rc == 0 and "\x1b" not in out and "\x07" not in out, (args, out)
+    assert "evil\\x1b[2J" in main("runs", "--root", str(root))[1]
+
+
 def test_history_max_points_below_four_is_refused(main, tmp_path: Path) -> None:
     """Trial 8: `--max-points 3` dropped the minimum while stderr said "first, last, min and max kept"."""
     root = tmp_path / "runs"

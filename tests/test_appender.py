@@ -26,14 +26,14 @@ def test_signal_handler_that_tracks_and_closes_never_deadlocks(tmp_path: Path) -
     # A SIGALRM every 0.5 ms lands inside track() over and over; the handler tracks, and finally
     # closes and exits, the usual preemption pattern. Before the fix this hung forever.
     p = run_python("""
-        import signal, sys, time
+        import itertools, signal, sys, time
         from exprag_plus import Experiment
         exp = Experiment("sig", root="runs")
-        fired = [0]
+        counter = itertools.count(1)  # one C call: a handler nested in another never reads its number
         def handler(signum, frame):
-            fired[0] += 1
-            exp.track({"handler": fired[0]})
-            if fired[0] >= 300:
+            n = next(counter)
+            exp.track({"handler": n})
+            if n >= 300:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 exp.close()
                 sys.exit(0)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 from . import artifacts, records, store
 from .errors import NoResult, QueryError  # noqa: F401  (raised here, caught by the front ends)
-from .store import Run, cached_lines, metadatas, statuses, summary_stats
+from .store import Run, cached_lines, metadatas, summary_stats
 
 FIELDS = ("id", "name", "status", "started", "ended", "duration_s", "commit", "branch", "dirty", "host",
           "replay_of")
@@ -500,7 +500,8 @@ def best(runs: Sequence[Run], metric: str, minimize: bool = False, final: bool =
             nonfinite += 1
     if not every:
         found, scored = scored, []
-        for (v, r), status in zip(found, statuses([r for _, r in found])):
+        for v, r in found:
+            status = r.status  # (past a few runs, one pass over the cache's fields answers all)
             if status == "completed":
                 scored.append((v, r))
             else:

@@ -112,25 +112,6 @@ def _status_table(data: bytes) -> Dict[int, str]:
     return out
 
 
-def statuses(runs: Sequence["Run"]) -> List[str]:
-    """Each run's `status`: the runs of one cache share one pass over its fields section (`_status_table`)."""
-    out: List[str] = []
-    tables: Dict[int, Optional[Dict[int, str]]] = {}
-    for r in runs:
-        d = r.__dict__
-        if "_packed" in d:
-            src = d["_source"]
-            table = tables.get(id(src), _MISSING)
-            if table is _MISSING:
-                table = tables[id(src)] = src.table(_FIELDS, "status", _status_table, len(runs))
-            s = None if table is None else table.get(d["_row"])
-            if s is not None:
-                out.append(s)
-                continue
-        out.append(r.status)
-    return out
-
-
 def cached_lines(runs: Sequence["Run"], name: str) -> List[Optional[bytes]]:
     """Each run's `name` (`_summary_raw` or `_keys_raw`): the runs of one cache share one read of its
     section (else each would fetch its own line)."""

@@ -214,12 +214,9 @@ class _Output:
         buf = self._held + data
         for s in self.secrets:
             buf = buf.replace(s, b"***")
-        keep = 0  # only an end that could begin a secret waits: a crash loses no more of the log
-        if not final:
-            for s in self.secrets:
-                keep = max([keep] + [k for k in range(min(len(s) - 1, len(buf)), keep, -1) if buf.endswith(s[:k])][:1])
-        self._held = buf[len(buf) - keep:]
-        _write_all(self.fd, buf[:len(buf) - keep])
+        cut = len(buf) if final else _secret_start(buf, self.secrets)
+        self._held = buf[cut:]
+        _write_all(self.fd, buf[:cut])
 
     def finish(self) -> Iterator[Dict[str, Any]]:
         for parser in self.parsers.values():
@@ -238,10 +235,24 @@ class _Output:
             lines.pop()
         if len(self.tail) >= _TAIL_BYTES and lines:
             lines = lines[1:]  # the first one is cut
-        tail = [redact_text(l.rsplit("\r", 1)[-1]) if "\r" in l else redact_text(l)
-                for l in lines[-TAIL_LINES:]]
+        known = [s.decode("utf-8", "replace") for s in self.secrets]
+        tail = [redact_text(l.rsplit("\r", 1)[-1] if "\r" in l else l, known) for l in lines[-TAIL_LINES:]]
         return {"file": os.path.relpath(self.path, root), "bytes": self.bytes,
                 "lines": self.lines + (0 if self.last_newline or not self.bytes else 1), "tail": tail}
+
+
+def _secret_start(buf: bytes, secrets: Sequence[bytes]) -> int:
+    """Where the end of `buf` could begin one of `secrets` (len(buf) when it cannot): only that much of
+    the log waits for the next chunk, so a crash loses no more of it."""
+    cut = len(buf)
+    for s in secrets:
+        i = buf.find(s[:1], max(0, len(buf) - len(s) + 1))
+        while 0 <= i < cut:
+            if s.startswith(buf[i:]):
+                cut = i
+                break
+            i = buf.find(s[:1], i + 1)
+    return cut
 
 
 def _write_all(fd: int, data: bytes) -> bool:

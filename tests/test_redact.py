@@ -343,15 +343,27 @@ def test_a_wrapped_commands_log_holds_none_of_its_secrets(tmp_path: Path) -> Non
         "print(' '.join(sys.argv[1:]), flush=True)\n"
         "sys.stdout.write('token: ' + os.environ['HF_TOKEN'][:5]); sys.stdout.flush(); time.sleep(0.3)\n"
         "print(os.environ['HF_TOKEN'][5:], flush=True)\n"
+        "print(os.environ['DB_PASSWORD'], flush=True)\n"
         "print('done', flush=True)\n")
-    env = {"HF_TOKEN": "hf_ENVsecret0123456789abcdef"}
+    env = {"HF_TOKEN": "hf_ENVsecret0123456789abcdef", "DB_PASSWORD": "plainvalue12345"}
     p = cli("run", "--root", str(runs), "--", sys.executable, "p.py", "--api-key", "sk-ARGVsecret1234567890",
             "--password=pw_argv_secret", "https://alice:alicepass99@host/db", cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr
     (log,) = runs.glob("*/output.log")
     text = log.read_text()
-    for secret in ("sk-ARGVsecret1234567890", "pw_argv_secret", "alicepass99", "hf_ENVsecret0123456789abcdef"):
-        assert secret not in text, (secret, text)
-    assert text.endswith("token: ***\ndone\n") and "--api-key ***" in text, text
+    end = read_lines(next(runs.glob("*.jsonl")))[-1]
+    for secret in ("sk-ARGVsecret1234567890", "pw_argv_secret", "alicepass99", "hf_ENVsecret0123456789abcdef",
+                   "plainvalue12345"):
+        assert secret not in text and secret not in json.dumps(end), (secret, text)  # nor in run_end's tail
+    assert text.endswith("token: ***\n***\ndone\n") and "--api-key ***" in text, text
     p = cli("log", "latest", "--root", str(runs), cwd=tmp_path)
     assert p.returncode == 0 and "alicepass99" not in p.stdout and "done" in p.stdout
+
+
+def test_only_an_end_that_could_begin_a_secret_waits() -> None:
+    from exprag_plus.wrapper import _secret_start
+    secrets = [b"abcdef", b"xyz123"]
+    assert _secret_start(b"hello world\n", secrets) == 12
+    assert _secret_start(b"hello ab", secrets) == 6 and _secret_start(b"hello abd", secrets) == 9
+    assert _secret_start(b"a xy", secrets) == 2 and _secret_start(b"abcde", secrets) == 0
+    assert _secret_start(b"", secrets) == 0

@@ -8,7 +8,7 @@ from typing import Any, Dict
 from . import ids, memory
 from .lazy import lazy
 from .cli import Commands, UsageError, _cut, _root, _runs, count, emit_json, inert, note, num, table, when
-from .cli_pictures import _target, _write
+from .cli_pictures import _target, _write, stdout_alias
 
 progress = lazy(f"{__package__}.progress")
 query = lazy(f"{__package__}.query")
@@ -35,6 +35,7 @@ def cmd_tag(args: argparse.Namespace) -> None:
 
 
 def cmd_progress(args: argparse.Namespace) -> None:
+    args.output = stdout_alias(args.output)
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
     if args.output and args.output != "-":

@@ -10,7 +10,7 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from . import ids, index, query, records, store
 from . import sizes
@@ -72,7 +72,7 @@ def _target(path: str, suffix: str) -> str:
     if (ext in _OTHER or ext in _KINDS) and _KINDS.get(ext) != _KINDS[suffix] and not _special(full):
         raise UsageError(f"-o {path!r}: this writes {_KINDS[suffix]}, not {ext[1:].upper()}; name it "
                          f"{os.path.splitext(path)[0] + suffix!r} (or -o - for stdout)")
-    if os.path.islink(full):
+    if os.path.islink(full) and not _special(full):
         raise UsageError(f"-o {path!r} is a symlink: give the file itself (writing through it would replace "
                          "whatever it points at)")
     if os.path.isfile(full) and _KINDS.get(ext) != _KINDS[suffix] and ext:
@@ -86,8 +86,9 @@ def _target(path: str, suffix: str) -> str:
 
 
 def _special(full: str) -> bool:
-    """A device or pipe (/dev/stdout, a FIFO): written into whatever its name."""
-    return os.path.exists(full) and not os.path.isfile(full)
+    """A device or pipe (/dev/stdout, a FIFO): written into whatever its name. /dev/stdout is a symlink,
+    to a terminal, a pipe, or the file a shell redirects into."""
+    return full.startswith("/dev/") or (os.path.exists(full) and not os.path.isfile(full))
 
 
 def _write(path: str, text: str, suffix: str) -> str:
@@ -114,7 +115,14 @@ def _ordered(runs: List[store.Run], explicit: bool, limit: int, what: str) -> Li
     return runs
 
 
+def stdout_alias(path: Optional[str]) -> Optional[str]:
+    """`-` for a name of this process's own stdout (/dev/stdout): opened again by name, a file the shell
+    redirects into would be truncated, and what we print after it would overwrite its start."""
+    return "-" if path in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1") else path
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
+    args.output = stdout_alias(args.output)
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the SVG to stdout, which --json needs for itself; give a file name")
     metric = args.metric
@@ -167,6 +175,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    args.output = stdout_alias(args.output)
     if args.output == "-" and args.json:
         raise UsageError("-o - writes the page to stdout, which --json needs for itself; give a file name")
     if args.output != "-":

@@ -23,7 +23,7 @@ def write_atomic(path: str, text: Union[str, bytes]) -> str:
         kind = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         kind = stat.S_IFREG
-    if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+    if (not stat.S_ISREG(kind) and not stat.S_ISDIR(kind)) or path.startswith("/dev/"):
         with open(path, "wb") as out:
             out.write(data)
         return path

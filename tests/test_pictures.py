@@ -12,6 +12,7 @@ import threading
 import shutil
 import struct
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -22,6 +23,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from exprag_plus import Experiment, load_runs
+from conftest import ROOT
 from exprag_plus import plot as P
 from exprag_plus import report as R
 
@@ -434,6 +436,13 @@ def test_an_output_named_for_another_format_is_refused_before_any_work(main, run
         assert rc == 0 and (tmp_path / good).read_text().lstrip().startswith(("<?xml", "<!DOCTYPE")), err
     rc, out, err = main("plot", "metrics.acc", "-o", "/dev/null", "--root", str(runs_dir))
     assert rc == 0 and "wrote /dev/null" in out
+    from exprag_plus.cli_pictures import _target
+    assert _target("/dev/stdout", ".svg") == "/dev/stdout"  # a symlink, to a pipe or terminal: written into
+    with open(tmp_path / "redirected.svg", "wb") as f:  # `plot -o /dev/stdout > f.svg`: opened again by name,
+        p = subprocess.run([sys.executable, "-m", "exprag_plus", "plot", "metrics.acc", "-o", "/dev/stdout",
+                            "--root", str(runs_dir)], stdout=f, stderr=subprocess.PIPE, cwd=ROOT)
+    page = (tmp_path / "redirected.svg").read_text()  # it was truncated, then our line overwrote its start
+    assert p.returncode == 0 and page.startswith("<?xml") and page.rstrip().endswith("</svg>"), page[:80]
     mine = tmp_path / "mine.py"  # red team (trial 10): report -o mine.py replaced the user's code
     mine.write_text("precious\n")
     victim = tmp_path / "victim.txt"

@@ -783,8 +783,8 @@ def pull(runs_dir: str, source: str = "origin", runs: Optional[Sequence[str]] = 
             res["refused"].append({"run_id": r, "reason": f"run {r} from {rem.label} is refused: {why}"})
             continue
         _merge_into(locals_[r], data, blobs.get(log_oid) if log_oid else None, dry_run, res)
-    if not dry_run:
-        _unfetch(repo, before, theirs, [x["run_id"] for x in res["refused"]])
+    if not dry_run:  # (a diverged run was fetched beside its local ref, which the fetch left as it was)
+        _unfetch(repo, before, theirs, [x["run_id"] for x in res["refused"] if x["run_id"] not in diverged])
     res["pulled"].sort()
     res["merged"].sort()
     return res

@@ -151,19 +151,25 @@ def when(iso: Optional[str]) -> str:
 _CONTROL = None
 
 
-def inert(text: str) -> str:
-    """Text with its control characters shown escaped (`\\x1b`): a run name or note from a pulled file
-    must not drive the terminal (clear it, retitle it, hide lines)."""
+def _control() -> Any:
     global _CONTROL
     if _CONTROL is None:
         import re
 
         _CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f]")
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text) if _CONTROL.search(text) else text
+    return _CONTROL
+
+
+def inert(text: str) -> str:
+    """Text with its control characters shown escaped (`\\x1b`): a run name or note from a pulled file
+    must not drive the terminal (clear it, retitle it, hide lines)."""
+    return _control().sub(lambda m: repr(m.group())[1:-1], text) if _control().search(text) else text
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    cols = [list(header)] + [[inert(c) for c in r] for r in rows]
+    cols = [list(header)] + [list(r) for r in rows]
+    if _control().search("".join(c for r in rows for c in r)):  # one search for the whole table, as a rule
+        cols[1:] = [[inert(c) for c in r] for r in cols[1:]]
     widths = [max(len(c[i]) for c in cols) for i in range(len(header))]
     return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cols)
 

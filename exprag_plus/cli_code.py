@@ -62,7 +62,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     if args.dry_run:
         if args.json:
             return emit_json(res)
-        print(f"would restore {res['commit'][:12]} into a new worktree and run in {res['cwd']}:")
+        print(f"would restore {res['commit'][:12]} into {args.into or 'a new worktree'} and run in {res['cwd']}:")
         print("  " + shlex.join(res["command"]))  # pasted into a shell, it runs as shown
         return
     new = res.pop("new_run")

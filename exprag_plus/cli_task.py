@@ -47,7 +47,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from .schema import TaskFailed, TaskSchema
+    from .schema import TaskSchema
 
     schema = TaskSchema.from_file(args.file)
     given, elements = _plan(schema, args)

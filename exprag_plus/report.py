@@ -257,7 +257,7 @@ def html_report(runs: Sequence[Any], *, title: str = "Experiment report", max_me
     # progress across runs, in start order: the first metric given a direction, else the first plotted
     ranked = [m for m in report_metrics(runs) if is_ranked(m) and not records.is_axis(m)]
     if ranked and len(runs) > 1:
-        m = next((p for p in [*lower_set, *higher_set] if p in ranked), ranked[0])
+        m = next((p for p in map(records.normal_path, [*lower, *higher]) if p in ranked), ranked[0])
         try:
             res = progress.progress(runs, m, minimize=lower_better(m))
         except ValueError:

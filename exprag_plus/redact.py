@@ -283,6 +283,9 @@ def redact_text(text: str, known: Iterable[str] = ()) -> str:
     return "".join(pieces) + text[last:]
 
 
+_SHELL_DIRS = ("PWD", "OLDPWD")  # "pwd" reads as a password, but these are the shell's working folders
+
+
 def known_secrets(argv: Sequence[Any], environ: Dict[str, str]) -> List[str]:
     """The secret values a command gets (what `redact_argv` hides in its argv, and the values of its
     secret-named environment variables): a program that prints them must not have them in a log."""
@@ -292,7 +295,7 @@ def known_secrets(argv: Sequence[Any], environ: Dict[str, str]) -> List[str]:
             head = len(os.path.commonprefix([word, shown]))
             tail = len(os.path.commonprefix([word[head:][::-1], shown[head:][::-1]]))
             out.add(word[head:len(word) - tail])
-    out.update(v for k, v in environ.items() if is_secret_name(k))
+    out.update(v for k, v in environ.items() if is_secret_name(k) and k not in _SHELL_DIRS)
     return sorted((s for s in out if len(s) >= 6), key=len, reverse=True)
 
 

@@ -367,3 +367,11 @@ def test_only_an_end_that_could_begin_a_secret_waits() -> None:
     assert _secret_start(b"hello ab", secrets) == 6 and _secret_start(b"hello abd", secrets) == 9
     assert _secret_start(b"a xy", secrets) == 2 and _secret_start(b"abcde", secrets) == 0
     assert _secret_start(b"", secrets) == 0
+
+
+def test_the_shells_working_folder_is_no_secret() -> None:
+    """$PWD's value was taken for a password ("pwd"), so every path under the working folder a command
+    printed became *** in its log."""
+    from exprag_plus.redact import known_secrets
+    assert known_secrets(["python", "t.py"], {"PWD": "/home/u/proj", "OLDPWD": "/home/u", "DB_PWD": "s3cr3tpw"}) == \
+        ["s3cr3tpw"]

@@ -352,8 +352,11 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         if child:
             _killpg(child[0], signum)
 
-    # before the command starts: a signal that comes early must still reach it, never end us alone
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    # before the command starts: a signal that comes early must still reach it, never end us alone. One we
+    # were started ignoring (nohup's SIGHUP, a script's background job's SIGINT) stays ignored, by both.
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+                if signal.getsignal(s) is not signal.SIG_IGN}
+    wakeup = _Wakeup()
     if scan is not None and listing is not None:
         if not listing.join():
             scan.prepare()
@@ -361,6 +364,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **_OWN_GROUP)
     except OSError as exc:
+        wakeup.close()
         for s, h in previous.items():
             signal.signal(s, h)
         if scan is not None:
@@ -377,7 +381,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     timed_out = False
     try:
         timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
-                          scan.watch if scan is not None else None, stdout_fd)
+                          scan.watch if scan is not None else None, stdout_fd, wakeup.fd)
         for value in out.finish():
             if not os.path.exists(joined):
                 exp.track(value)
@@ -389,6 +393,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
                            f"{type(exc).__name__}: {exc}"}, exit_code=None, signal=None, output=out.summary(exp.root))
         raise
     finally:
+        wakeup.close()
         for s, h in previous.items():
             signal.signal(s, h)
         _foreground(tty, os.getpgrp())
@@ -452,15 +457,18 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
-          deadline: Optional[float], watch: Any = None, stdout_fd: int = 1) -> bool:
+          deadline: Optional[float], watch: Any = None, stdout_fd: int = 1, wakeup_fd: int = -1) -> bool:
     """Copy both pipes until they close; True when the deadline killed the command. The artifact
     watch's events are read every _DRAIN_S: between reads the kernel folds repeated events (a log written
-    line by line) into one, and a queue that overflows anyway only makes the scan stat every file."""
+    line by line) into one, and a queue that overflows anyway only makes the scan stat every file.
+    `wakeup_fd` (see `_Wakeup`) only ends a wait, so that Python runs the signal handlers."""
     sel = selectors.DefaultSelector()
     targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
     for fd in targets:
         _grow_pipe(fd)
         sel.register(fd, selectors.EVENT_READ)
+    if wakeup_fd >= 0:
+        sel.register(wakeup_fd, selectors.EVENT_READ)
     drain_at = time.monotonic() + _DRAIN_S if watch is not None else None
     timed_out = False
     kill_at: Optional[float] = None
@@ -489,6 +497,9 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
             wait = drain_at - now if wait is None else min(wait, drain_at - now)
         for key, _ in sel.select(wait):
             fd = key.fd
+            if fd == wakeup_fd:
+                _drain(fd)
+                continue
             data = os.read(fd, _READ)
             if not data:
                 sel.unregister(fd)
@@ -518,6 +529,46 @@ _OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11)
 _READ = 1 << 20
 _DRAIN_S = 0.2
 _F_SETPIPE_SZ = 1031  # Linux
+
+
+class _Wakeup:
+    """A pipe the C-level signal handler writes to (`signal.set_wakeup_fd`). Python runs a handler only
+    between bytecodes: a Ctrl-C that lands after the last check and before the pipes' select starts
+    waiting was never forwarded, and a silent command then ran on forever (1 in 120 under load)."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self._w = -1
+        self._old = -1
+        try:
+            r, w = os.pipe()
+        except OSError:
+            return
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        try:
+            self._old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread (then no handler of ours runs either)
+            os.close(r)
+            os.close(w)
+            return
+        self.fd, self._w = r, w
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        signal.set_wakeup_fd(self._old)
+        os.close(self.fd)
+        os.close(self._w)
+        self.fd = self._w = -1
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
 
 
 def _grow_pipe(fd: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -98,3 +99,14 @@ def main(capsys: pytest.CaptureFixture):
         return rc, out, err
 
     return call
+
+
+def popen_foreground(args: List[str], **kwargs: Any) -> "subprocess.Popen[bytes]":
+    """Start a process as a terminal starts its foreground job: SIGINT not ignored, even when this test
+    run was started ignoring it (a script's background job is), which the child would inherit."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(args, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, before)
+

@@ -20,7 +20,7 @@ import pytest
 from exprag_plus import Experiment, load_run
 from exprag_plus.records import FORMAT
 
-from conftest import read_lines, run_python
+from conftest import popen_foreground, read_lines, run_python
 
 
 def test_seed_example_records(runs_dir: Path) -> None:
@@ -144,7 +144,7 @@ def test_real_ctrl_c_is_interrupted(tmp_path: Path) -> None:
         "import sys, time\nsys.path.insert(0, %r)\nfrom exprag_plus import Experiment\n"
         "e = Experiment('loop', root='runs')\nprint('ready', flush=True)\n"
         "while True:\n    e.track({'x': 1})\n    time.sleep(0.01)\n" % str(Path(__file__).parent.parent))
-    p = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = popen_foreground([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout.readline().strip() == b"ready"
     time.sleep(0.2)
     p.send_signal(signal.SIGINT)

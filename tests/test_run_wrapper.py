@@ -8,14 +8,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
-from conftest import ROOT, cli, git, read_lines
-from exprag_plus import cmdline
+from conftest import ROOT, cli, git, popen_foreground, read_lines
+from exprag_plus import cmdline, wrapper
 
 PY = sys.executable
 
@@ -202,7 +203,7 @@ def test_ctrl_c_reaches_the_command_and_the_run_reads_interrupted(repo: Path) ->
             raise
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([PY, "-m", "exprag_plus", "run", "--", PY, "loop.py"], cwd=repo, env=env,
+    proc = popen_foreground([PY, "-m", "exprag_plus", "run", "--", PY, "loop.py"], cwd=repo, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline() == b"ready\n"
     proc.send_signal(signal.SIGINT)
@@ -211,6 +212,65 @@ def test_ctrl_c_reaches_the_command_and_the_run_reads_interrupted(repo: Path) ->
     assert out == b"caught Ctrl-C\n"
     end = only_run(repo)[-1]
     assert end["status"] == "interrupted" and end["signal"] == "SIGINT"
+
+
+def test_under_nohup_a_hangup_leaves_the_command_running(repo: Path, tmp_path: Path) -> None:
+    """`nohup exprag-plus run -- CMD &`: SIGHUP stays ignored by the wrapper and the command (it was
+    forwarded, and a logout killed the training nohup was there to keep); SIGTERM still reaches it."""
+    pidfile = tmp_path / "child.pid"
+    script(repo, "hold.py", f"""
+        import os, time
+        with open({str(pidfile)!r} + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename({str(pidfile)!r} + ".tmp", {str(pidfile)!r})
+        time.sleep(30)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(["nohup", PY, "-m", "exprag_plus", "run", "--", PY, "hold.py"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child = int(pidfile.read_text())
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert proc.poll() is None and alive(child)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    end = only_run(repo)[-1]
+    assert (end["status"], end["signal"]) == ("failed", "SIGTERM")
+
+
+def test_a_signal_that_lands_outside_the_wait_is_still_forwarded(repo: Path, monkeypatch: Any) -> None:
+    """Python runs a handler between bytecodes: a Ctrl-C caught just before the pump's select starts
+    waiting was lost, and a silent command ran on (1 in 120 under load). A signal sent to another thread
+    of ours is that case made certain: it never interrupts the main thread's wait."""
+    pidfile = repo / "child.pid"
+    script(repo, "quiet.py", """
+        import os, sys, time
+        with open(sys.argv[1] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        time.sleep(20)
+    """)
+    monkeypatch.chdir(repo)
+
+    def ctrl_c_on_this_thread() -> None:
+        deadline = time.monotonic() + 15
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the pump is waiting on the pipes by now
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    helper = threading.Thread(target=ctrl_c_on_this_thread)
+    helper.start()
+    t0 = time.monotonic()
+    res = wrapper.run_command([PY, "quiet.py", str(pidfile)])
+    helper.join()
+    assert (res["status"], res["signal"]) == ("interrupted", "SIGINT")
+    assert time.monotonic() - t0 < 15
+    assert signal.getsignal(signal.SIGINT) is before and signal.set_wakeup_fd(-1) == -1  # both given back
 
 
 def test_a_python_script_with_its_own_experiment_joins_the_wrapper_run(repo: Path) -> None:

@@ -282,6 +282,14 @@ def _foreground(tty: Optional[int], pgid: int) -> None:
         signal.signal(signal.SIGTTOU, old)
 
 
+def _holder(tty: int) -> int:
+    """The process group in the terminal's foreground (-1: unknown)."""
+    try:
+        return os.tcgetpgrp(tty)
+    except OSError:
+        return -1
+
+
 def _terminal() -> Optional[int]:
     """stdin's terminal when we are its foreground job (then the command gets the foreground)."""
     try:
@@ -356,6 +364,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     # were started ignoring (nohup's SIGHUP, a script's background job's SIGINT) stays ignored, by both.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
                 if signal.getsignal(s) is not signal.SIG_IGN}
+    if tty is not None:  # the command gets the terminal, so its Ctrl-Z is ours to follow (see `job_control`)
+        previous.update({s: signal.signal(s, _nothing) for s in (signal.SIGCHLD, signal.SIGCONT)})
     wakeup = _Wakeup()
     if scan is not None and listing is not None:
         if not listing.join():
@@ -377,11 +387,28 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     if interrupted:
         _killpg(proc.pid, signal.SIGINT)
     _foreground(tty, proc.pid)
+
+    def job_control() -> None:
+        """Ctrl-Z stops the command alone (it holds the terminal): we stop too, so the shell sees its job
+        stop and takes the terminal back (before, the terminal hung, deaf even to Ctrl-C); `fg` or `bg`
+        continues us, and we continue the command, giving it the terminal again when we have it."""
+        if tty is None:
+            return
+        stopped = _stopped(proc.pid)
+        if stopped:
+            if _holder(tty) == proc.pid:  # after `bg` the shell holds it: never take it from the shell
+                _foreground(tty, os.getpgrp())
+            _killpg(os.getpgrp(), signal.SIGTSTP)  # returns once continued
+        if _holder(tty) == os.getpgrp():
+            _foreground(tty, proc.pid)  # before it goes on: reading the terminal, it would stop again
+        if stopped:
+            _killpg(proc.pid, signal.SIGCONT)
+
     joined = os.path.join(folder, JOINED_MARK)
     timed_out = False
     try:
         timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
-                          scan.watch if scan is not None else None, stdout_fd, wakeup.fd)
+                          scan.watch if scan is not None else None, stdout_fd, wakeup.fd, job_control)
         for value in out.finish():
             if not os.path.exists(joined):
                 exp.track(value)
@@ -457,11 +484,12 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
-          deadline: Optional[float], watch: Any = None, stdout_fd: int = 1, wakeup_fd: int = -1) -> bool:
+          deadline: Optional[float], watch: Any = None, stdout_fd: int = 1, wakeup_fd: int = -1,
+          on_signal: Any = None) -> bool:
     """Copy both pipes until they close; True when the deadline killed the command. The artifact
     watch's events are read every _DRAIN_S: between reads the kernel folds repeated events (a log written
     line by line) into one, and a queue that overflows anyway only makes the scan stat every file.
-    `wakeup_fd` (see `_Wakeup`) only ends a wait, so that Python runs the signal handlers."""
+    `wakeup_fd` (see `_Wakeup`) ends a wait, so that Python runs the signal handlers, then `on_signal()`."""
     sel = selectors.DefaultSelector()
     targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
     for fd in targets:
@@ -499,6 +527,8 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
             fd = key.fd
             if fd == wakeup_fd:
                 _drain(fd)
+                if on_signal is not None:
+                    on_signal()
                 continue
             data = os.read(fd, _READ)
             if not data:
@@ -561,6 +591,19 @@ class _Wakeup:
         os.close(self.fd)
         os.close(self._w)
         self.fd = self._w = -1
+
+
+def _nothing(signum: int, frame: Any) -> None:
+    """A handler that only makes the signal write to the wakeup pipe (the default would not)."""
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the child stopped since last asked; an exit is left for Popen to collect."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG)
+    except (OSError, AttributeError):
+        return False
+    return info is not None and info.si_code == os.CLD_STOPPED
 
 
 def _drain(fd: int) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -239,6 +241,62 @@ def test_under_nohup_a_hangup_leaves_the_command_running(repo: Path, tmp_path: P
     proc.communicate(timeout=30)
     end = only_run(repo)[-1]
     assert (end["status"], end["signal"]) == ("failed", "SIGTERM")
+
+
+def test_ctrl_z_bg_and_fg_in_an_interactive_bash(repo: Path) -> None:
+    """Job control on a real terminal: Ctrl-Z stopped only the command (it holds the terminal), so the
+    shell never saw its job stop and the terminal hung, deaf even to Ctrl-C. Now Ctrl-Z gives the prompt
+    back, `bg` lets it run (it stops again reading the terminal), `fg` hands it the terminal again."""
+    script(repo, "ask.py", """
+        import time
+        print("ready", flush=True)
+        print("got", input(), flush=True)
+        while True:
+            time.sleep(0.05)
+    """)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a login-free interactive bash on the new terminal
+        os.chdir(repo)
+        os.environ.update({"PYTHONPATH": str(ROOT), "PS1": "PROMPT$ "})
+        os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+    seen = bytearray()
+
+    def expect(token: bytes, timeout: float = 20) -> None:
+        end = time.monotonic() + timeout
+        while seen.count(token) < 1 and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen.extend(os.read(fd, 4096))
+                except OSError:
+                    break
+        assert token in seen, seen.decode(errors="replace")[-2000:]
+        del seen[:seen.index(token) + len(token)]
+
+    try:
+        expect(b"PROMPT$ ")
+        os.write(fd, f"{PY} -m exprag_plus run -- {PY} ask.py\n".encode())
+        expect(b"ready\r\n")
+        time.sleep(0.3)
+        os.write(fd, b"\x1a")
+        expect(b"Stopped")
+        expect(b"PROMPT$ ")
+        os.write(fd, b"bg\n")
+        expect(b"PROMPT$ ")
+        time.sleep(0.5)
+        os.write(fd, b"fg\n")
+        time.sleep(0.5)
+        os.write(fd, b"hello\n")
+        expect(b"got hello")
+        os.write(fd, b"\x03")
+        expect(b"interrupted")
+        expect(b"PROMPT$ ")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    end = only_run(repo)[-1]
+    assert (end["status"], end["signal"]) == ("interrupted", "SIGINT")
+    assert "got hello" in cli("log", "latest", cwd=repo).stdout
 
 
 def test_a_signal_that_lands_outside_the_wait_is_still_forwarded(repo: Path, monkeypatch: Any) -> None:

@@ -282,8 +282,10 @@ def _foreground(tty: Optional[int], pgid: int) -> None:
         signal.signal(signal.SIGTTOU, old)
 
 
-def _holder(tty: int) -> int:
-    """The process group in the terminal's foreground (-1: unknown)."""
+def _holder(tty: Optional[int]) -> int:
+    """The process group in the terminal's foreground (-1: none or unknown)."""
+    if tty is None:
+        return -1
     try:
         return os.tcgetpgrp(tty)
     except OSError:
@@ -291,13 +293,11 @@ def _holder(tty: int) -> int:
 
 
 def _terminal() -> Optional[int]:
-    """stdin's terminal when we are its foreground job (then the command gets the foreground)."""
+    """stdin when it is our controlling terminal: the command gets it whenever we are its foreground job."""
     try:
-        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
-            return 0
+        return 0 if os.isatty(0) and os.tcgetpgrp(0) > 0 else None
     except OSError:
-        pass
-    return None
+        return None
 
 
 def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Optional[Dict[str, Any]] = None,
@@ -354,17 +354,22 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     interrupted: List[int] = []
     child: List[int] = []
 
+    held: List[int] = []  # the signal that stopped the command, while we leave it stopped
+
     def forward(signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
             interrupted.append(signum)
         if child:
             _killpg(child[0], signum)
+            if held:  # a stopped command would act on it only once continued
+                held.clear()
+                _killpg(child[0], signal.SIGCONT)
 
     # before the command starts: a signal that comes early must still reach it, never end us alone. One we
     # were started ignoring (nohup's SIGHUP, a script's background job's SIGINT) stays ignored, by both.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
                 if signal.getsignal(s) is not signal.SIG_IGN}
-    if tty is not None:  # the command gets the terminal, so its Ctrl-Z is ours to follow (see `job_control`)
+    if tty is not None:  # the command's stops are ours to follow (see `job_control`)
         previous.update({s: signal.signal(s, _nothing) for s in (signal.SIGCHLD, signal.SIGCONT)})
     wakeup = _Wakeup()
     if scan is not None and listing is not None:
@@ -386,22 +391,30 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     child.append(proc.pid)
     if interrupted:
         _killpg(proc.pid, signal.SIGINT)
-    _foreground(tty, proc.pid)
+    if _holder(tty) == os.getpgrp():
+        _foreground(tty, proc.pid)
 
     def job_control() -> None:
-        """Ctrl-Z stops the command alone (it holds the terminal): we stop too, so the shell sees its job
-        stop and takes the terminal back (before, the terminal hung, deaf even to Ctrl-C); `fg` or `bg`
-        continues us, and we continue the command, giving it the terminal again when we have it."""
+        """The command is in a process group of its own, so a terminal's job control reaches it alone:
+        Ctrl-Z stopped it and the terminal hung, deaf even to Ctrl-C; reading the terminal from the
+        background stopped it and the job never read as stopped. When it stops, we stop our job too (the
+        shell then shows it stopped); `fg` continues us with the terminal, which goes to the command before
+        it is continued; `bg` continues it in the background, unless it stopped to read the terminal."""
         if tty is None:
             return
-        stopped = _stopped(proc.pid)
-        if stopped:
-            if _holder(tty) == proc.pid:  # after `bg` the shell holds it: never take it from the shell
-                _foreground(tty, os.getpgrp())
-            _killpg(os.getpgrp(), signal.SIGTSTP)  # returns once continued
-        if _holder(tty) == os.getpgrp():
-            _foreground(tty, proc.pid)  # before it goes on: reading the terminal, it would stop again
-        if stopped:
+        sig = _stopped(proc.pid)
+        if sig:
+            held[:] = [sig]
+            reading = sig in (signal.SIGTTIN, signal.SIGTTOU)
+            if not (reading and _holder(tty) == os.getpgrp()):  # not when `fg` already gave us the terminal
+                if _holder(tty) == proc.pid:  # never take the terminal from the shell (after `bg`)
+                    _foreground(tty, os.getpgrp())
+                _killpg(os.getpgrp(), signal.SIGTSTP)  # returns once continued
+        mine = _holder(tty) == os.getpgrp()
+        if mine:
+            _foreground(tty, proc.pid)
+        if held and (mine or held[0] not in (signal.SIGTTIN, signal.SIGTTOU)):
+            held.clear()
             _killpg(proc.pid, signal.SIGCONT)
 
     joined = os.path.join(folder, JOINED_MARK)
@@ -423,7 +436,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         wakeup.close()
         for s, h in previous.items():
             signal.signal(s, h)
-        _foreground(tty, os.getpgrp())
+        if _holder(tty) == proc.pid:
+            _foreground(tty, os.getpgrp())
     duration = time.monotonic() - t0
     sig = -code if code < 0 else None
     exit_code = 128 + sig if sig else code
@@ -597,13 +611,13 @@ def _nothing(signum: int, frame: Any) -> None:
     """A handler that only makes the signal write to the wakeup pipe (the default would not)."""
 
 
-def _stopped(pid: int) -> bool:
-    """Whether the child stopped since last asked; an exit is left for Popen to collect."""
+def _stopped(pid: int) -> int:
+    """The signal that stopped the child since last asked (0: none); an exit is left for Popen."""
     try:
         info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG)
     except (OSError, AttributeError):
-        return False
-    return info is not None and info.si_code == os.CLD_STOPPED
+        return 0
+    return info.si_status if info is not None and info.si_code == os.CLD_STOPPED else 0
 
 
 def _drain(fd: int) -> None:

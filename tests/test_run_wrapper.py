@@ -243,57 +243,78 @@ def test_under_nohup_a_hangup_leaves_the_command_running(repo: Path, tmp_path: P
     assert (end["status"], end["signal"]) == ("failed", "SIGTERM")
 
 
-def test_ctrl_z_bg_and_fg_in_an_interactive_bash(repo: Path) -> None:
-    """Job control on a real terminal: Ctrl-Z stopped only the command (it holds the terminal), so the
-    shell never saw its job stop and the terminal hung, deaf even to Ctrl-C. Now Ctrl-Z gives the prompt
-    back, `bg` lets it run (it stops again reading the terminal), `fg` hands it the terminal again."""
-    script(repo, "ask.py", """
-        import time
-        print("ready", flush=True)
-        print("got", input(), flush=True)
-        while True:
-            time.sleep(0.05)
-    """)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a login-free interactive bash on the new terminal
-        os.chdir(repo)
-        os.environ.update({"PYTHONPATH": str(ROOT), "PS1": "PROMPT$ "})
-        os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
-    seen = bytearray()
+class Terminal:
+    """A real interactive bash on a new terminal (pty), typed into and read like a person would."""
 
-    def expect(token: bytes, timeout: float = 20) -> None:
+    def __init__(self, cwd: Path) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.chdir(cwd)
+            os.environ.update({"PYTHONPATH": str(ROOT), "PS1": "PROMPT$ "})
+            os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+        self.seen = bytearray()
+        self.expect(b"PROMPT$ ")
+
+    def type(self, text: bytes, pause: float = 0.0) -> None:
+        os.write(self.fd, text)
+        time.sleep(pause)
+
+    def expect(self, token: bytes, timeout: float = 20) -> None:
+        """Wait for `token` and forget what came up to it."""
         end = time.monotonic() + timeout
-        while seen.count(token) < 1 and time.monotonic() < end:
-            if select.select([fd], [], [], 0.1)[0]:
+        while token not in self.seen and time.monotonic() < end:
+            if select.select([self.fd], [], [], 0.1)[0]:
                 try:
-                    seen.extend(os.read(fd, 4096))
+                    self.seen.extend(os.read(self.fd, 4096))
                 except OSError:
                     break
-        assert token in seen, seen.decode(errors="replace")[-2000:]
-        del seen[:seen.index(token) + len(token)]
+        assert token in self.seen, self.seen.decode(errors="replace")[-2000:]
+        del self.seen[:self.seen.index(token) + len(token)]
 
+    def close(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+ASK = """
+    import time
+    print("ready", flush=True)
+    print("got", input(), flush=True)
+    while True:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("start", ["foreground", "background"])
+def test_job_control_in_an_interactive_bash(repo: Path, start: str) -> None:
+    """The command has a process group of its own, so the terminal's job control reached it alone:
+    Ctrl-Z stopped only it and the terminal hung, deaf even to Ctrl-C; started with `&`, it stopped
+    reading the terminal and the job never read as stopped, so `fg` could not wake it. Now the job stops
+    with it, and `fg` hands it the terminal (here it reads a typed line, then takes a Ctrl-C)."""
+    script(repo, "ask.py", ASK)
+    term = Terminal(repo)
     try:
-        expect(b"PROMPT$ ")
-        os.write(fd, f"{PY} -m exprag_plus run -- {PY} ask.py\n".encode())
-        expect(b"ready\r\n")
-        time.sleep(0.3)
-        os.write(fd, b"\x1a")
-        expect(b"Stopped")
-        expect(b"PROMPT$ ")
-        os.write(fd, b"bg\n")
-        expect(b"PROMPT$ ")
-        time.sleep(0.5)
-        os.write(fd, b"fg\n")
-        time.sleep(0.5)
-        os.write(fd, b"hello\n")
-        expect(b"got hello")
-        os.write(fd, b"\x03")
-        expect(b"interrupted")
-        expect(b"PROMPT$ ")
+        term.type(f"{PY} -m exprag_plus run -- {PY} ask.py{' &' if start == 'background' else ''}\n".encode())
+        term.expect(b"ready\r\n")
+        if start == "foreground":
+            term.type(b"\x1a", 0.3)  # Ctrl-Z
+            term.expect(b"Stopped")
+            term.expect(b"PROMPT$ ")
+            term.type(b"bg\n")  # it runs on until it reads the terminal, and stops again
+            term.expect(b"PROMPT$ ")
+        if start == "background":
+            term.type(b"\n", 1.0)
+            term.type(b"jobs\n")
+            term.expect(b"Stopped")
+        term.type(b"fg\n", 0.5)
+        term.type(b"hello\n")
+        term.expect(b"got hello")
+        term.type(b"\x03")  # Ctrl-C
+        term.expect(b"interrupted")
+        term.expect(b"PROMPT$ ")
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(fd)
+        term.close()
     end = only_run(repo)[-1]
     assert (end["status"], end["signal"]) == ("interrupted", "SIGINT")
     assert "got hello" in cli("log", "latest", cwd=repo).stdout

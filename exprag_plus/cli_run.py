@@ -26,7 +26,7 @@ def _meta(items: List[str]) -> Dict[str, Any]:
 
 def _metrics_text(metrics: Dict[str, Any], n: int = 8) -> str:
     """The last value of each metric, the first `n` in the order they were tracked, then how many more."""
-    shown = [(k, v) for k, v in metrics.items() if k.rsplit(".", 1)[-1] not in wrapper.AXES and records.is_number(v)]
+    shown = [(k, v) for k, v in metrics.items() if k.rsplit(".", 1)[-1] not in records.AXES and records.is_number(v)]
     more = f", {len(shown) - n} more (show)" if len(shown) > n else ""
     return ", ".join(f"{k} {num(v)}" for k, v in shown[:n]) + more
 

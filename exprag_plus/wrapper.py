@@ -31,7 +31,6 @@ TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024
 _MAX_LINE = 64 * 1024
 _KILL_GRACE_S = 5.0
-AXES = ("step", "epoch", "iteration", "iter", "global_step")
 
 _NUM = rb"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf|infinity))"
 # A candidate line: only a JSON object, or only NAME: NUMBER / NAME = NUMBER.
@@ -692,7 +691,7 @@ def _result(exp: Experiment, status: str, exit_code: int, sig: Optional[str], du
 
     run = store.Run.read(exp.path)
     summary = run.summary
-    metrics = {p: s.get("last") for p, s in summary.items() if p.rsplit(".", 1)[-1] not in AXES}
+    metrics = {p: s.get("last") for p, s in summary.items() if p.rsplit(".", 1)[-1] not in records.AXES}
     run_end = run.end or {}
     return {"run_id": exp.run_id, "status": status, "exit_code": exit_code, "signal": sig,
             "duration_s": round(duration, 3), "metrics": metrics, "output": out.summary(root),
@@ -714,7 +713,7 @@ def exec_plain(argv: Sequence[str]) -> None:
 
 
 __all__ = ["run_command", "compile_patterns", "MetricParser", "WrapperError", "nested", "exec_plain",
-           "OUTPUT_LOG", "AXES"]
+           "OUTPUT_LOG"]
 
 
 _TOKEN = re.compile(r"[^\s,|;=:]+|[=:]")

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from . import ids, records, store
+from . import files, ids, records, store
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -37,7 +37,7 @@ class LineWriter:
     @classmethod
     def open(cls, path: str, create: bool = False) -> "LineWriter":
         flags = os.O_RDWR | os.O_APPEND | _O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
-        fd = os.open(path, flags, 0o644)
+        fd = files.open_fd(path, flags)
         return cls(fd, torn=False if create else not _ends_with_newline(fd))
 
     def write(self, line: bytes) -> None:
@@ -95,7 +95,7 @@ def append_record(path: str, rtype: str, fields: Dict[str, Any], *, pid: Optiona
     see one ordered history; `pid` says which process wrote it. An exclusive lock keeps two such writers
     from taking the same seq; the line is fsynced before this returns.
     """
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | _O_CLOEXEC)
+    fd = files.open_fd(path, os.O_RDWR | os.O_APPEND | _O_CLOEXEC)
     try:
         _lock(fd)
         start, last_seq = tail_position(path)

@@ -594,8 +594,38 @@ def _warning_line(message: Any, category: Any, filename: str, lineno: int, file:
     print(text if text.startswith(PROG) else f"{PROG}: warning: {text}", file=sys.stderr)
 
 
+def _standard_streams() -> None:
+    """Started with stdin, stdout or stderr closed, the files we open would take those numbers (and the
+    prints would go into them), and sys.stderr is None: /dev/null fills the gap, as a shell's `>&-` user expects
+    output to vanish, not the command to fail."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            got = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            return
+        if got != fd:
+            os.dup2(got, fd)
+            os.close(got)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))
+
+
+def say(line: str) -> None:
+    """A line on stderr that may be gone (`2>&-`, a reader that quit): `run` records on regardless."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     global _held_notes
+    _standard_streams()
     _held_notes = []
     try:
         rc = _main(argv)
@@ -606,7 +636,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if rc != 2:
         for line in held:
             print(line, file=sys.stderr)
+    if rc < 0:
+        return _die_of(-rc)
     return rc
+
+
+def _die_of(sig: int) -> int:
+    """End by the signal that ended the wrapped command, as GNU timeout does: a shell loop stops at Ctrl-C
+    only when its child died of SIGINT (an exit code of 130 reads as "the child handled it, go on")."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    import signal
+
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a core of the wrapper helps no one
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        signal.signal(sig, signal.SIG_DFL)  # SIGKILL has no handler to reset
+    except (OSError, ValueError):
+        pass
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+    except (OSError, ValueError):
+        pass
+    return 128 + sig
 
 
 def _unknown(parser: argparse.ArgumentParser, command: Optional[str], extra: List[str]) -> NoReturn:

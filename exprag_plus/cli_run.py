@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from typing import Any, Dict, List
 
@@ -12,7 +13,7 @@ from . import cmdline, git, ids, records, store
 from .lazy import lazy
 artifacts = lazy(f"{__package__}.artifacts")
 wrapper = lazy(f"{__package__}.wrapper")
-from .cli import Commands, Failure, UsageError, _root, _run, count, emit_json, num, parse_assignments, seconds
+from .cli import Commands, Failure, UsageError, _root, _run, count, emit_json, num, parse_assignments, say, seconds
 
 
 
@@ -46,16 +47,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.slurm:
         return _submit(args, argv)
     if wrapper.nested():
-        print(f"exprag-plus: already recording (an enclosing `exprag-plus run`); running {argv[0]} as is",
-              file=sys.stderr)
-        sys.stderr.flush()
+        say(f"exprag-plus: already recording (an enclosing `exprag-plus run`); running {argv[0]} as is")
         wrapper.exec_plain(argv)
     stated = cmdline.settings(argv)
     given = metadata.get("args", {})
     if stated and isinstance(given, dict):
         for k in sorted(k for k in given if k in stated and given[k] != stated[k]):  # a misread flag, or a mistake
-            print(f"exprag-plus: --meta args.{k}={records.dumps(given[k])} replaces the command's own {k} = "
-                  f"{records.dumps(stated[k])} in the record", file=sys.stderr)
+            say(f"exprag-plus: --meta args.{k}={records.dumps(given[k])} replaces the command's own {k} = "
+                f"{records.dumps(stated[k])} in the record")
         metadata = {**metadata, "args": {**stated, **given}}  # --meta args.NAME=V adds a default or overrides
     cmd_text = " ".join(records.redact_argv(argv))
 
@@ -63,8 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = os.path.join(exp.root, exp.run_id, wrapper.OUTPUT_LOG)
         near = os.path.relpath(out)
         out = out if near.startswith(os.pardir) else near  # "../../.." from a replay's worktree says nothing
-        print(f"run {ids.short_id(exp.run_id)} recording: {cmd_text}  (output also in {out})", file=sys.stderr)
-        sys.stderr.flush()
+        say(f"run {ids.short_id(exp.run_id)} recording: {cmd_text}  (output also in {out})")
 
     res = wrapper.run_command(argv, name=args.name, metadata=metadata, note=args.note,
                               root=getattr(args, "root", None), timeout=args.timeout, parse=not args.no_parse,
@@ -73,20 +71,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                               hash_limit=args.hash_limit, stdout_fd=2 if args.json else 1)
     metrics = _metrics_text(res["metrics"])
     how = f"exit {res['exit_code']}" + (f", {res['signal']}" if res["signal"] else "")
-    print(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
-          + (f": {metrics}, {how}" if metrics else f": {how}"), file=sys.stderr)
+    say(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
+        + (f": {metrics}, {how}" if metrics else f": {how}"))
     if res.get("unread"):
         line, pattern = res["unread"]
-        print(f"exprag-plus: lines such as {line!r} were not read as metrics; to read them, add --parse "
-              f"{shlex.quote(pattern)}", file=sys.stderr)
+        say(f"exprag-plus: lines such as {line!r} were not read as metrics; to read them, add --parse "
+            f"{shlex.quote(pattern)}")
     scan = res.get("artifacts") or {}
     if scan.get("note"):
-        print(f"exprag-plus: {scan['note']}", file=sys.stderr)
+        say(f"exprag-plus: {scan['note']}")
     if args.json:
         sys.stdout.flush()
         emit_json({"run_id": res["run_id"], "short_id": ids.short_id(res["run_id"]),
                    **{k: res[k] for k in ("status", "exit_code", "signal", "duration_s", "metrics", "output", "artifacts")}})
-    return int(res["exit_code"]) if 0 <= int(res["exit_code"]) < 256 else 1
+    code = int(res["exit_code"])
+    sig = getattr(signal, res["signal"] or "", None)
+    if sig is not None and code == 128 + sig:
+        return -sig  # main dies of it (see cli._die_of)
+    return code if 0 <= code < 256 else 1
 
 
 def _submit(args: argparse.Namespace, argv: List[str]) -> int:

@@ -13,6 +13,21 @@ import stat
 from typing import Union
 
 
+def open_fd(path: str, flags: int, mode: int = 0o644) -> int:
+    """os.open, but never onto fd 0, 1 or 2: in a process started with stdout closed, the file would
+    take its place and every print would land in it (a run's records were corrupted so)."""
+    fd = os.open(path, flags, mode)
+    if fd > 2:
+        return fd
+    try:
+        import fcntl
+
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC if flags & getattr(os, "O_CLOEXEC", 0) else fcntl.F_DUPFD, 3)
+    finally:
+        os.close(fd)
+    return high
+
+
 def write_atomic(path: str, text: Union[str, bytes]) -> str:
     """Write `text` (UTF-8, newlines as given; bytes as they are) to `path`, creating parent folders;
     returns the real path (for a device or pipe, `path` as given)."""

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Sequence, Tuple
 
-from . import artifacts, git, ids, records
+from . import artifacts, files, git, ids, records
 from .store import OUTPUT_LOG
 from .redact import known_secrets, redact_text
 from .experiment import ENV_RUN, JOINED_MARK, Experiment
@@ -180,8 +180,8 @@ class _Output:
 
     def __init__(self, path: str, parsers: Optional[Dict[int, MetricParser]], secrets: Sequence[str] = ()) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-                          | getattr(os, "O_NOFOLLOW", 0), 0o644)  # a symlink planted there is refused, not followed
+        self.fd = files.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+                                | getattr(os, "O_NOFOLLOW", 0))  # a symlink planted there is refused, not followed
         self.secrets = [s.encode("utf-8", "surrogateescape") for s in secrets]
         self._held = b""  # the log's last bytes, held back until a secret that may straddle two chunks is known
         self.parsers = parsers or {}
@@ -401,18 +401,18 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         it is continued; `bg` continues it in the background, unless it stopped to read the terminal."""
         if tty is None:
             return
+        ours = (os.getpgrp(), proc.pid)
         sig = _stopped(proc.pid)
         if sig:
             held[:] = [sig]
-            reading = sig in (signal.SIGTTIN, signal.SIGTTOU)
-            if not (reading and _holder(tty) == os.getpgrp()):  # not when `fg` already gave us the terminal
+            # a read of the terminal before we handed it over, or after `fg` gave it to us, is no stop
+            if not (sig in (signal.SIGTTIN, signal.SIGTTOU) and _holder(tty) in ours):
                 if _holder(tty) == proc.pid:  # never take the terminal from the shell (after `bg`)
                     _foreground(tty, os.getpgrp())
                 _killpg(os.getpgrp(), signal.SIGTSTP)  # returns once continued
-        mine = _holder(tty) == os.getpgrp()
-        if mine:
+        if _holder(tty) == os.getpgrp():
             _foreground(tty, proc.pid)
-        if held and (mine or held[0] not in (signal.SIGTTIN, signal.SIGTTOU)):
+        if held and (_holder(tty) == proc.pid or held[0] not in (signal.SIGTTIN, signal.SIGTTOU)):
             held.clear()
             _killpg(proc.pid, signal.SIGCONT)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shlex
 import select
 import signal
 import subprocess
@@ -171,7 +172,7 @@ def test_progress_bars_keep_their_carriage_returns_and_parse_patterns(repo: Path
 def test_a_command_killed_by_sigkill_is_failed_with_the_signal_and_its_output(repo: Path) -> None:
     p = wrap("run", "--", "bash", "-c", "echo 'allocating 80 GB'; echo 'CUDA out of memory' >&2; kill -9 $$",
              cwd=repo)
-    assert p.returncode == 128 + 9
+    assert p.returncode == -signal.SIGKILL  # died of it too: a shell shows 137
     end = only_run(repo)[-1]
     assert end["status"] == "failed" and end["signal"] == "SIGKILL" and end["exit_code"] == 137
     assert end["error"] == {"type": "Signal", "message": "killed by SIGKILL"}
@@ -210,7 +211,7 @@ def test_ctrl_c_reaches_the_command_and_the_run_reads_interrupted(repo: Path) ->
     assert proc.stdout.readline() == b"ready\n"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    assert proc.returncode == -signal.SIGINT, err  # died of it too (a shell loop stops)
     assert out == b"caught Ctrl-C\n"
     end = only_run(repo)[-1]
     assert end["status"] == "interrupted" and end["signal"] == "SIGINT"
@@ -303,10 +304,9 @@ def test_job_control_in_an_interactive_bash(repo: Path, start: str) -> None:
             term.expect(b"PROMPT$ ")
             term.type(b"bg\n")  # it runs on until it reads the terminal, and stops again
             term.expect(b"PROMPT$ ")
-        if start == "background":
-            term.type(b"\n", 1.0)
-            term.type(b"jobs\n")
-            term.expect(b"Stopped")
+        term.type(b"\n", 1.0)  # `fg` typed while the job is stopping could find it stopped again: people wait
+        term.type(b"jobs\n")
+        term.expect(b"Stopped")  # reading the terminal from the background stops the job, as without us
         term.type(b"fg\n", 0.5)
         term.type(b"hello\n")
         term.expect(b"got hello")
@@ -318,6 +318,68 @@ def test_job_control_in_an_interactive_bash(repo: Path, start: str) -> None:
     end = only_run(repo)[-1]
     assert (end["status"], end["signal"]) == ("interrupted", "SIGINT")
     assert "got hello" in cli("log", "latest", cwd=repo).stdout
+
+
+def test_a_command_that_reads_the_terminal_at_once_is_not_stopped(repo: Path) -> None:
+    """The command starts in its own process group, before we hand it the terminal: a read in between
+    stopped it (SIGTTIN), and that stop read as a Ctrl-Z (4 times in 10), so the job stopped and the
+    typed line went to the shell. Several tries, since it is a race."""
+    term = Terminal(repo)
+    try:
+        for i in range(4):
+            term.type(f"{PY} -m exprag_plus run -- bash -c 'read x; echo got $x'\n".encode(), 1.0)
+            term.type(f"line{i}\n".encode())
+            term.expect(f"got line{i}".encode())
+            term.expect(b"completed")
+            term.expect(b"PROMPT$ ")
+    finally:
+        term.close()
+
+
+def test_ctrl_c_stops_a_shell_loop_of_runs_as_it_stops_a_loop_of_plain_commands(repo: Path, tmp_path: Path) -> None:
+    """bash goes on with a loop when its child exits with 130 (the child handled Ctrl-C); only a child
+    that died of SIGINT stops it. The wrapper now dies of its command's signal, as GNU timeout does."""
+    loop = tmp_path / "sweep.sh"
+    loop.write_text("for lr in 1 2 3; do echo \"start $lr\"; \"$@\" python -c 'import time; time.sleep(20)'; "
+                    "echo \"end $lr\"; done; echo 'loop done'\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for wrapped in ([], [PY, "-m", "exprag_plus", "run", "--"]):
+        sh = popen_foreground(["bash", str(loop), *wrapped], cwd=repo, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+        assert sh.stdout.readline() == b"start 1\n"
+        time.sleep(1.5)  # the command runs
+        os.killpg(sh.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        out, _ = sh.communicate(timeout=30)
+        assert out == b"", (wrapped, out)
+    end = only_run(repo)[-1]
+    assert (end["status"], end["signal"]) == ("interrupted", "SIGINT")
+
+
+def test_closed_or_broken_stdout_and_stderr(repo: Path) -> None:
+    """Started with stdout closed (`>&-`), the run file took fd 1 and the command's output went into the
+    records; with stderr closed or its reader gone, the command never ran and the run read `completed`."""
+    script(repo, "mark.py", """
+        open("ran.txt", "a").write("ran\\n")
+        print("loss: 0.1")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for redirect in (">&-", "2>&-", "2> >(exec true)", ">&- 2>&-"):
+        (repo / "ran.txt").unlink(missing_ok=True)
+        p = subprocess.run(["bash", "-c", f"{shlex.quote(PY)} -m exprag_plus run -- {shlex.quote(PY)} mark.py {redirect}; "
+                            "echo rc=$? > rc.txt"], cwd=repo, env=env, capture_output=True, timeout=60)
+        assert (repo / "rc.txt").read_text() == "rc=0\n", (redirect, p.stderr)
+        assert (repo / "ran.txt").read_text() == "ran\n", redirect
+        recs = read_lines(runs_of(repo)[-1])  # every line a record
+        assert (recs[-1]["status"], recs[-1]["exit_code"], recs[-1]["output"]["tail"]) == ("completed", 0, ["loss: 0.1"])
+    code = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); os.close(1)\n"
+            "from exprag_plus import Experiment\n"
+            "e = Experiment('closed stdout', root='api')\n"
+            "try:\n    os.write(1, b'not a record\\n')\nexcept OSError:\n    pass\n"
+            "e.track({'a': 1}); e.close()\n")
+    subprocess.run([PY, "-c", code], cwd=repo, check=True, timeout=60)
+    (path,) = (repo / "api").glob("*.jsonl")
+    assert [r["type"] for r in read_lines(path)] == ["run_start", "track", "run_end"]
+    assert b"not a record" not in path.read_bytes()
 
 
 def test_a_signal_that_lands_outside_the_wait_is_still_forwarded(repo: Path, monkeypatch: Any) -> None:

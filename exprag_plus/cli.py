@@ -119,11 +119,14 @@ def emit_json(data: Any) -> None:
 _emitted: List[bool] = []  # stdout already holds this call's JSON document (an error must not add a second)
 
 
+_asked_json = False  # --json among the options, for an error before they are parsed (`--timeout abc`)
+
+
 def _error(args: Any, rc: int, kind: str, line: str, message: str) -> int:
     """One line on stderr; with --json, also `{"error": {kind, message, exit_code}}` on stdout, so a
     script parsing stdout always gets one JSON document."""
     print(line, file=sys.stderr)
-    if getattr(args, "json", False) and not _emitted:
+    if getattr(args, "json", _asked_json) and not _emitted:
         sys.stdout.write(json.dumps({"error": {"kind": kind, "message": message, "exit_code": rc}}) + "\n")
     return rc
 
@@ -685,9 +688,11 @@ def _unknown(parser: argparse.ArgumentParser, command: Optional[str], extra: Lis
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
+    global _asked_json
     warnings.showwarning = _warning_line
     _emitted.clear()
     argv = list(sys.argv[1:] if argv is None else argv)
+    _asked_json = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
     command = command_of(argv)
     if command == "run":
         from . import git

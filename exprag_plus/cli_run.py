@@ -69,6 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                               patterns=patterns, resume=args.resume, announce=announce,
                               record_artifacts=not args.no_artifacts, max_artifacts=args.max_artifacts,
                               hash_limit=args.hash_limit, stdout_fd=2 if args.json else 1)
+    if res.get("error"):
+        say(f"exprag-plus: {res['error']['message']}")
     metrics = _metrics_text(res["metrics"])
     how = f"exit {res['exit_code']}" + (f", {res['signal']}" if res["signal"] else "")
     say(f"run {ids.short_id(res['run_id'])} {res['status']} in {res['duration_s']:.1f} s"
@@ -77,6 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         line, pattern = res["unread"]
         say(f"exprag-plus: lines such as {line!r} were not read as metrics; to read them, add --parse "
             f"{shlex.quote(pattern)}")
+    if res.get("left_open"):
+        say("exprag-plus: the command exited, leaving processes that still hold its output; what they print "
+            "from now on is not recorded")
     scan = res.get("artifacts") or {}
     if scan.get("note"):
         say(f"exprag-plus: {scan['note']}")

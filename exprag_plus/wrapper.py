@@ -232,8 +232,8 @@ class _Output:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
-        if len(self.tail) >= _TAIL_BYTES and lines:
-            lines = lines[1:]  # the first one is cut
+        if len(self.tail) >= _TAIL_BYTES and len(lines) > 1:
+            lines = lines[1:]  # the first one is cut (a last line longer than the tail is kept, cut)
         known = [s.decode("utf-8", "replace") for s in self.secrets]
         tail = [redact_text(l.rsplit("\r", 1)[-1] if "\r" in l else l, known) for l in lines[-TAIL_LINES:]]
         return {"file": os.path.relpath(self.path, root), "bytes": self.bytes,
@@ -305,7 +305,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
                 announce: Any = None, record_artifacts: bool = True, max_artifacts: int = artifacts.MAX_RECORDED,
                 hash_limit: int = artifacts.HASH_LIMIT, stdout_fd: int = 1) -> Dict[str, Any]:
     """Run `argv` as a recorded run; returns {run_id, status, exit_code, signal, duration_s, metrics, output,
-    artifacts, path, unread} (`unread`: see `unread_metric_line`).
+    artifacts, path, unread, left_open} (`unread`: see `unread_metric_line`; `left_open`: processes the
+    command left running still held its output, which is recorded no further: see `_pump`).
 
     The command's stdout is echoed on `stdout_fd` (2 under `run --json`: stdout is for the JSON alone).
     `announce(text)` is told when the run starts (its id and output file) before the command runs. With
@@ -368,8 +369,9 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     # were started ignoring (nohup's SIGHUP, a script's background job's SIGINT) stays ignored, by both.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
                 if signal.getsignal(s) is not signal.SIG_IGN}
-    if tty is not None:  # the command's stops are ours to follow (see `job_control`)
-        previous.update({s: signal.signal(s, _nothing) for s in (signal.SIGCHLD, signal.SIGCONT)})
+    # its exit ends the pump's wait (see `_pump`); with a terminal, its stops are ours to follow (`job_control`)
+    previous.update({s: signal.signal(s, _nothing) for s in ((signal.SIGCHLD, signal.SIGCONT) if tty is not None
+                                                              else (signal.SIGCHLD,))})
     wakeup = _Wakeup()
     if scan is not None and listing is not None:
         if not listing.join():
@@ -383,10 +385,11 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             signal.signal(s, h)
         if scan is not None:
             scan.close()
-        exp.end("failed", {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"},
-                exit_code=127, signal=None, output=out.summary(exp.root))
+        code = 127 if isinstance(exc, FileNotFoundError) else 126  # as a shell: not found, or found but not runnable
+        error = {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"}
+        exp.end("failed", error, exit_code=code, signal=None, output=out.summary(exp.root))
         list(out.finish())
-        return _result(exp, "failed", 127, None, time.monotonic() - t0, out, exp.root)
+        return {**_result(exp, "failed", code, None, time.monotonic() - t0, out, exp.root), "error": error}
     child.append(proc.pid)
     if interrupted:
         _killpg(proc.pid, signal.SIGINT)
@@ -417,10 +420,11 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             _killpg(proc.pid, signal.SIGCONT)
 
     joined = os.path.join(folder, JOINED_MARK)
-    timed_out = False
+    timed_out, exited_at, left_open = False, None, False
     try:
-        timed_out = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
-                          scan.watch if scan is not None else None, stdout_fd, wakeup.fd, job_control)
+        timed_out, exited_at, left_open = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
+                                                scan.watch if scan is not None else None, stdout_fd, wakeup.fd,
+                                                job_control)
         for value in out.finish():
             if not os.path.exists(joined):
                 exp.track(value)
@@ -437,7 +441,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             signal.signal(s, h)
         if _holder(tty) == proc.pid:
             _foreground(tty, os.getpgrp())
-    duration = time.monotonic() - t0
+    duration = (time.monotonic() if exited_at is None else exited_at) - t0
     sig = -code if code < 0 else None
     exit_code = 128 + sig if sig else code
     if timed_out:
@@ -462,6 +466,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     res = _result(exp, status, exit_code, signal.Signals(sig).name if sig else None, duration, out, exp.root)
     if parse and not os.path.exists(joined):
         res["unread"] = unread_metric_line(output.get("tail") or [], patterns)
+    res["left_open"] = left_open
     return res
 
 
@@ -498,13 +503,21 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
           deadline: Optional[float], watch: Any = None, stdout_fd: int = 1, wakeup_fd: int = -1,
-          on_signal: Any = None) -> bool:
-    """Copy both pipes until they close; True when the deadline killed the command. The artifact
-    watch's events are read every _DRAIN_S: between reads the kernel folds repeated events (a log written
-    line by line) into one, and a queue that overflows anyway only makes the scan stat every file.
-    `wakeup_fd` (see `_Wakeup`) ends a wait, so that Python runs the signal handlers, then `on_signal()`."""
+          on_signal: Any = None) -> Tuple[bool, Optional[float], bool]:
+    """Copy both pipes until they close; returns (the deadline killed the command, when it exited, some
+    process it left running still held its output).
+
+    Once the command has exited, its pipes are read for _LINGER_S more at most: a daemon it started
+    (`sleep 60 &`) keeps them open, and waiting for it made a command that ended at once last a minute,
+    deaf to Ctrl-C, or read as killed by --timeout. A reader of ours that goes away (`run ... | head`)
+    closes the command's pipe too, as without us: it gets SIGPIPE when it next writes there (before, it
+    ran on forever and `yes | head` filled the disk). The artifact watch's events are read every _DRAIN_S:
+    between reads the kernel folds repeated events (a log written line by line) into one, and a queue that
+    overflows anyway only makes the scan stat every file. `wakeup_fd` (see `_Wakeup`) ends a wait, so that
+    Python runs the signal handlers, then `on_signal()`."""
     sel = selectors.DefaultSelector()
-    targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}  # type: ignore[union-attr]
+    pipes = {1: proc.stdout, 2: proc.stderr}
+    targets = {f.fileno(): s for s, f in pipes.items()}  # type: ignore[union-attr]
     for fd in targets:
         _grow_pipe(fd)
         sel.register(fd, selectors.EVENT_READ)
@@ -513,12 +526,17 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
     drain_at = time.monotonic() + _DRAIN_S if watch is not None else None
     timed_out = False
     kill_at: Optional[float] = None
+    exited_at: Optional[float] = None
     is_joined = False
     echo: Dict[int, Optional[int]] = {1: stdout_fd, 2: 2}  # stream -> where it is echoed (None: closed)
     while targets:
         wait = None
         now = time.monotonic()
-        if deadline is not None and not timed_out:
+        if exited_at is not None:
+            if now >= exited_at + _LINGER_S:
+                break
+            wait = exited_at + _LINGER_S - now
+        elif deadline is not None and not timed_out:
             if now >= deadline:
                 timed_out = True
                 _killpg(proc.pid, signal.SIGTERM)
@@ -530,7 +548,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
                 _killpg(proc.pid, signal.SIGKILL)
                 kill_at = None
             else:
-                wait = kill_at - now
+                wait = kill_at - now if wait is None else min(wait, kill_at - now)
         if drain_at is not None:
             if now >= drain_at:
                 watch.drain()
@@ -540,37 +558,49 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
             fd = key.fd
             if fd == wakeup_fd:
                 _drain(fd)
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = time.monotonic()
                 if on_signal is not None:
                     on_signal()
+                continue
+            if fd not in targets:  # closed below in this round
                 continue
             data = os.read(fd, _READ)
             if not data:
                 sel.unregister(fd)
                 del targets[fd]
                 continue
-            dest = echo[targets[fd]]
+            stream = targets[fd]
+            dest = echo[stream]
             if dest is not None and not _write_all(dest, data):
-                echo = {s: None if d == dest else d for s, d in echo.items()}  # like `tee -p`: the command runs
-                if echo[2] is not None:  # on, recorded, and is not killed by a reader that went away
-                    _write_all(2, f"exprag-plus: {'stdout' if dest == 1 else 'stderr'} was closed; the command "
-                               f"goes on and its output is still recorded in {out.path}\n".encode())
-            for value in out.add(data, targets[fd]):
+                for stream in [s for s, d in echo.items() if d == dest]:
+                    echo[stream] = None
+                    sel.unregister(pipes[stream].fileno())  # type: ignore[union-attr]
+                    del targets[pipes[stream].fileno()]  # type: ignore[union-attr]
+                    pipes[stream].close()  # type: ignore[union-attr]
+                if echo[2] is not None:
+                    _write_all(2, f"exprag-plus: {'stdout' if dest == 1 else 'stderr'} was closed, so the "
+                               f"command's is too, as without exprag-plus (its output so far is in {out.path})\n"
+                               .encode())
+            for value in out.add(data, stream):
                 is_joined = is_joined or os.path.exists(joined)
                 if not is_joined:
                     exp.track(value)
+    left_open = bool(targets)
     sel.close()
     if timed_out and proc.poll() is None:
         try:
             proc.wait(_KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             _killpg(proc.pid, signal.SIGKILL)
-    return timed_out
+    return timed_out, exited_at, left_open
 
 
 # The command leads its own process group; Python >= 3.11 does it without preexec_fn, so vfork is used.
 _OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 _READ = 1 << 20
 _DRAIN_S = 0.2
+_LINGER_S = 1.0
 _F_SETPIPE_SZ = 1031  # Linux
 
 

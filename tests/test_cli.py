@@ -357,6 +357,10 @@ def test_json_errors_are_a_json_document_on_stdout_too(main, tmp_path: Path) -> 
     assert rc == 2 and "no run matches 'abcdef99'" in j(out)["error"]["message"]
     rc, out, err = main("best", "los", "--root", str(root))
     assert rc == 2 and out == ""  # without --json, stdout stays empty
+    rc, out, err = main("run", "--json", "--timeout", "abc", "--", "true")  # refused while parsing (trial 11)
+    assert rc == 2 and "invalid seconds 'abc'" in j(out)["error"]["message"]
+    rc, out, err = main("runs", "--limit", "x", "--root", str(root))
+    assert rc == 2 and out == ""
 
 
 def test_best_warns_when_the_winner_diverged(main, tmp_path: Path) -> None:

@@ -505,11 +505,16 @@ def test_bad_input_is_one_line_and_exit_2(repo: Path, args: Any, message: str) -
     assert not (repo / ".runs").exists() or not runs_of(repo)
 
 
-def test_a_missing_program_is_a_failed_run_with_exit_127(repo: Path) -> None:
-    p = wrap("run", "--", "no-such-program-here", cwd=repo)
-    assert p.returncode == 127
-    end = only_run(repo)[-1]
-    assert end["status"] == "failed" and end["error"]["type"] == "ExecError"
+def test_a_program_that_cannot_run_is_a_failed_run_with_the_shells_exit_code_and_reason(repo: Path) -> None:
+    """127 when not found, 126 when found but not runnable, as a shell says; the reason was only in `show`."""
+    (repo / "noexec.sh").write_text("echo hi\n")
+    for argv, code, reason in ((["no-such-program-here"], 127, "No such file or directory"),
+                               (["./noexec.sh"], 126, "Permission denied")):
+        p = wrap("run", "--", *argv, cwd=repo)
+        assert p.returncode == code
+        assert f"exprag-plus: cannot run {argv[0]!r}: {reason}\n" in p.stderr.decode()
+        end = read_lines(runs_of(repo)[-1])[-1]
+        assert (end["status"], end["error"]["type"], end["exit_code"]) == ("failed", "ExecError", code)
 
 
 def test_a_killed_wrapper_reads_crashed_and_show_still_has_the_output(repo: Path) -> None:
@@ -632,10 +637,11 @@ def test_run_from_a_deleted_folder_is_one_line_not_a_traceback(tmp_path: Path) -
     assert p.returncode in (1, 2) and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
-def test_a_reader_that_stops_early_does_not_end_the_run(repo: Path) -> None:
-    """`exprag-plus run -- CMD | head -1` (trial 7, with `| tail -0`): writing the echo into the closed pipe
-    raised out of the wrapper, which exited 0 and left a run reading `completed` with no exit code while
-    the command ran on, unrecorded. Now the echo stops, as with `tee -p`, and the command is recorded to its end."""
+def test_a_reader_that_stops_early_stops_the_command_as_without_the_wrapper(repo: Path) -> None:
+    """`exprag-plus run -- CMD | head -1`: the command's stdout closes when ours does, so it gets SIGPIPE
+    at its next write, as `CMD | head -1` does. Trial 7 found the wrapper raising out and the command
+    running on unrecorded; the `tee -p` answer then let it run on for ever (trial 11: `yes | head -1`
+    wrote 2 GB of output.log in 8 s)."""
     script(repo, "train.py", """
         import sys, time
         for i in range(40):
@@ -649,9 +655,43 @@ def test_a_reader_that_stops_early_does_not_end_the_run(repo: Path) -> None:
     assert p.stdout.readline() == b"step=0 loss=1.0\n"
     p.stdout.close()  # the reader is gone
     err = p.stderr.read().decode()
-    assert p.wait(60) == 3, err
-    assert "stdout was closed; the command goes on and its output is still recorded in " in err
+    assert p.wait(60) == 1, err  # python's own exit on a closed stdout
+    assert "stdout was closed, so the command's is too, as without exprag-plus (its output so far is in " in err
     end = only_run(repo)[-1]
-    assert (end["type"], end["status"], end["exit_code"]) == ("run_end", "failed", 3)
+    assert (end["type"], end["status"], end["exit_code"]) == ("run_end", "failed", 1)
+    assert "BrokenPipeError: [Errno 32] Broken pipe" in end["output"]["tail"]
     log = (repo / ".runs" / end["run_id"] / "output.log").read_text().splitlines()
-    assert len(log) == 40 and log[-1] == "step=39 loss=0.025"
+    assert log[0] == "step=0 loss=1.0" and "step=39 loss=0.025" not in log
+    t0 = time.monotonic()
+    plain = subprocess.run(["bash", "-c", f"{shlex.quote(PY)} -m exprag_plus run -- yes | head -1"], cwd=repo,
+                           env=full, capture_output=True, timeout=60)
+    assert plain.stdout == b"y\n" and time.monotonic() - t0 < 30
+    end = read_lines(runs_of(repo)[-1])[-1]
+    assert (end["status"], end["signal"], end["exit_code"]) == ("failed", "SIGPIPE", 141)
+
+
+def test_processes_the_command_leaves_running_are_not_waited_for(repo: Path) -> None:
+    """`bash -c 'sleep 60 & echo started'` ends at once, but its daemon holds the output pipe: the wrapper
+    waited the daemon's whole life (deaf to Ctrl-C), and with --timeout recorded a Timeout for a command
+    that had exited 0. Now the pipes are read for a second more, and the run is the command's."""
+    for args in ([], ["--timeout", "5"]):
+        t0 = time.monotonic()
+        p = wrap("run", *args, "--", "bash", "-c", "sleep 30 & echo $! > daemon.pid; echo started", cwd=repo,
+                 timeout=60)
+        took = time.monotonic() - t0
+        daemon = int((repo / "daemon.pid").read_text())
+        try:
+            assert p.returncode == 0 and took < 15, (took, p.stderr)
+            assert "leaving processes that still hold its output" in p.stderr.decode()
+            end = read_lines(runs_of(repo)[-1])[-1]
+            assert (end["status"], end["exit_code"], end["output"]["tail"]) == ("completed", 0, ["started"])
+            assert alive(daemon)  # left alone, as without the wrapper
+        finally:
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_a_last_line_longer_than_the_kept_tail_is_kept_cut(repo: Path) -> None:
+    """The tail's first line is cut, so it was dropped: when it was the only one, the tail was empty."""
+    wrap("run", "--", PY, "-c", "import sys; print('x' * 70000 + 'END'); sys.exit(1)", cwd=repo)
+    (line,) = only_run(repo)[-1]["output"]["tail"]
+    assert line.endswith("xEND") and 60000 < len(line) < 70000

@@ -334,6 +334,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         ids.ensure_runs_dir(root)
         scan = artifacts.Scan(cwd, root)
         listing = _Background(scan.prepare)  # while git snapshots the code: neither writes under cwd
+    start_child = _child_start()  # while git works
     try:
         exp = Experiment(name or os.path.basename(argv[0]), metadata, root, resume=resume, _start_fields=start)
     finally:
@@ -378,7 +379,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             scan.prepare()
         scan.mark(out.path)  # after the listing, right before the command starts
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **_OWN_GROUP)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=start_child)
     except OSError as exc:
         wakeup.close()
         for s, h in previous.items():
@@ -596,8 +597,31 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
     return timed_out, exited_at, left_open
 
 
-# The command leads its own process group; Python >= 3.11 does it without preexec_fn, so vfork is used.
-_OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+def _child_start() -> Any:
+    """What the command's process does before it runs the command: lead a process group of its own (Ctrl-C
+    and --timeout reach all it starts, and only that), and on Linux die with us (PR_SET_PDEATHSIG): a wrapper
+    killed by `kill -9` or `timeout -k` left the command running on while its run read `crashed`."""
+    parent = os.getpid()
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (ImportError, OSError, AttributeError):
+            prctl = None
+
+    def start() -> None:
+        os.setpgrp()
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # we died before it was set
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return start
+
+
+_PR_SET_PDEATHSIG = 1
 _READ = 1 << 20
 _DRAIN_S = 0.2
 _LINGER_S = 1.0

@@ -517,14 +517,22 @@ def test_a_program_that_cannot_run_is_a_failed_run_with_the_shells_exit_code_and
         assert (end["status"], end["error"]["type"], end["exit_code"]) == ("failed", "ExecError", code)
 
 
-def test_a_killed_wrapper_reads_crashed_and_show_still_has_the_output(repo: Path) -> None:
+def test_a_killed_wrapper_reads_crashed_and_its_command_dies_with_it(repo: Path) -> None:
+    """`kill -9` (or `timeout -k`) of the wrapper left the command running while its run read `crashed`:
+    on Linux the command now dies with it, as it would have died of that signal without the wrapper."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([PY, "-m", "exprag_plus", "run", "--", "bash", "-c", "echo working; sleep 30"], cwd=repo,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([PY, "-m", "exprag_plus", "run", "--", "bash", "-c", "echo $$ > cmd.pid; echo working; "
+                             "trap '' TERM INT HUP; sleep 30"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     assert proc.stdout.readline() == b"working\n"
     assert json.loads(cli("runs", "--json", cwd=repo).stdout)["runs"][0]["status"] == "running"
-    os.killpg(proc.pid, signal.SIGKILL)
+    command = int((repo / "cmd.pid").read_text())
+    proc.kill()  # the wrapper alone
     proc.wait()
+    deadline = time.monotonic() + 10
+    while alive(command) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(command)
     shown = json.loads(cli("show", "latest", "--json", cwd=repo).stdout)
     assert shown["status"] == "crashed" and shown["output"]["tail"] == ["working"]
     assert "  working" in cli("show", "latest", cwd=repo).stdout

@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{shlex.quote(pattern)}")
     if res.get("left_open"):
         say("exprag-plus: the command exited, leaving processes that still hold its output; what they print "
-            "from now on is not recorded")
+            "from now on is not recorded, and printing there ends them (SIGPIPE)")
     scan = res.get("artifacts") or {}
     if scan.get("note"):
         say(f"exprag-plus: {scan['note']}")
@@ -90,8 +90,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         emit_json({"run_id": res["run_id"], "short_id": ids.short_id(res["run_id"]),
                    **{k: res[k] for k in ("status", "exit_code", "signal", "duration_s", "metrics", "output", "artifacts")}})
     code = int(res["exit_code"])
-    sig = getattr(signal, res["signal"] or "", None)
-    if sig is not None and code == 128 + sig:
+    if res["signal"] and code > 128:
+        sig = code - 128
+        if res.get("terminal") and sig in (signal.SIGINT, signal.SIGQUIT):
+            # the terminal's Ctrl-C reached the command alone (it held the terminal): the rest of our job,
+            # a script looping over runs among it, gets it now, as it would have without us
+            signal.signal(sig, signal.SIG_IGN)
+            try:
+                os.killpg(os.getpgrp(), sig)
+            except OSError:
+                pass
         return -sig  # main dies of it (see cli._die_of)
     return code if 0 <= code < 256 else 1
 

@@ -305,8 +305,9 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
                 announce: Any = None, record_artifacts: bool = True, max_artifacts: int = artifacts.MAX_RECORDED,
                 hash_limit: int = artifacts.HASH_LIMIT, stdout_fd: int = 1) -> Dict[str, Any]:
     """Run `argv` as a recorded run; returns {run_id, status, exit_code, signal, duration_s, metrics, output,
-    artifacts, path, unread, left_open} (`unread`: see `unread_metric_line`; `left_open`: processes the
-    command left running still held its output, which is recorded no further: see `_pump`).
+    artifacts, path, unread, left_open, terminal} (`unread`: see `unread_metric_line`; `left_open`: processes
+    the command left running still held its output, which is recorded no further: see `_pump`; `terminal`:
+    the command was given the terminal, so a Ctrl-C there reached it alone).
 
     The command's stdout is echoed on `stdout_fd` (2 under `run --json`: stdout is for the JSON alone).
     `announce(text)` is told when the run starts (its id and output file) before the command runs. With
@@ -379,7 +380,15 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             scan.prepare()
         scan.mark(out.path)  # after the listing, right before the command starts
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=start_child)
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    preexec_fn=start_child)
+        except OSError as exc:
+            if exc.errno != errno.ENOEXEC:
+                raise
+            # a script without #!: shells (and execvp) run it with sh
+            proc = subprocess.Popen(["/bin/sh", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    preexec_fn=start_child)
     except OSError as exc:
         wakeup.close()
         for s, h in previous.items():
@@ -394,7 +403,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     child.append(proc.pid)
     if interrupted:
         _killpg(proc.pid, signal.SIGINT)
-    if _holder(tty) == os.getpgrp():
+    handed = _holder(tty) == os.getpgrp()  # we are the terminal's foreground job: the command gets the terminal
+    if handed:
         _foreground(tty, proc.pid)
 
     def job_control() -> None:
@@ -421,9 +431,9 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             _killpg(proc.pid, signal.SIGCONT)
 
     joined = os.path.join(folder, JOINED_MARK)
-    timed_out, exited_at, left_open = False, None, False
+    timed_out, left_open = False, False
     try:
-        timed_out, exited_at, left_open = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
+        timed_out, left_open = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
                                                 scan.watch if scan is not None else None, stdout_fd, wakeup.fd,
                                                 job_control)
         for value in out.finish():
@@ -442,7 +452,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
             signal.signal(s, h)
         if _holder(tty) == proc.pid:
             _foreground(tty, os.getpgrp())
-    duration = (time.monotonic() if exited_at is None else exited_at) - t0
+    duration = time.monotonic() - t0  # as the record's: leftovers' linger included
     sig = -code if code < 0 else None
     exit_code = 128 + sig if sig else code
     if timed_out:
@@ -450,7 +460,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     elif sig == signal.SIGINT or (interrupted and exit_code in (130, 128 + signal.SIGINT)):
         status, error = "interrupted", {"type": "Signal", "message": "interrupted (SIGINT)"}
     elif sig:
-        status, error = "failed", {"type": "Signal", "message": f"killed by {signal.Signals(sig).name}"}
+        status, error = "failed", {"type": "Signal", "message": f"killed by {_signal_name(sig)}"}
     elif code != 0:
         status, error = "failed", {"type": "ExitCode", "message": f"exited with code {code}"}
     else:
@@ -462,12 +472,13 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     if scan is not None:
         extra["artifact_scan"] = _record_artifacts(exp, scan, max_artifacts, hash_limit)
     output = out.summary(exp.root)
-    exp.end(status, error, **extra, exit_code=exit_code, signal=signal.Signals(sig).name if sig else None,
+    exp.end(status, error, **extra, exit_code=exit_code, signal=_signal_name(sig) if sig else None,
             output=output)
-    res = _result(exp, status, exit_code, signal.Signals(sig).name if sig else None, duration, out, exp.root)
+    res = _result(exp, status, exit_code, _signal_name(sig) if sig else None, duration, out, exp.root)
     if parse and not os.path.exists(joined):
         res["unread"] = unread_metric_line(output.get("tail") or [], patterns)
     res["left_open"] = left_open
+    res["terminal"] = handed
     return res
 
 
@@ -504,9 +515,9 @@ def _record_artifacts(exp: Experiment, scan: "artifacts.Scan", cap: int, hash_li
 
 def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined: str,
           deadline: Optional[float], watch: Any = None, stdout_fd: int = 1, wakeup_fd: int = -1,
-          on_signal: Any = None) -> Tuple[bool, Optional[float], bool]:
-    """Copy both pipes until they close; returns (the deadline killed the command, when it exited, some
-    process it left running still held its output).
+          on_signal: Any = None) -> Tuple[bool, bool]:
+    """Copy both pipes until they close; returns (the deadline killed the command, some process it left
+    running still held its output).
 
     Once the command has exited, its pipes are read for _LINGER_S more at most: a daemon it started
     (`sleep 60 &`) keeps them open, and waiting for it made a command that ended at once last a minute,
@@ -594,7 +605,7 @@ def _pump(proc: "subprocess.Popen[bytes]", out: _Output, exp: Experiment, joined
             proc.wait(_KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             _killpg(proc.pid, signal.SIGKILL)
-    return timed_out, exited_at, left_open
+    return timed_out, left_open
 
 
 def _child_start() -> Any:
@@ -658,6 +669,15 @@ class _Wakeup:
         os.close(self.fd)
         os.close(self._w)
         self.fd = self._w = -1
+
+
+def _signal_name(sig: int) -> str:
+    """SIGTERM, or SIGRTMIN+3 for a real-time signal (which have no name of their own in Python)."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        low = getattr(signal, "SIGRTMIN", 0)
+        return f"SIGRTMIN+{sig - low}" if low and sig > low else f"SIG{sig}"
 
 
 def _nothing(signum: int, frame: Any) -> None:

@@ -382,6 +382,31 @@ def test_closed_or_broken_stdout_and_stderr(repo: Path) -> None:
     assert b"not a record" not in path.read_bytes()
 
 
+def test_ctrl_c_on_a_terminal_stops_a_script_that_loops_over_runs(repo: Path) -> None:
+    """The command holds the terminal, so a Ctrl-C reached it alone and not the script looping over runs,
+    which went on to the next run (trial 12); the rest of our job now gets it too, as without us."""
+    script(repo, "tick.py", """
+        import time
+        for i in range(100):
+            print("tick", i, flush=True)
+            time.sleep(0.2)
+    """)
+    (repo / "loop.sh").write_text(f"for x in 1 2 3; do {shlex.quote(PY)} -m exprag_plus run -- {shlex.quote(PY)} tick.py; "
+                                  "echo \"looped $?\"; done; echo LOOP_END\n")
+    term = Terminal(repo)
+    try:
+        term.type(b"bash loop.sh\n")
+        term.expect(b"tick 2")
+        term.type(b"\x03")
+        term.expect(b"interrupted")
+        term.expect(b"PROMPT$ ")
+        term.type(b"echo done-$?\n")
+        term.expect(b"done-130")
+    finally:
+        term.close()
+    assert len(runs_of(repo)) == 1
+
+
 def test_a_signal_that_lands_outside_the_wait_is_still_forwarded(repo: Path, monkeypatch: Any) -> None:
     """Python runs a handler between bytecodes: a Ctrl-C caught just before the pump's select starts
     waiting was lost, and a silent command ran on (1 in 120 under load). A signal sent to another thread
@@ -703,3 +728,18 @@ def test_a_last_line_longer_than_the_kept_tail_is_kept_cut(repo: Path) -> None:
     wrap("run", "--", PY, "-c", "import sys; print('x' * 70000 + 'END'); sys.exit(1)", cwd=repo)
     (line,) = only_run(repo)[-1]["output"]["tail"]
     assert line.endswith("xEND") and 60000 < len(line) < 70000
+
+
+def test_a_real_time_signal_and_a_script_without_a_shebang(repo: Path) -> None:
+    """Trial 12: a command killed by signal 37 was recorded `completed` (Python names no real-time signal:
+    the wrapper failed on it); a script without #! could not run (shells hand it to sh)."""
+    p = wrap("run", "--", "bash", "-c", "kill -37 $$", cwd=repo)
+    assert p.returncode == -37
+    end = read_lines(runs_of(repo)[-1])[-1]
+    assert (end["status"], end["exit_code"]) == ("failed", 165) and end["signal"].startswith("SIGRTMIN+")
+    (repo / "nosb.sh").write_text("echo hi\necho 'acc: 0.3'\n")
+    (repo / "nosb.sh").chmod(0o755)
+    p = wrap("run", "--", "./nosb.sh", cwd=repo)
+    assert p.returncode == 0 and p.stdout == b"hi\nacc: 0.3\n"
+    end = read_lines(runs_of(repo)[-1])[-1]
+    assert (end["status"], end["summary"]["acc"]["last"]) == ("completed", 0.3)

@@ -434,8 +434,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     timed_out, left_open = False, False
     try:
         timed_out, left_open = _pump(proc, out, exp, joined, None if timeout is None else t0 + timeout,
-                                                scan.watch if scan is not None else None, stdout_fd, wakeup.fd,
-                                                job_control)
+                                     scan.watch if scan is not None else None, stdout_fd, wakeup.fd, job_control)
         for value in out.finish():
             if not os.path.exists(joined):
                 exp.track(value)

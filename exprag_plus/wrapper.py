@@ -315,7 +315,7 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
     `artifact` record each (at most `max_artifacts`; `artifact_scan` in run_end counts the rest).
     """
     argv = [str(a) for a in argv]
-    if not argv:
+    if not argv or not argv[0]:
         raise WrapperError("no command to run: give it after `--`, e.g. exprag-plus run -- python train.py")
     cwd = os.getcwd()
     command: Dict[str, Any] = {"argv": records.redact_argv(argv), "cwd": cwd}
@@ -396,7 +396,8 @@ def run_command(argv: Sequence[str], *, name: Optional[str] = None, metadata: Op
         if scan is not None:
             scan.close()
         code = 127 if isinstance(exc, FileNotFoundError) else 126  # as a shell: not found, or found but not runnable
-        error = {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {exc.strerror or exc}"}
+        why = "Is a directory" if os.path.isdir(argv[0]) else exc.strerror or exc  # EACCES, as bash words it
+        error = {"type": "ExecError", "message": f"cannot run {argv[0]!r}: {why}"}
         exp.end("failed", error, exit_code=code, signal=None, output=out.summary(exp.root))
         list(out.finish())
         return {**_result(exp, "failed", code, None, time.monotonic() - t0, out, exp.root), "error": error}

@@ -515,6 +515,7 @@ def test_log_command(repo: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     ((), "no command to run"),
+    (("--", ""), "no command to run"),  # trial 12: exit 126 "Permission denied" (PATH's folders were tried)
     (("--parse", "(", "--", "true"), "is not a regular expression"),
     (("--parse", r"\d+", "--", "true"), "has no named group"),
     (("--meta", "novalue", "--", "true"), "write NAME=VALUE"),
@@ -533,8 +534,9 @@ def test_bad_input_is_one_line_and_exit_2(repo: Path, args: Any, message: str) -
 def test_a_program_that_cannot_run_is_a_failed_run_with_the_shells_exit_code_and_reason(repo: Path) -> None:
     """127 when not found, 126 when found but not runnable, as a shell says; the reason was only in `show`."""
     (repo / "noexec.sh").write_text("echo hi\n")
+    (repo / "adir").mkdir()
     for argv, code, reason in ((["no-such-program-here"], 127, "No such file or directory"),
-                               (["./noexec.sh"], 126, "Permission denied")):
+                               (["./noexec.sh"], 126, "Permission denied"), (["./adir"], 126, "Is a directory")):
         p = wrap("run", "--", *argv, cwd=repo)
         assert p.returncode == code
         assert f"exprag-plus: cannot run {argv[0]!r}: {reason}\n" in p.stderr.decode()

@@ -137,8 +137,7 @@ def cmd_log(args: argparse.Namespace) -> None:
     run = _run(args, args.run)
     lines = store.read_log(run, args.tail or None, args.grep)
     if lines is None:
-        raise Failure(f"run {run.short_id} has no captured output (only `exprag-plus run -- CMD` captures a "
-                      "command's output)")
+        raise Failure(store.no_output(run))
     out = sys.stdout.buffer
     if args.json:
         emit_json({"run_id": run.run_id, "lines": [l.decode("utf-8", "replace").rstrip("\n") for l in lines]})

@@ -312,7 +312,7 @@ def _run_log(srv: "Server", a: Dict[str, Any]) -> Dict[str, Any]:
     except store.LogError as exc:
         raise ToolFailure(str(exc)) from None
     if lines is None:
-        raise ToolFailure(f"run {run.short_id} has no captured output (only `exprag-plus run -- CMD` captures it)")
+        raise ToolFailure(store.no_output(run))
     texts = [l.decode("utf-8", "replace").rstrip("\r\n") for l in lines]
     cut = [t[:2000] for t in texts]
     budget, kept = 20_000, []

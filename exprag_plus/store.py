@@ -1114,6 +1114,14 @@ def output_log(run: Run) -> Optional[str]:
     return path if os.path.isfile(path) and not os.path.islink(path) else None
 
 
+def no_output(run: Run) -> str:
+    """Why a run has no output to show: never captured, or captured and since deleted (`read_log` None)."""
+    if isinstance(run.start.get("command"), dict):
+        return (f"run {run.short_id}'s output.log is gone: {os.path.join(os.path.dirname(run.path), run.run_id, OUTPUT_LOG)}"
+                " was deleted or moved")
+    return f"run {run.short_id} has no captured output (only `exprag-plus run -- CMD` captures a command's output)"
+
+
 def read_log(run: Run, tail: Optional[int] = None, grep: Optional[str] = None) -> Optional[List[bytes]]:
     """The lines of a run's captured output, or None when it has none; `tail` reads only the file's end."""
     path = output_log(run)

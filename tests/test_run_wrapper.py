@@ -511,6 +511,10 @@ def test_log_command(repo: Path) -> None:
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     none = cli("log", "latest", cwd=repo)
     assert none.returncode == 1 and "has no captured output" in none.stderr
+    wrapped = read_lines(runs_of(repo)[0])[0]["run_id"]
+    (repo / ".runs" / wrapped / "output.log").unlink()  # trial 11: "only `run` captures output" misled
+    gone = cli("log", wrapped, cwd=repo)
+    assert gone.returncode == 1 and "output.log is gone: " in gone.stderr and "deleted or moved" in gone.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -639,8 +639,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if rc != 2:
         for line in held:
             print(line, file=sys.stderr)
-    if rc < 0:
-        return _die_of(-rc)
+    if rc < 0:  # a wrapped command's signal: a program dies of it too; a caller of main(argv) gets 128+N
+        return _die_of(-rc) if argv is None else 128 - rc
     return rc
 
 

@@ -95,11 +95,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if res.get("terminal") and sig in (signal.SIGINT, signal.SIGQUIT):
             # the terminal's Ctrl-C reached the command alone (it held the terminal): the rest of our job,
             # a script looping over runs among it, gets it now, as it would have without us
-            signal.signal(sig, signal.SIG_IGN)
+            before = signal.signal(sig, signal.SIG_IGN)
             try:
                 os.killpg(os.getpgrp(), sig)
             except OSError:
                 pass
+            signal.signal(sig, before)
         return -sig  # main dies of it (see cli._die_of)
     return code if 0 <= code < 256 else 1
 

@@ -1110,15 +1110,18 @@ class LogError(ValueError):
 def output_log(run: Run) -> Optional[str]:
     """The file holding what a wrapped command printed (`exprag-plus run`), if the run has one (never a
     symlink planted there: it would read a file outside the runs folder)."""
-    path = os.path.join(os.path.dirname(run.path), run.run_id, OUTPUT_LOG)
+    path = _log_path(run)
     return path if os.path.isfile(path) and not os.path.islink(path) else None
+
+
+def _log_path(run: Run) -> str:
+    return os.path.join(os.path.dirname(run.path), run.run_id, OUTPUT_LOG)
 
 
 def no_output(run: Run) -> str:
     """Why a run has no output to show: never captured, or captured and since deleted (`read_log` None)."""
     if isinstance(run.start.get("command"), dict):
-        return (f"run {run.short_id}'s output.log is gone: {os.path.join(os.path.dirname(run.path), run.run_id, OUTPUT_LOG)}"
-                " was deleted or moved")
+        return f"run {run.short_id}'s output.log is gone: {_log_path(run)} was deleted or moved"
     return f"run {run.short_id} has no captured output (only `exprag-plus run -- CMD` captures a command's output)"
 
 

@@ -749,3 +749,11 @@ def test_a_real_time_signal_and_a_script_without_a_shebang(repo: Path) -> None:
     assert p.returncode == 0 and p.stdout == b"hi\nacc: 0.3\n"
     end = read_lines(runs_of(repo)[-1])[-1]
     assert (end["status"], end["summary"]["acc"]["last"]) == ("completed", 0.3)
+
+
+def test_main_called_with_arguments_returns_the_signal_instead_of_dying(repo: Path, monkeypatch: Any, main: Any) -> None:
+    """Only the program dies of its command's signal; a Python caller of main(argv) (these tests) gets 128+N."""
+    monkeypatch.chdir(repo)
+    rc, out, err = main("run", "--", "bash", "-c", "kill -TERM $$")
+    assert rc == 128 + signal.SIGTERM and "failed" in err
+    assert only_run(repo)[-1]["signal"] == "SIGTERM"
